@@ -1,0 +1,10 @@
+"""groupnorm: Group Normalization (Wu & He, ECCV 2018) as software.
+
+Layers (``groupnorm.nn``), functions (``groupnorm.functional``), a NumPy float64 oracle
+(``groupnorm.reference``), compiled CPU kernels (``groupnorm.kernels``), model surgery and a reproduction
+harness for the paper's experiments (``groupnorm.experiments``).
+"""
+__version__ = "0.1.0"
+
+from . import reference  # noqa: E402,F401  (NumPy only)
+from . import functional, nn  # noqa: E402,F401

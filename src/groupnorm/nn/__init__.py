@@ -1,0 +1,4 @@
+"""Modules: drop-ins for ``torch.nn`` normalization layers and what ``torch.nn`` lacks."""
+from .group_norm import GroupNorm
+
+__all__ = ["GroupNorm"]

@@ -1,0 +1,87 @@
+"""``GroupNorm``: a drop-in for ``torch.nn.GroupNorm`` with ``group_size=`` and a fused activation."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import functional as GF
+
+
+class GroupNorm(nn.Module):
+    r"""Group Normalization (Wu & He, ECCV 2018), optionally fused with an activation.
+
+    .. math::
+
+        y = \mathrm{act}\Big(\frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta\Big)
+
+    The ``num_channels`` channels are split into ``num_groups`` consecutive groups; mean and biased variance
+    are computed per sample over each group's channels and all spatial positions. ``gamma`` and ``beta`` are
+    per-channel (``weight`` and ``bias``, shape ``(C,)``), initialised to ones and zeros, exactly as in
+    ``torch.nn.GroupNorm``, whose state_dict this module loads and produces.
+
+    Args:
+        num_groups: number of groups G (divides ``num_channels``). Exactly one of this and ``group_size``.
+        num_channels: number of channels C expected in the input.
+        eps: added to the variance for numerical stability. Default: 1e-5.
+        affine: learnable per-channel ``weight`` and ``bias``. Default: True.
+        group_size: channels per group, ``C // G`` (keyword only); ``group_size=16`` with 256 channels is G=16.
+        activation: None, ``"relu"``, ``"silu"`` or ``"gelu"``, applied after the affine (keyword only).
+
+    Shape:
+        - Input: ``(N, C, *)``; channels-last layouts are kept.
+        - Output: ``(N, C, *)`` (same shape, dtype and memory format as the input).
+
+    Examples::
+
+        >>> m = GroupNorm(32, 256)                         # as torch.nn.GroupNorm(32, 256)
+        >>> m = GroupNorm(num_channels=256, group_size=16)  # 16 groups of 16 channels
+        >>> m = GroupNorm(256, 256)                        # InstanceNorm with a per-channel affine
+        >>> m = GroupNorm(1, 256)                          # LayerNorm over (C, H, W), per-channel affine
+        >>> m = GroupNorm(32, 256, activation="silu")      # GN followed by SiLU, fused on CPU
+    """
+
+    __constants__ = ["num_groups", "num_channels", "eps", "affine", "activation"]
+
+    def __init__(self, num_groups=None, num_channels=None, eps: float = 1e-5, affine: bool = True, *,
+                 group_size=None, activation=None, device=None, dtype=None):
+        super().__init__()
+        if num_channels is None:
+            raise ValueError("GroupNorm needs num_channels")
+        self.num_groups = GF.resolve_num_groups(num_channels, num_groups, group_size)
+        GF.check_activation(activation)
+        self.num_channels = int(num_channels)
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        self.activation = activation
+        if self.affine:
+            factory = {"device": device, "dtype": dtype}
+            self.weight = nn.Parameter(torch.empty(self.num_channels, **factory))
+            self.bias = nn.Parameter(torch.empty(self.num_channels, **factory))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    @property
+    def group_size(self) -> int:
+        """Channels per group, ``num_channels // num_groups``."""
+        return self.num_channels // self.num_groups
+
+    def reset_parameters(self) -> None:
+        if self.affine:
+            nn.init.ones_(self.weight)
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.Tensor) and x.dim() >= 2 and x.shape[1] != self.num_channels:
+            raise ValueError(
+                f"GroupNorm expected an input with num_channels={self.num_channels} in dim 1, "
+                f"got input of shape {tuple(x.shape)}"
+            )
+        return GF.group_norm(x, self.num_groups, self.weight, self.bias, self.eps, activation=self.activation)
+
+    def extra_repr(self) -> str:
+        s = f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        if self.activation is not None:
+            s += f", activation={self.activation!r}"
+        return s
