@@ -83,7 +83,9 @@ def group_norm_plain(x, num_groups: int, weight=None, bias=None, eps: float = 1e
         xc = xc - shift
     w = weight.to(xc.dtype) if weight is not None else None
     b = bias.to(xc.dtype) if bias is not None else None
-    y = apply_activation(F.group_norm(xc, num_groups, w, b, eps), activation)
+    # torch.group_norm is the ATen op behind F.group_norm, called directly because F.group_norm refuses a
+    # group of a single value, for which GN is well defined (xhat = 0, the output is beta).
+    y = apply_activation(torch.group_norm(xc, num_groups, w, b, eps), activation)
     y = y.to(out_dtype)
     if fmt is not torch.contiguous_format and not y.is_contiguous(memory_format=fmt):
         y = y.contiguous(memory_format=fmt)

@@ -1,0 +1,98 @@
+"""groupnorm.nn.GroupNorm as a drop-in for torch.nn.GroupNorm, plus group_size and activation."""
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from groupnorm import reference as R
+from groupnorm.nn import GroupNorm
+
+
+def test_positional_signature_and_parameters():
+    m, t = GroupNorm(32, 256), torch.nn.GroupNorm(32, 256)
+    assert (m.num_groups, m.num_channels, m.eps, m.affine) == (t.num_groups, t.num_channels, t.eps, t.affine)
+    assert [n for n, _ in m.named_parameters()] == [n for n, _ in t.named_parameters()] == ["weight", "bias"]
+    assert m.weight.shape == t.weight.shape == (256,)
+    assert torch.equal(m.weight, torch.ones(256)) and torch.equal(m.bias, torch.zeros(256))
+    assert GroupNorm(4, 8, 1e-3, False).weight is None
+    assert list(GroupNorm(4, 8, affine=False).state_dict()) == list(torch.nn.GroupNorm(4, 8, affine=False).state_dict())
+
+
+def test_group_size_means_channels_per_group():
+    m = GroupNorm(num_channels=256, group_size=16)
+    assert m.num_groups == 16 and m.group_size == 16
+
+
+def test_extra_repr():
+    assert repr(GroupNorm(32, 256)) == "GroupNorm(32, 256, eps=1e-05, affine=True)"
+    assert repr(GroupNorm(2, 8, affine=False, activation="silu")) == "GroupNorm(2, 8, eps=1e-05, affine=False, activation='silu')"
+
+
+def test_factory_kwargs():
+    m = GroupNorm(2, 8, dtype=torch.float64, device="cpu")
+    assert m.weight.dtype == torch.float64 and m.weight.device.type == "cpu"
+
+
+@pytest.mark.parametrize("fmt", [None, torch.channels_last])
+def test_state_dict_both_ways_same_output(gn_path, fmt):
+    torch.manual_seed(0)
+    t = torch.nn.GroupNorm(4, 16)
+    with torch.no_grad():
+        t.weight.normal_()
+        t.bias.normal_()
+    m = GroupNorm(4, 16)
+    m.load_state_dict(t.state_dict())
+    x = torch.randn(3, 16, 7, 5)
+    if fmt is not None:
+        x = x.contiguous(memory_format=fmt)
+    torch.testing.assert_close(m(x), t(x), atol=2e-5, rtol=1e-5)
+    # ...and back, through a serialized file.
+    buf = io.BytesIO()
+    torch.save(m.state_dict(), buf)
+    buf.seek(0)
+    t2 = torch.nn.GroupNorm(4, 16)
+    t2.load_state_dict(torch.load(buf, weights_only=True))
+    torch.testing.assert_close(t2(x), m(x), atol=2e-5, rtol=1e-5)
+
+
+def test_module_against_reference_with_gradients(gn_path):
+    torch.manual_seed(1)
+    m = GroupNorm(num_channels=12, group_size=3, activation="silu", dtype=torch.float64)
+    with torch.no_grad():
+        m.weight.uniform_(0.5, 1.5)
+        m.bias.normal_()
+    x = torch.randn(2, 12, 4, 3, dtype=torch.float64, requires_grad=True)
+    y = m(x)
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    w, b = m.weight.detach().numpy(), m.bias.detach().numpy()
+    np.testing.assert_allclose(y.detach().numpy(), R.group_norm(x.detach().numpy(), 4, w, b, activation="silu"), atol=1e-10)
+    dx, dw, db = R.group_norm_backward(dy.numpy(), x.detach().numpy(), 4, w, b, activation="silu")
+    np.testing.assert_allclose(x.grad.numpy(), dx, atol=1e-9)
+    np.testing.assert_allclose(m.weight.grad.numpy(), dw, atol=1e-9)
+    np.testing.assert_allclose(m.bias.grad.numpy(), db, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "args,kwargs,match",
+    [
+        ((3, 64), {}, "num_groups=3 does not divide num_channels=64"),
+        ((None, 64), {}, "exactly one of num_groups and group_size"),
+        ((4, 64), {"group_size": 16}, "exactly one"),
+        ((0, 64), {}, "num_groups=0"),
+        ((4,), {}, "needs num_channels"),
+        ((4, 64), {"activation": "swish"}, "unknown activation 'swish'"),
+        ((), {"num_channels": 64, "group_size": 128}, "group_size=128 does not divide num_channels=64"),
+    ],
+)
+def test_constructor_errors(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GroupNorm(*args, **kwargs)
+
+
+def test_forward_channel_mismatch():
+    with pytest.raises(ValueError, match=r"num_channels=16 in dim 1, got input of shape \(2, 8, 3\)"):
+        GroupNorm(4, 16)(torch.randn(2, 8, 3))
+    with pytest.raises(TypeError, match="torch.int32"):
+        GroupNorm(4, 16)(torch.ones(2, 16, 3, dtype=torch.int32))
