@@ -2,3 +2,7 @@
 from .group_norm import GroupNorm
 
 __all__ = ["GroupNorm"]
+from .frozen_bn import FrozenBatchNorm  # noqa: E402
+from .sync_bn import SyncBatchNorm  # noqa: E402
+from .ws_conv import WSConv1d, WSConv2d, WSConv3d  # noqa: E402
+__all__ += ["FrozenBatchNorm", "SyncBatchNorm", "WSConv1d", "WSConv2d", "WSConv3d"]
