@@ -31,17 +31,17 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 VPY="$ROOT/.venv/bin/python"
-if ! "$VPY" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
+if ! "$VPY" -c "import importlib.metadata as m, sys; sys.exit(0 if m.version('torch').startswith('2.13.0') else 1)" 2>/dev/null; then
     echo "[setup] installing torch==2.13.0 (CPU build)"
     "$VPY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
 fi
 
 # 3. The package, re-installed only when its build inputs change.
 STAMP_SRC=$(cat pyproject.toml setup.py $(find src/groupnorm/kernels -name '*.c' -o -name '*.h' -o -name '*.cpp' | sort) 2>/dev/null | sha256sum | cut -c1-16)
-if [ ! -f .setup-stamp ] || [ "$(cat .setup-stamp)" != "$STAMP_SRC" ] || ! "$VPY" -c "import groupnorm" 2>/dev/null; then
+if [ ! -f .setup-stamp ] || [ "$(cat .setup-stamp)" != "$STAMP_SRC" ] || ! "$VPY" -c "import importlib.util as u, sys; sys.exit(0 if u.find_spec('groupnorm') else 1)" 2>/dev/null; then
     echo "[setup] installing groupnorm (editable, compiling kernels) and test dependencies"
     "$VPY" -m pip install -q --disable-pip-version-check "torch==2.13.0" setuptools wheel
     "$VPY" -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test]"
     echo "$STAMP_SRC" > .setup-stamp
 fi
-echo "[setup] ready: $("$VPY" -c 'import groupnorm, torch; print("groupnorm", groupnorm.__version__, "torch", torch.__version__)')"
+echo "[setup] ready: $("$VPY" -c 'import importlib.metadata as m; print("groupnorm", m.version("groupnorm"), "torch", m.version("torch"))')"
