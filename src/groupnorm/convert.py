@@ -115,6 +115,9 @@ def _replace(model: nn.Module, match: Callable[[nn.Module], bool],
              build: Callable[[nn.Module, tuple[str, ...]], tuple[nn.Module, ConvertedLayer]],
              inplace: bool) -> tuple[nn.Module, ConversionReport]:
     """Replace every module ``m`` with ``match(m)`` by ``build(m, names)[0]``; shared modules stay shared."""
+    for name, module in model.named_modules():
+        if match(module):
+            _check_not_lazy(module, (name,))  # before deepcopy, which fails on uninitialized lazy modules
     if not inplace:
         model = copy.deepcopy(model)
     # All qualified names of every matching module (named_modules lists a shared module once).
@@ -254,7 +257,6 @@ def convert_bn_to_gn(model: nn.Module, num_groups: int | None = None, *, group_s
     requested = f"num_groups={num_groups}" if group_size is None else f"group_size={group_size}"
 
     def build(bn: nn.Module, names: tuple[str, ...]):
-        _check_not_lazy(bn, names)
         c = bn.num_features
         try:
             g = fallback_num_groups(c, num_groups, group_size=group_size)
@@ -302,7 +304,6 @@ def freeze_batch_norm(model: nn.Module, *, trainable_affine: bool = False, inpla
         return isinstance(m, _BatchNorm) and m.running_mean is not None
 
     def build(bn: nn.Module, names: tuple[str, ...]):
-        _check_not_lazy(bn, names)
         frozen = FrozenBatchNorm.from_batch_norm(bn, trainable_affine=trainable_affine)
         carried = tuple(n for n in ("weight", "bias", "running_mean", "running_var")
                         if getattr(bn, n, None) is not None) + ("eps",)
@@ -357,7 +358,6 @@ def convert_sync_batchnorm(model: nn.Module, process_group=None, *, inplace: boo
         return isinstance(m, _BatchNorm) and not isinstance(m, SyncBatchNorm)
 
     def build(bn: nn.Module, names: tuple[str, ...]):
-        _check_not_lazy(bn, names)
         has_bias = getattr(bn, "bias", None) is not None
         sync = SyncBatchNorm(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
                              process_group=process_group, bias=has_bias or not bn.affine, **_factory(bn))
