@@ -1,9 +1,103 @@
-"""Compiled CPU kernels for GroupNorm (placeholder until the kernels land: nothing is available)."""
+"""Compiled CPU kernels for GroupNorm with a fused activation (forward and backward).
+
+``groupnorm.functional.group_norm`` asks :func:`can_handle` and, if it says yes, calls :func:`group_norm`;
+otherwise it takes the plain PyTorch path. The kernels (C++ in ``csrc/``, no PyTorch headers, OpenMP threads,
+AVX-512 / AVX2 / baseline code chosen at run time) are registered as the custom ops
+``torch.ops.groupnorm.gn_forward`` / ``gn_backward`` (see ``ops.py``), so autograd, ``torch.compile`` and
+``gradcheck`` work through them.
+
+Covered: CPU tensors of rank >= 2 (N, C, *spatial), float32 / float64 / bfloat16 / float16 (half types and
+float32 accumulate in float32 lanes folded into float64 sums), contiguous or channels-last (any rank; other
+strides are copied to contiguous first), weight / bias of x's dtype or None, activation None / "relu" /
+"silu" / "gelu" (exact, erf). Threads: ``torch.get_num_threads()``.
+
+Switches: the environment variable ``GROUPNORM_DISABLE_KERNELS=1`` (read at every call) forces the plain
+path; :func:`set_isa` forces an instruction-set level (0 baseline, 1 AVX2, 2 AVX-512) for testing.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import _lib
+
+__all__ = ["is_available", "can_handle", "group_norm", "disabled", "load_error", "isa", "set_isa", "ISA_NAMES"]
+
+ISA_NAMES = _lib.ISA_NAMES
+_ACTS = (None, "relu", "silu", "gelu")
+
+try:  # registering the ops needs torch.library.custom_op (torch >= 2.4)
+    from . import ops as _ops
+except (ImportError, AttributeError) as exc:  # pragma: no cover - old torch
+    _ops = None
+    _ops_error = f"torch {torch.__version__} lacks torch.library.custom_op: {exc}"
+else:
+    _ops_error = None
 
 
 def is_available() -> bool:
-    return False
+    """True if the compiled kernel library loaded and its custom ops are registered."""
+    return _ops is not None and _lib.is_loaded()
 
 
-def can_handle(x, weight, bias, activation) -> bool:  # noqa: ARG001
-    return False
+def load_error() -> str | None:
+    """Why the kernels are not available (None if they are)."""
+    return _ops_error or _lib.load_error()
+
+
+def disabled() -> bool:
+    """True if ``GROUPNORM_DISABLE_KERNELS`` is set to 1 / true / yes (read now, at every call)."""
+    return os.environ.get("GROUPNORM_DISABLE_KERNELS", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def isa() -> int:
+    """The instruction-set level in use: 0 baseline, 1 AVX2 (x86-64-v3), 2 AVX-512 (x86-64-v4)."""
+    return _lib.isa()
+
+
+def set_isa(level: int | None) -> int:
+    """Force an instruction-set level (None: the best this CPU supports); returns the level now in use."""
+    return _lib.set_isa(level)
+
+
+def _param_ok(p, x) -> bool:
+    return p is None or (
+        isinstance(p, torch.Tensor) and p.device.type == "cpu" and p.layout == torch.strided
+        and p.dtype == x.dtype and tuple(p.shape) == (x.shape[1],)
+    )
+
+
+def can_handle(x, weight, bias, activation) -> bool:
+    """Whether :func:`group_norm` takes this call; False for anything the kernels do not cover.
+
+    False when: ``GROUPNORM_DISABLE_KERNELS=1``; the library did not load; x is not a dense CPU tensor of a
+    supported dtype with rank >= 2 and at least one element; weight / bias are not None or CPU tensors of x's
+    dtype and shape (C,); the activation is not None / relu / silu / gelu; during ONNX export or TorchScript
+    tracing / scripting (they need standard ops).
+    """
+    if disabled() or not is_available():
+        return False
+    if not isinstance(x, torch.Tensor) or x.device.type != "cpu" or x.layout != torch.strided:
+        return False
+    if x.dtype not in _lib.DTYPES or x.dim() < 2 or x.numel() == 0:
+        return False
+    if activation not in _ACTS or not _param_ok(weight, x) or not _param_ok(bias, x):
+        return False
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return False
+    return True
+
+
+def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, activation=None):
+    """``act(GroupNorm(x))`` through the compiled kernels (differentiable); see the module docstring.
+
+    x: (N, C, *spatial); weight, bias: (C,) or None; returns a tensor with x's shape, dtype and memory format.
+    Raises TypeError / ValueError for bad arguments and RuntimeError if the kernels are not available.
+    """
+    if not is_available():
+        raise RuntimeError(f"groupnorm compiled kernels are not available: {load_error()}")
+    if activation not in _ACTS:
+        raise ValueError(f"activation must be None, 'relu', 'silu' or 'gelu', got {activation!r}")
+    y, _, _ = _ops.gn_forward(x, num_groups, weight, bias, float(eps), activation or "none")
+    return y

@@ -1,0 +1,133 @@
+"""Loading the compiled kernel library (csrc/, built by setup.py) with ctypes, and calling it on tensors.
+
+The library has a plain C ABI (``csrc/gn_api.h``) and no PyTorch headers, so it does not tie the package to one
+torch release. This module knows the ABI's codes and turns tensors into (pointer, sizes, layout) arguments;
+it does not check user input beyond what the C side needs (``ops.py`` does that).
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+
+import torch
+
+EXT_NAME = "groupnorm.kernels._gn_kernels"
+
+DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
+ACTIVATIONS = {None: 0, "none": 0, "relu": 1, "silu": 2, "gelu": 3}
+LAYOUT_NCS, LAYOUT_NSC = 0, 1
+ISA_NAMES = {0: "baseline x86-64 / generic", 1: "AVX2+FMA (x86-64-v3)", 2: "AVX-512 (x86-64-v4)"}
+_ERRORS = {1: "invalid argument", 2: "out of memory"}
+
+_lib = None
+_load_error: str | None = None
+
+
+def _load():
+    global _lib, _load_error
+    if _lib is not None or _load_error is not None:
+        return _lib
+    try:
+        spec = importlib.util.find_spec(EXT_NAME)
+        if spec is None or not spec.origin or not os.path.exists(spec.origin):
+            raise OSError("the compiled kernels were not built (no C++ compiler at install time?)")
+        lib = ctypes.CDLL(spec.origin)
+        i64, vp, dp, ci = ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int
+        lib.gn_abi_version.restype = ci
+        if lib.gn_abi_version() != 1:
+            raise OSError(f"kernel library ABI version {lib.gn_abi_version()} != 1; re-install the package")
+        for name in ("gn_set_isa", "gn_get_isa", "gn_max_compiled_isa"):
+            getattr(lib, name).restype = ci
+        lib.gn_set_isa.argtypes = [ci]
+        lib.gn_forward.restype = ci
+        lib.gn_forward.argtypes = [ci, ci, i64, i64, i64, i64, vp, vp, vp, ctypes.c_double, ci, vp, dp, dp, ci]
+        lib.gn_backward.restype = ci
+        lib.gn_backward.argtypes = [ci, ci, i64, i64, i64, i64, vp, vp, dp, dp, vp, vp, ci, vp, vp, vp, ci]
+        _lib = lib
+    except (OSError, AttributeError) as exc:  # not built, or a stale / foreign library
+        _load_error = str(exc)
+    return _lib
+
+
+def load_error() -> str | None:
+    """Why the library did not load (None if it loaded)."""
+    _load()
+    return _load_error
+
+
+def is_loaded() -> bool:
+    return _load() is not None
+
+
+def isa() -> int:
+    """Instruction-set level in use: 0 baseline, 1 AVX2, 2 AVX-512."""
+    return _require().gn_get_isa()
+
+
+def set_isa(level: int | None) -> int:
+    """Force an instruction-set level (None: the best this CPU runs). Raises ValueError if the CPU lacks it."""
+    lib = _require()
+    got = lib.gn_set_isa(-1 if level is None else int(level))
+    if got < 0:
+        raise ValueError(f"instruction-set level {level} is not supported on this CPU "
+                         f"(best: {lib.gn_set_isa(-1)}: {ISA_NAMES[lib.gn_get_isa()]})")
+    return got
+
+
+def max_compiled_isa() -> int:
+    return _require().gn_max_compiled_isa()
+
+
+def _require():
+    lib = _load()
+    if lib is None:
+        raise RuntimeError(f"groupnorm compiled kernels are not available: {_load_error}")
+    return lib
+
+
+def layout_of(x: torch.Tensor) -> int | None:
+    """LAYOUT_NCS if x is contiguous, LAYOUT_NSC if channels-last (N, *spatial, C) dense, else None."""
+    if x.is_contiguous():
+        return LAYOUT_NCS
+    if x.dim() >= 3 and x.movedim(1, -1).is_contiguous():
+        return LAYOUT_NSC
+    return None
+
+
+def to_layout(t: torch.Tensor, layout: int) -> torch.Tensor:
+    """``t`` (N, C, *spatial) with the strides of ``layout`` (a copy only if needed)."""
+    if layout == LAYOUT_NCS:
+        return t.contiguous()
+    return t.movedim(1, -1).contiguous().movedim(-1, 1)
+
+
+def _ptr(t):
+    return None if t is None else t.data_ptr()
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        msg = _ERRORS.get(rc, f"error code {rc}")
+        if rc == 2:
+            raise MemoryError(f"groupnorm kernel {what}: {msg}")
+        raise RuntimeError(f"groupnorm kernel {what}: {msg}")
+
+
+def forward(x, num_groups, weight, bias, eps, act, y, mean, rstd, layout, nthreads) -> None:
+    """Raw call: all tensors on CPU, x / y in ``layout``, mean / rstd float64 contiguous (N * G)."""
+    n, c = x.shape[0], x.shape[1]
+    s = x.numel() // (n * c)
+    rc = _require().gn_forward(DTYPES[x.dtype], layout, n, c, s, num_groups, _ptr(x), _ptr(weight), _ptr(bias),
+                               float(eps), ACTIVATIONS[act], _ptr(y), _ptr(mean), _ptr(rstd), int(nthreads))
+    _check(rc, "forward")
+
+
+def backward(dy, x, mean, rstd, num_groups, weight, bias, act, dx, dw, db, layout, nthreads) -> None:
+    """Raw call: dy / x / dx in ``layout``; dx, dw, db may be None (not computed)."""
+    n, c = x.shape[0], x.shape[1]
+    s = x.numel() // (n * c)
+    rc = _require().gn_backward(DTYPES[x.dtype], layout, n, c, s, num_groups, _ptr(dy), _ptr(x), _ptr(mean),
+                                _ptr(rstd), _ptr(weight), _ptr(bias), ACTIVATIONS[act], _ptr(dx), _ptr(dw),
+                                _ptr(db), int(nthreads))
+    _check(rc, "backward")

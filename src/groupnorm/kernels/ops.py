@@ -1,0 +1,180 @@
+"""The compiled kernels as PyTorch custom ops (``torch.ops.groupnorm.*``), with fake (meta) kernels and autograd.
+
+``groupnorm::gn_forward(x, num_groups, weight, bias, eps, activation) -> (y, mean, rstd)``
+    ``y = act((x - mean) * rstd * weight + bias)``; x is ``(N, C, *spatial)``, y has x's shape, dtype and
+    strides (contiguous or channels-last are computed in place; other strides go through a contiguous copy);
+    mean and rstd are float64 of shape ``(N, G)`` (also for half inputs: they are the statistics the
+    backward needs, kept exact for inputs with a large mean).
+``groupnorm::gn_backward(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw, need_db)
+    -> (dx, dweight, dbias)``
+    recomputes the pre-activation from x and (mean, rstd); an output that is not needed is an empty tensor.
+
+Autograd: the forward op's gradient is the backward op; double backward is not supported (the backward op's
+own backward raises a RuntimeError saying so; ``GROUPNORM_DISABLE_KERNELS=1`` gives the plain PyTorch path,
+which supports it). Both ops check their arguments and raise TypeError / ValueError naming the bad value, so
+a bad call never reaches the compiled code.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import _lib
+
+ACT_NAMES = ("none", "relu", "silu", "gelu")
+
+
+def _check_tensor(t, name: str, dtype=None) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type not in ("cpu", "meta"):
+        raise ValueError(f"groupnorm kernels run on CPU only; {name} is on {t.device}")
+    if t.layout != torch.strided:
+        raise ValueError(f"{name} must be a dense (strided) tensor, got layout {t.layout}")
+    if dtype is not None and t.dtype != dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but x has dtype {dtype}; they must match")
+
+
+def check_args(x, num_groups, weight, bias, eps, activation) -> None:
+    """Validate the forward op's arguments; raises TypeError / ValueError naming the bad value."""
+    _check_tensor(x, "x")
+    if x.dtype not in _lib.DTYPES:
+        raise TypeError(f"x has dtype {x.dtype}; the kernels support {', '.join(map(str, _lib.DTYPES))}")
+    if x.dim() < 2:
+        raise ValueError(f"x must have shape (N, C, *spatial) with rank >= 2, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"x is empty (shape {tuple(x.shape)}); the kernels need at least one element")
+    c = x.shape[1]
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
+        raise ValueError(f"num_groups must be a positive int, got num_groups={num_groups!r}")
+    if c % num_groups != 0:
+        raise ValueError(f"num_groups={num_groups} does not divide num_channels={c}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is None:
+            continue
+        _check_tensor(p, name, x.dtype)
+        if tuple(p.shape) != (c,):
+            raise ValueError(f"{name} must have shape ({c},) for an input with {c} channels, got {tuple(p.shape)}")
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not (eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be a finite non-negative number, got eps={eps!r}")
+    if activation not in ACT_NAMES:
+        raise ValueError(f"activation must be one of {ACT_NAMES}, got {activation!r}")
+
+
+def _act(activation: str):
+    return None if activation == "none" else activation
+
+
+@torch.library.custom_op("groupnorm::gn_forward", mutates_args=())
+def gn_forward(x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+               activation: str) -> tuple[Tensor, Tensor, Tensor]:
+    check_args(x, num_groups, weight, bias, eps, activation)
+    n = x.shape[0]
+    y = torch.empty_like(x)
+    layout = _lib.layout_of(y)
+    if layout is None:  # y got x's odd (dense, permuted) strides: compute contiguous, copy into y
+        layout = _lib.LAYOUT_NCS
+    xin = _lib.to_layout(x, layout)
+    out = y if _lib.layout_of(y) == layout else torch.empty_like(xin)
+    mean = torch.empty((n, num_groups), dtype=torch.float64)
+    rstd = torch.empty((n, num_groups), dtype=torch.float64)
+    w = weight.contiguous() if weight is not None else None
+    b = bias.contiguous() if bias is not None else None
+    _lib.forward(xin, num_groups, w, b, eps, _act(activation), out, mean, rstd, layout, torch.get_num_threads())
+    if out is not y:
+        y.copy_(out)
+    return y, mean, rstd
+
+
+@gn_forward.register_fake
+def _(x, num_groups, weight, bias, eps, activation):
+    check_args(x, num_groups, weight, bias, eps, activation)
+    n = x.shape[0]
+    return (torch.empty_like(x), x.new_empty((n, num_groups), dtype=torch.float64),
+            x.new_empty((n, num_groups), dtype=torch.float64))
+
+
+@torch.library.custom_op("groupnorm::gn_backward", mutates_args=())
+def gn_backward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                num_groups: int, activation: str, need_dx: bool, need_dw: bool,
+                need_db: bool) -> tuple[Tensor, Tensor, Tensor]:
+    _check_backward_args(dy, x, mean, rstd, weight, bias, num_groups, activation)
+    layout = _lib.layout_of(x)
+    if layout is None:
+        layout = _lib.LAYOUT_NCS
+    xin = _lib.to_layout(x, layout)
+    dyin = _lib.to_layout(dy, layout)
+    dx = torch.empty_like(xin) if need_dx else None
+    c = x.shape[1]
+    dw = torch.empty(c, dtype=x.dtype) if need_dw else None
+    db = torch.empty(c, dtype=x.dtype) if need_db else None
+    w = weight.contiguous() if weight is not None else None
+    b = bias.contiguous() if bias is not None else None
+    _lib.backward(dyin, xin, mean.contiguous(), rstd.contiguous(), num_groups, w, b, _act(activation), dx, dw, db,
+                  layout, torch.get_num_threads())
+    if dx is None:
+        dx = x.new_empty(0)
+    else:
+        ref = torch.empty_like(x)  # the strides the fake kernel promises
+        if ref.stride() != dx.stride():
+            dx = ref.copy_(dx)
+    return dx, (dw if dw is not None else x.new_empty(0)), (db if db is not None else x.new_empty(0))
+
+
+def _check_backward_args(dy, x, mean, rstd, weight, bias, num_groups, activation) -> None:
+    check_args(x, num_groups, weight, bias, 0.0, activation)
+    _check_tensor(dy, "dy", x.dtype)
+    if dy.shape != x.shape:
+        raise ValueError(f"dy has shape {tuple(dy.shape)} but x has shape {tuple(x.shape)}")
+    for name, t in (("mean", mean), ("rstd", rstd)):
+        _check_tensor(t, name, torch.float64)
+        if tuple(t.shape) != (x.shape[0], num_groups):
+            raise ValueError(f"{name} must have shape ({x.shape[0]}, {num_groups}), got {tuple(t.shape)}")
+
+
+@gn_backward.register_fake
+def _(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw, need_db):
+    _check_backward_args(dy, x, mean, rstd, weight, bias, num_groups, activation)
+    c = x.shape[1]
+    return (torch.empty_like(x) if need_dx else x.new_empty(0), x.new_empty(c) if need_dw else x.new_empty(0),
+            x.new_empty(c) if need_db else x.new_empty(0))
+
+
+def _fwd_setup_context(ctx, inputs, output):
+    x, num_groups, weight, bias, eps, activation = inputs
+    _, mean, rstd = output
+    ctx.save_for_backward(x, mean, rstd, weight, bias)
+    ctx.num_groups = num_groups
+    ctx.activation = activation
+    ctx.mark_non_differentiable(mean, rstd)
+
+
+def _fwd_backward(ctx, dy, _dmean, _drstd):
+    x, mean, rstd, weight, bias = ctx.saved_tensors
+    need_dx, _, need_dw, need_db = ctx.needs_input_grad[:4]
+    if dy is None or not (need_dx or need_dw or need_db):
+        return None, None, None, None, None, None
+    dx, dw, db = gn_backward(dy, x, mean, rstd, weight, bias, ctx.num_groups, ctx.activation,
+                             bool(need_dx), bool(need_dw and weight is not None), bool(need_db and bias is not None))
+    return (dx if need_dx else None, None, dw if need_dw and weight is not None else None,
+            db if need_db and bias is not None else None, None, None)
+
+
+gn_forward.register_autograd(_fwd_backward, setup_context=_fwd_setup_context)
+
+
+def _bwd_setup_context(ctx, inputs, output):
+    pass
+
+
+def _bwd_backward(ctx, *grads):
+    raise RuntimeError(
+        "double backward through the groupnorm compiled kernels is not supported; "
+        "set GROUPNORM_DISABLE_KERNELS=1 to use the plain PyTorch path, which supports it"
+    )
+
+
+gn_backward.register_autograd(_bwd_backward, setup_context=_bwd_setup_context)
