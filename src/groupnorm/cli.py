@@ -12,6 +12,7 @@ import sys
 # Modules that contribute subcommands, in the order shown by --help.
 COMMAND_MODULES = [
     "groupnorm.demo",
+    "groupnorm.convert_cli",
 ]
 
 
