@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
@@ -30,6 +30,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     ``dx = g * rstd * (dy - sum_dy / N - x_hat * sum_dy_xhat / N)``.
     ``dgamma = sum dy * x_hat`` and ``dbeta = sum dy`` are returned over the *local* batch, as torch's
     SyncBatchNorm does: data-parallel training (DDP) then reduces parameter gradients across workers.
+    Double backward is not supported (an error, not a wrong answer).
     """
 
     @staticmethod
@@ -80,6 +81,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         return y.to(x.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy):
         x, weight, mean, rstd = ctx.saved_tensors
         C = x.shape[1]
