@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# name: (per-rank batch sizes, C, spatial shape, dtype, affine, momentum, input offset)
+# name: (per-rank batch sizes, C, spatial shape, dtype, affine, momentum, input offset); "even_2d" runs on
+# channels-last inputs and "uneven_1d" with an explicit process group
 CASES = {
     "even_2d": ((3, 3), 4, (5, 5), torch.float64, True, 0.1, 0.0),
     "uneven_1d": ((5, 1), 3, (4,), torch.float64, True, None, 0.0),
@@ -47,12 +48,15 @@ def _make(cls, name):
     return bn
 
 
-def _run_steps(bn, name, rows):
+def _run_steps(bn, name, rows, channels_last=False):
     """STEPS training steps on rows ``rows`` of each step's batch, then one eval forward; returns results."""
     out = {"y": [], "dx": [], "dw": [], "db": []}
     for step in range(STEPS):
         x, dy, _, _ = _data(name, step)
-        x = x[rows].clone().requires_grad_()
+        x = x[rows].clone()
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x.requires_grad_()
         bn.train()
         bn.zero_grad()
         y = bn(x)
@@ -77,10 +81,14 @@ def _worker(outdir):
 
     dist.init_process_group("gloo")
     rank = dist.get_rank()
+    explicit_group = dist.new_group([0, 1])
     results = {}
     for name, (sizes, *_rest) in CASES.items():
         start = sum(sizes[:rank])
-        results[name] = _run_steps(_make(SyncBatchNorm, name), name, slice(start, start + sizes[rank]))
+        bn = _make(SyncBatchNorm, name)
+        if name == "uneven_1d":
+            bn.process_group = explicit_group
+        results[name] = _run_steps(bn, name, slice(start, start + sizes[rank]), channels_last=name == "even_2d")
     # one value per channel over both workers: every worker raises the same clear error (no hang)
     try:
         SyncBatchNorm(3).train()(torch.randn(1 - rank, 3))
