@@ -13,9 +13,16 @@
     int backward(int, int, int64_t, int64_t, int64_t, int64_t, const void *, const void *, const double *,     \
                  const double *, const void *, const void *, int, void *, void *, void *, int);              \
     }
-GN_DECLARE(gn_base)
+/* GN_WITH_X86_LEVELS: all levels linked in (the package build); the sanitizer test links a subset. */
 #ifdef GN_WITH_X86_LEVELS
+#define GN_HAVE_AVX2 1
+#define GN_HAVE_AVX512 1
+#endif
+GN_DECLARE(gn_base)
+#ifdef GN_HAVE_AVX2
 GN_DECLARE(gn_avx2)
+#endif
+#ifdef GN_HAVE_AVX512
 GN_DECLARE(gn_avx512)
 #endif
 
@@ -27,13 +34,17 @@ typedef int (*bwd_fn)(int, int, int64_t, int64_t, int64_t, int64_t, const void *
 static int g_level = -1;
 
 static int cpu_max_level(void) {
-#ifdef GN_WITH_X86_LEVELS
+#if defined(GN_HAVE_AVX2) || defined(GN_HAVE_AVX512)
     __builtin_cpu_init();
+#endif
+#ifdef GN_HAVE_AVX512
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
         __builtin_cpu_supports("bmi2"))
         return GN_ISA_AVX512;
+#endif
+#ifdef GN_HAVE_AVX2
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi") &&
         __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("movbe"))
         return GN_ISA_AVX2;
@@ -46,17 +57,30 @@ extern "C" {
 int gn_abi_version(void) { return 1; }
 
 int gn_max_compiled_isa(void) {
-#ifdef GN_WITH_X86_LEVELS
+#if defined(GN_HAVE_AVX512)
     return GN_ISA_AVX512;
+#elif defined(GN_HAVE_AVX2)
+    return GN_ISA_AVX2;
 #else
     return GN_ISA_BASE;
 #endif
 }
 
+static int compiled(int level) {
+    if (level == GN_ISA_BASE) return 1;
+#ifdef GN_HAVE_AVX2
+    if (level == GN_ISA_AVX2) return 1;
+#endif
+#ifdef GN_HAVE_AVX512
+    if (level == GN_ISA_AVX512) return 1;
+#endif
+    return 0;
+}
+
 int gn_set_isa(int level) {
     int best = cpu_max_level();
     if (level == GN_ISA_AUTO) level = best;
-    if (level < 0 || level > best) return -GN_EINVAL;
+    if (level < 0 || level > best || !compiled(level)) return -GN_EINVAL;
     __atomic_store_n(&g_level, level, __ATOMIC_SEQ_CST);
     return level;
 }
@@ -68,8 +92,10 @@ int gn_get_isa(void) {
 
 static void pick(fwd_fn *f, bwd_fn *b) {
     switch (gn_get_isa()) {
-#ifdef GN_WITH_X86_LEVELS
+#ifdef GN_HAVE_AVX512
     case GN_ISA_AVX512: *f = gn_avx512::forward; *b = gn_avx512::backward; return;
+#endif
+#ifdef GN_HAVE_AVX2
     case GN_ISA_AVX2: *f = gn_avx2::forward; *b = gn_avx2::backward; return;
 #endif
     default: *f = gn_base::forward; *b = gn_base::backward; return;

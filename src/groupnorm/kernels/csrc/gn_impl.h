@@ -182,7 +182,7 @@ static void shifted_sums(const T *x, i64 L, A K, double *s1o, double *s2o) {
         S2 += (double)b2;
     }
     for (; i < L; ++i) {
-        double d = (double)(ld(x + i) - K);
+        double d = (double)ld(x + i) - (double)K;
         S1 += d;
         S2 += d * d;
     }

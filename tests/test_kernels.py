@@ -1,0 +1,338 @@
+"""The compiled GroupNorm kernels against the NumPy float64 reference: values and all three gradients.
+
+Grid: ranks 2..5, contiguous and channels-last, fp32 / fp64 / bf16 / fp16, C/G in {1, 2, 3, 16, 64}, odd
+spatial sizes, N=1, spatial size 1, a group larger than the L2 cache, every activation; each instruction-set
+level this CPU runs; plus hypothesis shapes, gradcheck (fp64), torch.compile, determinism across thread
+counts, large means, memory formats, dispatch switches and bad input at the op boundary.
+"""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from groupnorm import kernels, reference
+from groupnorm.kernels import _lib
+
+pytestmark = pytest.mark.skipif(not kernels.is_available(), reason=f"kernels not built: {kernels.load_error()}")
+
+ACTS = [None, "relu", "silu", "gelu"]
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+# relative-to-scale tolerance of values and gradients: fp32 math in lanes, outputs rounded to the dtype
+TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 1.6e-2, torch.float16: 2.5e-3}
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Same values, strides of (N, *spatial, C) (channels_last / channels_last_3d for rank 4 / 5)."""
+    return x.movedim(1, -1).contiguous().movedim(-1, 1)
+
+
+def make_case(shape, dtype, cl, affine=True, seed=0, loc=0.5, scale=2.0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * scale + loc).to(dtype)
+    c = shape[1]
+    w = (torch.randn(c, generator=g, dtype=torch.float64) * 0.5 + 1).to(dtype) if affine else None
+    b = (torch.randn(c, generator=g, dtype=torch.float64) * 0.5).to(dtype) if affine else None
+    dy = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+    if cl:
+        x, dy = channels_last(x), channels_last(dy)
+    return x, w, b, dy
+
+
+def _np(t):
+    return None if t is None else t.detach().double().numpy()
+
+
+def assert_close(got, ref, tol, what, scale=1.0):
+    """max |got - ref| <= tol * max(scale, max |ref|, 1)."""
+    got = got.detach().double().numpy()
+    scale = max(scale, 1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
+    err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
+    assert got.shape == ref.shape, f"{what}: shape {got.shape} != {ref.shape}"
+    assert np.all(np.isfinite(got)), f"{what}: non-finite values"
+    assert err <= tol * scale, f"{what}: max abs error {err:.3e} > {tol:.1e} * {scale:.3g}"
+
+
+def check_against_reference(x, w, b, dy, G, act, eps=1e-5, tol=None):
+    """Forward values, saved statistics and (dx, dw, db) of the kernels against the reference."""
+    tol = TOL[x.dtype] if tol is None else tol
+    xr = x.detach().clone().requires_grad_(True)
+    wr = w.detach().clone().requires_grad_(True) if w is not None else None
+    br = b.detach().clone().requires_grad_(True) if b is not None else None
+    y, mean, rstd = torch.ops.groupnorm.gn_forward(xr, G, wr, br, eps, act or "none")
+    assert y.dtype == x.dtype and y.shape == x.shape and y.stride() == x.stride()
+    ref_y = reference.group_norm(_np(x), G, _np(w), _np(b), eps, activation=act)
+    assert_close(y, ref_y, tol, f"y {x.dtype} {act}")
+    ref_mean, ref_rstd = reference.group_norm_stats(_np(x), G, eps)
+    # fp32 lanes round x - K to float: statistics are exact to ~1e-7 of the data's magnitude (1e-12 for fp64)
+    stol = 1e-12 if x.dtype == torch.float64 else 1e-6
+    xmax = float(np.max(np.abs(_np(x))))
+    np.testing.assert_allclose(mean.numpy(), ref_mean, rtol=stol, atol=stol * max(1.0, xmax))
+    np.testing.assert_allclose(rstd.numpy(), ref_rstd, rtol=stol * 10)
+    params = [p for p in (xr, wr, br) if p is not None]
+    grads = torch.autograd.grad(y, params, dy)
+    ref_dx, ref_dw, ref_db = reference.group_norm_backward(_np(dy), _np(x), G, _np(w), _np(b), eps, activation=act)
+    assert grads[0].stride() == x.stride()
+    # dx = rstd * (w dy' - ...) is a difference of terms of size rstd * |w dy|: errors scale with those terms
+    # (they matter when a group is nearly constant, e.g. one element per group, where rstd = 1 / sqrt(eps))
+    term = float(ref_rstd.max() * np.abs(_np(dy)).max() * (np.abs(_np(w)).max() if w is not None else 1.0))
+    assert_close(grads[0], ref_dx, tol, f"dx {x.dtype} {act}", scale=term)
+    if w is not None:
+        assert_close(grads[1], ref_dw, tol, f"dweight {x.dtype} {act}")
+    if b is not None:
+        assert_close(grads[-1], ref_db, tol, f"dbias {x.dtype} {act}")
+
+
+# (shape, G): C/G in {1, 2, 3, 16, 64}; odd spatial sizes; N=1; spatial size 1; ranks 2..5
+GRID = [
+    ((2, 6), 3),                 # rank 2, C/G = 2
+    ((3, 12, 1), 4),             # spatial size 1, C/G = 3
+    ((1, 64, 33), 1),            # N = 1, C/G = 64, odd length
+    ((2, 32, 7, 5), 2),          # C/G = 16, odd spatial
+    ((2, 5, 9, 11), 5),          # C/G = 1 (instance norm), odd spatial
+    ((1, 48, 3, 17), 16),        # C/G = 3
+    ((2, 6, 3, 5, 7), 3),        # rank 5, C/G = 2
+    ((1, 64, 2, 3, 5), 4),       # rank 5, C/G = 16
+]
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cl", [False, True], ids=["contig", "chlast"])
+def test_grid_against_reference(cl, dtype, act):
+    for i, (shape, G) in enumerate(GRID):
+        x, w, b, dy = make_case(shape, dtype, cl, seed=i)
+        check_against_reference(x, w, b, dy, G, act)
+
+
+@pytest.mark.parametrize("cl", [False, True], ids=["contig", "chlast"])
+def test_no_affine(cl):
+    for act in ACTS:
+        x, _, _, dy = make_case((2, 12, 5, 3), torch.float32, cl, affine=False)
+        check_against_reference(x, None, None, dy, 4, act)
+    x, w, _, dy = make_case((2, 12, 5, 3), torch.float64, cl)
+    check_against_reference(x, w, None, dy, 3, "silu")  # weight without bias
+
+
+def test_group_larger_than_l2_cache():
+    # one group of 2 * 620 * 620 fp32 values = 3.1 MB (this machine: 2 MB L2 per core)
+    for cl in (False, True):
+        x, w, b, dy = make_case((1, 2, 620, 620), torch.float32, cl)
+        check_against_reference(x, w, b, dy, 1, "silu")
+
+
+@pytest.mark.parametrize("level", [lvl for lvl in (0, 1) if lvl <= _lib.max_compiled_isa()])
+def test_every_instruction_set_level(level):
+    """The AVX2 and baseline builds (what CPUs without AVX-512 run) give the same answers."""
+    best = kernels.isa()
+    if level > best:
+        pytest.skip(f"this CPU lacks level {level}")
+    try:
+        kernels.set_isa(level)
+        assert kernels.isa() == level
+        for (shape, G), dtype, cl, act in itertools.product(GRID[2:6], DTYPES, (False, True), ("silu", "gelu", None)):
+            x, w, b, dy = make_case(shape, dtype, cl, seed=G)
+            check_against_reference(x, w, b, dy, G, act)
+    finally:
+        kernels.set_isa(None)
+    assert kernels.isa() == best
+
+
+def test_set_isa_rejects_unsupported_level():
+    with pytest.raises(ValueError, match="level 7"):
+        kernels.set_isa(7)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 3), g=st.integers(1, 4), d=st.integers(1, 5),
+    spatial=st.lists(st.integers(1, 7), min_size=0, max_size=3),
+    dtype=st.sampled_from([torch.float32, torch.float64]), cl=st.booleans(), affine=st.booleans(),
+    act=st.sampled_from(ACTS), seed=st.integers(0, 2**16),
+)
+def test_hypothesis_shapes(n, g, d, spatial, dtype, cl, affine, act, seed):
+    shape = (n, g * d, *spatial)
+    x, w, b, dy = make_case(shape, dtype, cl and len(spatial) > 0, affine=affine, seed=seed)
+    check_against_reference(x, w, b, dy, g, act)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("cl", [False, True], ids=["contig", "chlast"])
+def test_gradcheck_fp64(cl, act):
+    x, w, b, _ = make_case((2, 6, 3, 4), torch.float64, cl, seed=3)
+    inputs = tuple(t.detach().clone().requires_grad_(True) for t in (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w, b: kernels.group_norm(x, 3, w, b, 1e-5, act), inputs)
+
+
+def test_double_backward_raises_clearly():
+    x, w, b, _ = make_case((2, 4, 3), torch.float64, False)
+    x.requires_grad_(True)
+    (dx,) = torch.autograd.grad(kernels.group_norm(x, 2, w, b, 1e-5, "silu").sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        dx.sum().backward()
+
+
+class _SmallNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.w = torch.nn.Parameter(torch.rand(16) + 0.5)
+        self.b = torch.nn.Parameter(torch.randn(16) * 0.1)
+
+    def forward(self, x):
+        h = kernels.group_norm(self.conv(x), 4, self.w, self.b, 1e-5, "silu")
+        return kernels.group_norm(h, 8, None, None, 1e-5, "relu").mean(dim=(2, 3))
+
+
+def test_torch_compile_matches_eager():
+    torch.manual_seed(0)
+    net = _SmallNet()
+    x = torch.randn(2, 3, 8, 8)
+    ref = net(x)
+    ref.sum().backward()
+    ref_grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    out.sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    for p, g in zip(net.parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_compile_inductor_forward():
+    x, w, b, _ = make_case((2, 8, 5, 5), torch.float32, True)
+    f = torch.compile(lambda x: kernels.group_norm(x, 4, w, b, 1e-5, "gelu") * 2.0, fullgraph=True)
+    out = f(x)
+    torch.testing.assert_close(out, kernels.group_norm(x, 4, w, b, 1e-5, "gelu") * 2.0)
+
+
+def test_results_independent_of_thread_count():
+    old = torch.get_num_threads()
+    outs = []
+    try:
+        for nt in (1, 2, 3):
+            torch.set_num_threads(nt)
+            res = []
+            for cl in (False, True):
+                x, w, b, dy = make_case((3, 64, 19, 23), torch.float32, cl, seed=5)
+                xr, wr, br = (t.clone().requires_grad_(True) for t in (x, w, b))
+                y, mean, rstd = torch.ops.groupnorm.gn_forward(xr, 8, wr, br, 1e-5, "silu")
+                res += [y, mean, rstd, *torch.autograd.grad(y, (xr, wr, br), dy)]
+            outs.append(res)
+    finally:
+        torch.set_num_threads(old)
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            assert torch.equal(a, b)  # bitwise: the split into chunks depends only on the shape
+
+
+@pytest.mark.parametrize("cl", [False, True], ids=["contig", "chlast"])
+def test_large_mean_float32(cl):
+    """float32 input with mean 1e6 and unit spread: no cancellation (matches the reference to ~1e-5)."""
+    x, w, b, dy = make_case((2, 8, 9, 9), torch.float32, cl, loc=1e6, scale=1.0)
+    check_against_reference(x, w, b, dy, 2, "silu", tol=1e-4)
+
+
+def test_constant_group_is_finite():
+    x = torch.full((2, 4, 3, 3), 7.0)
+    y = kernels.group_norm(x, 2, None, None, 1e-5, None)
+    assert torch.equal(y, torch.zeros_like(y))
+
+
+def test_memory_formats_preserved_and_odd_strides():
+    x, w, b, dy = make_case((2, 8, 5, 6), torch.float32, False)
+    ref = reference.group_norm(_np(x), 4, _np(w), _np(b), activation="relu")
+    views = {
+        "channels_last": x.contiguous(memory_format=torch.channels_last),
+        "permuted": x.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2),  # dense, odd strides
+        "sliced": torch.stack([x, x], dim=-1)[..., 0],  # not dense
+    }
+    for name, v in views.items():
+        vr = v.clone().requires_grad_(True) if name != "sliced" else v.requires_grad_(True)
+        y = kernels.group_norm(vr, 4, w, b, 1e-5, "relu")
+        assert_close(y, ref, 1e-5, name)
+        if name != "sliced":
+            assert y.stride() == v.stride(), name
+        (dx,) = torch.autograd.grad(y, vr, dy)
+        assert_close(dx, reference.group_norm_backward(_np(dy), _np(x), 4, _np(w), _np(b), activation="relu")[0],
+                     1e-5, name)
+    x5 = torch.randn(2, 4, 3, 4, 5).contiguous(memory_format=torch.channels_last_3d)
+    assert kernels.group_norm(x5, 2).is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_can_handle_and_disable_switch(monkeypatch):
+    x = torch.randn(2, 4, 3)
+    w = torch.ones(4)
+    monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
+    assert kernels.can_handle(x, w, None, "silu")
+    monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "1")
+    assert not kernels.can_handle(x, w, None, "silu")
+    monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "0")
+    assert kernels.can_handle(x, w, None, None)
+    assert not kernels.can_handle(x.to(torch.int32), None, None, None)
+    assert not kernels.can_handle(x.to("meta"), None, None, None)
+    assert not kernels.can_handle(x, w.double(), None, None)  # dtype mismatch
+    assert not kernels.can_handle(x, torch.ones(5), None, None)  # wrong shape
+    assert not kernels.can_handle(torch.empty(0, 4, 3), None, None, None)
+    assert not kernels.can_handle(x, None, None, "tanh")
+    assert not kernels.can_handle(torch.randn(4), None, None, None)
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    assert not kernels.can_handle(x, None, None, None)
+
+
+def test_functional_dispatches_to_kernels(monkeypatch):
+    from groupnorm import functional
+
+    calls = []
+    real = kernels.group_norm
+    monkeypatch.setattr(kernels, "group_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
+    x = torch.randn(2, 8, 4, 4)
+    y = functional.group_norm(x, 4, activation="silu")
+    assert calls == [1]
+    monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "1")
+    y_plain = functional.group_norm(x, 4, activation="silu")
+    assert calls == [1]
+    torch.testing.assert_close(y, y_plain, rtol=1e-5, atol=1e-5)
+
+
+BAD_FORWARD = [
+    (lambda: (torch.randn(2, 4, 3).to(torch.int64), 2, None, None, 1e-5, "none"), TypeError, "dtype torch.int64"),
+    (lambda: (torch.randn(2, 4, 3), 3, None, None, 1e-5, "none"), ValueError, "num_groups=3 does not divide num_channels=4"),
+    (lambda: (torch.randn(2, 4, 3), 0, None, None, 1e-5, "none"), ValueError, "num_groups=0"),
+    (lambda: (torch.randn(2, 4, 3), 2, torch.ones(5), None, 1e-5, "none"), ValueError, r"weight must have shape \(4,\)"),
+    (lambda: (torch.randn(2, 4, 3), 2, None, torch.ones(4, dtype=torch.float64), 1e-5, "none"), TypeError, "bias has dtype"),
+    (lambda: (torch.empty(0, 4, 3), 2, None, None, 1e-5, "none"), ValueError, "x is empty"),
+    (lambda: (torch.randn(2, 4, 0), 2, None, None, 1e-5, "none"), ValueError, "x is empty"),
+    (lambda: (torch.randn(4), 1, None, None, 1e-5, "none"), ValueError, "rank >= 2"),
+    (lambda: (torch.randn(2, 4, 3), 2, None, None, -1.0, "none"), ValueError, "eps=-1.0"),
+    (lambda: (torch.randn(2, 4, 3), 2, None, None, float("nan"), "none"), ValueError, "eps=nan"),
+    (lambda: (torch.randn(2, 4, 3), 2, None, None, 1e-5, "tanh"), ValueError, "'tanh'"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(BAD_FORWARD)))
+def test_bad_input_at_op_boundary(case):
+    make, exc, msg = BAD_FORWARD[case]
+    with pytest.raises(exc, match=msg):
+        torch.ops.groupnorm.gn_forward(*make())
+
+
+def test_bad_backward_input_and_raw_library_checks():
+    x = torch.randn(2, 4, 3)
+    y, mean, rstd = torch.ops.groupnorm.gn_forward(x, 2, None, None, 1e-5, "none")
+    with pytest.raises(ValueError, match="dy has shape"):
+        torch.ops.groupnorm.gn_backward(torch.randn(2, 4, 4), x, mean, rstd, None, None, 2, "none", True, False, False)
+    with pytest.raises(ValueError, match=r"mean must have shape \(2, 2\)"):
+        torch.ops.groupnorm.gn_backward(torch.randn_like(x), x, mean[:, :1], rstd, None, None, 2, "none", True, False, False)
+    with pytest.raises(TypeError, match="rstd has dtype"):
+        torch.ops.groupnorm.gn_backward(torch.randn_like(x), x, mean, rstd.float(), None, None, 2, "none", True, False, False)
+    # the C side checks too: a bad group count passed straight to the library is an error code, not a crash
+    with pytest.raises(RuntimeError, match="invalid argument"):
+        _lib.forward(x, 3, None, None, 1e-5, None, torch.empty_like(x), torch.empty(6, dtype=torch.float64),
+                     torch.empty(6, dtype=torch.float64), _lib.LAYOUT_NCS, 1)
+    with pytest.raises(ValueError, match="unknown|activation"):
+        kernels.group_norm(x, 2, None, None, 1e-5, "tanh")
