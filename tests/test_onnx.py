@@ -107,3 +107,18 @@ def test_bad_input(tmp_path, gn_resnet):
         export_onnx(lambda t: t, x, tmp_path / "m.onnx")
     with pytest.raises(RuntimeError, match="export failed"):
         export_onnx(gn_resnet, torch.randn(1, 4, 8, 8), tmp_path / "m.onnx")  # wrong channel count
+
+
+def test_legacy_torchscript_exporter(gn_resnet, gn_path, tmp_path):
+    """torch.onnx.export(..., dynamo=False) traces with TorchScript, where shapes are tensors."""
+    import onnxruntime as ort
+
+    x = torch.randn(2, 3, 16, 16)
+    path = tmp_path / "legacy.onnx"
+    torch.onnx.export(gn_resnet, (x,), str(path), dynamo=False, opset_version=18,
+                      input_names=["x"], output_names=["y"])
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = sess.run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        ref = gn_resnet(x).numpy()
+    assert abs(out - ref).max() < 1e-4

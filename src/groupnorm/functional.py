@@ -110,7 +110,7 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
     path otherwise; both are tested against ``groupnorm.reference.group_norm``.
     """
     _check_input(x)
-    c = x.shape[1]
+    c = int(x.shape[1])  # a plain int also under the TorchScript tracer (legacy ONNX export)
     g = resolve_num_groups(c, num_groups, group_size)
     _check_param(weight, c, "weight")
     _check_param(bias, c, "bias")
