@@ -1,0 +1,84 @@
+"""``groupnorm reproduce`` and ``groupnorm report``: the paper's experiments from the command line.
+
+    groupnorm reproduce --experiment {table1,table2,table3,curves,all} --preset {smoke,quick,full}
+                        [--data-dir DIR] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
+                        [--jobs J] [--threads T] [--max-runs N] [--no-progress] [--no-report]
+    groupnorm report OUT
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .config import EXPERIMENTS, PRESET_NAMES
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be at least 1")
+    return v
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "reproduce", help="train the GN paper's experiments on Fashion-MNIST (resumable) and write the report",
+        description="Train the runs of the GN paper's Tables 1-3 / Figures 1, 4, 5 on MNIST-format data. Each "
+                    "finished run is a line of OUT/results.jsonl; re-running the same command skips finished "
+                    "runs and resumes an interrupted one from its last epoch checkpoint. Ends by writing "
+                    "OUT/report.md and its plots.")
+    p.add_argument("--experiment", choices=EXPERIMENTS, default="all")
+    p.add_argument("--preset", choices=PRESET_NAMES, default="quick",
+                   help="smoke: seconds (tests); quick: <= 15 min on 2 cores; full: closest to the paper (hours)")
+    p.add_argument("--data-dir", default=None,
+                   help="directory with the four MNIST-format files (default $GROUPNORM_DATA or "
+                        "/usr/share/datasets/fashion-mnist)")
+    p.add_argument("--out", default=None, help="output directory (default runs/PRESET)")
+    p.add_argument("--seeds", type=_positive, default=None, help="seeds per setting (default: the preset's)")
+    p.add_argument("--workers", type=_positive, default=None,
+                   help="W workers whose BN statistics are separate (default: the preset's)")
+    p.add_argument("--launcher", choices=("emulate", "torchrun"), default="emulate",
+                   help="emulate: W workers in one process; torchrun: W DDP processes (gloo) per run")
+    p.add_argument("--jobs", type=_positive, default=None,
+                   help="runs trained side by side, one process each (default: min(2, CPU count))")
+    p.add_argument("--threads", type=_positive, default=1, help="intra-op threads per training process")
+    p.add_argument("--max-runs", type=_positive, default=None, help="stop after this many newly trained runs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.set_defaults(func=run_reproduce)
+
+    r = subparsers.add_parser("report", help="write OUT/report.md and its PNG plots from OUT/results.jsonl",
+                              description="Tables 1-3 like the paper's (our mean +- spread over seeds beside the "
+                                          "paper's ImageNet numbers) and the plots of Figures 1, 4, 5.")
+    r.add_argument("out", help="an output directory of `groupnorm reproduce`")
+    r.set_defaults(func=run_report)
+
+
+def run_reproduce(args) -> int:
+    from .config import experiment_configs, get_preset
+    from .report import write_report
+    from .runner import run_sweep
+
+    preset = get_preset(args.preset)
+    out = args.out or os.path.join("runs", args.preset)
+    configs = experiment_configs(args.experiment, preset, seeds=args.seeds, workers=args.workers)
+    jobs = args.jobs or min(2, os.cpu_count() or 1)
+    run_sweep(configs, out, data_dir=args.data_dir, launcher=args.launcher, progress=not args.no_progress,
+              max_runs=args.max_runs, jobs=jobs, threads=args.threads)
+    if not args.no_report:
+        path = write_report(out)
+        print(f"[reproduce] report: {path}", file=sys.stderr)
+    return 0
+
+
+def run_report(args) -> int:
+    from .report import write_report
+
+    if not os.path.isdir(args.out):
+        raise FileNotFoundError(f"output directory not found: {args.out}")
+    print(write_report(args.out))
+    return 0

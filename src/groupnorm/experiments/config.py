@@ -1,0 +1,177 @@
+"""One training run's configuration, its identity (hash), the presets and the paper's experiments as run lists.
+
+Protocol (the GN paper, Sec. 4.1, scaled down): W workers, each with ``batch_per_worker`` images (BN statistics
+are per worker), SGD with momentum 0.9, the linear scaling rule ``lr = base_lr * W * b / 256``, a linear
+warmup then a cosine (or the paper's step) schedule over the same number of epochs for every setting, weight
+decay on conv/linear weights only (as in Goyal et al., which the paper follows), gamma = 0 for the last norm of
+each residual block.
+
+Experiments:
+- ``table1``: BN, LN, IN, GN (G=32) at ``b`` = 32 images per worker (the paper's Table 1; Figure 4 curves).
+- ``table2``: BN and GN at each ``b`` of the preset's batch list (Table 2, Figure 1; Figure 5 curves).
+- ``table3``: GN with G groups (64 .. 1 = LN) and with K channels per group (64 .. 1 = IN) at b = 32.
+- ``curves``: the runs behind Figures 4 and 5 (table1's and table2's largest and smallest batch).
+- ``all``: the union. Runs that two experiments share (e.g. GN at b=32) are trained once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+EXPERIMENTS = ("table1", "table2", "table3", "curves", "all")
+PRESET_NAMES = ("smoke", "quick", "full")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers (paths and the launcher do not)."""
+
+    norm: str = "gn"
+    groups: int | None = 32
+    group_size: int | None = None
+    batch_per_worker: int = 32
+    workers: int = 8
+    seed: int = 0
+    epochs: int = 5
+    train_size: int | None = 10000
+    val_size: int | None = 2000
+    widths: tuple = (32, 64, 128)
+    blocks: tuple = (1, 1, 1)
+    stem_stride: int = 2
+    base_lr: float = 0.1          # per lr_ref_batch images (linear scaling rule)
+    lr_ref_batch: int = 256
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"      # "cosine" or "step" (x0.1 at 30%, 60%, 90% of training, as the paper's 30/60/90)
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    augment: bool = True
+    experiment: str = field(default="", compare=False)  # who asked for it first; not part of the identity
+
+    @property
+    def global_batch(self) -> int:
+        return self.workers * self.batch_per_worker
+
+    @property
+    def lr(self) -> float:
+        return self.base_lr * self.global_batch / self.lr_ref_batch
+
+    def canonical(self) -> dict:
+        """The identity of the run: LN is GN with G=1, IN is GN with one channel per group (same model)."""
+        d = dataclasses.asdict(self)
+        d.pop("experiment")
+        norm, g, k = d["norm"], d["groups"], d["group_size"]
+        if norm == "ln":
+            norm, g, k = "gn", 1, None
+        elif norm == "in":
+            norm, g, k = "gn", None, 1
+        elif norm in ("gn", "gn+ws"):
+            if k is not None:
+                g = None
+        else:
+            g, k = None, None
+        d.update(norm=norm, groups=g, group_size=k, widths=list(self.widths), blocks=list(self.blocks))
+        return d
+
+    def key(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def validate(self) -> None:
+        for name in ("batch_per_worker", "workers", "epochs"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}={v!r} must be a positive integer")
+        if self.schedule not in ("cosine", "step"):
+            raise ValueError(f"schedule={self.schedule!r} must be 'cosine' or 'step'")
+        if self.train_size is not None and self.train_size < self.global_batch:
+            raise ValueError(f"train_size={self.train_size} is smaller than one global batch "
+                             f"({self.workers} workers x {self.batch_per_worker} images)")
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["widths"], d["blocks"] = list(self.widths), list(self.blocks)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RunConfig":
+        d = dict(d)
+        d["widths"], d["blocks"] = tuple(d["widths"]), tuple(d["blocks"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    base: RunConfig
+    seeds: int
+    table1_norms: tuple
+    table2_batches: tuple
+    table3_groups: tuple
+    table3_group_sizes: tuple
+    table1_batch: int = 32
+
+
+PRESETS = {
+    # Seconds: a handful of tiny runs, for the tests.
+    "smoke": Preset(
+        "smoke",
+        RunConfig(workers=2, epochs=2, train_size=128, val_size=64, widths=(8, 16), blocks=(1, 1),
+                  warmup_epochs=0.5, base_lr=0.2),
+        seeds=1, table1_norms=("bn", "gn"), table2_batches=(8, 2), table3_groups=(8, 1),
+        table3_group_sizes=(4,), table1_batch=8),
+    # The README's main job: <= 15 minutes on 2 cores. BN vs GN at 32, 8 and 2 images/worker, the four norms
+    # (Table 3 only from the runs these share: G=32, G=1=LN, K=1=IN). 4 workers rather than the paper's 8 so
+    # that 10k images give enough optimizer steps (78 per epoch at 32 images/worker).
+    "quick": Preset(
+        "quick",
+        RunConfig(workers=4, epochs=3, train_size=10000, val_size=2000, base_lr=0.8, warmup_epochs=0.5),
+        seeds=1, table1_norms=("bn", "ln", "in", "gn"), table2_batches=(32, 8, 2),
+        table3_groups=(32, 1), table3_group_sizes=(1,)),
+    # As close to the paper's protocol as this machine allows: 8 workers, all batch sizes, all group divisions,
+    # 8 epochs; seeds run one after the other (all settings of seed 0 first), so a partial run is a full table.
+    "full": Preset(
+        "full",
+        RunConfig(workers=8, epochs=8, train_size=10000, val_size=5000, base_lr=0.8, warmup_epochs=0.5),
+        seeds=2, table1_norms=("bn", "ln", "in", "gn", "gn+ws"), table2_batches=(32, 16, 8, 4, 2),
+        table3_groups=(64, 32, 16, 8, 4, 2, 1), table3_group_sizes=(64, 32, 16, 8, 4, 2, 1)),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None,
+                       workers: int | None = None) -> list[RunConfig]:
+    """The runs of one experiment (or ``all``), each seed, duplicates (by key) removed, in a stable order."""
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
+    n_seeds = preset.seeds if seeds is None else seeds
+    if n_seeds < 1:
+        raise ValueError(f"seeds={n_seeds} must be at least 1")
+    base = preset.base if workers is None else dataclasses.replace(preset.base, workers=workers)
+    b1 = preset.table1_batch
+    big, small = max(preset.table2_batches), min(preset.table2_batches)
+    plan: dict[str, list[dict]] = {
+        "table1": [dict(norm=n, batch_per_worker=b1) for n in preset.table1_norms],
+        "table2": [dict(norm=n, batch_per_worker=b) for n in ("bn", "gn") for b in preset.table2_batches],
+        "table3": [dict(norm="gn", groups=g, batch_per_worker=b1) for g in preset.table3_groups]
+        + [dict(norm="gn", groups=None, group_size=k, batch_per_worker=b1) for k in preset.table3_group_sizes],
+        "curves": [dict(norm=n, batch_per_worker=b1) for n in preset.table1_norms]
+        + [dict(norm=n, batch_per_worker=b) for n in ("bn", "gn") for b in (big, small)],
+    }
+    names = ["table1", "table2", "table3", "curves"] if experiment == "all" else [experiment]
+    out, seen = [], set()
+    for seed in range(n_seeds):
+        for name in names:
+            for over in plan[name]:
+                cfg = dataclasses.replace(base, seed=seed, experiment=name, **over)
+                cfg.validate()
+                if cfg.key() not in seen:
+                    seen.add(cfg.key())
+                    out.append(cfg)
+    return out

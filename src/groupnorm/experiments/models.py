@@ -1,0 +1,102 @@
+"""ResNets for 28x28 single-channel images, taking the normalization by name (``groupnorm.nn.make_norm``).
+
+Architecture (pre-GN-paper standard ResNet with basic blocks, He et al. 2016)::
+
+    stem:   conv3x3(1 -> w0, stride s) - norm - ReLU                    28x28 -> 28/s
+    stage i (widths w0, w1, ...; blocks per stage d_i; stride 2 from the second stage on):
+        block:  conv3x3 - norm - ReLU - conv3x3 - norm(gamma = 0) ; + shortcut ; ReLU
+                shortcut = identity, or conv1x1(stride) - norm when the shape changes
+    head:   global average pool - linear(w_last -> 10)
+
+As in the GN paper, every norm's gamma starts at 1 except the last norm of each residual block, whose gamma
+starts at 0 (so each block starts as the identity). A norm directly followed by ReLU is built with the ReLU
+fused (GN/LN/IN run norm + ReLU in one kernel). With ``norm="gn+ws"`` every convolution is weight-standardized.
+Convolutions have no bias (the norms' beta plays that role), except with ``norm="none"``.
+
+The default width (32, 64, 128) is the smallest that lets GN use 32 groups in every layer with at least one
+channel per group, and 1..64 channels per group across the network (Table 3).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+import groupnorm.nn as gnn
+from groupnorm.nn.factory import make_norm, norm_weight, uses_weight_standardization
+
+from .data import NUM_CLASSES
+
+
+def _conv_class(norm: str):
+    if uses_weight_standardization(norm):
+        return gnn.WSConv2d
+    return nn.Conv2d
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, norm_kw: dict, conv):
+        super().__init__()
+        bias = norm_kw["name"] == "none"
+        self.conv1 = conv(cin, cout, 3, stride=stride, padding=1, bias=bias)
+        self.norm1 = make_norm(num_channels=cout, activation="relu", **norm_kw)
+        self.conv2 = conv(cout, cout, 3, stride=1, padding=1, bias=bias)
+        self.norm2 = make_norm(num_channels=cout, **norm_kw)
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(conv(cin, cout, 1, stride=stride, bias=bias),
+                                          make_norm(num_channels=cout, **norm_kw))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.norm2(self.conv2(self.norm1(self.conv1(x))))
+        sc = x if self.shortcut is None else self.shortcut(x)
+        return self.relu(out + sc)
+
+
+class ResNet(nn.Module):
+    """ResNet for (N, 1, 28, 28) inputs -> (N, 10) logits; see the module docstring.
+
+    Args:
+        norm: a ``make_norm`` name (bn, gn, gn+ws, ln, in, bn-frozen, none).
+        widths: channels of the stem and of each stage.
+        blocks: residual blocks per stage (same length as ``widths``).
+        groups, group_size: GN's G or channels per group K.
+        workers: emulated workers for per-worker BN statistics.
+        stem_stride: stride of the stem conv (2 halves the resolution and the cost).
+    """
+
+    def __init__(self, norm: str = "gn", widths=(32, 64, 128), blocks=(1, 1, 1), *, groups: int | None = 32,
+                 group_size: int | None = None, workers: int = 1, stem_stride: int = 1, in_channels: int = 1,
+                 num_classes: int = NUM_CLASSES):
+        super().__init__()
+        if len(widths) != len(blocks) or not widths:
+            raise ValueError(f"widths={tuple(widths)} and blocks={tuple(blocks)} must be non-empty, same length")
+        norm_kw = dict(name=norm, groups=groups, group_size=group_size, workers=workers)
+        conv = _conv_class(norm)
+        bias = norm == "none"
+        self.stem = nn.Sequential(conv(in_channels, widths[0], 3, stride=stem_stride, padding=1, bias=bias),
+                                  make_norm(num_channels=widths[0], activation="relu", **norm_kw))
+        layers, cin = [], widths[0]
+        for i, (w, d) in enumerate(zip(widths, blocks)):
+            for j in range(d):
+                layers.append(BasicBlock(cin, w, 2 if (i > 0 and j == 0) else 1, norm_kw, conv))
+                cin = w
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, num_classes)
+        self._init(norm)
+
+    def _init(self, norm: str) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for block in self.layers:  # the paper's gamma init: 0 for the last norm of each residual block
+            w = norm_weight(block.norm2)
+            if w is not None:
+                nn.init.zeros_(w)
+        nn.init.normal_(self.fc.weight, std=0.01)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x):
+        x = self.layers(self.stem(x))
+        return self.fc(x.mean(dim=(2, 3)))

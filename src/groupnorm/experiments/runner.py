@@ -1,0 +1,187 @@
+"""Run a sweep: skip finished runs, resume interrupted ones, emulate workers or launch ``torchrun`` per run.
+
+Threads: each training process uses ``threads`` intra-op threads (default 1). On a small shared CPU, several
+single-threaded runs side by side (``jobs``) are much faster than one multi-threaded run: these convolutions are
+too small to parallelize well, and OpenMP threads that spin-wait for a busy core slow a run down many times.
+
+Progress: an overall bar over all images still to train (with ETA) and, below it, one bar per running run.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from . import store
+from .config import RunConfig
+from .data import Split, load_split, resolve_data_dir, subset
+from .train import train_run
+
+_cache: dict = {}
+
+
+def load_data(data_dir: str, train_size: int | None, val_size: int | None) -> tuple[Split, Split]:
+    """The training subset and the validation subset (of the test split), cached per process."""
+    if ("train", data_dir) not in _cache:
+        _cache[("train", data_dir)] = load_split(data_dir, "train")
+        _cache[("test", data_dir)] = load_split(data_dir, "test")
+    return (subset(_cache[("train", data_dir)], train_size, seed=0),
+            subset(_cache[("test", data_dir)], val_size, seed=1))
+
+
+def _write_launch(cfg: RunConfig, out: str) -> str:
+    path = os.path.join(store.run_dir(out, cfg.key()), "launch.json")
+    store.atomic_write_json(path, cfg.to_json())
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_torchrun(cfg: RunConfig, data_dir: str, out: str, processes: int, threads: int | None = None) -> None:
+    """Train ``cfg`` as ``processes`` DDP ranks (gloo) under ``torchrun``; rank 0 writes the row."""
+    cfg_path = _write_launch(cfg, out)
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(threads or max(1, (os.cpu_count() or 1) // processes))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={processes}",
+           "--master-addr=127.0.0.1", f"--master-port={_free_port()}",
+           "-m", "groupnorm.experiments.run_one", "--config", cfg_path, "--data-dir", data_dir, "--out", out]
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"torchrun exited with status {proc.returncode} for run {cfg.key()} ({cfg.norm}, "
+                           f"b={cfg.batch_per_worker})")
+
+
+def _label(cfg: RunConfig) -> str:
+    g = f" K={cfg.group_size}" if cfg.group_size else (f" G={cfg.groups}" if cfg.norm in ("gn", "gn+ws") else "")
+    return f"{cfg.norm}{g} b={cfg.batch_per_worker} s={cfg.seed}"
+
+
+def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None, launcher: str = "emulate",
+              processes: int | None = None, progress: bool = True, max_runs: int | None = None, jobs: int = 1,
+              threads: int = 1) -> list[dict]:
+    """Train every config of ``configs`` that has no row in ``OUT/results.jsonl`` yet; return all rows.
+
+    Args:
+        launcher: "emulate" (W workers in one process) or "torchrun" (``processes`` ranks per run, default W).
+        jobs: runs trained at the same time (emulate only), each in its own process.
+        threads: intra-op threads per training process.
+        max_runs: stop after this many newly finished runs (for tests and partial sessions).
+    """
+    import torch
+
+    if launcher not in ("emulate", "torchrun"):
+        raise ValueError(f"launcher={launcher!r} must be 'emulate' or 'torchrun'")
+    if jobs < 1 or threads < 1:
+        raise ValueError(f"jobs={jobs} and threads={threads} must be at least 1")
+    data_dir = resolve_data_dir(data_dir)
+    os.makedirs(out, exist_ok=True)
+    done = {r["config_key"] for r in store.read_results(out)}
+    todo = [c for c in configs if c.key() not in done]
+    if max_runs is not None:
+        todo = todo[:max_runs]
+    if todo and launcher == "emulate":
+        load_data(data_dir, None, None)  # fail early and clearly on a bad data directory
+
+    def remaining_images(c: RunConfig) -> int:  # counting epochs already checkpointed as done
+        ep = len(store.read_jsonl(os.path.join(store.run_dir(out, c.key()), "metrics.jsonl")))
+        n = min(c.train_size or 60000, 60000)
+        return max(0, c.epochs - ep) * (n // c.global_batch) * c.global_batch
+
+    total = sum(remaining_images(c) for c in todo)
+    print(f"[reproduce] {len(configs)} runs, {len(configs) - len([c for c in configs if c.key() not in done])} "
+          f"already finished, {len(todo)} to train; launcher={launcher}, jobs={jobs}, threads={threads}; "
+          f"output {out}", file=sys.stderr, flush=True)
+    from tqdm.auto import tqdm
+
+    overall = tqdm(total=total, unit="img", unit_scale=True, position=0, desc="all runs", dynamic_ncols=True,
+                   disable=not progress, smoothing=0.05)
+    t0 = time.perf_counter()
+    finished = 0
+    try:
+        if launcher == "torchrun":
+            for i, cfg in enumerate(todo):
+                overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
+                before = remaining_images(cfg)
+                launch_torchrun(cfg, data_dir, out, processes or cfg.workers, threads)
+                overall.update(before)
+                finished += 1
+        elif jobs == 1:
+            torch.set_num_threads(threads)
+            for i, cfg in enumerate(todo):
+                overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
+                train, val = load_data(data_dir, cfg.train_size, cfg.val_size)
+                train_run(cfg, train, val, out, progress=progress, on_images=overall.update)
+                finished += 1
+        else:
+            finished = _run_parallel(todo, out, data_dir, jobs, threads, overall, progress)
+    finally:
+        overall.close()
+    print(f"[reproduce] trained {finished} runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    return store.read_results(out)
+
+
+def _run_parallel(todo, out, data_dir, jobs, threads, overall, progress) -> int:
+    """Up to ``jobs`` runs at a time, each a ``run_one`` subprocess reporting its progress on stdout."""
+    import queue as queue_mod
+    import threading
+
+    from tqdm.auto import tqdm
+
+    events: queue_mod.Queue = queue_mod.Queue()
+
+    def reader(key, proc):
+        for line in proc.stdout:
+            if line.startswith("progress "):
+                events.put((key, int(line.split()[1])))
+        events.put((key, None))
+
+    pending = list(todo)
+    running: dict = {}  # key -> (proc, bar, slot, cfg)
+    free = list(range(1, jobs + 1))
+    finished, failures = 0, []
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                cfg = pending.pop(0)
+                key = cfg.key()
+                cfg_path = _write_launch(cfg, out)
+                env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+                env.pop("WORLD_SIZE", None)
+                proc = subprocess.Popen([sys.executable, "-m", "groupnorm.experiments.run_one", "--config",
+                                         cfg_path, "--data-dir", data_dir, "--out", out, "--threads", str(threads),
+                                         "--progress-stdout"], stdout=subprocess.PIPE, text=True, env=env)
+                slot = free.pop(0)
+                total = cfg.epochs * (min(cfg.train_size or 60000, 60000) // cfg.global_batch) * cfg.global_batch
+                bar = tqdm(total=total, unit="img", unit_scale=True, leave=False, position=slot, desc=_label(cfg),
+                           dynamic_ncols=True, disable=not progress)
+                running[key] = (proc, bar, slot, cfg)
+                threading.Thread(target=reader, args=(key, proc), daemon=True).start()
+            key, n = events.get()
+            proc, bar, slot, cfg = running[key]
+            if n is not None:
+                bar.update(n)
+                overall.update(n)
+                continue
+            rc = proc.wait()
+            bar.close()
+            free.append(slot)
+            free.sort()
+            del running[key]
+            if rc != 0:
+                failures.append(f"{_label(cfg)} (exit status {rc})")
+            else:
+                finished += 1
+    finally:
+        for proc, bar, _, _ in running.values():
+            proc.terminate()
+            proc.wait()
+            bar.close()
+    if failures:
+        raise RuntimeError("runs failed: " + "; ".join(failures) + "; re-run the same command to resume")
+    return finished

@@ -1,0 +1,207 @@
+"""Train and evaluate one run, on emulated workers (one process) or as one rank of a ``torchrun`` job.
+
+Workers: the global batch of ``W * b`` images is cut into W slices of b images. A job of ``world`` processes
+gives each rank ``W / world`` consecutive slices; inside a process the slices are emulated workers
+(:class:`~groupnorm.nn.worker_bn.WorkerBatchNorm2d`). So ``world=1`` is W emulated workers, ``world=W`` is W
+real workers (plain BN per process under DDP with ``broadcast_buffers=True``), and both compute the same thing:
+
+- BN statistics per slice of b images; running statistics from slice 0 (rank 0's, which DDP broadcasts);
+- the loss is the mean cross-entropy over the global batch: DDP averages the ranks' gradients of their local
+  means, which equals the gradient of the global mean because the slices are equal;
+- the same initialization (seeded; DDP also broadcasts rank 0's parameters) and the same batches (data order and
+  augmentation are drawn from a (seed, epoch) generator, identical on every rank).
+
+Schedule: ``lr = base_lr * W * b / 256`` (linear scaling rule), linear warmup over ``warmup_epochs``, then cosine
+to 0 or the paper's step decay (x0.1 at 30%, 60%, 90% of the steps); SGD momentum 0.9; weight decay on weights
+of rank >= 2 only. Per epoch: training loss/error (in train mode, on the augmented batches, as the paper's
+curves), validation loss/error (eval mode: BN uses running statistics), images/s, then an atomic checkpoint.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+
+from . import store
+from .config import RunConfig
+from .data import Split, epoch_batches, to_input
+from .models import ResNet
+
+
+def build_model(cfg: RunConfig, world: int = 1) -> ResNet:
+    torch.manual_seed(cfg.seed)
+    return ResNet(cfg.norm, cfg.widths, cfg.blocks, groups=cfg.groups, group_size=cfg.group_size,
+                  workers=cfg.workers // world, stem_stride=cfg.stem_stride)
+
+
+def lr_at(cfg: RunConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Learning rate at optimizer step ``step`` (0-based) of ``total_steps``."""
+    warm = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps - 1)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    if cfg.schedule == "cosine":
+        t = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * t))
+    passed = sum(step >= f * total_steps for f in (0.3, 0.6, 0.9))
+    return cfg.lr * 0.1 ** passed
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, split: Split, batch: int = 1000) -> tuple[float, float]:
+    """(mean cross-entropy, error in %) of ``model`` in eval mode on ``split``."""
+    was = model.training
+    model.eval()
+    loss_sum, wrong = 0.0, 0
+    for i in range(0, len(split), batch):
+        x = to_input(split.images[i:i + batch])
+        y = split.labels[i:i + batch]
+        logits = model(x)
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        wrong += int((logits.argmax(1) != y).sum())
+    model.train(was)
+    return loss_sum / len(split), 100.0 * wrong / len(split)
+
+
+def _finite(v: float):
+    return v if math.isfinite(v) else None
+
+
+def train_run(cfg: RunConfig, train: Split, val: Split, out: str, *, rank: int = 0, world: int = 1,
+              progress: bool = True, on_images=None, launcher: str = "emulate", position: int = 1) -> dict | None:
+    """Train ``cfg`` (resuming from its checkpoint if any); return its results row on rank 0 (else None).
+
+    ``train`` and ``val`` are the run's data (already cut to ``cfg.train_size`` / ``cfg.val_size``). Rank 0
+    writes ``OUT/runs/<key>/`` and appends the row to ``OUT/results.jsonl``. ``on_images(n)`` is called after
+    each step with the number of images processed (for an overall progress bar).
+    """
+    cfg.validate()
+    # Subnormal floats (e.g. decaying momentum of gammas that start at 0) make CPU arithmetic ~100x slower.
+    torch.set_flush_denormal(True)
+    if cfg.workers % world:
+        raise ValueError(f"workers={cfg.workers} is not divisible by the number of processes {world}")
+    distributed = world > 1
+    if distributed:
+        import torch.distributed as dist
+    key = cfg.key()
+    rdir = store.run_dir(out, key)
+    ckpt_path = os.path.join(rdir, "checkpoint.pt")
+    if rank == 0:
+        store.atomic_write_json(os.path.join(rdir, "config.json"), dict(cfg.to_json(), key=key))
+
+    model = build_model(cfg, world)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, momentum=cfg.momentum)
+    start_epoch, history, wall_before = 0, [], 0.0
+    ckpt = store.load_checkpoint(ckpt_path)
+    if ckpt is not None and ckpt.get("config_key") == key:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optim"])
+        start_epoch, history, wall_before = int(ckpt["epoch"]), list(ckpt["history"]), float(ckpt["wall_s"])
+    if distributed:
+        dist.barrier()  # every rank has read the checkpoint before rank 0 may overwrite it
+    net = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        net = DDP(model, broadcast_buffers=True)
+
+    gb = cfg.global_batch
+    local = gb // world
+    steps = len(train) // gb
+    total = cfg.epochs * steps
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=start_epoch * steps, unit="step", leave=False, position=position,
+                   dynamic_ncols=True,
+                   desc=f"{cfg.norm:>5} G={cfg.groups} K={cfg.group_size} b={cfg.batch_per_worker} s={cfg.seed}")
+    t_run = time.perf_counter()
+    diverged = False
+    for epoch in range(start_epoch, cfg.epochs):
+        net.train()
+        t0 = time.perf_counter()
+        stats = torch.zeros(3, dtype=torch.float64)  # loss sum, wrong, count (local)
+        for s, (x, y) in enumerate(epoch_batches(train, gb, cfg.seed, epoch, augment=cfg.augment)):
+            step = epoch * steps + s
+            lr = lr_at(cfg, step, total, steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            xs, ys = x[rank * local:(rank + 1) * local], y[rank * local:(rank + 1) * local]
+            logits = net(xs)
+            loss = F.cross_entropy(logits, ys)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            lv = float(loss.detach())
+            stats += torch.tensor([lv * local, float((logits.detach().argmax(1) != ys).sum()), local],
+                                  dtype=torch.float64)
+            if not math.isfinite(lv):
+                diverged = True
+            if bar is not None:
+                bar.update(1)
+                if s % 10 == 0:
+                    el = time.perf_counter() - t0
+                    bar.set_postfix(loss=f"{lv:.3f}", img_s=f"{(s + 1) * gb / max(el, 1e-9):.0f}", refresh=False)
+            if on_images is not None and rank == 0:
+                on_images(gb)
+            if distributed:
+                flag = torch.tensor([1.0 if diverged else 0.0])
+                dist.all_reduce(flag)
+                diverged = bool(flag.item() > 0)
+            if diverged:
+                break
+        train_s = time.perf_counter() - t0
+        if distributed:
+            dist.all_reduce(stats)
+        loss_sum, wrong, count = stats.tolist()
+        ips = count / max(train_s, 1e-9)
+        if rank == 0:
+            val_loss, val_err = evaluate(model, val)
+            history.append(dict(epoch=epoch + 1, train_loss=_finite(loss_sum / max(count, 1)),
+                                train_error=100.0 * wrong / max(count, 1), val_loss=_finite(val_loss),
+                                val_error=val_err, lr=lr, images_per_s=ips, train_s=train_s,
+                                wall_s=wall_before + time.perf_counter() - t_run))
+            store.write_jsonl(os.path.join(rdir, "metrics.jsonl"), history)
+            store.save_checkpoint(ckpt_path, dict(model=model.state_dict(), optim=opt.state_dict(),
+                                                  epoch=epoch + 1, history=history, config_key=key,
+                                                  wall_s=wall_before + time.perf_counter() - t_run))
+        if distributed:
+            dist.barrier()
+        if diverged:
+            break
+    if bar is not None:
+        bar.close()
+    if rank != 0:
+        return None
+    last = history[-1]
+    row = dict(experiment=cfg.experiment, norm=cfg.norm, groups=cfg.canonical()["groups"],
+               group_size=cfg.canonical()["group_size"], batch_per_worker=cfg.batch_per_worker,
+               workers=cfg.workers, global_batch=gb, seed=cfg.seed, epochs=cfg.epochs,
+               epochs_done=last["epoch"], diverged=diverged, lr=cfg.lr,
+               val_error=last["val_error"], train_error=last["train_error"],
+               val_loss=last["val_loss"], train_loss=last["train_loss"],
+               best_val_error=min(h["val_error"] for h in history),
+               images_per_s=sum(h["train_s"] * h["images_per_s"] for h in history)
+               / max(sum(h["train_s"] for h in history), 1e-9),
+               wall_s=wall_before + time.perf_counter() - t_run, config_key=key, launcher=launcher,
+               processes=world, train_size=len(train), val_size=len(val), widths=list(cfg.widths),
+               blocks=list(cfg.blocks), torch=torch.__version__, machine=platform.machine(),
+               threads=torch.get_num_threads(), finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    store.atomic_write_bytes(os.path.join(rdir, "model.pt"), _state_bytes(model))
+    store.append_result(out, row)
+    if os.path.exists(ckpt_path):
+        os.unlink(ckpt_path)
+    return row
+
+
+def _state_bytes(model: torch.nn.Module) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getvalue()

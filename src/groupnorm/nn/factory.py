@@ -1,0 +1,111 @@
+"""Normalization layers created by name from one map: ``make_norm("gn", 64, groups=32, activation="relu")``.
+
+Names (the GN paper's Figure 2 sets, for an (N, C, H, W) activation):
+
+========== ======================================================================================
+``bn``     BatchNorm: statistics over (N, H, W) per channel; per worker with ``workers=W``
+           (:class:`~groupnorm.nn.worker_bn.WorkerBatchNorm2d`).
+``gn``     GroupNorm: statistics over (C/G, H, W) per sample and group; ``groups=G`` or ``group_size=K``.
+``gn+ws``  The same GroupNorm; the model pairs it with weight-standardized convolutions
+           (see :func:`uses_weight_standardization`).
+``ln``     LayerNorm as the paper defines it for conv nets: ``GroupNorm(1, C)`` (per-channel affine).
+``in``     InstanceNorm: ``GroupNorm(C, C)`` (per-channel affine).
+``bn-frozen`` BatchNorm with fixed statistics (the paper's BN*): ``groupnorm.nn.FrozenBatchNorm`` with a
+           trainable affine (trained from scratch its statistics stay mean 0, variance 1).
+``none``   Identity (only the activation, if any).
+========== ======================================================================================
+
+Groups larger than the layer (``groups > C`` or ``group_size > C``) are clamped to the layer: ``groups=64`` on
+a 32-channel layer gives one channel per group, ``group_size=64`` on it gives one group. That is what the
+paper's Table 3 does implicitly (ResNet-50's narrowest layers have 64 channels, so ``group_size=64`` there is one
+group). Any other ``C`` not divisible by ``G`` (or ``K``) is an error naming both numbers.
+
+``activation`` (None or ``"relu"``, ``"silu"``, ``"gelu"``) is fused into GN/LN/IN (the compiled kernels run
+norm + activation in one pass); for the others it is a separate module after the norm.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .group_norm import GroupNorm
+from .worker_bn import WorkerBatchNorm2d
+
+NORM_NAMES = ("bn", "gn", "gn+ws", "ln", "in", "bn-frozen", "none")
+_ACT = {None: None, "relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU}
+
+
+def uses_weight_standardization(name: str) -> bool:
+    """True for norms whose convolutions are weight-standardized (``gn+ws``)."""
+    return name == "gn+ws"
+
+
+def _gn_groups(num_channels: int, groups: int | None, group_size: int | None) -> int:
+    if group_size is not None:
+        if group_size < 1:
+            raise ValueError(f"group_size={group_size} must be positive")
+        k = min(group_size, num_channels)
+        if num_channels % k:
+            raise ValueError(f"group_size={group_size} does not divide num_channels={num_channels}")
+        return num_channels // k
+    if groups is None or groups < 1:
+        raise ValueError(f"groups={groups} must be a positive integer")
+    g = min(groups, num_channels)
+    if num_channels % g:
+        raise ValueError(f"groups={groups} does not divide num_channels={num_channels}")
+    return g
+
+
+def _with_act(module: nn.Module, activation: str | None) -> nn.Module:
+    if activation not in _ACT:
+        raise ValueError(f"activation={activation!r} is not one of {list(_ACT)}")
+    if activation is None:
+        return module
+    return nn.Sequential(module, _ACT[activation](inplace=True) if activation == "relu" else _ACT[activation]())
+
+
+def make_norm(name: str, num_channels: int, *, groups: int | None = 32, group_size: int | None = None,
+              activation: str | None = None, workers: int = 1, eps: float = 1e-5,
+              momentum: float = 0.1) -> nn.Module:
+    """A normalization layer (followed by ``activation``) for ``num_channels`` channels, by name.
+
+    Args:
+        name: one of ``NORM_NAMES`` (see the module docstring).
+        num_channels: C.
+        groups, group_size: GN's G or channels per group K (K wins when given); clamped to C (module doc).
+        activation: None, "relu", "silu" or "gelu".
+        workers: for ``bn``, the number of emulated workers whose slices get their own statistics.
+        eps, momentum: as in torch's norm layers (momentum only for BN).
+
+    Returns:
+        An ``nn.Module`` mapping (N, C, H, W) to the same shape. For GN/LN/IN and for BN without activation the
+        norm module itself (with ``.weight``); otherwise ``nn.Sequential(norm, activation)``.
+    """
+    if not isinstance(num_channels, int) or num_channels < 1:
+        raise ValueError(f"num_channels={num_channels!r} must be a positive integer")
+    if name in ("gn", "gn+ws"):
+        g = _gn_groups(num_channels, groups, group_size)
+        return GroupNorm(g, num_channels, eps=eps, activation=activation)
+    if name == "ln":
+        return GroupNorm(1, num_channels, eps=eps, activation=activation)
+    if name == "in":
+        return GroupNorm(num_channels, num_channels, eps=eps, activation=activation)
+    if name == "bn":
+        return _with_act(WorkerBatchNorm2d(num_channels, workers=workers, eps=eps, momentum=momentum), activation)
+    if name == "bn-frozen":
+        import groupnorm.nn as gnn  # late: FrozenBatchNorm is another module's export
+
+        frozen = getattr(gnn, "FrozenBatchNorm", None)
+        if frozen is None:
+            raise ValueError("norm 'bn-frozen' needs groupnorm.nn.FrozenBatchNorm, which this install lacks")
+        # trainable affine: from scratch, frozen statistics (0, 1) make this a learned per-channel affine
+        return _with_act(frozen(num_channels, eps=eps, trainable_affine=True), activation)
+    if name == "none":
+        return _with_act(nn.Identity(), activation)
+    raise ValueError(f"unknown norm {name!r}; choose one of {', '.join(NORM_NAMES)}")
+
+
+def norm_weight(module: nn.Module):
+    """The affine weight (gamma) of a module made by :func:`make_norm`, or None (``none``, no affine)."""
+    if isinstance(module, nn.Sequential):
+        module = module[0]
+    return getattr(module, "weight", None)
