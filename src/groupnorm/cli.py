@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = [
     "groupnorm.demo",
     "groupnorm.convert_cli",
+    "groupnorm.experiments.cli",
 ]
 
 
