@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from .config import EXPERIMENTS, PRESET_NAMES
@@ -63,6 +64,10 @@ def run_reproduce(args) -> int:
     from .report import write_report
     from .runner import run_sweep
 
+    def _stop(signum, frame):  # SIGTERM stops like Ctrl-C: running side-by-side runs are terminated too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     preset = get_preset(args.preset)
     out = args.out or os.path.join("runs", args.preset)
     configs = experiment_configs(args.experiment, preset, seeds=args.seeds, workers=args.workers)

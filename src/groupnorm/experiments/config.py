@@ -164,7 +164,8 @@ def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None
         "curves": [dict(norm=n, batch_per_worker=b1) for n in preset.table1_norms]
         + [dict(norm=n, batch_per_worker=b) for n in ("bn", "gn") for b in (big, small)],
     }
-    names = ["table1", "table2", "table3", "curves"] if experiment == "all" else [experiment]
+    # Table 2 (the paper's main claim) first, so that a partial run of a preset answers it first.
+    names = ["table2", "table1", "table3", "curves"] if experiment == "all" else [experiment]
     out, seen = [], set()
     for seed in range(n_seeds):
         for name in names:

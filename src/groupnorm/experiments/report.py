@@ -114,6 +114,9 @@ def _plot_all(out: str, res: Results, b1: int | None) -> list[str]:
                         color=color, label=k, capsize=3)
     if any_line:
         ax.set_xscale("log", base=2)
+        ticks = sorted(set(res.batches("BN")) | set(res.batches("GN")))
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.invert_xaxis()
         ax.set_xlabel("images per worker")
         ax.set_ylabel("validation error (%)")
@@ -136,6 +139,7 @@ def _plot_all(out: str, res: Results, b1: int | None) -> list[str]:
             axes[0].plot(ep, c["train_error"], marker=".", label=label)
             axes[1].plot(ep, c["val_error"], marker=".", label=label)
         for ax, t in zip(axes, ("training error (train mode, augmented)", "validation error")):
+            ax.xaxis.get_major_locator().set_params(integer=True)
             ax.set_xlabel("epoch")
             ax.set_ylabel("error (%)")
             ax.set_title(t)
@@ -169,6 +173,9 @@ def _plot_all(out: str, res: Results, b1: int | None) -> list[str]:
                     ax.errorbar([p[0] for p in pts], [s[0] for s in st], yerr=[s[1] for s in st], marker="o",
                                 capsize=3, color="tab:red")
                     ax.set_xscale("log", base=2)
+                    ax.set_xticks([p[0] for p in pts], [str(p[0]) for p in pts])
+                    ax.minorticks_off()
+                    ax.invert_xaxis()
                 ax.set_xlabel(xl)
                 ax.grid(alpha=0.3)
             axes[0].set_ylabel("validation error (%)")

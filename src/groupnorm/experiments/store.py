@@ -114,6 +114,37 @@ def append_result(out: str, row: dict) -> None:
         os.close(fd)
 
 
+class RunLock:
+    """An exclusive, non-blocking ``flock`` on ``OUT/runs/<key>/lock`` while a process trains that run.
+
+    A second process asked to train the same run (two sweeps on one output directory) gets a clear error
+    instead of both writing the same checkpoint. The kernel drops the lock when the holder dies, even by SIGKILL.
+    """
+
+    def __init__(self, rdir: str):
+        self.path = os.path.join(rdir, "lock")
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise RuntimeError(f"run {os.path.basename(os.path.dirname(self.path))} is being trained by another "
+                               f"process (lock {self.path})") from None
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def save_checkpoint(path: str, state: dict) -> None:
     """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``."""
     d = os.path.dirname(os.path.abspath(path))

@@ -75,9 +75,16 @@ def train_run(cfg: RunConfig, train: Split, val: Split, out: str, *, rank: int =
     """Train ``cfg`` (resuming from its checkpoint if any); return its results row on rank 0 (else None).
 
     ``train`` and ``val`` are the run's data (already cut to ``cfg.train_size`` / ``cfg.val_size``). Rank 0
-    writes ``OUT/runs/<key>/`` and appends the row to ``OUT/results.jsonl``. ``on_images(n)`` is called after
-    each step with the number of images processed (for an overall progress bar).
+    writes ``OUT/runs/<key>/`` (holding its lock) and appends the row to ``OUT/results.jsonl``.
+    ``on_images(n)`` is called after each step with the number of images processed (for a progress bar).
     """
+    if rank != 0:
+        return _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher, position)
+    with store.RunLock(store.run_dir(out, cfg.key())):
+        return _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher, position)
+
+
+def _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher, position):
     cfg.validate()
     # Subnormal floats (e.g. decaying momentum of gammas that start at 0) make CPU arithmetic ~100x slower.
     torch.set_flush_denormal(True)
@@ -191,12 +198,23 @@ def train_run(cfg: RunConfig, train: Split, val: Split, out: str, *, rank: int =
                wall_s=wall_before + time.perf_counter() - t_run, config_key=key, launcher=launcher,
                processes=world, train_size=len(train), val_size=len(val), widths=list(cfg.widths),
                blocks=list(cfg.blocks), torch=torch.__version__, machine=platform.machine(),
-               threads=torch.get_num_threads(), finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+               threads=torch.get_num_threads(), gn_kernels=_kernels_available(),
+               finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     store.atomic_write_bytes(os.path.join(rdir, "model.pt"), _state_bytes(model))
     store.append_result(out, row)
     if os.path.exists(ckpt_path):
         os.unlink(ckpt_path)
     return row
+
+
+def _kernels_available() -> bool:
+    """Whether GN ran on the compiled kernels (``groupnorm.kernels``) rather than the plain PyTorch path."""
+    try:
+        from groupnorm import kernels
+
+        return bool(kernels.is_available())
+    except Exception:
+        return False
 
 
 def _state_bytes(model: torch.nn.Module) -> bytes:
