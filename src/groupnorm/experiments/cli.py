@@ -45,7 +45,7 @@ def register(subparsers) -> None:
     p.add_argument("--launcher", choices=("emulate", "torchrun"), default="emulate",
                    help="emulate: W workers in one process; torchrun: W DDP processes (gloo) per run")
     p.add_argument("--jobs", type=_positive, default=None,
-                   help="runs trained side by side, one process each (default: min(2, CPU count))")
+                   help="runs trained side by side, one process each (emulate only; default: min(2, CPU count))")
     p.add_argument("--threads", type=_positive, default=1, help="intra-op threads per training process")
     p.add_argument("--max-runs", type=_positive, default=None, help="stop after this many newly trained runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -195,6 +195,19 @@ def _t3_rows(res: Results, b: int, groups=None, group_size=None) -> list[dict]:
     return res.find("GN", b, groups, group_size)
 
 
+def _elapsed(rows: list[dict]) -> str:
+    """', elapsed X min' from the first run's start to the last run's end (runs may train side by side)."""
+    import calendar
+    import time
+
+    try:
+        ends = [calendar.timegm(time.strptime(r["finished_at"], "%Y-%m-%dT%H:%M:%SZ")) for r in rows]
+    except (KeyError, ValueError):
+        return ""
+    starts = [e - r["wall_s"] for e, r in zip(ends, rows)]
+    return f", elapsed {(max(ends) - min(starts)) / 60:.1f} min (runs train side by side)"
+
+
 def build_report(out: str) -> tuple[str, Results]:
     rows = store.read_results(out)
     res = Results(rows)
@@ -207,9 +220,9 @@ def build_report(out: str) -> tuple[str, Results]:
     wall = sum(r["wall_s"] for r in res.rows)
     L += [f"{len(res.rows)} finished runs; protocol: {r0['workers']} workers, {r0['epochs']} epochs, "
           f"{r0['train_size']} training images, {r0['val_size']} validation images (from the test split), "
-          f"ResNet widths {r0['widths']} blocks {r0['blocks']}, seeds {seeds}; total training wall time "
-          f"{wall / 60:.1f} min ({r0.get('machine', '?')}, torch {r0.get('torch', '?')}, "
-          f"{r0.get('threads', '?')} threads).",
+          f"ResNet widths {r0['widths']} blocks {r0['blocks']}, seeds {seeds}. Sum of the runs' wall times "
+          f"{wall / 60:.1f} min{_elapsed(res.rows)} ({r0.get('machine', '?')}, torch {r0.get('torch', '?')}, "
+          f"{r0.get('threads', '?')} thread(s) per run).",
           "",
           "Numbers are our validation error (%) after the last epoch: mean ± standard deviation over seeds "
           "(a single number when there is one seed). *Paper* is ResNet-50 on ImageNet (top-1 error %, "
