@@ -90,7 +90,12 @@ int gn_get_isa(void) {
     return l >= 0 ? l : gn_set_isa(GN_ISA_AUTO);
 }
 
-static void pick(fwd_fn *f, bwd_fn *b) {
+static void pick(int dtype, fwd_fn *f, bwd_fn *b) {
+    if (dtype == GN_F64) { /* compiled only into the baseline level */
+        *f = gn_base::forward;
+        *b = gn_base::backward;
+        return;
+    }
     switch (gn_get_isa()) {
 #ifdef GN_HAVE_AVX512
     case GN_ISA_AVX512: *f = gn_avx512::forward; *b = gn_avx512::backward; return;
@@ -119,7 +124,7 @@ int gn_forward(int dtype, int layout, int64_t N, int64_t C, int64_t S, int64_t G
     if (!x || !y || !mean || !rstd || !(eps >= 0.0) || isinf(eps)) return GN_EINVAL;
     fwd_fn f;
     bwd_fn bw;
-    pick(&f, &bw);
+    pick(dtype, &f, &bw);
     return f(dtype, layout, N, C, S, G, x, w, b, eps, act, y, mean, rstd, nthreads);
 }
 
@@ -131,7 +136,7 @@ int gn_backward(int dtype, int layout, int64_t N, int64_t C, int64_t S, int64_t 
     if (!dy || !x || !mean || !rstd) return GN_EINVAL;
     fwd_fn f;
     bwd_fn bw;
-    pick(&f, &bw);
+    pick(dtype, &f, &bw);
     return bw(dtype, layout, N, C, S, G, dy, x, mean, rstd, w, b, act, dx, dw, db, nthreads);
 }
 

@@ -24,6 +24,11 @@
 
 #include "gn_api.h"
 
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#define GN_HAVE_MXCSR 1
+#endif
+
 #ifndef GN_NS
 #error "define GN_NS before including gn_impl.h"
 #endif
@@ -33,13 +38,7 @@ namespace GN_NS {
 typedef int64_t i64;
 
 struct bf16_t { uint16_t v; };
-#if defined(__FLT16_MAX__)
-typedef _Float16 f16_t;
-#define GN_HAVE_FLOAT16 1
-#else
 struct f16_t { uint16_t v; };
-#define GN_HAVE_FLOAT16 0
-#endif
 
 /* ---------------------------------------------------------------- loads and stores */
 static inline float bits_to_float(uint32_t u) { float f; __builtin_memcpy(&f, &u, 4); return f; }
@@ -56,44 +55,33 @@ static inline void st(bf16_t *p, float v) {
     uint32_t q = (u >> 16) | 0x40u;                          /* NaN stays a (quiet) NaN */
     p->v = (uint16_t)(((u & 0x7fffffffu) > 0x7f800000u) ? q : r);
 }
-#if GN_HAVE_FLOAT16
-static inline float ld(const f16_t *p) { return (float)*p; }
-static inline void st(f16_t *p, float v) { *p = (f16_t)v; }
-#else
+/* IEEE half <-> float with integer / float arithmetic only and no branches (so the loops vectorize on every
+ * instruction-set level; GCC 12 does not vectorize _Float16 conversions without AVX512-FP16). */
 static inline float ld(const f16_t *p) {
-    uint32_t h = p->v, s = (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    if (e == 0x1f) return bits_to_float(s | 0x7f800000u | (m << 13));
-    if (e == 0) {  /* subnormal or zero */
-        float f = (float)m * 5.9604644775390625e-8f;
-        return s ? -f : f;
-    }
-    return bits_to_float(s | ((e + 112u) << 23) | (m << 13));
+    const uint32_t h = p->v, em = h & 0x7fffu, sign = (h & 0x8000u) << 16;
+    /* normal and subnormal halves: shift into a float's bit positions, then rescale the exponent by 2^112 */
+    const uint32_t fin = float_to_bits(bits_to_float(em << 13) * 5.192296858534828e+33f);
+    const uint32_t inf_nan = 0x7f800000u | ((em & 0x3ffu) << 13);
+    return bits_to_float((em >= 0x7c00u ? inf_nan : fin) | sign);
 }
-static inline void st(f16_t *p, float v) {
-    uint32_t u = float_to_bits(v), s = (u >> 16) & 0x8000u;
-    float a = fabsf(v);
-    uint16_t h;
-    if (a != a) h = (uint16_t)(s | 0x7e00u);
-    else if (a >= 65520.0f) h = (uint16_t)(s | 0x7c00u);
-    else if (a < 6.103515625e-05f) h = (uint16_t)(s | (uint32_t)nearbyintf(a * 16777216.0f));
-    else {
-        uint32_t ua = float_to_bits(a);
-        uint32_t r = ua + 0xfffu + ((ua >> 13) & 1u);
-        h = (uint16_t)(s | ((r >> 13) - (112u << 10)));
-    }
-    p->v = h;
+static inline void st(f16_t *p, float v) {  /* round to nearest even (F. Giesen's float_to_half_fast3_rtne) */
+    const uint32_t u = float_to_bits(v), sign = u & 0x80000000u, f = u ^ sign;
+    const uint32_t o_inf = f > 0x7f800000u ? 0x7e00u : 0x7c00u;                    /* NaN stays NaN */
+    const uint32_t o_den = float_to_bits(bits_to_float(f) + 0.5f) - 0x3f000000u;   /* |v| < 2^-14 */
+    const uint32_t o_norm = (f - (112u << 23) + 0xfffu + ((f >> 13) & 1u)) >> 13;
+    const uint32_t o = f >= 0x47800000u ? o_inf : (f < 0x38800000u ? o_den : o_norm);
+    p->v = (uint16_t)(o | (sign >> 16));
 }
-#endif
 
 /* Compute type: float for fp32 / bf16 / fp16, double for fp64. */
 template <typename T> struct Acc { typedef float type; };
 template <> struct Acc<double> { typedef double type; };
 
 /* ---------------------------------------------------------------- activations */
-/* exp for float, vectorizable (Cephes polynomial, ~1 ulp on the clamped range [-87, 88]). */
+/* exp for float, vectorizable (Cephes polynomial, ~1 ulp on the clamped range [-87, 87]). */
 static inline float gn_expf(float x) {
     x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
+    x = x > 87.0f ? 87.0f : x;
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
     float t = x * 1.44269504088896341f + magic;
     float n = t - magic;
@@ -126,6 +114,12 @@ static inline double gexp(double x) { return exp(x); }
 static inline float gerf(float x) { return gn_erff(x); }
 static inline double gerf(double x) { return erf(x); }
 
+/* sigmoid(v) = 1 / (1 + exp(-v)) with exp's input clamped to [-87, 87]: 1 + e stays a normal number whose
+ * reciprocal is normal too (>= 1.6e-38), so nothing produces a subnormal (a division v / (1 + exp(88)) did:
+ * microcode assists, 10x slower); the result is multiplied, never divided, into v. */
+static inline float gsigmoid(float v) { return 1.0f / (1.0f + gn_expf(-v)); }
+static inline double gsigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
+
 /* act(v) */
 template <int ACT, typename A> static inline A act_f(A v) {
     if (ACT == GN_ACT_RELU) return v < (A)0 ? (A)0 : v;  /* NaN passes through */
@@ -137,7 +131,7 @@ template <int ACT, typename A> static inline A act_f(A v) {
 template <int ACT, typename A> static inline A act_b(A v, A g) {
     if (ACT == GN_ACT_RELU) return v > (A)0 ? g : (A)0;
     if (ACT == GN_ACT_SILU) {
-        A s = (A)1 / ((A)1 + gexp(-v));
+        A s = gsigmoid(v);
         return g * (s * ((A)1 + v * ((A)1 - s)));
     }
     if (ACT == GN_ACT_GELU) {
@@ -149,6 +143,18 @@ template <int ACT, typename A> static inline A act_b(A v, A g) {
 }
 
 /* ---------------------------------------------------------------- helpers */
+/* Flush-to-zero for the calling thread while in scope (restored after). Vector code computes both sides of
+ * the activations' range clamps and one side can underflow: without FTZ each subnormal result costs a
+ * microcode assist (measured 10x slower GN+SiLU). Only results that would be subnormal (< 1.2e-38) become 0;
+ * inputs are read as they are (no DAZ). */
+struct FtzGuard {
+#ifdef GN_HAVE_MXCSR
+    unsigned csr;
+    FtzGuard() : csr(_mm_getcsr()) { _mm_setcsr(csr | 0x8000u); }
+    ~FtzGuard() { _mm_setcsr(csr); }
+#endif
+};
+
 enum { W = 32 };        /* lanes of a float accumulator block */
 enum { FLUSH = 64 };    /* elements per lane before folding into double */
 
@@ -208,6 +214,57 @@ static inline void affine_coef(double mean, double rstd, const T *w, const T *b,
     *bb = (A)(bc - delta * ad);
 }
 
+/* Inner loops over the C channels of one row, with restrict-qualified arguments: for fp32 every array is a
+ * float*, and without restrict the compiler gives up the run-time alias checks and leaves the loop scalar. */
+#define GN_R __restrict
+template <typename T, typename A>
+static inline void nsc_row_sums(const T *GN_R row, const A *GN_R K, A *GN_R f1, A *GN_R f2, i64 C) {
+    for (i64 c = 0; c < C; ++c) {
+        A d = ld(row + c) - K[c];
+        f1[c] += d;
+        f2[c] += d * d;
+    }
+}
+template <typename T, typename A, int ACT>
+static inline void nsc_row_apply(const T *GN_R xr, const A *GN_R mf, const A *GN_R a, const A *GN_R bb, T *GN_R yr,
+                                 i64 C) {
+    for (i64 c = 0; c < C; ++c) st(yr + c, act_f<ACT, A>((ld(xr + c) - mf[c]) * a[c] + bb[c]));
+}
+template <typename T, typename A, int ACT>
+static inline void nsc_row_bwd_sums(const T *GN_R xr, const T *GN_R gr, const A *GN_R mf, const A *GN_R a,
+                                    const A *GN_R bb, A *GN_R f1, A *GN_R f2, i64 C) {
+    for (i64 c = 0; c < C; ++c) {
+        A xc = ld(xr + c) - mf[c];
+        A g = act_b<ACT, A>(xc * a[c] + bb[c], ld(gr + c));
+        f1[c] += g;
+        f2[c] += g * xc;
+    }
+}
+template <typename T, typename A, int ACT>
+static inline void nsc_row_dx(const T *GN_R xr, const T *GN_R gr, const A *GN_R mf, const A *GN_R a,
+                              const A *GN_R bb, const A *GN_R al, const A *GN_R k1, const A *GN_R k2, T *GN_R o,
+                              i64 C) {
+    for (i64 c = 0; c < C; ++c) {
+        A xc = ld(xr + c) - mf[c];
+        A g = act_b<ACT, A>(xc * a[c] + bb[c], ld(gr + c));
+        st(o + c, al[c] * g + xc * k1[c] + k2[c]);
+    }
+}
+/* Contiguous rows: v = (x - mf) * a + bb over one channel's S values. */
+template <typename T, typename A, int ACT>
+static inline void ncs_row_apply(const T *GN_R xr, T *GN_R yr, i64 S, A mf, A a, A bb) {
+    for (i64 s = 0; s < S; ++s) st(yr + s, act_f<ACT, A>((ld(xr + s) - mf) * a + bb));
+}
+template <typename T, typename A, int ACT>
+static inline void ncs_row_dx(const T *GN_R xr, const T *GN_R gr, T *GN_R o, i64 S, A mf, A a, A bb, A al, A k1,
+                              A k2) {
+    for (i64 s = 0; s < S; ++s) {
+        A xc = ld(xr + s) - mf;
+        A g = act_b<ACT, A>(xc * a + bb, ld(gr + s));
+        st(o + s, al * g + xc * k1 + k2);
+    }
+}
+
 /* ================================================================ forward, NCS (contiguous) */
 template <typename T, int ACT>
 static int fwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *b, double eps, T *y,
@@ -215,8 +272,9 @@ static int fwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
     typedef typename Acc<T>::type A;
     const i64 D = C / G, L = D * S, items = N * G;
     nt = nthreads_for(items, nt);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
     for (i64 it = 0; it < items; ++it) {
+        FtzGuard ftz;
         const i64 n = it / G, g = it % G;
         const T *xg = x + (n * C + g * D) * S;
         T *yg = y + (n * C + g * D) * S;
@@ -235,14 +293,19 @@ static int fwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
             affine_coef<T, A>(mu, rs, w, b, c, &mf, &a, &bb);
             const T *xr = xg + cc * S;
             T *yr = yg + cc * S;
-            for (i64 s = 0; s < S; ++s) st(yr + s, act_f<ACT, A>((ld(xr + s) - mf) * a + bb));
+            ncs_row_apply<T, A, ACT>(xr, yr, S, mf, a, bb);
         }
     }
     return GN_OK;
 }
 
 /* ================================================================ channels-last helpers */
-/* Rows of a sample are cut into chunks of a size that depends only on (S, C), never on the thread count. */
+/* Rows of a sample are cut into chunks of a size that depends only on (S, C), never on the thread count, and
+ * partial sums are combined in chunk order: results are bitwise the same for any number of threads and for
+ * both schedules below. Schedules: with many samples (N >= 4 * threads) each thread takes whole samples
+ * (stats, then apply: no barrier at all); otherwise chunks of all samples are shared out dynamically in three
+ * phases with two barriers. Dynamic scheduling lets a thread that was descheduled (a busy machine) hand its
+ * remaining items to the others instead of holding everyone at the next barrier. */
 static inline i64 nsc_rows_per_chunk(i64 S, i64 C) {
     i64 r = (i64)16384 / (C > 0 ? C : 1);
     if (r < 1) r = 1;
@@ -250,22 +313,85 @@ static inline i64 nsc_rows_per_chunk(i64 S, i64 C) {
     return r;
 }
 
-/* Per-channel shifted sums over rows [r0, r1) of one sample (layout (S, C)); K has C values. */
+struct NscPlan {
+    i64 N, C, S, G, D, R, K; /* K chunks of R rows per sample */
+    int per_sample, nt;
+};
+static inline NscPlan nsc_plan(i64 N, i64 C, i64 S, i64 G, int nt) {
+    NscPlan p;
+    p.N = N; p.C = C; p.S = S; p.G = G; p.D = C / G;
+    p.R = nsc_rows_per_chunk(S, C);
+    p.K = (S + p.R - 1) / p.R;
+    p.per_sample = N >= 4 * (i64)(nt < 1 ? 1 : nt);
+    p.nt = nthreads_for(p.per_sample ? N : N * p.K, nt);
+    return p;
+}
+
+/* Per-channel shifted sums of chunk k of sample n into part[(n*K + k)][2][C]; scratch has 3 * C values. */
 template <typename T, typename A>
-static void nsc_channel_sums(const T *xn, i64 C, i64 r0, i64 r1, const A *K, A *f1, A *f2, double *d1, double *d2) {
-    for (i64 c = 0; c < C; ++c) { d1[c] = 0.0; d2[c] = 0.0; }
+static void nsc_stats_chunk(const NscPlan &P, const T *x, i64 n, i64 k, A *scratch, double *part) {
+    const i64 C = P.C, r0 = k * P.R, r1 = r0 + P.R < P.S ? r0 + P.R : P.S;
+    const T *xn = x + n * P.S * C;
+    A *K = scratch, *f1 = scratch + C, *f2 = scratch + 2 * C;
+    double *d1 = part + (n * P.K + k) * 2 * C, *d2 = d1 + C;
+    for (i64 c = 0; c < C; ++c) { K[c] = ld(xn + c); d1[c] = 0.0; d2[c] = 0.0; }
     for (i64 rb = r0; rb < r1; rb += FLUSH) {
         const i64 re = rb + FLUSH < r1 ? rb + FLUSH : r1;
         for (i64 c = 0; c < C; ++c) { f1[c] = 0; f2[c] = 0; }
-        for (i64 r = rb; r < re; ++r) {
-            const T *row = xn + r * C;
-            for (i64 c = 0; c < C; ++c) {
-                A d = ld(row + c) - K[c];
-                f1[c] += d;
-                f2[c] += d * d;
-            }
-        }
+        for (i64 r = rb; r < re; ++r) nsc_row_sums<T, A>(xn + r * C, K, f1, f2, C);
         for (i64 c = 0; c < C; ++c) { d1[c] += (double)f1[c]; d2[c] += (double)f2[c]; }
+    }
+}
+
+/* Group statistics of sample n from its chunks' sums; writes mean / rstd and the planar coefficients
+ * coef[n][3][C] = (mf, a, bb) of v = (x - mf) * a + bb. */
+template <typename T, typename A>
+static void nsc_stats_reduce(const NscPlan &P, const T *x, i64 n, const double *part, const T *w, const T *b,
+                             double eps, double *mean, double *rstd, A *coef) {
+    const i64 C = P.C, D = P.D, S = P.S;
+    const T *xn = x + n * S * C;
+    A *mfp = coef + n * 3 * C, *ap = mfp + C, *bbp = mfp + 2 * C;
+    for (i64 g = 0; g < P.G; ++g) {
+        double msum = 0.0;
+        for (i64 cc = 0; cc < D; ++cc) {
+            const i64 c = g * D + cc;
+            double s1 = 0.0;
+            for (i64 k = 0; k < P.K; ++k) s1 += part[(n * P.K + k) * 2 * C + c];
+            msum += (double)ld(xn + c) + s1 / (double)S;
+        }
+        const double mu = msum / (double)D;
+        double m2 = 0.0;
+        for (i64 cc = 0; cc < D; ++cc) {
+            const i64 c = g * D + cc;
+            double s1 = 0.0, s2 = 0.0;
+            for (i64 k = 0; k < P.K; ++k) {
+                const double *p = part + (n * P.K + k) * 2 * C;
+                s1 += p[c];
+                s2 += p[C + c];
+            }
+            const double dm = (double)ld(xn + c) + s1 / (double)S - mu;
+            double m2c = s2 - s1 * s1 / (double)S;
+            if (!(m2c > 0.0)) m2c = m2c != m2c ? m2c : 0.0;
+            m2 += m2c + (double)S * dm * dm;
+        }
+        const double rs = 1.0 / sqrt(m2 / (double)(D * S) + eps);
+        mean[n * P.G + g] = mu;
+        rstd[n * P.G + g] = rs;
+        for (i64 cc = 0; cc < D; ++cc) {
+            const i64 c = g * D + cc;
+            affine_coef<T, A>(mu, rs, w, b, c, mfp + c, ap + c, bbp + c);
+        }
+    }
+}
+
+template <typename T, typename A, int ACT>
+static void nsc_apply_chunk(const NscPlan &P, const T *x, i64 n, i64 k, const A *coef, T *y) {
+    const i64 C = P.C, r0 = k * P.R, r1 = r0 + P.R < P.S ? r0 + P.R : P.S;
+    const A *mf = coef + n * 3 * C, *a = mf + C, *bb = mf + 2 * C;
+    for (i64 r = r0; r < r1; ++r) {
+        const T *xr = x + (n * P.S + r) * C;
+        T *yr = y + (n * P.S + r) * C;
+        nsc_row_apply<T, A, ACT>(xr, mf, a, bb, yr, C);
     }
 }
 
@@ -274,101 +400,45 @@ template <typename T, int ACT>
 static int fwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *b, double eps, T *y,
                    double *mean, double *rstd, int nt) {
     typedef typename Acc<T>::type A;
-    const i64 D = C / G, R = nsc_rows_per_chunk(S, C), K_ = (S + R - 1) / R, items = N * K_;
-    /* part: per (n, chunk, channel) the two double sums; coef: per (n, c) mf, a, bb; shift per (n, c). */
-    double *part = (double *)malloc(sizeof(double) * (size_t)(items * C * 2));
-    A *coef = (A *)malloc(sizeof(A) * (size_t)(N * C * 3));
-    A *shift = (A *)malloc(sizeof(A) * (size_t)(N * C));
-    int err = GN_OK;
-    if (!part || !coef || !shift) { err = GN_ENOMEM; goto done; }
-    for (i64 n = 0; n < N; ++n)
-        for (i64 c = 0; c < C; ++c) shift[n * C + c] = ld(x + n * S * C + c);
-    {
-        int t1 = nthreads_for(items, nt);
-#pragma omp parallel num_threads(t1) if (t1 > 1)
+    const NscPlan P = nsc_plan(N, C, S, G, nt);
+    double *part = (double *)malloc(sizeof(double) * (size_t)(N * P.K * 2 * C));
+    A *coef = (A *)malloc(sizeof(A) * (size_t)(N * 3 * C));
+    int err = (part && coef) ? GN_OK : GN_ENOMEM;
+    if (!err) {
+#pragma omp parallel num_threads(P.nt) if (P.nt > 1)
         {
-            A *f = (A *)malloc(sizeof(A) * (size_t)(2 * C));
-            if (!f) {
+            A *scratch = (A *)malloc(sizeof(A) * (size_t)(3 * C));
+            int ok = scratch != NULL;
+            FtzGuard ftz;
+            if (!ok) {
 #pragma omp atomic write
                 err = GN_ENOMEM;
             }
-#pragma omp for schedule(static)
-            for (i64 it = 0; it < items; ++it) {
-                if (!f) continue;
-                const i64 n = it / K_, k = it % K_;
-                const i64 r0 = k * R, r1 = r0 + R < S ? r0 + R : S;
-                double *p = part + it * C * 2;
-                nsc_channel_sums<T, A>(x + n * S * C, C, r0, r1, shift + n * C, f, f + C, p, p + C);
-            }
-            free(f);
-        }
-    }
-    if (err) goto done;
-    {
-        const i64 ng = N * G;
-        int t2 = nthreads_for(ng, nt);
-#pragma omp parallel for schedule(static) num_threads(t2) if (t2 > 1)
-        for (i64 it = 0; it < ng; ++it) {
-            const i64 n = it / G, g = it % G;
-            /* per channel: mean m_c and M2_c; then combine the D channels of the group exactly. */
-            double msum = 0.0;
-            for (i64 cc = 0; cc < D; ++cc) {
-                const i64 c = g * D + cc;
-                double s1 = 0.0;
-                for (i64 k = 0; k < K_; ++k) s1 += part[((n * K_ + k) * C * 2) + c];
-                msum += (double)shift[n * C + c] + s1 / (double)S;
-            }
-            const double mu = msum / (double)D;
-            double m2 = 0.0;
-            for (i64 cc = 0; cc < D; ++cc) {
-                const i64 c = g * D + cc;
-                double s1 = 0.0, s2 = 0.0;
-                for (i64 k = 0; k < K_; ++k) {
-                    const double *p = part + (n * K_ + k) * C * 2;
-                    s1 += p[c];
-                    s2 += p[C + c];
+            if (P.per_sample) {
+#pragma omp for schedule(dynamic, 1)
+                for (i64 n = 0; n < N; ++n) {
+                    if (!ok) continue;
+                    for (i64 k = 0; k < P.K; ++k) nsc_stats_chunk<T, A>(P, x, n, k, scratch, part);
+                    nsc_stats_reduce<T, A>(P, x, n, part, w, b, eps, mean, rstd, coef);
+                    for (i64 k = 0; k < P.K; ++k) nsc_apply_chunk<T, A, ACT>(P, x, n, k, coef, y);
                 }
-                const double dm = (double)shift[n * C + c] + s1 / (double)S - mu;
-                double m2c = s2 - s1 * s1 / (double)S;
-                if (!(m2c > 0.0)) m2c = m2c != m2c ? m2c : 0.0;
-                m2 += m2c + (double)S * dm * dm;
+            } else {
+#pragma omp for schedule(dynamic, 1)
+                for (i64 it = 0; it < N * P.K; ++it)
+                    if (ok) nsc_stats_chunk<T, A>(P, x, it / P.K, it % P.K, scratch, part);
+                /* every item's partial sums must exist before any reduction reads them (implicit barrier) */
+                if (!err) {
+#pragma omp for schedule(dynamic, 1)
+                    for (i64 n = 0; n < N; ++n) nsc_stats_reduce<T, A>(P, x, n, part, w, b, eps, mean, rstd, coef);
+#pragma omp for schedule(dynamic, 1)
+                    for (i64 it = 0; it < N * P.K; ++it) nsc_apply_chunk<T, A, ACT>(P, x, it / P.K, it % P.K, coef, y);
+                }
             }
-            const double var = m2 / (double)(D * S);
-            const double rs = 1.0 / sqrt(var + eps);
-            mean[it] = mu;
-            rstd[it] = rs;
-            for (i64 cc = 0; cc < D; ++cc) {
-                const i64 c = g * D + cc;
-                A *q = coef + (n * C + c) * 3;
-                affine_coef<T, A>(mu, rs, w, b, c, q, q + 1, q + 2);
-            }
+            free(scratch);
         }
     }
-    {
-        /* reshuffle coef into three planar arrays per sample for unit-stride vector loads */
-        A *planar = (A *)malloc(sizeof(A) * (size_t)(N * C * 3));
-        if (!planar) { err = GN_ENOMEM; goto done; }
-        for (i64 n = 0; n < N; ++n)
-            for (i64 c = 0; c < C; ++c)
-                for (int j = 0; j < 3; ++j) planar[(n * 3 + j) * C + c] = coef[(n * C + c) * 3 + j];
-        int t3 = nthreads_for(items, nt);
-#pragma omp parallel for schedule(static) num_threads(t3) if (t3 > 1)
-        for (i64 it = 0; it < items; ++it) {
-            const i64 n = it / K_, k = it % K_;
-            const i64 r0 = k * R, r1 = r0 + R < S ? r0 + R : S;
-            const A *mf = planar + (n * 3 + 0) * C, *a = planar + (n * 3 + 1) * C, *bb = planar + (n * 3 + 2) * C;
-            for (i64 r = r0; r < r1; ++r) {
-                const T *xr = x + (n * S + r) * C;
-                T *yr = y + (n * S + r) * C;
-                for (i64 c = 0; c < C; ++c) st(yr + c, act_f<ACT, A>((ld(xr + c) - mf[c]) * a[c] + bb[c]));
-            }
-        }
-        free(planar);
-    }
-done:
     free(part);
     free(coef);
-    free(shift);
     return err;
 }
 
@@ -451,8 +521,9 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
     if (!Ab) return GN_ENOMEM;
     double *Bb = Ab + N * C;
     nt = nthreads_for(items, nt);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
     for (i64 it = 0; it < items; ++it) {
+        FtzGuard ftz;
         const i64 n = it / G, g = it % G, c0 = g * D;
         const double mu = mean[it], rs = rstd[it];
         double delta;
@@ -476,11 +547,7 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
             const A al = (A)(rs * (w ? (double)ld(w + c) : 1.0));
             const T *xr = x + off, *gr = dy + off;
             T *o = dx + off;
-            for (i64 s = 0; s < S; ++s) {
-                A xc = ld(xr + s) - mf;
-                A g = act_b<ACT, A>(xc * a + bb, ld(gr + s));
-                st(o + s, al * g + xc * k1 + k2);
-            }
+            ncs_row_dx<T, A, ACT>(xr, gr, o, S, mf, a, bb, al, k1, k2);
         }
     }
     if (dw || db) param_grads<T>(N, C, G, rstd, Ab, Bb, dw, db);
@@ -489,108 +556,128 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
 }
 
 /* ================================================================ backward, NSC (channels-last) */
+/* Same chunking and schedules as the NSC forward. coef[n][6][C] = (mf, a, bb, al = rstd * w, k1, k2). */
+template <typename T, typename A>
+static void nsc_bwd_coef_init(const NscPlan &P, i64 n, const double *mean, const double *rstd, const T *w,
+                              const T *b, A *coef) {
+    const i64 C = P.C;
+    A *q = coef + n * 6 * C;
+    for (i64 c = 0; c < C; ++c) {
+        const i64 ng = n * P.G + c / P.D;
+        affine_coef<T, A>(mean[ng], rstd[ng], w, b, c, q + c, q + C + c, q + 2 * C + c);
+        q[3 * C + c] = (A)(rstd[ng] * (w ? (double)ld(w + c) : 1.0));
+    }
+}
+
+template <typename T, typename A, int ACT>
+static void nsc_bwd_chunk_sums(const NscPlan &P, const T *dy, const T *x, i64 n, i64 k, const A *coef, A *scratch,
+                               double *part) {
+    const i64 C = P.C, r0 = k * P.R, r1 = r0 + P.R < P.S ? r0 + P.R : P.S;
+    const A *mf = coef + n * 6 * C, *a = mf + C, *bb = mf + 2 * C;
+    A *f1 = scratch, *f2 = scratch + C;
+    double *p1 = part + (n * P.K + k) * 2 * C, *p2 = p1 + C;
+    for (i64 c = 0; c < C; ++c) { p1[c] = 0.0; p2[c] = 0.0; }
+    for (i64 rb = r0; rb < r1; rb += FLUSH) {
+        const i64 re = rb + FLUSH < r1 ? rb + FLUSH : r1;
+        for (i64 c = 0; c < C; ++c) { f1[c] = 0; f2[c] = 0; }
+        for (i64 r = rb; r < re; ++r) {
+            const T *xr = x + (n * P.S + r) * C, *gr = dy + (n * P.S + r) * C;
+            nsc_row_bwd_sums<T, A, ACT>(xr, gr, mf, a, bb, f1, f2, C);
+        }
+        for (i64 c = 0; c < C; ++c) { p1[c] += (double)f1[c]; p2[c] += (double)f2[c]; }
+    }
+}
+
+/* Per-channel sums of sample n (Ab, Bb, B centred on the exact mean) and the dx coefficients k1, k2. */
+template <typename T, typename A>
+static void nsc_bwd_reduce(const NscPlan &P, i64 n, const double *part, const double *mean, const double *rstd,
+                           const T *w, double *Ab, double *Bb, A *coef) {
+    const i64 C = P.C, D = P.D;
+    A *q = coef + n * 6 * C;
+    for (i64 g = 0; g < P.G; ++g) {
+        const i64 c0 = g * D, ng = n * P.G + g;
+        double delta;
+        (void)round_mean<A>(mean[ng], &delta);
+        for (i64 cc = 0; cc < D; ++cc) {
+            const i64 c = c0 + cc;
+            double sa = 0.0, sb = 0.0;
+            for (i64 k = 0; k < P.K; ++k) {
+                const double *p = part + (n * P.K + k) * 2 * C;
+                sa += p[c];
+                sb += p[C + c];
+            }
+            Ab[n * C + c] = sa;
+            Bb[n * C + c] = sb - delta * sa;
+        }
+        const GroupBwd kk = group_bwd_coef<T>(w, c0, D, P.S, Ab + n * C + c0, Bb + n * C + c0, mean[ng], rstd[ng], delta);
+        for (i64 cc = 0; cc < D; ++cc) {
+            q[4 * C + c0 + cc] = (A)kk.k1;
+            q[5 * C + c0 + cc] = (A)kk.k2;
+        }
+    }
+}
+
+template <typename T, typename A, int ACT>
+static void nsc_bwd_dx_chunk(const NscPlan &P, const T *dy, const T *x, i64 n, i64 k, const A *coef, T *dx) {
+    const i64 C = P.C, r0 = k * P.R, r1 = r0 + P.R < P.S ? r0 + P.R : P.S;
+    const A *mf = coef + n * 6 * C, *a = mf + C, *bb = mf + 2 * C, *al = mf + 3 * C, *k1 = mf + 4 * C, *k2 = mf + 5 * C;
+    for (i64 r = r0; r < r1; ++r) {
+        const T *xr = x + (n * P.S + r) * C, *gr = dy + (n * P.S + r) * C;
+        T *o = dx + (n * P.S + r) * C;
+        nsc_row_dx<T, A, ACT>(xr, gr, mf, a, bb, al, k1, k2, o, C);
+    }
+}
+
 template <typename T, int ACT>
 static int bwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const double *mean, const double *rstd,
                    const T *w, const T *b, T *dx, T *dw, T *db, int nt) {
     typedef typename Acc<T>::type A;
-    const i64 D = C / G, R = nsc_rows_per_chunk(S, C), K_ = (S + R - 1) / R, items = N * K_;
-    /* coef planes per sample: mf, a, bb, al (= rstd * w), k1, k2 */
+    const NscPlan P = nsc_plan(N, C, S, G, nt);
     A *coef = (A *)malloc(sizeof(A) * (size_t)(N * C * 6));
-    double *part = (double *)malloc(sizeof(double) * (size_t)(items * C * 2));
+    double *part = (double *)malloc(sizeof(double) * (size_t)(N * P.K * C * 2));
     double *Ab = (double *)malloc(sizeof(double) * (size_t)(N * C * 2));
-    int err = GN_OK;
-    if (!coef || !part || !Ab) { err = GN_ENOMEM; goto done; }
-    {
+    int err = (coef && part && Ab) ? GN_OK : GN_ENOMEM;
+    if (!err) {
         double *Bb = Ab + N * C;
-        for (i64 n = 0; n < N; ++n)
-            for (i64 c = 0; c < C; ++c) {
-                const i64 ng = n * G + c / D;
-                A *q = coef + n * C * 6;
-                affine_coef<T, A>(mean[ng], rstd[ng], w, b, c, q + c, q + C + c, q + 2 * C + c);
-                q[3 * C + c] = (A)(rstd[ng] * (w ? (double)ld(w + c) : 1.0));
-            }
-        int t1 = nthreads_for(items, nt);
-#pragma omp parallel num_threads(t1) if (t1 > 1)
+#pragma omp parallel num_threads(P.nt) if (P.nt > 1)
         {
-            A *f = (A *)malloc(sizeof(A) * (size_t)(2 * C));
-            if (!f) {
+            A *scratch = (A *)malloc(sizeof(A) * (size_t)(2 * C));
+            int ok = scratch != NULL;
+            FtzGuard ftz;
+            if (!ok) {
 #pragma omp atomic write
                 err = GN_ENOMEM;
             }
+            if (P.per_sample) {
+#pragma omp for schedule(dynamic, 1)
+                for (i64 n = 0; n < N; ++n) {
+                    if (!ok) continue;
+                    nsc_bwd_coef_init<T, A>(P, n, mean, rstd, w, b, coef);
+                    for (i64 k = 0; k < P.K; ++k) nsc_bwd_chunk_sums<T, A, ACT>(P, dy, x, n, k, coef, scratch, part);
+                    nsc_bwd_reduce<T, A>(P, n, part, mean, rstd, w, Ab, Bb, coef);
+                    if (dx)
+                        for (i64 k = 0; k < P.K; ++k) nsc_bwd_dx_chunk<T, A, ACT>(P, dy, x, n, k, coef, dx);
+                }
+            } else {
 #pragma omp for schedule(static)
-            for (i64 it = 0; it < items; ++it) {
-                if (!f) continue;
-                const i64 n = it / K_, k = it % K_;
-                const i64 r0 = k * R, r1 = r0 + R < S ? r0 + R : S;
-                const A *mf = coef + n * C * 6, *a = mf + C, *bb = mf + 2 * C;
-                A *f1 = f, *f2 = f + C;
-                double *p1 = part + it * C * 2, *p2 = p1 + C;
-                for (i64 c = 0; c < C; ++c) { p1[c] = 0.0; p2[c] = 0.0; }
-                for (i64 rb = r0; rb < r1; rb += FLUSH) {
-                    const i64 re = rb + FLUSH < r1 ? rb + FLUSH : r1;
-                    for (i64 c = 0; c < C; ++c) { f1[c] = 0; f2[c] = 0; }
-                    for (i64 r = rb; r < re; ++r) {
-                        const T *xr = x + (n * S + r) * C, *gr = dy + (n * S + r) * C;
-                        for (i64 c = 0; c < C; ++c) {
-                            A xc = ld(xr + c) - mf[c];
-                            A g = act_b<ACT, A>(xc * a[c] + bb[c], ld(gr + c));
-                            f1[c] += g;
-                            f2[c] += g * xc;
-                        }
-                    }
-                    for (i64 c = 0; c < C; ++c) { p1[c] += (double)f1[c]; p2[c] += (double)f2[c]; }
-                }
-            }
-            free(f);
-        }
-        if (err) goto done;
-        const i64 ng_items = N * G;
-        int t2 = nthreads_for(ng_items, nt);
-#pragma omp parallel for schedule(static) num_threads(t2) if (t2 > 1)
-        for (i64 it = 0; it < ng_items; ++it) {
-            const i64 n = it / G, g = it % G, c0 = g * D;
-            double delta;
-            (void)round_mean<A>(mean[it], &delta);
-            for (i64 cc = 0; cc < D; ++cc) {
-                const i64 c = c0 + cc;
-                double sa = 0.0, sb = 0.0;
-                for (i64 k = 0; k < K_; ++k) {
-                    const double *p = part + (n * K_ + k) * C * 2;
-                    sa += p[c];
-                    sb += p[C + c];
-                }
-                Ab[n * C + c] = sa;
-                Bb[n * C + c] = sb - delta * sa;
-            }
-            const GroupBwd kk = group_bwd_coef<T>(w, c0, D, S, Ab + n * C + c0, Bb + n * C + c0, mean[it], rstd[it], delta);
-            A *q = coef + n * C * 6;
-            for (i64 cc = 0; cc < D; ++cc) {
-                q[4 * C + c0 + cc] = (A)kk.k1;
-                q[5 * C + c0 + cc] = (A)kk.k2;
-            }
-        }
-        if (dx) {
-            int t3 = nthreads_for(items, nt);
-#pragma omp parallel for schedule(static) num_threads(t3) if (t3 > 1)
-            for (i64 it = 0; it < items; ++it) {
-                const i64 n = it / K_, k = it % K_;
-                const i64 r0 = k * R, r1 = r0 + R < S ? r0 + R : S;
-                const A *mf = coef + n * C * 6, *a = mf + C, *bb = mf + 2 * C, *al = mf + 3 * C, *k1 = mf + 4 * C,
-                        *k2 = mf + 5 * C;
-                for (i64 r = r0; r < r1; ++r) {
-                    const T *xr = x + (n * S + r) * C, *gr = dy + (n * S + r) * C;
-                    T *o = dx + (n * S + r) * C;
-                    for (i64 c = 0; c < C; ++c) {
-                        A xc = ld(xr + c) - mf[c];
-                        A g = act_b<ACT, A>(xc * a[c] + bb[c], ld(gr + c));
-                        st(o + c, al[c] * g + xc * k1[c] + k2[c]);
+                for (i64 n = 0; n < N; ++n) nsc_bwd_coef_init<T, A>(P, n, mean, rstd, w, b, coef);
+#pragma omp for schedule(dynamic, 1)
+                for (i64 it = 0; it < N * P.K; ++it)
+                    if (ok) nsc_bwd_chunk_sums<T, A, ACT>(P, dy, x, it / P.K, it % P.K, coef, scratch, part);
+                if (!err) { /* read after the implicit barrier: the same value in every thread */
+#pragma omp for schedule(dynamic, 1)
+                    for (i64 n = 0; n < N; ++n) nsc_bwd_reduce<T, A>(P, n, part, mean, rstd, w, Ab, Bb, coef);
+                    if (dx) {
+#pragma omp for schedule(dynamic, 1)
+                        for (i64 it = 0; it < N * P.K; ++it)
+                            nsc_bwd_dx_chunk<T, A, ACT>(P, dy, x, it / P.K, it % P.K, coef, dx);
                     }
                 }
             }
+            free(scratch);
         }
-        if (dw || db) param_grads<T>(N, C, G, rstd, Ab, Bb, dw, db);
+        if (!err && (dw || db)) param_grads<T>(N, C, G, rstd, Ab, Bb, dw, db);
     }
-done:
     free(coef);
     free(part);
     free(Ab);
@@ -644,7 +731,9 @@ int forward(int dtype, int layout, i64 N, i64 C, i64 S, i64 G, const void *x, co
             double eps, int act, void *y, double *mean, double *rstd, int nt) {
     switch (dtype) {
     case GN_F32: return fwd_act<float>(act, layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
+#ifndef GN_SKIP_F64 /* float64 is compiled only into the baseline level (see gn_dispatch.cpp) */
     case GN_F64: return fwd_act<double>(act, layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
+#endif
     case GN_BF16: return fwd_act<bf16_t>(act, layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
     case GN_F16: return fwd_act<f16_t>(act, layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
     }
@@ -654,7 +743,9 @@ int backward(int dtype, int layout, i64 N, i64 C, i64 S, i64 G, const void *dy, 
              const double *rstd, const void *w, const void *b, int act, void *dx, void *dw, void *db, int nt) {
     switch (dtype) {
     case GN_F32: return bwd_act<float>(act, layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
+#ifndef GN_SKIP_F64 /* float64 is compiled only into the baseline level (see gn_dispatch.cpp) */
     case GN_F64: return bwd_act<double>(act, layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
+#endif
     case GN_BF16: return bwd_act<bf16_t>(act, layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
     case GN_F16: return bwd_act<f16_t>(act, layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
     }
