@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "groupnorm.demo",
     "groupnorm.convert_cli",
     "groupnorm.experiments.cli",
+    "groupnorm.bench",
 ]
 
 
