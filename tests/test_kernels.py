@@ -163,13 +163,19 @@ def test_hypothesis_shapes(n, g, d, spatial, dtype, cl, affine, act, seed):
 def test_gradcheck_fp64(cl, act):
     x, w, b, _ = make_case((2, 6, 3, 4), torch.float64, cl, seed=3)
     inputs = tuple(t.detach().clone().requires_grad_(True) for t in (x, w, b))
+    # eager path (autograd.Function) and the registered custom op (what torch.compile traces)
     assert torch.autograd.gradcheck(lambda x, w, b: kernels.group_norm(x, 3, w, b, 1e-5, act), inputs)
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: torch.ops.groupnorm.gn_forward(x, 3, w, b, 1e-5, act or "none")[0], inputs)
 
 
 def test_double_backward_raises_clearly():
     x, w, b, _ = make_case((2, 4, 3), torch.float64, False)
     x.requires_grad_(True)
-    (dx,) = torch.autograd.grad(kernels.group_norm(x, 2, w, b, 1e-5, "silu").sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):  # eager path: at the create_graph backward
+        torch.autograd.grad(kernels.group_norm(x, 2, w, b, 1e-5, "silu").sum(), x, create_graph=True)
+    y, _, _ = torch.ops.groupnorm.gn_forward(x, 2, w, b, 1e-5, "silu")  # the custom op: at the second backward
+    (dx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward"):
         dx.sum().backward()
 

@@ -4,7 +4,8 @@
 otherwise it takes the plain PyTorch path. The kernels (C++ in ``csrc/``, no PyTorch headers, OpenMP threads,
 AVX-512 / AVX2 / baseline code chosen at run time) are registered as the custom ops
 ``torch.ops.groupnorm.gn_forward`` / ``gn_backward`` (see ``ops.py``), so autograd, ``torch.compile`` and
-``gradcheck`` work through them.
+``gradcheck`` work through them. In eager mode :func:`group_norm` calls the same code through a
+``torch.autograd.Function`` (the op dispatcher's Python layers cost more than a small GN).
 
 Covered: CPU tensors of rank >= 2 (N, C, *spatial), float32 / float64 / bfloat16 / float16 (half types and
 float32 accumulate in float32 lanes folded into float64 sums), contiguous or channels-last (any rank; other
@@ -99,5 +100,6 @@ def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, ac
         raise RuntimeError(f"groupnorm compiled kernels are not available: {load_error()}")
     if activation not in _ACTS:
         raise ValueError(f"activation must be None, 'relu', 'silu' or 'gelu', got {activation!r}")
-    y, _, _ = _ops.gn_forward(x, num_groups, weight, bias, float(eps), activation or "none")
-    return y
+    if torch.compiler.is_compiling():  # traced: the custom op (fake kernel + registered autograd)
+        return _ops.gn_forward(x, num_groups, weight, bias, float(eps), activation or "none")[0]
+    return _ops.group_norm_eager(x, num_groups, weight, bias, float(eps), activation or "none")

@@ -90,7 +90,12 @@ def layout_of(x: torch.Tensor) -> int | None:
     """LAYOUT_NCS if x is contiguous, LAYOUT_NSC if channels-last (N, *spatial, C) dense, else None."""
     if x.is_contiguous():
         return LAYOUT_NCS
-    if x.dim() >= 3 and x.movedim(1, -1).is_contiguous():
+    d = x.dim()
+    if d == 4:
+        return LAYOUT_NSC if x.is_contiguous(memory_format=torch.channels_last) else None
+    if d == 5:
+        return LAYOUT_NSC if x.is_contiguous(memory_format=torch.channels_last_3d) else None
+    if d >= 3 and x.movedim(1, -1).is_contiguous():
         return LAYOUT_NSC
     return None
 
@@ -118,7 +123,7 @@ def forward(x, num_groups, weight, bias, eps, act, y, mean, rstd, layout, nthrea
     """Raw call: all tensors on CPU, x / y in ``layout``, mean / rstd float64 contiguous (N * G)."""
     n, c = x.shape[0], x.shape[1]
     s = x.numel() // (n * c)
-    rc = _require().gn_forward(DTYPES[x.dtype], layout, n, c, s, num_groups, _ptr(x), _ptr(weight), _ptr(bias),
+    rc = (_lib or _require()).gn_forward(DTYPES[x.dtype], layout, n, c, s, num_groups, _ptr(x), _ptr(weight), _ptr(bias),
                                float(eps), ACTIVATIONS[act], _ptr(y), _ptr(mean), _ptr(rstd), int(nthreads))
     _check(rc, "forward")
 
@@ -127,7 +132,7 @@ def backward(dy, x, mean, rstd, num_groups, weight, bias, act, dx, dw, db, layou
     """Raw call: dy / x / dx in ``layout``; dx, dw, db may be None (not computed)."""
     n, c = x.shape[0], x.shape[1]
     s = x.numel() // (n * c)
-    rc = _require().gn_backward(DTYPES[x.dtype], layout, n, c, s, num_groups, _ptr(dy), _ptr(x), _ptr(mean),
+    rc = (_lib or _require()).gn_backward(DTYPES[x.dtype], layout, n, c, s, num_groups, _ptr(dy), _ptr(x), _ptr(mean),
                                 _ptr(rstd), _ptr(weight), _ptr(bias), ACTIVATIONS[act], _ptr(dx), _ptr(dw),
                                 _ptr(db), int(nthreads))
     _check(rc, "backward")

@@ -68,19 +68,18 @@ def _act(activation: str):
     return None if activation == "none" else activation
 
 
-@torch.library.custom_op("groupnorm::gn_forward", mutates_args=())
-def gn_forward(x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
-               activation: str) -> tuple[Tensor, Tensor, Tensor]:
-    check_args(x, num_groups, weight, bias, eps, activation)
-    n = x.shape[0]
-    y = torch.empty_like(x)
-    layout = _lib.layout_of(y)
-    if layout is None:  # y got x's odd (dense, permuted) strides: compute contiguous, copy into y
+def forward_impl(x, num_groups, weight, bias, eps, activation):
+    """The forward computation (arguments already checked): returns (y, mean, rstd)."""
+    y = torch.empty_like(x)  # x's strides when x is dense (what the fake kernel promises)
+    layout = _lib.layout_of(x)
+    if layout is not None:
+        xin, out = x, y
+    else:  # odd strides: compute on a contiguous copy, then copy into y
         layout = _lib.LAYOUT_NCS
-    xin = _lib.to_layout(x, layout)
-    out = y if _lib.layout_of(y) == layout else torch.empty_like(xin)
-    mean = torch.empty((n, num_groups), dtype=torch.float64)
-    rstd = torch.empty((n, num_groups), dtype=torch.float64)
+        xin = x.contiguous()
+        out = y if y.is_contiguous() else torch.empty_like(xin)
+    mean = torch.empty((x.shape[0], num_groups), dtype=torch.float64)
+    rstd = torch.empty((x.shape[0], num_groups), dtype=torch.float64)
     w = weight.contiguous() if weight is not None else None
     b = bias.contiguous() if bias is not None else None
     _lib.forward(xin, num_groups, w, b, eps, _act(activation), out, mean, rstd, layout, torch.get_num_threads())
@@ -89,19 +88,8 @@ def gn_forward(x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optio
     return y, mean, rstd
 
 
-@gn_forward.register_fake
-def _(x, num_groups, weight, bias, eps, activation):
-    check_args(x, num_groups, weight, bias, eps, activation)
-    n = x.shape[0]
-    return (torch.empty_like(x), x.new_empty((n, num_groups), dtype=torch.float64),
-            x.new_empty((n, num_groups), dtype=torch.float64))
-
-
-@torch.library.custom_op("groupnorm::gn_backward", mutates_args=())
-def gn_backward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                num_groups: int, activation: str, need_dx: bool, need_dw: bool,
-                need_db: bool) -> tuple[Tensor, Tensor, Tensor]:
-    _check_backward_args(dy, x, mean, rstd, weight, bias, num_groups, activation)
+def backward_impl(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw, need_db):
+    """The backward computation (arguments already checked): returns (dx, dweight, dbias), empty where not needed."""
     layout = _lib.layout_of(x)
     if layout is None:
         layout = _lib.LAYOUT_NCS
@@ -117,11 +105,34 @@ def gn_backward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Optio
                   layout, torch.get_num_threads())
     if dx is None:
         dx = x.new_empty(0)
-    else:
+    elif dx.stride() != x.stride():
         ref = torch.empty_like(x)  # the strides the fake kernel promises
         if ref.stride() != dx.stride():
             dx = ref.copy_(dx)
     return dx, (dw if dw is not None else x.new_empty(0)), (db if db is not None else x.new_empty(0))
+
+
+@torch.library.custom_op("groupnorm::gn_forward", mutates_args=())
+def gn_forward(x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+               activation: str) -> tuple[Tensor, Tensor, Tensor]:
+    check_args(x, num_groups, weight, bias, eps, activation)
+    return forward_impl(x, num_groups, weight, bias, eps, activation)
+
+
+@gn_forward.register_fake
+def _(x, num_groups, weight, bias, eps, activation):
+    check_args(x, num_groups, weight, bias, eps, activation)
+    n = x.shape[0]
+    return (torch.empty_like(x), x.new_empty((n, num_groups), dtype=torch.float64),
+            x.new_empty((n, num_groups), dtype=torch.float64))
+
+
+@torch.library.custom_op("groupnorm::gn_backward", mutates_args=())
+def gn_backward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                num_groups: int, activation: str, need_dx: bool, need_dw: bool,
+                need_db: bool) -> tuple[Tensor, Tensor, Tensor]:
+    _check_backward_args(dy, x, mean, rstd, weight, bias, num_groups, activation)
+    return backward_impl(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw, need_db)
 
 
 def _check_backward_args(dy, x, mean, rstd, weight, bias, num_groups, activation) -> None:
@@ -172,9 +183,42 @@ def _bwd_setup_context(ctx, inputs, output):
 
 def _bwd_backward(ctx, *grads):
     raise RuntimeError(
-        "double backward through the groupnorm compiled kernels is not supported; "
+        "double backward (create_graph=True) through the groupnorm compiled kernels is not supported; "
         "set GROUPNORM_DISABLE_KERNELS=1 to use the plain PyTorch path, which supports it"
     )
 
 
 gn_backward.register_autograd(_bwd_backward, setup_context=_bwd_setup_context)
+
+
+class GroupNormFunction(torch.autograd.Function):
+    """The same forward / backward as the custom ops, for eager mode (the op dispatcher's Python layers cost
+    more than a small GN itself: about 5x F.group_norm's call overhead). ``groupnorm.kernels.group_norm``
+    uses it outside ``torch.compile``; double backward raises the same error as the op."""
+
+    @staticmethod
+    def forward(ctx, x, num_groups, weight, bias, eps, activation):
+        y, mean, rstd = forward_impl(x, num_groups, weight, bias, eps, activation)
+        ctx.save_for_backward(x, mean, rstd, weight, bias)
+        ctx.num_groups, ctx.activation = num_groups, activation
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        if torch.is_grad_enabled():  # create_graph=True: a graph of this backward is wanted
+            _bwd_backward(ctx)
+        x, mean, rstd, weight, bias = ctx.saved_tensors
+        need_dx, _, need_dw, need_db = ctx.needs_input_grad[:4]
+        need_dw, need_db = bool(need_dw and weight is not None), bool(need_db and bias is not None)
+        dx, dw, db = backward_impl(dy, x, mean, rstd, weight, bias, ctx.num_groups, ctx.activation,
+                                   bool(need_dx), need_dw, need_db)
+        return dx if need_dx else None, None, dw if need_dw else None, db if need_db else None, None, None
+
+
+def group_norm_eager(x, num_groups, weight, bias, eps, activation):
+    """Checked call of the kernels without the op dispatcher (eager mode); returns y."""
+    check_args(x, num_groups, weight, bias, eps, activation)
+    if torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
+                                    or (bias is not None and bias.requires_grad)):
+        return GroupNormFunction.apply(x, num_groups, weight, bias, eps, activation)
+    return forward_impl(x, num_groups, weight, bias, eps, activation)[0]
