@@ -155,8 +155,8 @@ struct FtzGuard {
 #endif
 };
 
-enum { W = 32 };        /* lanes of a float accumulator block */
-enum { FLUSH = 64 };    /* elements per lane before folding into double */
+enum { FLUSH = 64 };    /* channels-last: rows summed in the compute type before folding into double */
+#define GN_R __restrict
 
 static inline int nthreads_for(i64 items, int nt) {
     if (nt < 1) nt = 1;
@@ -164,33 +164,24 @@ static inline int nthreads_for(i64 items, int nt) {
     return nt;
 }
 
-/* Sum of d and d*d, d = x[i] - K, over a contiguous run, in double (fixed order). */
+/* Sum of d and d*d, d = x[i] - K, over a contiguous run: blocks of BLK values summed in the compute type by an
+ * `omp simd` reduction (vector lanes, a tree at the end), folded into double in block order. The order of
+ * operations depends only on L and the vector width of this instruction-set level, never on threads. */
+enum { BLK = 1024 };
 template <typename T, typename A>
-static void shifted_sums(const T *x, i64 L, A K, double *s1o, double *s2o) {
+static void shifted_sums(const T *GN_R x, i64 L, A K, double *s1o, double *s2o) {
     double S1 = 0.0, S2 = 0.0;
-    i64 i = 0;
-    const i64 Lv = L - L % W;
-    while (i < Lv) {
-        A a1[W], a2[W];
-        for (int j = 0; j < W; ++j) { a1[j] = 0; a2[j] = 0; }
-        i64 end = i + (i64)W * FLUSH;
-        if (end > Lv) end = Lv;
-        for (; i < end; i += W) {
-            for (int j = 0; j < W; ++j) {
-                A d = ld(x + i + j) - K;
-                a1[j] += d;
-                a2[j] += d * d;
-            }
-        }
+    for (i64 i0 = 0; i0 < L; i0 += BLK) {
+        const i64 i1 = i0 + BLK < L ? i0 + BLK : L;
         A b1 = 0, b2 = 0;
-        for (int j = 0; j < W; ++j) { b1 += a1[j]; b2 += a2[j]; }
+#pragma omp simd reduction(+ : b1, b2)
+        for (i64 i = i0; i < i1; ++i) {
+            A d = ld(x + i) - K;
+            b1 += d;
+            b2 += d * d;
+        }
         S1 += (double)b1;
         S2 += (double)b2;
-    }
-    for (; i < L; ++i) {
-        double d = (double)ld(x + i) - (double)K;
-        S1 += d;
-        S2 += d * d;
     }
     *s1o = S1;
     *s2o = S2;
@@ -216,7 +207,6 @@ static inline void affine_coef(double mean, double rstd, const T *w, const T *b,
 
 /* Inner loops over the C channels of one row, with restrict-qualified arguments: for fp32 every array is a
  * float*, and without restrict the compiler gives up the run-time alias checks and leaves the loop scalar. */
-#define GN_R __restrict
 template <typename T, typename A>
 static inline void nsc_row_sums(const T *GN_R row, const A *GN_R K, A *GN_R f1, A *GN_R f2, i64 C) {
     for (i64 c = 0; c < C; ++c) {
@@ -443,35 +433,23 @@ static int fwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
 }
 
 /* ================================================================ backward helpers */
-/* Over one run of one channel: sums of dv and dv * (x - mf), dv = dy * act'((x - mf) * a + bb). */
+/* Over one run of one channel: sums of dv and dv * (x - mf), dv = dy * act'((x - mf) * a + bb); blocks and
+ * `omp simd` reductions as in shifted_sums. */
 template <typename T, typename A, int ACT>
-static void bwd_row_sums(const T *dy, const T *x, i64 L, A mf, A a, A bb, double *sa, double *sb) {
+static void bwd_row_sums(const T *GN_R dy, const T *GN_R x, i64 L, A mf, A a, A bb, double *sa, double *sb) {
     double SA = 0.0, SB = 0.0;
-    i64 i = 0;
-    const i64 Lv = L - L % W;
-    while (i < Lv) {
-        A a1[W], a2[W];
-        for (int j = 0; j < W; ++j) { a1[j] = 0; a2[j] = 0; }
-        i64 end = i + (i64)W * FLUSH;
-        if (end > Lv) end = Lv;
-        for (; i < end; i += W) {
-            for (int j = 0; j < W; ++j) {
-                A xc = ld(x + i + j) - mf;
-                A g = act_b<ACT, A>(xc * a + bb, ld(dy + i + j));
-                a1[j] += g;
-                a2[j] += g * xc;
-            }
-        }
+    for (i64 i0 = 0; i0 < L; i0 += BLK) {
+        const i64 i1 = i0 + BLK < L ? i0 + BLK : L;
         A b1 = 0, b2 = 0;
-        for (int j = 0; j < W; ++j) { b1 += a1[j]; b2 += a2[j]; }
+#pragma omp simd reduction(+ : b1, b2)
+        for (i64 i = i0; i < i1; ++i) {
+            A xc = ld(x + i) - mf;
+            A g = act_b<ACT, A>(xc * a + bb, ld(dy + i));
+            b1 += g;
+            b2 += g * xc;
+        }
         SA += (double)b1;
         SB += (double)b2;
-    }
-    for (; i < L; ++i) {
-        A xc = ld(x + i) - mf;
-        A g = act_b<ACT, A>(xc * a + bb, ld(dy + i));
-        SA += (double)g;
-        SB += (double)g * (double)xc;
     }
     *sa = SA;
     *sb = SB;
