@@ -2,7 +2,7 @@
 
     groupnorm reproduce --experiment {table1,table2,table3,curves,all} --preset {smoke,quick,full}
                         [--data-dir DIR] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
-                        [--jobs J] [--threads T] [--max-runs N] [--no-progress] [--no-report]
+                        [--epochs E] [--batches B1,B2,..] [--jobs J] [--threads T] [--max-runs N] [--no-progress] [--no-report]
     groupnorm report OUT
 """
 from __future__ import annotations
@@ -25,6 +25,16 @@ def _positive(text: str) -> int:
     return v
 
 
+def _batch_list(text: str) -> tuple:
+    try:
+        vals = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must list positive integers")
+    return vals
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "reproduce", help="train the GN paper's experiments on Fashion-MNIST (resumable) and write the report",
@@ -42,6 +52,9 @@ def register(subparsers) -> None:
     p.add_argument("--seeds", type=_positive, default=None, help="seeds per setting (default: the preset's)")
     p.add_argument("--workers", type=_positive, default=None,
                    help="W workers whose BN statistics are separate (default: the preset's)")
+    p.add_argument("--epochs", type=_positive, default=None, help="epochs per run (default: the preset's)")
+    p.add_argument("--batches", type=_batch_list, default=None,
+                   help="Table 2's images per worker, comma-separated, e.g. 32,2 (default: the preset's)")
     p.add_argument("--launcher", choices=("emulate", "torchrun"), default="emulate",
                    help="emulate: W workers in one process; torchrun: W DDP processes (gloo) per run")
     p.add_argument("--jobs", type=_positive, default=None,
@@ -70,7 +83,8 @@ def run_reproduce(args) -> int:
     signal.signal(signal.SIGTERM, _stop)
     preset = get_preset(args.preset)
     out = args.out or os.path.join("runs", args.preset)
-    configs = experiment_configs(args.experiment, preset, seeds=args.seeds, workers=args.workers)
+    configs = experiment_configs(args.experiment, preset, seeds=args.seeds, workers=args.workers,
+                                 epochs=args.epochs, batches=args.batches)
     jobs = args.jobs or min(2, os.cpu_count() or 1)
     run_sweep(configs, out, data_dir=args.data_dir, launcher=args.launcher, progress=not args.no_progress,
               max_runs=args.max_runs, jobs=jobs, threads=args.threads)

@@ -145,15 +145,23 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None,
-                       workers: int | None = None) -> list[RunConfig]:
-    """The runs of one experiment (or ``all``), each seed, duplicates (by key) removed, in a stable order."""
+def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None, workers: int | None = None,
+                       epochs: int | None = None, batches: tuple | None = None) -> list[RunConfig]:
+    """The runs of one experiment (or ``all``), each seed, duplicates (by key) removed, in a stable order.
+
+    ``seeds``, ``workers``, ``epochs`` and ``batches`` (Table 2's images per worker) override the preset's.
+    """
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
     n_seeds = preset.seeds if seeds is None else seeds
     if n_seeds < 1:
         raise ValueError(f"seeds={n_seeds} must be at least 1")
-    base = preset.base if workers is None else dataclasses.replace(preset.base, workers=workers)
+    over_base = {k: v for k, v in (("workers", workers), ("epochs", epochs)) if v is not None}
+    base = dataclasses.replace(preset.base, **over_base)
+    if batches is not None:
+        if not batches or any(not isinstance(b, int) or b < 1 for b in batches):
+            raise ValueError(f"batches={batches!r} must be positive integers")
+        preset = dataclasses.replace(preset, table2_batches=tuple(batches))
     b1 = preset.table1_batch
     big, small = max(preset.table2_batches), min(preset.table2_batches)
     plan: dict[str, list[dict]] = {
