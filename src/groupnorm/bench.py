@@ -122,6 +122,7 @@ def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) 
         "naive_fwd": lambda: naive_group_norm(x, groups, w, b),
     }
     if use_compile:
+        torch._dynamo.reset()  # a fresh compile per case (else dynamo's recompile limit falls back to eager)
         compiled = torch.compile(eager_silu, dynamic=False)
         with torch.no_grad():
             compiled(x)  # compile outside the timed loop
@@ -264,7 +265,7 @@ def bench_e2e(repeats: int, warmup: int, batch: int = 32) -> dict:
 def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="benchmark the compiled GroupNorm kernels against PyTorch",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", type=parse_shapes, default=None,
+    p.add_argument("--shapes", default=None,
                    help="';'-separated shapes N,C,H,W (default: ResNet-50 stages, diffusion UNet, video)")
     p.add_argument("--groups", type=int, default=32, help="number of groups G (default 32)")
     p.add_argument("--dtypes", default="fp32,bf16", help="comma-separated from fp32,bf16,fp16,fp64 (default fp32,bf16)")
@@ -303,7 +304,7 @@ def run(args) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    shapes = args.shapes or DEFAULT_SHAPES
+    shapes = parse_shapes(args.shapes) if args.shapes else DEFAULT_SHAPES
     for s in shapes:
         if s[1] % args.groups:
             raise ValueError(f"--groups={args.groups} does not divide num_channels={s[1]} of shape {s}")

@@ -297,7 +297,9 @@ static int fwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
  * phases with two barriers. Dynamic scheduling lets a thread that was descheduled (a busy machine) hand its
  * remaining items to the others instead of holding everyone at the next barrier. */
 static inline i64 nsc_rows_per_chunk(i64 S, i64 C) {
-    i64 r = (i64)16384 / (C > 0 ? C : 1);
+    /* ~64K values per chunk: the per-chunk work over C (shift, zeroing, folding into double) stays small
+     * next to the rows, and a sample of a UNet / ResNet activation still gives ~10-20 chunks to share out */
+    i64 r = ((i64)65536 + C - 1) / (C > 0 ? C : 1);
     if (r < 1) r = 1;
     if (r > S) r = S;
     return r;

@@ -1,0 +1,51 @@
+"""``groupnorm bench`` end to end on tiny cases: table, JSON (written per case, resumable), argument errors."""
+import json
+
+import pytest
+
+from groupnorm import cli, kernels
+from groupnorm.bench import naive_group_norm, parse_shapes
+
+pytestmark = pytest.mark.skipif(not kernels.is_available(), reason="kernels not built")
+
+
+def test_bench_writes_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--shapes", "2,8,5,5;1,16,3,3,3", "--groups", "4", "--dtypes", "fp32,bf16", "--repeats", "2",
+            "--warmup", "0", "--no-compile", "--threads", "1", "--json", str(out)]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "| (2, 8, 5, 5) 4 | float32 | contiguous |" in text and "channels_last" in text
+    doc = json.loads(out.read_text())
+    assert len(doc["cases"]) == 8  # 2 shapes x 2 dtypes x 2 layouts
+    case = doc["cases"][0]
+    for key in ("copy", "ours_fwd", "torch_fwd", "ours_silu", "torch_silu", "naive_fwd", "ours_fb", "torch_fb"):
+        assert case["ms"][key] > 0
+    assert case["speedup"]["fwd"] == pytest.approx(case["ms"]["torch_fwd"] / case["ms"]["ours_fwd"])
+    # --resume skips every case already measured
+    assert cli.main(argv + ["--resume"]) == 0
+    assert len(json.loads(out.read_text())["cases"]) == 8
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--shapes", "8,30,4,4", "--groups", "32"], "--groups=32 does not divide num_channels=30"),
+    (["--shapes", "8,a,4"], "bad shape"),
+    (["--dtypes", "int8"], "unknown dtype 'int8'"),
+    (["--layouts", "nhwc"], "unknown layout 'nhwc'"),
+])
+def test_bench_bad_arguments(args, msg, capsys):
+    assert cli.main(["bench", "--no-compile", *args]) == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_naive_composite_and_shape_parser():
+    import torch
+
+    x = torch.randn(2, 8, 3, 3, dtype=torch.float64)
+    w, b = torch.rand(8, dtype=torch.float64), torch.rand(8, dtype=torch.float64)
+    # the seed's composite uses the unbiased variance: same as F.group_norm up to that factor
+    m = 4 * 9
+    ref = torch.nn.functional.group_norm(x, 2, w, b, eps=0.0) * (((m - 1) / m) ** 0.5)
+    ref = ref + b.reshape(1, 8, 1, 1) * (1 - ((m - 1) / m) ** 0.5)
+    torch.testing.assert_close(naive_group_norm(x, 2, w, b, eps=0.0), ref)
+    assert parse_shapes("8,256,56,56; 1x320x64x64") == [(8, 256, 56, 56), (1, 320, 64, 64)]
