@@ -255,6 +255,13 @@ static inline void ncs_row_dx(const T *GN_R xr, const T *GN_R gr, T *GN_R o, i64
     }
 }
 
+/* Contiguous layout: (sample, group) blocks are handed out dynamically in runs of ~16K values, so that tiny
+ * groups (7x7 maps, few channels per group) do not pay the scheduler once per group. */
+static inline i64 ncs_items_per_chunk(i64 group_len) {
+    i64 c = (i64)16384 / (group_len > 0 ? group_len : 1);
+    return c < 1 ? 1 : c;
+}
+
 /* ================================================================ forward, NCS (contiguous) */
 template <typename T, int ACT>
 static int fwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *b, double eps, T *y,
@@ -262,9 +269,12 @@ static int fwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
     typedef typename Acc<T>::type A;
     const i64 D = C / G, L = D * S, items = N * G;
     nt = nthreads_for(items, nt);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+    const i64 chunk = ncs_items_per_chunk(L);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+    FtzGuard ftz;
+#pragma omp for schedule(dynamic, chunk)
     for (i64 it = 0; it < items; ++it) {
-        FtzGuard ftz;
         const i64 n = it / G, g = it % G;
         const T *xg = x + (n * C + g * D) * S;
         T *yg = y + (n * C + g * D) * S;
@@ -285,6 +295,7 @@ static int fwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
             T *yr = yg + cc * S;
             ncs_row_apply<T, A, ACT>(xr, yr, S, mf, a, bb);
         }
+    }
     }
     return GN_OK;
 }
@@ -501,9 +512,12 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
     if (!Ab) return GN_ENOMEM;
     double *Bb = Ab + N * C;
     nt = nthreads_for(items, nt);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+    const i64 chunk = ncs_items_per_chunk(D * S);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+    FtzGuard ftz;
+#pragma omp for schedule(dynamic, chunk)
     for (i64 it = 0; it < items; ++it) {
-        FtzGuard ftz;
         const i64 n = it / G, g = it % G, c0 = g * D;
         const double mu = mean[it], rs = rstd[it];
         double delta;
@@ -529,6 +543,7 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
             T *o = dx + off;
             ncs_row_dx<T, A, ACT>(xr, gr, o, S, mf, a, bb, al, k1, k2);
         }
+    }
     }
     if (dw || db) param_grads<T>(N, C, G, rstd, Ab, Bb, dw, db);
     free(Ab);
