@@ -167,7 +167,7 @@ static inline int nthreads_for(i64 items, int nt) {
 /* Sum of d and d*d, d = x[i] - K, over a contiguous run: blocks of BLK values summed in the compute type by an
  * `omp simd` reduction (vector lanes, a tree at the end), folded into double in block order. The order of
  * operations depends only on L and the vector width of this instruction-set level, never on threads. */
-enum { BLK = 1024 };
+enum { BLK = 256 };
 template <typename T, typename A>
 static void shifted_sums(const T *GN_R x, i64 L, A K, double *s1o, double *s2o) {
     double S1 = 0.0, S2 = 0.0;
