@@ -136,8 +136,7 @@ def test_gradcheck(gn_path, act):
     assert torch.autograd.gradcheck(f, (x, w, b))
 
 
-def test_double_backward_plain(monkeypatch):
-    monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "1")
+def test_double_backward(gn_path):
     torch.manual_seed(1)
     x = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, dtype=torch.float64, requires_grad=True)

@@ -9,9 +9,10 @@
     -> (dx, dweight, dbias)``
     recomputes the pre-activation from x and (mean, rstd); an output that is not needed is an empty tensor.
 
-Autograd: the forward op's gradient is the backward op; double backward is not supported (the backward op's
-own backward raises a RuntimeError saying so; ``GROUPNORM_DISABLE_KERNELS=1`` gives the plain PyTorch path,
-which supports it). Both ops check their arguments and raise TypeError / ValueError naming the bad value, so
+Autograd: the forward op's gradient is the backward op. Double backward through the custom op (what
+``torch.compile`` traces) is not supported: the backward op's own backward raises a RuntimeError saying so.
+In eager mode (``GroupNormFunction``) a ``create_graph=True`` backward goes through the plain PyTorch path,
+so double backward works there. Both ops check their arguments and raise TypeError / ValueError naming the bad value, so
 a bad call never reaches the compiled code.
 """
 from __future__ import annotations
@@ -183,8 +184,8 @@ def _bwd_setup_context(ctx, inputs, output):
 
 def _bwd_backward(ctx, *grads):
     raise RuntimeError(
-        "double backward (create_graph=True) through the groupnorm compiled kernels is not supported; "
-        "set GROUPNORM_DISABLE_KERNELS=1 to use the plain PyTorch path, which supports it"
+        "double backward through the groupnorm compiled kernels' custom op (torch.compile) is not supported; "
+        "run the double backward in eager mode or set GROUPNORM_DISABLE_KERNELS=1 (plain PyTorch path)"
     )
 
 
@@ -194,25 +195,39 @@ gn_backward.register_autograd(_bwd_backward, setup_context=_bwd_setup_context)
 class GroupNormFunction(torch.autograd.Function):
     """The same forward / backward as the custom ops, for eager mode (the op dispatcher's Python layers cost
     more than a small GN itself: about 5x F.group_norm's call overhead). ``groupnorm.kernels.group_norm``
-    uses it outside ``torch.compile``; double backward raises the same error as the op."""
+    uses it outside ``torch.compile``. With ``create_graph=True`` its backward recomputes the gradient through
+    the plain PyTorch path (``groupnorm.plain``), which is differentiable, so double backward works in eager
+    mode as it does with ``torch.nn.GroupNorm``; the custom op (under ``torch.compile``) raises instead."""
 
     @staticmethod
     def forward(ctx, x, num_groups, weight, bias, eps, activation):
         y, mean, rstd = forward_impl(x, num_groups, weight, bias, eps, activation)
         ctx.save_for_backward(x, mean, rstd, weight, bias)
-        ctx.num_groups, ctx.activation = num_groups, activation
+        ctx.num_groups, ctx.activation, ctx.eps = num_groups, activation, eps
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        if torch.is_grad_enabled():  # create_graph=True: a graph of this backward is wanted
-            _bwd_backward(ctx)
         x, mean, rstd, weight, bias = ctx.saved_tensors
         need_dx, _, need_dw, need_db = ctx.needs_input_grad[:4]
         need_dw, need_db = bool(need_dw and weight is not None), bool(need_db and bias is not None)
+        if torch.is_grad_enabled():  # create_graph=True: the gradient must itself be differentiable
+            return _differentiable_backward(ctx, dy, x, weight, bias, (bool(need_dx), need_dw, need_db))
         dx, dw, db = backward_impl(dy, x, mean, rstd, weight, bias, ctx.num_groups, ctx.activation,
                                    bool(need_dx), need_dw, need_db)
         return dx if need_dx else None, None, dw if need_dw else None, db if need_db else None, None, None
+
+
+def _differentiable_backward(ctx, dy, x, weight, bias, needs):
+    """Gradients of GN(+act) w.r.t. (x, weight, bias) as a differentiable graph, through the plain path."""
+    from ..plain import group_norm_plain  # the plain path sits beside the kernels, below functional
+
+    inputs = [t for t, need in zip((x, weight, bias), needs) if need]
+    with torch.enable_grad():
+        y = group_norm_plain(x, ctx.num_groups, weight, bias, ctx.eps, _act(ctx.activation))
+        grads = list(torch.autograd.grad(y, inputs, dy, create_graph=True))
+    dx, dw, db = (grads.pop(0) if need else None for need in needs)
+    return dx, None, dw, db, None, None
 
 
 def group_norm_eager(x, num_groups, weight, bias, eps, activation):
