@@ -113,3 +113,27 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
         main(["reproduce", "--preset", "huge"])
     with pytest.raises(SystemExit):
         main(["reproduce", "--seeds", "0"])
+
+
+def test_bn_batch_statistics_diagnostic(reference_run):
+    import torch
+
+    from groupnorm.experiments.config import RunConfig
+    from groupnorm.experiments.data import to_input
+    from groupnorm.experiments.diagnostics import between_image_share
+    from groupnorm.experiments.runner import load_data
+    from groupnorm.experiments.train import build_model
+
+    bn = [r for r in _rows(reference_run) if r["norm"] == "bn"][0]
+    layers = between_image_share(reference_run, bn["config_key"], SAMPLE, images=64)
+    assert len(layers) == 6 and all(0.0 <= rho <= 1.0 for *_, rho in layers)  # stem, 2 + 2 block norms, shortcut
+    rdir = os.path.join(reference_run, "runs", bn["config_key"])
+    cfg = RunConfig.from_json({k: v for k, v in json.load(open(os.path.join(rdir, "config.json"))).items()
+                               if k != "key"})
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(os.path.join(rdir, "model.pt"), weights_only=True))
+    _, val = load_data(SAMPLE, cfg.train_size, 64)
+    with torch.no_grad():
+        x = model.stem[0](to_input(val.images)).double()
+    rho = (x.mean(dim=(2, 3)).var(dim=0) / x.var(dim=(0, 2, 3))).mean().item()
+    assert layers[0][:3] == (8, 14, 14) and layers[0][3] == pytest.approx(rho, rel=1e-6)
