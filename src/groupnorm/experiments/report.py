@@ -308,8 +308,8 @@ def build_report(out: str) -> tuple[str, Results]:
     L += ["## All runs", "",
           "| norm | G | K | images/worker | global batch | lr | seed | val error | train error | images/s | "
           "wall (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(res.rows, key=lambda r: (kind(r), -r["batch_per_worker"], str(r.get("groups")),
-                                             str(r.get("group_size")), r["seed"])):
+    for r in sorted(res.rows, key=lambda r: (kind(r), -r["batch_per_worker"], -(r.get("groups") or 0),
+                                             -(r.get("group_size") or 0), r["seed"])):
         L.append(f"| {kind(r)} | {r.get('groups') or '–'} | {r.get('group_size') or '–'} | "
                  f"{r['batch_per_worker']} | {r['global_batch']} | {r['lr']:.4g} | {r['seed']} | "
                  f"{r['val_error']:.2f} | {r['train_error']:.2f} | {r['images_per_s']:.0f} | {r['wall_s']:.0f} |")
