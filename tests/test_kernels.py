@@ -304,8 +304,16 @@ def test_can_handle_and_disable_switch(monkeypatch):
     assert not kernels.can_handle(torch.empty(0, 4, 3), None, None, None)
     assert not kernels.can_handle(x, None, None, "tanh")
     assert not kernels.can_handle(torch.randn(4), None, None, None)
-    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
-    assert not kernels.can_handle(x, None, None, None)
+    # during ONNX export (either exporter's flag; can_handle reads the flags torch.onnx.is_in_onnx_export reads)
+    from torch.onnx._internal.exporter import _flags
+    from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+
+    assert kernels.can_handle(x, None, None, None)
+    monkeypatch.setattr(GLOBALS, "in_onnx_export", True)
+    assert torch.onnx.is_in_onnx_export() and not kernels.can_handle(x, None, None, None)
+    monkeypatch.setattr(GLOBALS, "in_onnx_export", False)
+    monkeypatch.setattr(_flags, "_is_onnx_exporting", True)
+    assert torch.onnx.is_in_onnx_export() and not kernels.can_handle(x, None, None, None)
 
 
 def test_functional_dispatches_to_kernels(monkeypatch):
@@ -361,3 +369,44 @@ def test_bad_backward_input_and_raw_library_checks():
                      torch.empty(6, dtype=torch.float64), _lib.LAYOUT_NCS, 1)
     with pytest.raises(ValueError, match="unknown|activation"):
         kernels.group_norm(x, 2, None, None, 1e-5, "tanh")
+
+
+def test_python_entry_points_and_ctypes_fallback_agree():
+    """The library's own Python entry points (the fast call) and the ctypes fallback compute the same bits;
+    inference (no statistics returned) gives the same y as a call that returns them."""
+    import os
+    import subprocess
+    import sys
+
+    assert _lib.calls_via() == "module"  # the package build has Python's headers
+    x = torch.randn(3, 6, 5, 7)
+    w, b = torch.randn(6), torch.randn(6)
+    with torch.no_grad():
+        y_inf = kernels.group_norm(x, 3, w, b, 1e-5, "silu")
+    y, mean, rstd = torch.ops.groupnorm.gn_forward(x, 3, w, b, 1e-5, "silu")
+    assert torch.equal(y, y_inf)
+    ref = reference.group_norm(x.double().numpy(), 3, w.double().numpy(), b.double().numpy(), activation="silu")
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-4, atol=1e-5)
+    code = (
+        "import sys, torch\n"
+        "from groupnorm.kernels import _lib, ops\n"
+        "assert _lib.calls_via() == 'ctypes', _lib.calls_via()\n"
+        "x, w, b, dy = torch.load(sys.argv[1])\n"
+        "y, m, r = ops.forward_impl(x, 3, w, b, 1e-5, 'silu')\n"
+        "g = ops.backward_impl(dy, x, m, r, w, b, 3, 'silu', True, True, True)\n"
+        "torch.save((y, m, r) + tuple(g), sys.argv[1])\n"
+    )
+    import tempfile
+
+    from groupnorm.kernels import ops
+
+    dy = torch.randn_like(x)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "t.pt")
+        torch.save((x, w, b, dy), path)
+        env = dict(os.environ, GROUPNORM_KERNELS_CTYPES="1", OMP_NUM_THREADS="1")
+        subprocess.run([sys.executable, "-c", code, path], check=True, env=env, timeout=120)
+        theirs = torch.load(path)
+    ours = (y, mean, rstd) + tuple(ops.backward_impl(dy, x, mean, rstd, w, b, 3, "silu", True, True, True))
+    for a, c in zip(ours, theirs):
+        assert torch.equal(a, c)

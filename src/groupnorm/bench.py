@@ -3,7 +3,7 @@
 For each case (shape, dtype, layout; G groups, affine) it times, in one loop that alternates the contenders
 (so that drift and other processes hit all of them alike):
 
-* ``fwd``: ours (``groupnorm.kernels.group_norm``) vs ``torch.nn.functional.group_norm``, under ``no_grad``;
+* ``fwd``: ours (``groupnorm.functional.group_norm``, the user-facing call, which takes the kernels) vs ``torch.nn.functional.group_norm``, under ``no_grad``;
 * ``fwd+bwd``: the same with x, weight, bias requiring grad, forward then ``autograd.grad`` for all three;
 * ``gn+silu``: ours fused vs torch eager ``F.silu(F.group_norm(...))`` vs ``torch.compile`` of that function;
 * ``naive``: the composite of the seed's tutorial (view (N, G, -1), mean, var, normalize, affine);
@@ -90,7 +90,7 @@ def interleaved(fns: dict, repeats: int, warmup: int) -> dict:
 
 
 def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) -> dict:
-    from . import kernels
+    from . import functional, kernels
 
     gen = torch.Generator().manual_seed(0)
     x = _to_layout(torch.randn(shape, generator=gen).to(dtype), layout)
@@ -105,7 +105,7 @@ def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) 
     xg, wg, bg = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
 
     def ours_fb():
-        torch.autograd.grad(kernels.group_norm(xg, groups, wg, bg, 1e-5, None), (xg, wg, bg), dy)
+        torch.autograd.grad(functional.group_norm(xg, groups, wg, bg, 1e-5), (xg, wg, bg), dy)
 
     def torch_fb():
         torch.autograd.grad(F.group_norm(xg, groups, wg, bg, 1e-5), (xg, wg, bg), dy)
@@ -115,9 +115,9 @@ def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) 
 
     fns = {
         "copy": lambda: out.copy_(x),
-        "ours_fwd": lambda: kernels.group_norm(x, groups, w, b, 1e-5, None),
+        "ours_fwd": lambda: functional.group_norm(x, groups, w, b, 1e-5),
         "torch_fwd": lambda: F.group_norm(x, groups, w, b, 1e-5),
-        "ours_silu": lambda: kernels.group_norm(x, groups, w, b, 1e-5, "silu"),
+        "ours_silu": lambda: functional.group_norm(x, groups, w, b, 1e-5, activation="silu"),
         "torch_silu": lambda: eager_silu(x),
         "naive_fwd": lambda: naive_group_norm(x, groups, w, b),
     }

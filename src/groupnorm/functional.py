@@ -65,5 +65,5 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps >= 0:
         raise ValueError(f"eps must be a non-negative number, got eps={eps!r}")
     if kernels.can_handle(x, weight, bias, activation):
-        return kernels.group_norm(x, g, weight, bias, float(eps), activation)
+        return kernels.group_norm(x, g, weight, bias, float(eps), activation, validated=True)
     return group_norm_plain(x, g, weight, bias, float(eps), activation)

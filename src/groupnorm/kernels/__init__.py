@@ -47,9 +47,38 @@ def load_error() -> str | None:
     return _ops_error or _lib.load_error()
 
 
+_ENV_KEY = "GROUPNORM_DISABLE_KERNELS"
+try:  # os.environ's own store (what os.environ.get reads, without its ~2 us of key encoding per call)
+    _ENV_DATA, _ENV_DATA_KEY = os.environ._data, os.environ.encodekey(_ENV_KEY)
+except AttributeError:  # pragma: no cover - another Python implementation
+    _ENV_DATA = None
+
+
 def disabled() -> bool:
     """True if ``GROUPNORM_DISABLE_KERNELS`` is set to 1 / true / yes (read now, at every call)."""
-    return os.environ.get("GROUPNORM_DISABLE_KERNELS", "").strip().lower() in ("1", "true", "yes", "on")
+    if _ENV_DATA is not None and _ENV_DATA_KEY not in _ENV_DATA:  # the usual case, in ~50 ns
+        return False
+    return os.environ.get(_ENV_KEY, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_onnx_flags = None
+
+
+def _in_onnx_export() -> bool:
+    """``torch.onnx.is_in_onnx_export()`` without its two imports per call (~5 us); falls back to it."""
+    global _onnx_flags
+    if _onnx_flags is None:
+        try:
+            from torch.onnx._internal.exporter import _flags
+            from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+
+            _onnx_flags = (GLOBALS, _flags)
+            _onnx_flags[0].in_onnx_export, _onnx_flags[1]._is_onnx_exporting  # noqa: B018 - attributes exist
+        except (ImportError, AttributeError):  # another torch release: the public function
+            _onnx_flags = False
+    if _onnx_flags is False:
+        return torch.onnx.is_in_onnx_export()
+    return bool(_onnx_flags[0].in_onnx_export or _onnx_flags[1]._is_onnx_exporting)
 
 
 def isa() -> int:
@@ -85,16 +114,19 @@ def can_handle(x, weight, bias, activation) -> bool:
         return False
     if activation not in _ACTS or not _param_ok(weight, x) or not _param_ok(bias, x):
         return False
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or _in_onnx_export():
         return False
     return True
 
 
-def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, activation=None):
+def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, activation=None, *,
+               validated: bool = False):
     """``act(GroupNorm(x))`` through the compiled kernels (differentiable); see the module docstring.
 
     x: (N, C, *spatial); weight, bias: (C,) or None; returns a tensor with x's shape, dtype and memory format.
     Raises TypeError / ValueError for bad arguments and RuntimeError if the kernels are not available.
+    ``validated=True`` (for ``groupnorm.functional.group_norm``, which has checked the arguments, num_groups
+    dividing C included, and got True from :func:`can_handle`) skips the second validation in eager mode.
     """
     if not is_available():
         raise RuntimeError(f"groupnorm compiled kernels are not available: {load_error()}")
@@ -102,4 +134,4 @@ def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, ac
         raise ValueError(f"activation must be None, 'relu', 'silu' or 'gelu', got {activation!r}")
     if torch.compiler.is_compiling():  # traced: the custom op (fake kernel + registered autograd)
         return _ops.gn_forward(x, num_groups, weight, bias, float(eps), activation or "none")[0]
-    return _ops.group_norm_eager(x, num_groups, weight, bias, float(eps), activation or "none")
+    return _ops.group_norm_eager(x, num_groups, weight, bias, float(eps), activation or "none", validated)

@@ -69,8 +69,9 @@ def _act(activation: str):
     return None if activation == "none" else activation
 
 
-def forward_impl(x, num_groups, weight, bias, eps, activation):
-    """The forward computation (arguments already checked): returns (y, mean, rstd)."""
+def _forward_into(x, num_groups, weight, bias, eps, activation, mean, rstd):
+    """y = the forward of x (arguments already checked), statistics written to mean / rstd (tensors, raw
+    pointers, or both None: not returned)."""
     y = torch.empty_like(x)  # x's strides when x is dense (what the fake kernel promises)
     layout = _lib.layout_of(x)
     if layout is not None:
@@ -79,14 +80,19 @@ def forward_impl(x, num_groups, weight, bias, eps, activation):
         layout = _lib.LAYOUT_NCS
         xin = x.contiguous()
         out = y if y.is_contiguous() else torch.empty_like(xin)
-    mean = torch.empty((x.shape[0], num_groups), dtype=torch.float64)
-    rstd = torch.empty((x.shape[0], num_groups), dtype=torch.float64)
     w = weight.contiguous() if weight is not None else None
     b = bias.contiguous() if bias is not None else None
     _lib.forward(xin, num_groups, w, b, eps, _act(activation), out, mean, rstd, layout, torch.get_num_threads())
     if out is not y:
         y.copy_(out)
-    return y, mean, rstd
+    return y
+
+
+def forward_impl(x, num_groups, weight, bias, eps, activation):
+    """The forward computation (arguments already checked): returns (y, mean, rstd)."""
+    mean = torch.empty((x.shape[0], num_groups), dtype=torch.float64)
+    rstd = torch.empty((x.shape[0], num_groups), dtype=torch.float64)
+    return _forward_into(x, num_groups, weight, bias, eps, activation, mean, rstd), mean, rstd
 
 
 def backward_impl(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw, need_db):
@@ -96,13 +102,15 @@ def backward_impl(dy, x, mean, rstd, weight, bias, num_groups, activation, need_
         layout = _lib.LAYOUT_NCS
     xin = _lib.to_layout(x, layout)
     dyin = _lib.to_layout(dy, layout)
+    if mean.__class__ is not int:  # tensors (ints are raw pointers into a contiguous statistics buffer)
+        mean, rstd = mean.contiguous(), rstd.contiguous()
     dx = torch.empty_like(xin) if need_dx else None
     c = x.shape[1]
     dw = torch.empty(c, dtype=x.dtype) if need_dw else None
     db = torch.empty(c, dtype=x.dtype) if need_db else None
     w = weight.contiguous() if weight is not None else None
     b = bias.contiguous() if bias is not None else None
-    _lib.backward(dyin, xin, mean.contiguous(), rstd.contiguous(), num_groups, w, b, _act(activation), dx, dw, db,
+    _lib.backward(dyin, xin, mean, rstd, num_groups, w, b, _act(activation), dx, dw, db,
                   layout, torch.get_num_threads())
     if dx is None:
         dx = x.new_empty(0)
@@ -201,20 +209,24 @@ class GroupNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, num_groups, weight, bias, eps, activation):
-        y, mean, rstd = forward_impl(x, num_groups, weight, bias, eps, activation)
-        ctx.save_for_backward(x, mean, rstd, weight, bias)
+        # mean and rstd in one (2, N, G) float64 buffer (one allocation); passed to the C side as pointers
+        stats = torch.empty((2, x.shape[0], num_groups), dtype=torch.float64)
+        p = stats.data_ptr()
+        y = _forward_into(x, num_groups, weight, bias, eps, activation, p, p + 8 * stats.shape[1] * num_groups)
+        ctx.save_for_backward(x, stats, weight, bias)
         ctx.num_groups, ctx.activation, ctx.eps = num_groups, activation, eps
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, mean, rstd, weight, bias = ctx.saved_tensors
+        x, stats, weight, bias = ctx.saved_tensors
         need_dx, _, need_dw, need_db = ctx.needs_input_grad[:4]
         need_dw, need_db = bool(need_dw and weight is not None), bool(need_db and bias is not None)
         if torch.is_grad_enabled():  # create_graph=True: the gradient must itself be differentiable
             return _differentiable_backward(ctx, dy, x, weight, bias, (bool(need_dx), need_dw, need_db))
-        dx, dw, db = backward_impl(dy, x, mean, rstd, weight, bias, ctx.num_groups, ctx.activation,
-                                   bool(need_dx), need_dw, need_db)
+        p = stats.data_ptr()
+        dx, dw, db = backward_impl(dy, x, p, p + 8 * stats.shape[1] * stats.shape[2], weight, bias, ctx.num_groups,
+                                   ctx.activation, bool(need_dx), need_dw, need_db)
         return dx if need_dx else None, None, dw if need_dw else None, db if need_db else None, None, None
 
 
@@ -230,10 +242,15 @@ def _differentiable_backward(ctx, dy, x, weight, bias, needs):
     return dx, None, dw, db, None, None
 
 
-def group_norm_eager(x, num_groups, weight, bias, eps, activation):
-    """Checked call of the kernels without the op dispatcher (eager mode); returns y."""
-    check_args(x, num_groups, weight, bias, eps, activation)
+def group_norm_eager(x, num_groups, weight, bias, eps, activation, validated=False):
+    """Call of the kernels without the op dispatcher (eager mode); returns y.
+
+    ``validated=True``: the caller has checked everything :func:`check_args` checks but the finiteness of eps
+    (``groupnorm.functional.group_norm`` after ``groupnorm.kernels.can_handle``), so only that is checked here:
+    one validation per call."""
+    if not validated or not math.isfinite(eps):
+        check_args(x, num_groups, weight, bias, eps, activation)
     if torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
                                     or (bias is not None and bias.requires_grad)):
         return GroupNormFunction.apply(x, num_groups, weight, bias, eps, activation)
-    return forward_impl(x, num_groups, weight, bias, eps, activation)[0]
+    return _forward_into(x, num_groups, weight, bias, eps, activation, None, None)  # inference: no statistics

@@ -40,6 +40,7 @@ GN_EXPORT int gn_get_isa(void);
 /* Highest level compiled into this library (depends on the build machine's architecture). */
 GN_EXPORT int gn_max_compiled_isa(void);
 
+/* mean and rstd may both be NULL (statistics not returned: inference). */
 GN_EXPORT int gn_forward(int dtype, int layout, int64_t N, int64_t C, int64_t S, int64_t G,
                const void *x, const void *w, const void *b, double eps, int act,
                void *y, double *mean, double *rstd, int nthreads);

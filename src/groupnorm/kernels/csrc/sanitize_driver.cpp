@@ -92,6 +92,12 @@ static void run_case(int dt, int layout, int64_t N, int64_t C, int64_t S, int64_
     const double tol = dt == GN_F64 ? 1e-9 : dt == GN_F32 ? 1e-4 : dt == GN_BF16 ? 3e-2 : 5e-3;
     int rc = gn_forward(dt, layout, N, C, S, G, x, w, b, eps, act, y, mean, rstd, nt);
     if (rc) { fprintf(stderr, "forward rc=%d %s\n", rc, ctx); ++fails; }
+    { /* statistics not wanted (mean = rstd = NULL): the same y, bit for bit */
+        void *y2 = alloc(T * es);
+        rc = gn_forward(dt, layout, N, C, S, G, x, w, b, eps, act, y2, NULL, NULL, nt);
+        if (rc || memcmp(y, y2, T * es)) { fprintf(stderr, "forward without stats rc=%d differs %s\n", rc, ctx); ++fails; }
+        free(y2);
+    }
     rc = gn_backward(dt, layout, N, C, S, G, dy, x, mean, rstd, w, b, act, dx, dw, db, nt);
     if (rc) { fprintf(stderr, "backward rc=%d %s\n", rc, ctx); ++fails; }
     double *rdw = (double *)calloc(C, 8), *rdb = (double *)calloc(C, 8);
@@ -151,6 +157,7 @@ static void check_errors(void) {
     bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, 1e-5, 9, buf + 16, m, r, 1) != GN_EINVAL;  /* act */
     bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, -1.0, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* eps */
     bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL; /* x */
+    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, 1e-5, 0, buf + 16, m, NULL, 1) != GN_EINVAL; /* rstd */
     bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, 1e-5, 0, buf + 16, m, r, 0) != GN_EINVAL;  /* threads */
     bad += gn_forward(GN_F32, 0, (int64_t)1 << 40, (int64_t)1 << 20, 4, 1, buf, NULL, NULL, 1e-5, 0, buf, m, r, 1) !=
            GN_EINVAL; /* overflow */
