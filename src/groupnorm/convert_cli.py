@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .atomic import atomic_torch_save
 from .convert import convert_bn_to_gn, freeze_batch_norm
 
 FORMAT = "groupnorm-convert-v1"
@@ -154,9 +155,7 @@ def run(args) -> int:
             for layer in report
         ],
     }
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save({"state_dict": model.state_dict(), "groupnorm_convert": meta}, tmp)
-    os.replace(tmp, out)
+    atomic_torch_save({"state_dict": model.state_dict(), "groupnorm_convert": meta}, str(out))
     if args.verbose:
         print(report.table())
     print(f"{report.summary()}; wrote {out}")

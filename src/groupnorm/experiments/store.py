@@ -17,46 +17,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import torch
+
+from ..atomic import atomic_torch_save, atomic_write_bytes
 
 RESULTS = "results.jsonl"
 
 
 def run_dir(out: str, key: str) -> str:
     return os.path.join(out, "runs", key)
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(d)
 
 
 def atomic_write_json(path: str, obj) -> None:
@@ -146,21 +116,8 @@ class RunLock:
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-ckpt-", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(d)
+    """``torch.save`` of ``state`` to ``path``, atomically (see ``groupnorm.atomic``)."""
+    atomic_torch_save(state, path)
 
 
 def load_checkpoint(path: str) -> dict | None:
