@@ -19,7 +19,7 @@ from setuptools.errors import CompileError
 
 CSRC = "src/groupnorm/kernels/csrc"
 KERNEL_EXT = "groupnorm.kernels._gn_kernels"
-HEADERS = [f"{CSRC}/gn_api.h", f"{CSRC}/gn_impl.h"]
+HEADERS = [f"{CSRC}/gn_api.h", f"{CSRC}/gn_impl.h", f"{CSRC}/gn_v512.h"]
 COMMON_FLAGS = ["-O3", "-std=c++17", "-fPIC", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
                 "-fvisibility=hidden", "-Wall"]
 X86_LEVELS = {  # source -> flags

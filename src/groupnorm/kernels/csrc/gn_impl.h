@@ -22,11 +22,17 @@
 #include <omp.h>
 #endif
 
+#include <type_traits>
+
 #include "gn_api.h"
 
 #if defined(__SSE__) || defined(__x86_64__)
 #include <xmmintrin.h>
 #define GN_HAVE_MXCSR 1
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
+#include <immintrin.h>
+#define GN_AVX512 1 /* the contiguous-layout loops below have hand-written AVX-512 versions (gn_v512.h) */
 #endif
 
 #ifndef GN_NS
@@ -164,27 +170,59 @@ static inline int nthreads_for(i64 items, int nt) {
     return nt;
 }
 
-/* Sum of d and d*d, d = x[i] - K, over a contiguous run: blocks of BLK values summed in the compute type by an
- * `omp simd` reduction (vector lanes, a tree at the end), folded into double in block order. The order of
- * operations depends only on L and the vector width of this instruction-set level, never on threads. */
-enum { BLK = 256 };
-template <typename T, typename A>
-static void shifted_sums(const T *GN_R x, i64 L, A K, double *s1o, double *s2o) {
-    double S1 = 0.0, S2 = 0.0;
+#ifdef GN_AVX512
+#include "gn_v512.h"
+#endif
+
+/* Two sums over i in [0, L) of the terms (p_i, q_i) that f(i, p, q) computes, for a contiguous run.
+ * The terms go into fixed arrays of LW lanes in the compute type (two sets of lanes, so two independent
+ * dependency chains per sum; the compiler maps a set to one AVX-512 register, two AVX2 or four SSE ones), the
+ * lanes are folded into LW double lanes every BLK values, and the double lanes are summed pairwise in a fixed
+ * tree at the end. The order of operations depends only on L: the same on every instruction-set level and for
+ * any thread count. (An `omp simd` reduction was tried first: GCC combines its lanes one scalar add at a time,
+ * ~130 cycles per block, which cost more than the block itself on 7x7 maps.) */
+enum { BLK = 256, LW = 16 };
+template <typename A, typename F>
+static inline void lane_sums(i64 L, F f, double *s1o, double *s2o) {
+    double D1[LW], D2[LW];
+    for (int j = 0; j < LW; ++j) { D1[j] = 0.0; D2[j] = 0.0; }
     for (i64 i0 = 0; i0 < L; i0 += BLK) {
         const i64 i1 = i0 + BLK < L ? i0 + BLK : L;
-        A b1 = 0, b2 = 0;
-#pragma omp simd reduction(+ : b1, b2)
-        for (i64 i = i0; i < i1; ++i) {
-            A d = ld(x + i) - K;
-            b1 += d;
-            b2 += d * d;
+        A p1[LW], p2[LW], q1[LW], q2[LW];
+        for (int j = 0; j < LW; ++j) { p1[j] = 0; p2[j] = 0; q1[j] = 0; q2[j] = 0; }
+        i64 i = i0;
+        for (; i + 2 * LW <= i1; i += 2 * LW) {
+#pragma omp simd
+            for (int j = 0; j < LW; ++j) { A u, v; f(i + j, u, v); p1[j] += u; p2[j] += v; }
+#pragma omp simd
+            for (int j = 0; j < LW; ++j) { A u, v; f(i + LW + j, u, v); q1[j] += u; q2[j] += v; }
         }
-        S1 += (double)b1;
-        S2 += (double)b2;
+        if (i + LW <= i1) {
+#pragma omp simd
+            for (int j = 0; j < LW; ++j) { A u, v; f(i + j, u, v); p1[j] += u; p2[j] += v; }
+            i += LW;
+        }
+        const int rem = (int)(i1 - i); /* < LW */
+        for (int j = 0; j < rem; ++j) { A u, v; f(i + j, u, v); q1[j] += u; q2[j] += v; }
+#pragma omp simd
+        for (int j = 0; j < LW; ++j) {
+            D1[j] += (double)p1[j] + (double)q1[j];
+            D2[j] += (double)p2[j] + (double)q2[j];
+        }
     }
-    *s1o = S1;
-    *s2o = S2;
+    for (int w = LW / 2; w >= 1; w /= 2)
+        for (int j = 0; j < w; ++j) { D1[j] += D1[j + w]; D2[j] += D2[j + w]; }
+    *s1o = D1[0];
+    *s2o = D2[0];
+}
+
+/* Sum of d and d*d, d = x[i] - K, over a contiguous run (lane_sums). */
+template <typename T, typename A>
+static void shifted_sums(const T *GN_R x, i64 L, A K, double *s1o, double *s2o) {
+#ifdef GN_AVX512
+    if constexpr (std::is_same<A, float>::value) return v512::shifted_sums<T>(x, L, K, s1o, s2o);
+#endif
+    lane_sums<A>(L, [=](i64 i, A &u, A &v) { const A d = ld(x + i) - K; u = d; v = d * d; }, s1o, s2o);
 }
 
 /* Turn (mean in double) into the compute-type mean mf and the correction delta = mean - mf. */
@@ -243,11 +281,17 @@ static inline void nsc_row_dx(const T *GN_R xr, const T *GN_R gr, const A *GN_R 
 /* Contiguous rows: v = (x - mf) * a + bb over one channel's S values. */
 template <typename T, typename A, int ACT>
 static inline void ncs_row_apply(const T *GN_R xr, T *GN_R yr, i64 S, A mf, A a, A bb) {
+#ifdef GN_AVX512
+    if constexpr (std::is_same<A, float>::value) return v512::row_apply<T, ACT>(xr, yr, S, mf, a, bb);
+#endif
     for (i64 s = 0; s < S; ++s) st(yr + s, act_f<ACT, A>((ld(xr + s) - mf) * a + bb));
 }
 template <typename T, typename A, int ACT>
 static inline void ncs_row_dx(const T *GN_R xr, const T *GN_R gr, T *GN_R o, i64 S, A mf, A a, A bb, A al, A k1,
                               A k2) {
+#ifdef GN_AVX512
+    if constexpr (std::is_same<A, float>::value) return v512::row_dx<T, ACT>(xr, gr, o, S, mf, a, bb, al, k1, k2);
+#endif
     for (i64 s = 0; s < S; ++s) {
         A xc = ld(xr + s) - mf;
         A g = act_b<ACT, A>(xc * a + bb, ld(gr + s));
@@ -446,26 +490,18 @@ static int fwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
 }
 
 /* ================================================================ backward helpers */
-/* Over one run of one channel: sums of dv and dv * (x - mf), dv = dy * act'((x - mf) * a + bb); blocks and
- * `omp simd` reductions as in shifted_sums. */
+/* Over one run of one channel: sums of dv and dv * (x - mf), dv = dy * act'((x - mf) * a + bb) (lane_sums). */
 template <typename T, typename A, int ACT>
 static void bwd_row_sums(const T *GN_R dy, const T *GN_R x, i64 L, A mf, A a, A bb, double *sa, double *sb) {
-    double SA = 0.0, SB = 0.0;
-    for (i64 i0 = 0; i0 < L; i0 += BLK) {
-        const i64 i1 = i0 + BLK < L ? i0 + BLK : L;
-        A b1 = 0, b2 = 0;
-#pragma omp simd reduction(+ : b1, b2)
-        for (i64 i = i0; i < i1; ++i) {
-            A xc = ld(x + i) - mf;
-            A g = act_b<ACT, A>(xc * a + bb, ld(dy + i));
-            b1 += g;
-            b2 += g * xc;
-        }
-        SA += (double)b1;
-        SB += (double)b2;
-    }
-    *sa = SA;
-    *sb = SB;
+#ifdef GN_AVX512
+    if constexpr (std::is_same<A, float>::value) return v512::bwd_row_sums<T, ACT>(dy, x, L, mf, a, bb, sa, sb);
+#endif
+    lane_sums<A>(L, [=](i64 i, A &u, A &v) {
+        const A xc = ld(x + i) - mf;
+        const A g = act_b<ACT, A>(xc * a + bb, ld(dy + i));
+        u = g;
+        v = g * xc;
+    }, sa, sb);
 }
 
 /* From per-channel sums (A_c = sum dv, B_c = sum dv * (x - mean)) of one group: dx = al*dv + (x - mf)*k1 + k2. */
@@ -491,15 +527,16 @@ static inline GroupBwd group_bwd_coef(const T *w, i64 c0, i64 D, i64 S, const do
 template <typename T>
 static void param_grads(i64 N, i64 C, i64 G, const double *rstd, const double *Ab, const double *Bb, T *dw, T *db) {
     const i64 D = C / G;
-    for (i64 c = 0; c < C; ++c) {
-        double sw = 0.0, sbias = 0.0;
-        for (i64 n = 0; n < N; ++n) {
-            sw += rstd[n * G + c / D] * Bb[n * C + c];
-            sbias += Ab[n * C + c];
+    for (i64 g = 0; g < G; ++g) /* (g, cc) loops: no integer division per element */
+        for (i64 c = g * D; c < (g + 1) * D; ++c) {
+            double sw = 0.0, sbias = 0.0;
+            for (i64 n = 0; n < N; ++n) {
+                sw += rstd[n * G + g] * Bb[n * C + c];
+                sbias += Ab[n * C + c];
+            }
+            if (dw) st(dw + c, (typename Acc<T>::type)sw);
+            if (db) st(db + c, (typename Acc<T>::type)sbias);
         }
-        if (dw) st(dw + c, (typename Acc<T>::type)sw);
-        if (db) st(db + c, (typename Acc<T>::type)sbias);
-    }
 }
 
 /* ================================================================ backward, NCS (contiguous) */

@@ -1,0 +1,203 @@
+/* Hand-written AVX-512 versions of the contiguous-layout (NCS) inner loops of gn_impl.h, for the float compute
+ * type (float32, bfloat16 and float16 data). Included by gn_impl.h inside its namespace when the level is
+ * compiled with AVX-512 F/BW/VL/DQ (x86-64-v4); the other levels use the portable loops.
+ *
+ * Why: a channel of a 7x7 or 14x14 map is a run of 49 or 196 values. The compiler's loops pay a scalar tail
+ * and, for the sums, a lane combine that costs more than the run itself; here every run is whole vectors of 16
+ * plus one masked vector (masked lanes are neither read nor written, so nothing outside the run is touched),
+ * the sums stay in registers and fold into double lanes every VBLK values.
+ *
+ * Same math as the portable code: sums of shifted values in float lanes, folded into double in a fixed order
+ * that depends only on the run's length (so results do not depend on the thread count); activations use the
+ * same exp polynomial and erf approximation, with 1 / d computed as rcp14 plus one Newton step (~1 ulp).
+ */
+#ifndef GN_V512_INCLUDED_IN_NS
+#define GN_V512_INCLUDED_IN_NS
+
+/* GCC 12 warns "__Y may be used uninitialized" inside its own avx512fintrin.h (the _mm512_undefined_* it uses
+ * in casts and reductions); the warning is about the header, not this code. */
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace v512 {
+
+typedef __m512 vf;
+enum { W = 16, VBLK = 256 };
+
+static inline __mmask16 tail_mask(i64 n) { return n >= W ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
+static inline vf set1(float v) { return _mm512_set1_ps(v); }
+
+/* masked loads / stores of 16 values (masked-off lanes: not read, loaded as 0; not written) */
+static inline vf load(const float *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+static inline vf load(const bf16_t *p, __mmask16 m) {
+    const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+static inline vf load(const f16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+static inline void store(float *p, vf v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
+static inline void store(bf16_t *p, vf v, __mmask16 m) { /* round to nearest even; NaN stays a quiet NaN */
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(r));
+}
+static inline void store(f16_t *p, vf v, __mmask16 m) { /* round to nearest even (F16C conversion) */
+    _mm256_mask_storeu_epi16(p, m, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+/* ---------------------------------------------------------------- activations (as gn_impl.h's scalar ones) */
+static inline vf rcp(vf d) { /* 1 / d for normal d: rcp14 and one Newton step */
+    const vf r = _mm512_rcp14_ps(d);
+    return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, set1(1.0f)), r);
+}
+static inline vf vexp(vf x) {
+    x = _mm512_max_ps(set1(-87.0f), x); /* NaN passes through (max / min return the second operand) */
+    x = _mm512_min_ps(set1(87.0f), x);
+    const vf magic = set1(12582912.0f);
+    const vf t = _mm512_fmadd_ps(x, set1(1.44269504088896341f), magic);
+    const vf n = _mm512_sub_ps(t, magic);
+    const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_castps_si512(magic));
+    vf r = _mm512_fnmadd_ps(n, set1(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, set1(-2.12194440e-4f), r);
+    vf p = set1(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, set1(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, set1(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, set1(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, set1(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, set1(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, set1(1.0f)));
+    const vf scale = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(ni, _mm512_set1_epi32(127)), 23));
+    return _mm512_mul_ps(p, scale);
+}
+static inline vf verf(vf x) {
+    const vf ax = _mm512_abs_ps(x);
+    const vf t = rcp(_mm512_fmadd_ps(set1(0.3275911f), ax, set1(1.0f)));
+    vf p = set1(1.061405429f);
+    p = _mm512_fmadd_ps(p, t, set1(-1.453152027f));
+    p = _mm512_fmadd_ps(p, t, set1(1.421413741f));
+    p = _mm512_fmadd_ps(p, t, set1(-0.284496736f));
+    p = _mm512_fmadd_ps(p, t, set1(0.254829592f));
+    const vf e = vexp(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), ax), ax));
+    const vf y = _mm512_fnmadd_ps(_mm512_mul_ps(p, t), e, set1(1.0f));
+    /* copysign(y, x) */
+    const __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u));
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(_mm512_abs_ps(y)), sign));
+}
+static inline vf vsigmoid(vf v) { return rcp(_mm512_add_ps(set1(1.0f), vexp(_mm512_sub_ps(_mm512_setzero_ps(), v)))); }
+
+template <int ACT> static inline vf act_f(vf v) {
+    if (ACT == GN_ACT_RELU) { /* v < 0 ? 0 : v, NaN passes through */
+        return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), v, _mm512_setzero_ps());
+    }
+    if (ACT == GN_ACT_SILU) return _mm512_mul_ps(v, vsigmoid(v));
+    if (ACT == GN_ACT_GELU) {
+        const vf hv = _mm512_mul_ps(set1(0.5f), v);
+        return _mm512_fmadd_ps(hv, verf(_mm512_mul_ps(v, set1(0.70710678118654752440f))), hv);
+    }
+    return v;
+}
+template <int ACT> static inline vf act_b(vf v, vf g) { /* g * act'(v) */
+    if (ACT == GN_ACT_RELU) return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), g);
+    if (ACT == GN_ACT_SILU) {
+        const vf s = vsigmoid(v);
+        /* s * (1 + v * (1 - s)) */
+        const vf inner = _mm512_fmadd_ps(v, _mm512_sub_ps(set1(1.0f), s), set1(1.0f));
+        return _mm512_mul_ps(g, _mm512_mul_ps(s, inner));
+    }
+    if (ACT == GN_ACT_GELU) {
+        const vf cdf = _mm512_mul_ps(set1(0.5f), _mm512_add_ps(set1(1.0f),
+                                                               verf(_mm512_mul_ps(v, set1(0.70710678118654752440f)))));
+        const vf pdf = _mm512_mul_ps(set1(0.39894228040143267794f),
+                                     vexp(_mm512_mul_ps(_mm512_mul_ps(set1(-0.5f), v), v)));
+        return _mm512_mul_ps(g, _mm512_fmadd_ps(v, pdf, cdf));
+    }
+    return g;
+}
+
+/* ---------------------------------------------------------------- sums */
+static inline void fold(vf s, __m512d &lo, __m512d &hi) { /* 16 float lanes added into 16 double lanes */
+    lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(s)));
+    hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1))));
+}
+
+/* Sums over i in [0, L) of the two terms that f(p, m) computes for the 16 values at p (masked lanes: zero
+ * terms): two sets of float lanes, folded into double every VBLK values, summed over lanes at the end. */
+template <typename F> static inline void sums(i64 L, F f, double *s1o, double *s2o) {
+    __m512d d1l = _mm512_setzero_pd(), d1h = d1l, d2l = d1l, d2h = d1l;
+    for (i64 i0 = 0; i0 < L; i0 += VBLK) {
+        const i64 i1 = i0 + VBLK < L ? i0 + VBLK : L;
+        vf a1 = _mm512_setzero_ps(), a2 = a1, b1 = a1, b2 = a1;
+        i64 i = i0;
+        for (; i + 2 * W <= i1; i += 2 * W) {
+            vf u, v;
+            f(i, (__mmask16)0xffff, u, v);
+            a1 = _mm512_add_ps(a1, u);
+            a2 = _mm512_add_ps(a2, v);
+            f(i + W, (__mmask16)0xffff, u, v);
+            b1 = _mm512_add_ps(b1, u);
+            b2 = _mm512_add_ps(b2, v);
+        }
+        for (; i < i1; i += W) {
+            vf u, v;
+            f(i, tail_mask(i1 - i), u, v);
+            a1 = _mm512_add_ps(a1, u);
+            a2 = _mm512_add_ps(a2, v);
+        }
+        fold(_mm512_add_ps(a1, b1), d1l, d1h);
+        fold(_mm512_add_ps(a2, b2), d2l, d2h);
+    }
+    *s1o = _mm512_reduce_add_pd(_mm512_add_pd(d1l, d1h));
+    *s2o = _mm512_reduce_add_pd(_mm512_add_pd(d2l, d2h));
+}
+
+/* sum of d and d * d, d = x - K */
+template <typename T> static inline void shifted_sums(const T *x, i64 L, float K, double *s1o, double *s2o) {
+    const vf k = set1(K);
+    sums(L, [=](i64 i, __mmask16 m, vf &u, vf &v) {
+        const vf d = _mm512_maskz_sub_ps(m, load(x + i, m), k);
+        u = d;
+        v = _mm512_mul_ps(d, d);
+    }, s1o, s2o);
+}
+
+/* sums of dv and dv * (x - mf), dv = dy * act'((x - mf) * a + bb) */
+template <typename T, int ACT>
+static inline void bwd_row_sums(const T *dy, const T *x, i64 L, float mf, float a, float bb, double *sa, double *sb) {
+    const vf vm = set1(mf), va = set1(a), vb = set1(bb);
+    sums(L, [=](i64 i, __mmask16 m, vf &u, vf &v) {
+        const vf xc = _mm512_maskz_sub_ps(m, load(x + i, m), vm);
+        const vf g = act_b<ACT>(_mm512_fmadd_ps(xc, va, vb), load(dy + i, m)); /* dy = 0 in masked lanes */
+        u = g;
+        v = _mm512_mul_ps(g, xc);
+    }, sa, sb);
+}
+
+/* y = act((x - mf) * a + bb) over a run */
+template <typename T, int ACT> static inline void row_apply(const T *x, T *y, i64 S, float mf, float a, float bb) {
+    const vf vm = set1(mf), va = set1(a), vb = set1(bb);
+    i64 s = 0;
+    for (; s + W <= S; s += W)
+        store(y + s, act_f<ACT>(_mm512_fmadd_ps(_mm512_sub_ps(load(x + s, 0xffff), vm), va, vb)), 0xffff);
+    if (s < S) {
+        const __mmask16 m = tail_mask(S - s);
+        store(y + s, act_f<ACT>(_mm512_fmadd_ps(_mm512_sub_ps(load(x + s, m), vm), va, vb)), m);
+    }
+}
+
+/* dx = al * dv + (x - mf) * k1 + k2 over a run */
+template <typename T, int ACT>
+static inline void row_dx(const T *x, const T *dy, T *o, i64 S, float mf, float a, float bb, float al, float k1,
+                          float k2) {
+    const vf vm = set1(mf), va = set1(a), vb = set1(bb), val = set1(al), vk1 = set1(k1), vk2 = set1(k2);
+    for (i64 s = 0; s < S; s += W) {
+        const __mmask16 m = tail_mask(S - s);
+        const vf xc = _mm512_sub_ps(load(x + s, m), vm);
+        const vf g = act_b<ACT>(_mm512_fmadd_ps(xc, va, vb), load(dy + s, m));
+        store(o + s, _mm512_fmadd_ps(val, g, _mm512_fmadd_ps(xc, vk1, vk2)), m);
+    }
+}
+
+}  // namespace v512
+
+#endif
