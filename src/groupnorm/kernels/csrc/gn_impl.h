@@ -523,20 +523,21 @@ static inline GroupBwd group_bwd_coef(const T *w, i64 c0, i64 D, i64 S, const do
     return r;
 }
 
-/* dweight[c] = sum_n rstd[n, g] * B[n, c], dbias[c] = sum_n A[n, c] (fixed order over n). */
+/* dweight[c] = sum_n rstd[n, g] * B[n, c], dbias[c] = sum_n A[n, c] (fixed order over n), for the channels of
+ * group g; called for every g inside a parallel region (omp for), after all the per-sample sums exist. */
 template <typename T>
-static void param_grads(i64 N, i64 C, i64 G, const double *rstd, const double *Ab, const double *Bb, T *dw, T *db) {
+static void param_grads_group(i64 g, i64 N, i64 C, i64 G, const double *rstd, const double *Ab, const double *Bb,
+                              T *dw, T *db) {
     const i64 D = C / G;
-    for (i64 g = 0; g < G; ++g) /* (g, cc) loops: no integer division per element */
-        for (i64 c = g * D; c < (g + 1) * D; ++c) {
-            double sw = 0.0, sbias = 0.0;
-            for (i64 n = 0; n < N; ++n) {
-                sw += rstd[n * G + g] * Bb[n * C + c];
-                sbias += Ab[n * C + c];
-            }
-            if (dw) st(dw + c, (typename Acc<T>::type)sw);
-            if (db) st(db + c, (typename Acc<T>::type)sbias);
+    for (i64 c = g * D; c < (g + 1) * D; ++c) {
+        double sw = 0.0, sbias = 0.0;
+        for (i64 n = 0; n < N; ++n) {
+            sw += rstd[n * G + g] * Bb[n * C + c];
+            sbias += Ab[n * C + c];
         }
+        if (dw) st(dw + c, (typename Acc<T>::type)sw);
+        if (db) st(db + c, (typename Acc<T>::type)sbias);
+    }
 }
 
 /* ================================================================ backward, NCS (contiguous) */
@@ -550,21 +551,30 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
     double *Bb = Ab + N * C;
     nt = nthreads_for(items, nt);
     const i64 chunk = ncs_items_per_chunk(D * S);
+    int err = GN_OK;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
     FtzGuard ftz;
+    /* per-channel (mf, a, bb, al) of the current group, computed for the sums and reused for dx */
+    A *cf = (A *)malloc(sizeof(A) * (size_t)(4 * D));
+    if (!cf) {
+#pragma omp atomic write
+        err = GN_ENOMEM;
+    }
 #pragma omp for schedule(dynamic, chunk)
     for (i64 it = 0; it < items; ++it) {
+        if (!cf) continue;
         const i64 n = it / G, g = it % G, c0 = g * D;
         const double mu = mean[it], rs = rstd[it];
         double delta;
         (void)round_mean<A>(mu, &delta);
         for (i64 cc = 0; cc < D; ++cc) {
             const i64 c = c0 + cc, off = (n * C + c) * S;
-            A mf, a, bb;
-            affine_coef<T, A>(mu, rs, w, b, c, &mf, &a, &bb);
+            A *q = cf + 4 * cc;
+            affine_coef<T, A>(mu, rs, w, b, c, q, q + 1, q + 2);
+            q[3] = (A)(rs * (w ? (double)ld(w + c) : 1.0));
             double sa, sb;
-            bwd_row_sums<T, A, ACT>(dy + off, x + off, S, mf, a, bb, &sa, &sb);
+            bwd_row_sums<T, A, ACT>(dy + off, x + off, S, q[0], q[1], q[2], &sa, &sb);
             Ab[n * C + c] = sa;
             Bb[n * C + c] = sb - delta * sa; /* centred on the exact mean */
         }
@@ -572,19 +582,20 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
         const GroupBwd k = group_bwd_coef<T>(w, c0, D, S, Ab + n * C + c0, Bb + n * C + c0, mu, rs, delta);
         const A k1 = (A)k.k1, k2 = (A)k.k2;
         for (i64 cc = 0; cc < D; ++cc) {
-            const i64 c = c0 + cc, off = (n * C + c) * S;
-            A mf, a, bb;
-            affine_coef<T, A>(mu, rs, w, b, c, &mf, &a, &bb);
-            const A al = (A)(rs * (w ? (double)ld(w + c) : 1.0));
-            const T *xr = x + off, *gr = dy + off;
-            T *o = dx + off;
-            ncs_row_dx<T, A, ACT>(xr, gr, o, S, mf, a, bb, al, k1, k2);
+            const i64 off = (n * C + c0 + cc) * S;
+            const A *q = cf + 4 * cc;
+            ncs_row_dx<T, A, ACT>(x + off, dy + off, dx + off, S, q[0], q[1], q[2], q[3], k1, k2);
         }
     }
+    /* implicit barrier: every sample's sums exist; err is read after it (the same value in every thread) */
+    if (!err && (dw || db)) {
+#pragma omp for schedule(static)
+        for (i64 g = 0; g < G; ++g) param_grads_group<T>(g, N, C, G, rstd, Ab, Bb, dw, db);
     }
-    if (dw || db) param_grads<T>(N, C, G, rstd, Ab, Bb, dw, db);
+    free(cf);
+    }
     free(Ab);
-    return GN_OK;
+    return err;
 }
 
 /* ================================================================ backward, NSC (channels-last) */
@@ -706,9 +717,13 @@ static int bwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
                     }
                 }
             }
+            /* after the implicit barrier of the last omp for: all sums exist */
+            if (!err && (dw || db)) {
+#pragma omp for schedule(static)
+                for (i64 g = 0; g < G; ++g) param_grads_group<T>(g, N, C, G, rstd, Ab, Bb, dw, db);
+            }
             free(scratch);
         }
-        if (!err && (dw || db)) param_grads<T>(N, C, G, rstd, Ab, Bb, dw, db);
     }
     free(coef);
     free(part);
