@@ -26,6 +26,8 @@ X86_LEVELS = {  # source -> flags
     f"{CSRC}/gn_isa_base.cpp": ["-march=x86-64", "-mtune=generic"],
     f"{CSRC}/gn_isa_avx2.cpp": ["-march=x86-64-v3", "-mtune=generic"],
     f"{CSRC}/gn_isa_avx512.cpp": ["-march=x86-64-v4", "-mtune=generic", "-mprefer-vector-width=512"],
+    f"{CSRC}/gn_isa_avx512bf16.cpp": ["-march=x86-64-v4", "-mavx512bf16", "-mtune=generic",
+                                      "-mprefer-vector-width=512"],
 }
 
 
@@ -51,7 +53,7 @@ class BuildKernels(build_ext):
             return self.compiler.compile([src], output_dir=self.build_temp, include_dirs=[CSRC],
                                          extra_postargs=COMMON_FLAGS + flags, depends=HEADERS, macros=macros)
 
-        with ThreadPoolExecutor(max_workers=min(3, os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             objects = [o for objs in pool.map(compile_one, levels.items()) for o in objs]
         ext.extra_objects = objects
         ext.define_macros = macros

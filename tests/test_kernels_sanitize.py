@@ -36,7 +36,8 @@ def test_sanitized_kernel_grid(tmp_path):
     macros = []
     if x86:
         units.append(("gn_isa_avx512.cpp", ["-march=x86-64-v4", "-mprefer-vector-width=512"]))
-        macros = ["-DGN_HAVE_AVX512=1"]
+        units.append(("gn_isa_avx512bf16.cpp", ["-march=x86-64-v4", "-mavx512bf16", "-mprefer-vector-width=512"]))
+        macros = ["-DGN_HAVE_AVX512=1", "-DGN_HAVE_AVX512BF16=1"]
     units += [("gn_dispatch.cpp", []), ("sanitize_driver.cpp", [])]
     procs = []
     for src, extra in units:

@@ -18,7 +18,8 @@ EXT_NAME = "groupnorm.kernels._gn_kernels"
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
 ACTIVATIONS = {None: 0, "none": 0, "relu": 1, "silu": 2, "gelu": 3}
 LAYOUT_NCS, LAYOUT_NSC = 0, 1
-ISA_NAMES = {0: "baseline x86-64 / generic", 1: "AVX2+FMA (x86-64-v3)", 2: "AVX-512 (x86-64-v4)"}
+ISA_NAMES = {0: "baseline x86-64 / generic", 1: "AVX2+FMA (x86-64-v3)", 2: "AVX-512 (x86-64-v4)",
+             3: "AVX-512 + AVX512_BF16 (bfloat16 data; other dtypes: AVX-512)"}
 _ERRORS = {1: "invalid argument", 2: "out of memory"}
 
 _lib = None

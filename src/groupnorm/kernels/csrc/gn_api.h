@@ -30,7 +30,9 @@ enum { GN_F32 = 0, GN_F64 = 1, GN_BF16 = 2, GN_F16 = 3 };
 enum { GN_LAYOUT_NCS = 0, GN_LAYOUT_NSC = 1 };
 enum { GN_ACT_NONE = 0, GN_ACT_RELU = 1, GN_ACT_SILU = 2, GN_ACT_GELU = 3 };
 enum { GN_OK = 0, GN_EINVAL = 1, GN_ENOMEM = 2 };
-enum { GN_ISA_AUTO = -1, GN_ISA_BASE = 0, GN_ISA_AVX2 = 1, GN_ISA_AVX512 = 2 };
+/* GN_ISA_AVX512BF16: AVX-512 plus the AVX512_BF16 conversions (Sapphire Rapids, Zen 4), used for bfloat16 data
+ * only (other dtypes run the AVX-512 level's code). */
+enum { GN_ISA_AUTO = -1, GN_ISA_BASE = 0, GN_ISA_AVX2 = 1, GN_ISA_AVX512 = 2, GN_ISA_AVX512BF16 = 3 };
 
 GN_EXPORT int gn_abi_version(void);
 /* Choose the code path: GN_ISA_AUTO picks the best the CPU supports; a level the CPU lacks gives GN_EINVAL.

@@ -30,6 +30,7 @@
 #ifdef GN_WITH_X86_LEVELS
 #define GN_HAVE_AVX2 1
 #define GN_HAVE_AVX512 1
+#define GN_HAVE_AVX512BF16 1
 #endif
 GN_DECLARE(gn_base)
 #ifdef GN_HAVE_AVX2
@@ -37,6 +38,9 @@ GN_DECLARE(gn_avx2)
 #endif
 #ifdef GN_HAVE_AVX512
 GN_DECLARE(gn_avx512)
+#endif
+#ifdef GN_HAVE_AVX512BF16
+GN_DECLARE(gn_avx512bf16)
 #endif
 
 typedef int (*fwd_fn)(int, int, int64_t, int64_t, int64_t, int64_t, const void *, const void *, const void *, double,
@@ -54,8 +58,12 @@ static int cpu_max_level(void) {
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("bmi2"))
+        __builtin_cpu_supports("bmi2")) {
+#ifdef GN_HAVE_AVX512BF16
+        if (__builtin_cpu_supports("avx512bf16")) return GN_ISA_AVX512BF16;
+#endif
         return GN_ISA_AVX512;
+    }
 #endif
 #ifdef GN_HAVE_AVX2
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi") &&
@@ -70,7 +78,9 @@ extern "C" {
 int gn_abi_version(void) { return 1; }
 
 int gn_max_compiled_isa(void) {
-#if defined(GN_HAVE_AVX512)
+#if defined(GN_HAVE_AVX512BF16)
+    return GN_ISA_AVX512BF16;
+#elif defined(GN_HAVE_AVX512)
     return GN_ISA_AVX512;
 #elif defined(GN_HAVE_AVX2)
     return GN_ISA_AVX2;
@@ -86,6 +96,9 @@ static int compiled(int level) {
 #endif
 #ifdef GN_HAVE_AVX512
     if (level == GN_ISA_AVX512) return 1;
+#endif
+#ifdef GN_HAVE_AVX512BF16
+    if (level == GN_ISA_AVX512BF16) return 1;
 #endif
     return 0;
 }
@@ -110,6 +123,17 @@ static void pick(int dtype, fwd_fn *f, bwd_fn *b) {
         return;
     }
     switch (gn_get_isa()) {
+#ifdef GN_HAVE_AVX512BF16
+    case GN_ISA_AVX512BF16:
+        if (dtype == GN_BF16) { /* the only dtype compiled into that level */
+            *f = gn_avx512bf16::forward;
+            *b = gn_avx512bf16::backward;
+            return;
+        }
+        *f = gn_avx512::forward; /* GN_HAVE_AVX512BF16 implies GN_HAVE_AVX512 */
+        *b = gn_avx512::backward;
+        return;
+#endif
 #ifdef GN_HAVE_AVX512
     case GN_ISA_AVX512: *f = gn_avx512::forward; *b = gn_avx512::backward; return;
 #endif

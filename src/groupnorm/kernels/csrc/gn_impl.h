@@ -269,6 +269,9 @@ static inline void nsc_row4_sums(const T *GN_R row, const A *GN_R K, A *GN_R f1,
 template <typename T, typename A, int ACT>
 static inline void nsc_row_apply(const T *GN_R xr, const A *GN_R mf, const A *GN_R a, const A *GN_R bb, T *GN_R yr,
                                  i64 C) {
+#if defined(GN_AVX512) && defined(__AVX512BF16__)
+    if constexpr (std::is_same<A, float>::value) return v512::nsc_row_apply<T, ACT>(xr, mf, a, bb, yr, C);
+#endif
     for (i64 c = 0; c < C; ++c) st(yr + c, act_f<ACT, A>((ld(xr + c) - mf[c]) * a[c] + bb[c]));
 }
 template <typename T, typename A, int ACT>
@@ -297,6 +300,9 @@ template <typename T, typename A, int ACT>
 static inline void nsc_row_dx(const T *GN_R xr, const T *GN_R gr, const A *GN_R mf, const A *GN_R a,
                               const A *GN_R bb, const A *GN_R al, const A *GN_R k1, const A *GN_R k2, T *GN_R o,
                               i64 C) {
+#if defined(GN_AVX512) && defined(__AVX512BF16__)
+    if constexpr (std::is_same<A, float>::value) return v512::nsc_row_dx<T, ACT>(xr, gr, mf, a, bb, al, k1, k2, o, C);
+#endif
     for (i64 c = 0; c < C; ++c) {
         A xc = ld(xr + c) - mf[c];
         A g = act_b<ACT, A>(xc * a[c] + bb[c], ld(gr + c));
@@ -803,24 +809,32 @@ static int bwd_act(int act, int layout, i64 N, i64 C, i64 S, i64 G, const void *
 int forward(int dtype, int layout, i64 N, i64 C, i64 S, i64 G, const void *x, const void *w, const void *b,
             double eps, int act, void *y, double *mean, double *rstd, int nt) {
     switch (dtype) {
+#ifndef GN_ONLY_BF16 /* the AVX512_BF16 level compiles only bfloat16 (see gn_dispatch.cpp) */
     case GN_F32: return fwd_act<float>(act, layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
+#endif
 #ifndef GN_SKIP_F64 /* float64 is compiled only into the baseline level (see gn_dispatch.cpp) */
     case GN_F64: return fwd_act<double>(act, layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
 #endif
     case GN_BF16: return fwd_act<bf16_t>(act, layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
+#ifndef GN_ONLY_BF16
     case GN_F16: return fwd_act<f16_t>(act, layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
+#endif
     }
     return GN_EINVAL;
 }
 int backward(int dtype, int layout, i64 N, i64 C, i64 S, i64 G, const void *dy, const void *x, const double *mean,
              const double *rstd, const void *w, const void *b, int act, void *dx, void *dw, void *db, int nt) {
     switch (dtype) {
+#ifndef GN_ONLY_BF16
     case GN_F32: return bwd_act<float>(act, layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
+#endif
 #ifndef GN_SKIP_F64 /* float64 is compiled only into the baseline level (see gn_dispatch.cpp) */
     case GN_F64: return bwd_act<double>(act, layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
 #endif
     case GN_BF16: return bwd_act<bf16_t>(act, layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
+#ifndef GN_ONLY_BF16
     case GN_F16: return bwd_act<f16_t>(act, layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
+#endif
     }
     return GN_EINVAL;
 }

@@ -35,6 +35,10 @@ static inline vf load(const bf16_t *p, __mmask16 m) {
 static inline vf load(const f16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
 static inline void store(float *p, vf v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
 static inline void store(bf16_t *p, vf v, __mmask16 m) { /* round to nearest even; NaN stays a quiet NaN */
+#ifdef __AVX512BF16__ /* one instruction, the same rounding and NaN quieting as the sequence below */
+    _mm256_mask_storeu_epi16(p, m, (__m256i)_mm512_cvtneps_pbh(v));
+    return;
+#endif
     const __m512i u = _mm512_castps_si512(v);
     const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
@@ -197,6 +201,34 @@ static inline void row_dx(const T *x, const T *dy, T *o, i64 S, float mf, float 
         store(o + s, _mm512_fmadd_ps(val, g, _mm512_fmadd_ps(xc, vk1, vk2)), m);
     }
 }
+
+#ifdef __AVX512BF16__
+/* ---------------------------------------------------------------- channels-last (NSC) rows, bfloat16 level
+ * One row of C channels against the per-channel float arrays: the portable nsc_row_apply / nsc_row_dx loops
+ * with masked tails and the one-instruction bfloat16 store (the sums, which store nothing, stay portable). Only the AVX512_BF16 level uses them: with the integer rounding
+ * sequence (the AVX-512 level) the compiler's own vectorization of the portable loops was as fast or faster. */
+template <typename T, int ACT>
+static inline void nsc_row_apply(const T *xr, const float *mf, const float *a, const float *bb, T *yr, i64 C) {
+    for (i64 c = 0; c < C; c += W) {
+        const __mmask16 m = tail_mask(C - c);
+        const vf v = _mm512_fmadd_ps(_mm512_sub_ps(load(xr + c, m), _mm512_maskz_loadu_ps(m, mf + c)),
+                                     _mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, bb + c));
+        store(yr + c, act_f<ACT>(v), m);
+    }
+}
+template <typename T, int ACT>
+static inline void nsc_row_dx(const T *xr, const T *gr, const float *mf, const float *a, const float *bb,
+                              const float *al, const float *k1, const float *k2, T *o, i64 C) {
+    for (i64 c = 0; c < C; c += W) {
+        const __mmask16 m = tail_mask(C - c);
+        const vf xc = _mm512_sub_ps(load(xr + c, m), _mm512_maskz_loadu_ps(m, mf + c));
+        const vf g = act_b<ACT>(_mm512_fmadd_ps(xc, _mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, bb + c)),
+                                load(gr + c, m));
+        const vf lin = _mm512_fmadd_ps(xc, _mm512_maskz_loadu_ps(m, k1 + c), _mm512_maskz_loadu_ps(m, k2 + c));
+        store(o + c, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, al + c), g, lin), m);
+    }
+}
+#endif
 
 }  // namespace v512
 

@@ -172,10 +172,10 @@ int main(void) {
         {2, 6, 1, 3}, {3, 12, 1, 4}, {1, 64, 33, 1}, {2, 32, 35, 2}, {2, 5, 99, 5}, {1, 48, 51, 16},
         {2, 6, 105, 3}, {1, 64, 30, 4}, {1, 3, 2100, 1}, {2, 16, 161, 8}, {1, 8, 4097, 2},
     };
-    static const int isas[] = {GN_ISA_BASE, GN_ISA_AVX2, GN_ISA_AVX512};
+    static const int isas[] = {GN_ISA_BASE, GN_ISA_AVX2, GN_ISA_AVX512, GN_ISA_AVX512BF16};
     int cases = 0;
     check_errors();
-    for (int li = 0; li < 3; ++li) {
+    for (int li = 0; li < 4; ++li) {
         if (gn_set_isa(isas[li]) != isas[li]) continue; /* not linked in, or not supported by this CPU */
         for (int dt = 0; dt < 4; ++dt)
             for (int layout = 0; layout < 2; ++layout)
