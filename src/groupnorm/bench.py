@@ -15,11 +15,20 @@ Ratios are ``median(theirs) / median(ours)`` (above 1: ours is faster). ``--json
 (rewritten after each case, so an interrupted run keeps what it measured; ``--resume`` skips cases already
 in the file). ``--e2e`` also times one training step of a small ResNet with GN+ReLU (fused) with the kernels and
 with ``GROUPNORM_DISABLE_KERNELS=1``.
+
+Allocator: every contender allocates its output (25 MB for the largest fp32 case). With glibc's defaults, freed
+blocks at the top of the heap are given back to the system once enough is free, and the next allocation
+page-faults its memory back in (~6 ms for 25 MB here). Which contender pays that depends on where it sits in
+the round, not on its code: measured, one contender's forward took 9.5 ms in every round of a case where its
+code takes 3.5 ms. So the bench first tells glibc to keep freed memory (``mallopt``: no heap trimming, blocks
+up to 32 MB from the heap; recorded in the JSON's ``meta.keep_memory``); ``--no-keep-memory`` measures with
+the defaults.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import platform
@@ -37,6 +46,21 @@ DEFAULT_SHAPES = [
 ]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 LAYOUTS = ("contiguous", "channels_last")
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory in the process (see the module docstring); False if not glibc / refused.
+
+    ``M_TRIM_THRESHOLD`` (-1) = 2 GiB: the heap is not trimmed; ``M_MMAP_THRESHOLD`` (-3) = 32 MiB, the largest
+    glibc accepts: blocks below it come from the heap (whose freed pages stay mapped) instead of fresh ``mmap``s.
+    """
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-1, 2**31 - 1)) and bool(libc.mallopt(-3, 32 * 2**20))
+    except (OSError, AttributeError):  # not glibc
+        return False
 
 
 def parse_shapes(text: str) -> list[tuple[int, ...]]:
@@ -278,6 +302,9 @@ def register(subparsers) -> None:
     p.add_argument("--e2e-only", action="store_true", help="only the end-to-end training step")
     p.add_argument("--json", type=Path, default=None, help="write results to this JSON file (after each case)")
     p.add_argument("--resume", action="store_true", help="skip cases already in --json FILE")
+    p.add_argument("--no-keep-memory", action="store_true",
+                   help="leave glibc's malloc defaults (by default freed memory is kept, so that no contender "
+                        "pays page faults for its output allocation because of where it sits in the round)")
     p.set_defaults(func=run)
 
 
@@ -309,7 +336,8 @@ def run(args) -> int:
         if s[1] % args.groups:
             raise ValueError(f"--groups={args.groups} does not divide num_channels={s[1]} of shape {s}")
 
-    doc = {"meta": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor()
+    kept = False if args.no_keep_memory else keep_freed_memory()
+    doc = {"meta": {"keep_memory": kept, "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor()
                     or platform.machine(), "isa": kernels.ISA_NAMES[kernels.isa()], "repeats": args.repeats,
                     "warmup": args.warmup}, "cases": [], "e2e": None}
     if args.resume and args.json and args.json.exists():
@@ -326,7 +354,7 @@ def run(args) -> int:
             tmp.replace(args.json)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, kernels: {doc['meta']['isa']}; "
-          f"medians of {args.repeats} interleaved rounds")
+          f"medians of {args.repeats} interleaved rounds; freed memory kept: {'yes' if kept else 'no'}")
     cases = [] if args.e2e_only else [(s, d, lay) for s in shapes for d in dtypes for lay in layouts]
     for shape, d, lay in tqdm(cases, desc="bench", unit="case", disable=not cases):
         key = f"{tuple(shape)}|{str(DTYPES[d]).replace('torch.', '')}|{lay}|{args.groups}"
