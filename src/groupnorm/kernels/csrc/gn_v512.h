@@ -33,21 +33,32 @@ static inline vf load(const bf16_t *p, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 static inline vf load(const f16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
-static inline void store(float *p, vf v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
-static inline void store(bf16_t *p, vf v, __mmask16 m) { /* round to nearest even; NaN stays a quiet NaN */
+/* 16 floats as 16 bfloat16 / float16 bit patterns: round to nearest even, NaN stays a quiet NaN */
+static inline __m256i pack(vf v, const bf16_t *) {
 #ifdef __AVX512BF16__ /* one instruction, the same rounding and NaN quieting as the sequence below */
-    _mm256_mask_storeu_epi16(p, m, (__m256i)_mm512_cvtneps_pbh(v));
-    return;
-#endif
+    return (__m256i)_mm512_cvtneps_pbh(v);
+#else
     const __m512i u = _mm512_castps_si512(v);
     const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
     const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-    _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(r));
+    return _mm512_cvtepi32_epi16(r);
+#endif
 }
-static inline void store(f16_t *p, vf v, __mmask16 m) { /* round to nearest even (F16C conversion) */
-    _mm256_mask_storeu_epi16(p, m, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+static inline __m256i pack(vf v, const f16_t *) { return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+static inline void store(float *p, vf v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
+static inline void store(bf16_t *p, vf v, __mmask16 m) { _mm256_mask_storeu_epi16(p, m, pack(v, p)); }
+static inline void store(f16_t *p, vf v, __mmask16 m) { _mm256_mask_storeu_epi16(p, m, pack(v, p)); }
+/* non-temporal stores of 16 values to an address aligned to their size (64 bytes float, 32 bytes half): the
+ * line is written without being read first (a plain store reads it: one more memory stream) */
+static inline void stream(float *p, vf v) { _mm512_stream_ps(p, v); }
+static inline void stream(bf16_t *p, vf v) { _mm256_stream_si256((__m256i *)p, pack(v, p)); }
+static inline void stream(f16_t *p, vf v) { _mm256_stream_si256((__m256i *)p, pack(v, p)); }
+/* elements before p + i is aligned for stream() (p is aligned to its element size, as torch allocates) */
+template <typename T> static inline i64 head_to_align(const T *p) {
+    const uintptr_t a = (uintptr_t)(sizeof(T) * W);
+    return (i64)(((a - ((uintptr_t)p % a)) % a) / sizeof(T));
 }
 
 /* ---------------------------------------------------------------- activations (as gn_impl.h's scalar ones) */
@@ -177,58 +188,72 @@ static inline void bwd_row_sums(const T *dy, const T *x, i64 L, float mf, float 
     }, sa, sb);
 }
 
-/* y = act((x - mf) * a + bb) over a run */
-template <typename T, int ACT> static inline void row_apply(const T *x, T *y, i64 S, float mf, float a, float bb) {
+/* y = act((x - mf) * a + bb) over a run; nt: whole aligned vectors with non-temporal stores (large outputs) */
+template <typename T, int ACT>
+static inline void row_apply(const T *x, T *y, i64 S, float mf, float a, float bb, bool nt) {
     const vf vm = set1(mf), va = set1(a), vb = set1(bb);
+    auto v = [&](i64 s, __mmask16 m) { return act_f<ACT>(_mm512_fmadd_ps(_mm512_sub_ps(load(x + s, m), vm), va, vb)); };
     i64 s = 0;
-    for (; s + W <= S; s += W)
-        store(y + s, act_f<ACT>(_mm512_fmadd_ps(_mm512_sub_ps(load(x + s, 0xffff), vm), va, vb)), 0xffff);
-    if (s < S) {
-        const __mmask16 m = tail_mask(S - s);
-        store(y + s, act_f<ACT>(_mm512_fmadd_ps(_mm512_sub_ps(load(x + s, m), vm), va, vb)), m);
+    if (nt) {
+        const i64 h = head_to_align(y) < S ? head_to_align(y) : S;
+        if (h > 0) store(y, v(0, tail_mask(h)), tail_mask(h));
+        for (s = h; s + W <= S; s += W) stream(y + s, v(s, 0xffff));
+    } else {
+        for (; s + W <= S; s += W) store(y + s, v(s, 0xffff), 0xffff);
     }
+    if (s < S) store(y + s, v(s, tail_mask(S - s)), tail_mask(S - s));
 }
 
-/* dx = al * dv + (x - mf) * k1 + k2 over a run */
+/* dx = al * dv + (x - mf) * k1 + k2 over a run (nt as in row_apply) */
 template <typename T, int ACT>
 static inline void row_dx(const T *x, const T *dy, T *o, i64 S, float mf, float a, float bb, float al, float k1,
-                          float k2) {
+                          float k2, bool nt) {
     const vf vm = set1(mf), va = set1(a), vb = set1(bb), val = set1(al), vk1 = set1(k1), vk2 = set1(k2);
-    for (i64 s = 0; s < S; s += W) {
-        const __mmask16 m = tail_mask(S - s);
+    auto dx = [&](i64 s, __mmask16 m) {
         const vf xc = _mm512_sub_ps(load(x + s, m), vm);
         const vf g = act_b<ACT>(_mm512_fmadd_ps(xc, va, vb), load(dy + s, m));
-        store(o + s, _mm512_fmadd_ps(val, g, _mm512_fmadd_ps(xc, vk1, vk2)), m);
+        return _mm512_fmadd_ps(val, g, _mm512_fmadd_ps(xc, vk1, vk2));
+    };
+    i64 s = 0;
+    if (nt) {
+        const i64 h = head_to_align(o) < S ? head_to_align(o) : S;
+        if (h > 0) store(o, dx(0, tail_mask(h)), tail_mask(h));
+        for (s = h; s + W <= S; s += W) stream(o + s, dx(s, 0xffff));
     }
+    for (; s < S; s += W) store(o + s, dx(s, tail_mask(S - s)), tail_mask(S - s));
 }
 
-#ifdef __AVX512BF16__
-/* ---------------------------------------------------------------- channels-last (NSC) rows, bfloat16 level
+/* ---------------------------------------------------------------- channels-last (NSC) rows
  * One row of C channels against the per-channel float arrays: the portable nsc_row_apply / nsc_row_dx loops
- * with masked tails and the one-instruction bfloat16 store (the sums, which store nothing, stay portable). Only the AVX512_BF16 level uses them: with the integer rounding
- * sequence (the AVX-512 level) the compiler's own vectorization of the portable loops was as fast or faster. */
+ * with masked tails (the sums, which store nothing, stay portable). gn_impl.h uses them on the AVX512_BF16
+ * level (one-instruction bfloat16 stores) and for non-temporal stores (nt: rows start aligned to a vector's
+ * size and C is a multiple of 16); otherwise (the AVX-512 level's integer bfloat16 rounding, plain stores) the
+ * compiler's own vectorization of the portable loops was as fast or faster. */
 template <typename T, int ACT>
-static inline void nsc_row_apply(const T *xr, const float *mf, const float *a, const float *bb, T *yr, i64 C) {
+static inline void nsc_row_apply(const T *xr, const float *mf, const float *a, const float *bb, T *yr, i64 C,
+                                 bool nt) {
     for (i64 c = 0; c < C; c += W) {
         const __mmask16 m = tail_mask(C - c);
         const vf v = _mm512_fmadd_ps(_mm512_sub_ps(load(xr + c, m), _mm512_maskz_loadu_ps(m, mf + c)),
                                      _mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, bb + c));
-        store(yr + c, act_f<ACT>(v), m);
+        if (nt) stream(yr + c, act_f<ACT>(v));
+        else store(yr + c, act_f<ACT>(v), m);
     }
 }
 template <typename T, int ACT>
 static inline void nsc_row_dx(const T *xr, const T *gr, const float *mf, const float *a, const float *bb,
-                              const float *al, const float *k1, const float *k2, T *o, i64 C) {
+                              const float *al, const float *k1, const float *k2, T *o, i64 C, bool nt) {
     for (i64 c = 0; c < C; c += W) {
         const __mmask16 m = tail_mask(C - c);
         const vf xc = _mm512_sub_ps(load(xr + c, m), _mm512_maskz_loadu_ps(m, mf + c));
         const vf g = act_b<ACT>(_mm512_fmadd_ps(xc, _mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, bb + c)),
                                 load(gr + c, m));
         const vf lin = _mm512_fmadd_ps(xc, _mm512_maskz_loadu_ps(m, k1 + c), _mm512_maskz_loadu_ps(m, k2 + c));
-        store(o + c, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, al + c), g, lin), m);
+        const vf v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, al + c), g, lin);
+        if (nt) stream(o + c, v);
+        else store(o + c, v, m);
     }
 }
-#endif
 
 }  // namespace v512
 
