@@ -262,16 +262,25 @@ template <typename A> static inline A round_mean(double mean, double *delta) {
     return mf;
 }
 
-/* Per (n, c) coefficients of the affine map v = (x - mf) * a + bb. */
+/* Coefficients of the affine map v = (x - mf) * a + bb for channels c0 .. c0 + n - 1 of one (sample, group)
+ * with mean / rstd (mf = round_mean(mean), the same for the whole group): a[j] = rstd * w, bb[j] = b - delta *
+ * a[j] with delta = mean - mf folded in double, and al[j] = rstd * w (for dx) if al is not null. One loop
+ * over channels that the compiler vectorizes (channel by channel, this setup cost as much as a 7x7 channel's
+ * own values). */
 template <typename T, typename A>
-static inline void affine_coef(double mean, double rstd, const T *w, const T *b, i64 c, A *mf, A *a, A *bb) {
+static inline void channel_coefs(double mean, double rstd, const T *w, const T *b, i64 c0, i64 n, A *GN_R a,
+                                 A *GN_R bb, A *GN_R al) {
     double delta;
-    *mf = round_mean<A>(mean, &delta);
-    double wc = w ? (double)ld(w + c) : 1.0, bc = b ? (double)ld(b + c) : 0.0;
-    double ad = rstd * wc;
-    *a = (A)ad;
-    *bb = (A)(bc - delta * ad);
+    (void)round_mean<A>(mean, &delta);
+    for (i64 j = 0; j < n; ++j) {
+        const double wc = w ? (double)ld(w + c0 + j) : 1.0, bc = b ? (double)ld(b + c0 + j) : 0.0;
+        const double ad = rstd * wc;
+        a[j] = (A)ad;
+        bb[j] = (A)(bc - delta * ad);
+        if (al) al[j] = (A)(rstd * wc);
+    }
 }
+enum { CBLK = 256 }; /* channels whose coefficients are computed at once (on the stack) */
 
 /* Inner loops over the C channels of one row, with restrict-qualified arguments: for fp32 every array is a
  * float*, and without restrict the compiler gives up the run-time alias checks and leaves the loop scalar. */
@@ -399,13 +408,14 @@ static int fwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
         const double mu = (double)K + m1, rs = 1.0 / sqrt(var + eps);
         mean[it] = mu;
         rstd[it] = rs;
-        for (i64 cc = 0; cc < D; ++cc) {
-            const i64 c = g * D + cc;
-            A mf, a, bb;
-            affine_coef<T, A>(mu, rs, w, b, c, &mf, &a, &bb);
-            const T *xr = xg + cc * S;
-            T *yr = yg + cc * S;
-            ncs_row_apply<T, A, ACT>(xr, yr, S, mf, a, bb, nts);
+        double delta;
+        const A mf = round_mean<A>(mu, &delta);
+        for (i64 cb = 0; cb < D; cb += CBLK) {
+            const i64 nb = D - cb < CBLK ? D - cb : CBLK;
+            A ca[CBLK], cbb[CBLK];
+            channel_coefs<T, A>(mu, rs, w, b, g * D + cb, nb, ca, cbb, (A *)nullptr);
+            for (i64 j = 0; j < nb; ++j)
+                ncs_row_apply<T, A, ACT>(xg + (cb + j) * S, yg + (cb + j) * S, S, mf, ca[j], cbb[j], nts);
         }
     }
     store_fence(nts);
@@ -500,7 +510,10 @@ static void nsc_stats_reduce(const NscPlan &P, const T *x, i64 n, double *part, 
         const double rs = 1.0 / sqrt(m2g / (double)(D * S) + eps);
         mean[n * P.G + g] = mu;
         rstd[n * P.G + g] = rs;
-        for (i64 c = g * D; c < (g + 1) * D; ++c) affine_coef<T, A>(mu, rs, w, b, c, mfp + c, ap + c, bbp + c);
+        double delta;
+        const A mf = round_mean<A>(mu, &delta);
+        for (i64 c = g * D; c < (g + 1) * D; ++c) mfp[c] = mf;
+        channel_coefs<T, A>(mu, rs, w, b, g * D, D, ap + g * D, bbp + g * D, (A *)nullptr);
     }
 }
 
@@ -631,8 +644,8 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
     FtzGuard ftz;
-    /* per-channel (mf, a, bb, al) of the current group, computed for the sums and reused for dx */
-    A *cf = (A *)malloc(sizeof(A) * (size_t)(4 * D));
+    /* per-channel a, bb, al of the current group (planar), computed for the sums and reused for dx */
+    A *cf = (A *)malloc(sizeof(A) * (size_t)(3 * D));
     if (!cf) {
 #pragma omp atomic write
         err = GN_ENOMEM;
@@ -643,14 +656,13 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
         const i64 n = it / G, g = it % G, c0 = g * D;
         const double mu = mean[it], rs = rstd[it];
         double delta;
-        (void)round_mean<A>(mu, &delta);
+        const A mf = round_mean<A>(mu, &delta);
+        const A *ca = cf, *cbb = cf + D, *cal = cf + 2 * D;
+        channel_coefs<T, A>(mu, rs, w, b, c0, D, cf, cf + D, cf + 2 * D);
         for (i64 cc = 0; cc < D; ++cc) {
             const i64 c = c0 + cc, off = (n * C + c) * S;
-            A *q = cf + 4 * cc;
-            affine_coef<T, A>(mu, rs, w, b, c, q, q + 1, q + 2);
-            q[3] = (A)(rs * (w ? (double)ld(w + c) : 1.0));
             double sa, sb;
-            bwd_row_sums<T, A, ACT>(dy + off, x + off, S, q[0], q[1], q[2], &sa, &sb);
+            bwd_row_sums<T, A, ACT>(dy + off, x + off, S, mf, ca[cc], cbb[cc], &sa, &sb);
             Ab[n * C + c] = sa;
             Bb[n * C + c] = sb - delta * sa; /* centred on the exact mean */
         }
@@ -659,8 +671,7 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
         const A k1 = (A)k.k1, k2 = (A)k.k2;
         for (i64 cc = 0; cc < D; ++cc) {
             const i64 off = (n * C + c0 + cc) * S;
-            const A *q = cf + 4 * cc;
-            ncs_row_dx<T, A, ACT>(x + off, dy + off, dx + off, S, q[0], q[1], q[2], q[3], k1, k2, nts);
+            ncs_row_dx<T, A, ACT>(x + off, dy + off, dx + off, S, mf, ca[cc], cbb[cc], cal[cc], k1, k2, nts);
         }
     }
     /* implicit barrier: every sample's sums exist; err is read after it (the same value in every thread) */
@@ -683,11 +694,11 @@ static void nsc_bwd_coef_init(const NscPlan &P, i64 n, const double *mean, const
     const i64 C = P.C;
     A *q = coef + n * 6 * C;
     for (i64 g = 0; g < P.G; ++g) {
-        const i64 ng = n * P.G + g;
-        for (i64 c = g * P.D; c < (g + 1) * P.D; ++c) {
-            affine_coef<T, A>(mean[ng], rstd[ng], w, b, c, q + c, q + C + c, q + 2 * C + c);
-            q[3 * C + c] = (A)(rstd[ng] * (w ? (double)ld(w + c) : 1.0));
-        }
+        const i64 ng = n * P.G + g, c0 = g * P.D;
+        double delta;
+        const A mf = round_mean<A>(mean[ng], &delta);
+        for (i64 c = c0; c < c0 + P.D; ++c) q[c] = mf;
+        channel_coefs<T, A>(mean[ng], rstd[ng], w, b, c0, P.D, q + C + c0, q + 2 * C + c0, q + 3 * C + c0);
     }
 }
 
