@@ -161,6 +161,23 @@ struct FtzGuard {
 #endif
 };
 
+/* A thread's scratch buffer inside a parallel region: allocated on entry, freed on exit; if the allocation
+ * fails it sets *err to GN_ENOMEM (atomically: every thread may write it) and ok() is false, so the thread skips
+ * its items while still reaching every barrier; the caller returns the error after the region. */
+template <typename A> struct ThreadScratch {
+    A *p;
+    ThreadScratch(i64 n, int *err) : p((A *)malloc(sizeof(A) * (size_t)n)) {
+        if (!p) {
+#pragma omp atomic write
+            *err = GN_ENOMEM;
+        }
+    }
+    ~ThreadScratch() { free(p); }
+    bool ok() const { return p != NULL; }
+    ThreadScratch(const ThreadScratch &) = delete;
+    ThreadScratch &operator=(const ThreadScratch &) = delete;
+};
+
 enum { FLUSH = 64 };    /* channels-last: rows summed in the compute type before folding into double */
 #define GN_R __restrict
 
@@ -541,13 +558,10 @@ static int fwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
     if (!err) {
 #pragma omp parallel num_threads(P.nt) if (P.nt > 1)
         {
-            A *scratch = (A *)malloc(sizeof(A) * (size_t)(3 * C));
-            int ok = scratch != NULL;
+            ThreadScratch<A> ts(3 * C, &err);
+            A *scratch = ts.p;
+            const bool ok = ts.ok();
             FtzGuard ftz;
-            if (!ok) {
-#pragma omp atomic write
-                err = GN_ENOMEM;
-            }
             if (P.per_sample) {
 #pragma omp for schedule(dynamic, 1)
                 for (i64 n = 0; n < N; ++n) {
@@ -569,7 +583,6 @@ static int fwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
                 }
             }
             store_fence(P.nts);
-            free(scratch);
         }
     }
     free(part);
@@ -656,11 +669,8 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
     {
     FtzGuard ftz;
     /* per-channel a, bb, al of the current group (planar), computed for the sums and reused for dx */
-    A *cf = (A *)malloc(sizeof(A) * (size_t)(3 * D));
-    if (!cf) {
-#pragma omp atomic write
-        err = GN_ENOMEM;
-    }
+    ThreadScratch<A> ts(3 * D, &err);
+    A *cf = ts.p;
 #pragma omp for schedule(dynamic, chunk)
     for (i64 it = 0; it < items; ++it) {
         if (!cf) continue;
@@ -691,7 +701,6 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
         for (i64 g = 0; g < G; ++g) param_grads_group<T>(g, N, C, G, rstd, Ab, Bb, dw, db);
     }
     store_fence(nts);
-    free(cf);
     }
     free(Ab);
     return err;
@@ -783,13 +792,10 @@ static int bwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
         double *Bb = Ab + N * C;
 #pragma omp parallel num_threads(P.nt) if (P.nt > 1)
         {
-            A *scratch = (A *)malloc(sizeof(A) * (size_t)(2 * C));
-            int ok = scratch != NULL;
+            ThreadScratch<A> ts(2 * C, &err);
+            A *scratch = ts.p;
+            const bool ok = ts.ok();
             FtzGuard ftz;
-            if (!ok) {
-#pragma omp atomic write
-                err = GN_ENOMEM;
-            }
             if (P.per_sample) {
 #pragma omp for schedule(dynamic, 1)
                 for (i64 n = 0; n < N; ++n) {
@@ -822,7 +828,6 @@ static int bwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
                 for (i64 g = 0; g < G; ++g) param_grads_group<T>(g, N, C, G, rstd, Ab, Bb, dw, db);
             }
             store_fence(P.nts);
-            free(scratch);
         }
     }
     free(coef);
