@@ -124,7 +124,7 @@ def test_group_larger_than_l2_cache():
         check_against_reference(x, w, b, dy, 1, "silu")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("cl", [False, True])
 def test_large_outputs_take_non_temporal_stores(dtype, cl):
     """Outputs of 4 MiB or more (y, dx) are written with non-temporal stores on the AVX-512 levels: 182x181 maps
@@ -133,6 +133,15 @@ def test_large_outputs_take_non_temporal_stores(dtype, cl):
     x, w, b, dy = make_case((2, 32, 182, 181), dtype, cl, seed=3)
     assert x.numel() * x.element_size() >= 4 << 20
     check_against_reference(x, w, b, dy, 8, "silu")
+
+
+@pytest.mark.parametrize("shape, groups", [((4, 262144, 1), 1024), ((1, 65536, 17), 4096)])
+def test_non_temporal_stores_with_rows_shorter_than_a_vector(shape, groups):
+    """4 MiB outputs whose contiguous rows (one channel) hold 1 or 17 values: the aligned head can be longer than
+    the row, and most rows have no whole vector to stream."""
+    x, w, b, dy = make_case(shape, torch.float32, False, seed=5)
+    assert x.numel() * x.element_size() >= 4 << 20
+    check_against_reference(x, w, b, dy, groups, "relu")
 
 
 @pytest.mark.parametrize("cl", [False, True])
