@@ -314,6 +314,9 @@ static inline void nsc_row_sums(const T *GN_R row, const A *GN_R K, A *GN_R f1, 
  * first, an order that depends only on the shape. */
 template <typename T, typename A>
 static inline void nsc_row4_sums(const T *GN_R row, const A *GN_R K, A *GN_R f1, A *GN_R f2, i64 C) {
+#ifdef GN_AVX512
+    if constexpr (std::is_same<T, f16_t>::value) return v512::nsc_row4_sums<T>(row, K, f1, f2, C);
+#endif
     for (i64 c = 0; c < C; ++c) {
         const A k = K[c];
         const A d0 = ld(row + c) - k, d1 = ld(row + C + c) - k, d2 = ld(row + 2 * C + c) - k,
@@ -327,7 +330,8 @@ static inline void nsc_row_apply(const T *GN_R xr, const A *GN_R mf, const A *GN
                                  i64 C, bool nt) {
 #ifdef GN_AVX512
     if constexpr (std::is_same<A, float>::value)
-        if (nt || GN_BF16_LEVEL) return v512::nsc_row_apply<T, ACT>(xr, mf, a, bb, yr, C, nt);
+        if (nt || GN_BF16_LEVEL || std::is_same<T, f16_t>::value)
+            return v512::nsc_row_apply<T, ACT>(xr, mf, a, bb, yr, C, nt);
 #endif
     (void)nt;
     for (i64 c = 0; c < C; ++c) st(yr + c, act_f<ACT, A>((ld(xr + c) - mf[c]) * a[c] + bb[c]));
@@ -345,6 +349,9 @@ static inline void nsc_row_bwd_sums(const T *GN_R xr, const T *GN_R gr, const A 
 template <typename T, typename A, int ACT>
 static inline void nsc_row4_bwd_sums(const T *GN_R xr, const T *GN_R gr, const A *GN_R mf, const A *GN_R a,
                                      const A *GN_R bb, A *GN_R f1, A *GN_R f2, i64 C) {
+#ifdef GN_AVX512
+    if constexpr (std::is_same<T, f16_t>::value) return v512::nsc_row4_bwd_sums<T, ACT>(xr, gr, mf, a, bb, f1, f2, C);
+#endif
     for (i64 c = 0; c < C; ++c) {
         const A m = mf[c], ac = a[c], b = bb[c];
         const A x0 = ld(xr + c) - m, x1 = ld(xr + C + c) - m, x2 = ld(xr + 2 * C + c) - m, x3 = ld(xr + 3 * C + c) - m;
@@ -360,7 +367,8 @@ static inline void nsc_row_dx(const T *GN_R xr, const T *GN_R gr, const A *GN_R 
                               i64 C, bool nt) {
 #ifdef GN_AVX512
     if constexpr (std::is_same<A, float>::value)
-        if (nt || GN_BF16_LEVEL) return v512::nsc_row_dx<T, ACT>(xr, gr, mf, a, bb, al, k1, k2, o, C, nt);
+        if (nt || GN_BF16_LEVEL || std::is_same<T, f16_t>::value)
+            return v512::nsc_row_dx<T, ACT>(xr, gr, mf, a, bb, al, k1, k2, o, C, nt);
 #endif
     (void)nt;
     for (i64 c = 0; c < C; ++c) {

@@ -255,6 +255,44 @@ static inline void nsc_row_dx(const T *xr, const T *gr, const float *mf, const f
     }
 }
 
+/* Four consecutive channels-last rows against the per-channel float accumulators (as the portable
+ * nsc_row4_sums / nsc_row4_bwd_sums, same order of additions); gn_impl.h uses them for float16 data, whose
+ * loads are one vcvtph2ps here but an integer sequence in the portable code. */
+template <typename T>
+static inline void nsc_row4_sums(const T *row, const float *K, float *f1, float *f2, i64 C) {
+    for (i64 c = 0; c < C; c += W) {
+        const __mmask16 m = tail_mask(C - c);
+        const vf k = _mm512_maskz_loadu_ps(m, K + c);
+        const vf d0 = _mm512_maskz_sub_ps(m, load(row + c, m), k), d1 = _mm512_maskz_sub_ps(m, load(row + C + c, m), k),
+                 d2 = _mm512_maskz_sub_ps(m, load(row + 2 * C + c, m), k),
+                 d3 = _mm512_maskz_sub_ps(m, load(row + 3 * C + c, m), k);
+        const vf s1 = _mm512_add_ps(_mm512_add_ps(d0, d1), _mm512_add_ps(d2, d3));
+        const vf s2 = _mm512_add_ps(_mm512_fmadd_ps(d0, d0, _mm512_mul_ps(d1, d1)),
+                                    _mm512_fmadd_ps(d2, d2, _mm512_mul_ps(d3, d3)));
+        _mm512_mask_storeu_ps(f1 + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, f1 + c), s1));
+        _mm512_mask_storeu_ps(f2 + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, f2 + c), s2));
+    }
+}
+template <typename T, int ACT>
+static inline void nsc_row4_bwd_sums(const T *xr, const T *gr, const float *mf, const float *a, const float *bb,
+                                     float *f1, float *f2, i64 C) {
+    for (i64 c = 0; c < C; c += W) {
+        const __mmask16 m = tail_mask(C - c);
+        const vf vm = _mm512_maskz_loadu_ps(m, mf + c), va = _mm512_maskz_loadu_ps(m, a + c),
+                 vb = _mm512_maskz_loadu_ps(m, bb + c);
+        vf g[4], xc[4];
+        for (int r = 0; r < 4; ++r) {
+            xc[r] = _mm512_maskz_sub_ps(m, load(xr + r * C + c, m), vm);
+            g[r] = act_b<ACT>(_mm512_fmadd_ps(xc[r], va, vb), load(gr + r * C + c, m));
+        }
+        const vf s1 = _mm512_add_ps(_mm512_add_ps(g[0], g[1]), _mm512_add_ps(g[2], g[3]));
+        const vf s2 = _mm512_add_ps(_mm512_fmadd_ps(g[0], xc[0], _mm512_mul_ps(g[1], xc[1])),
+                                    _mm512_fmadd_ps(g[2], xc[2], _mm512_mul_ps(g[3], xc[3])));
+        _mm512_mask_storeu_ps(f1 + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, f1 + c), s1));
+        _mm512_mask_storeu_ps(f2 + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, f2 + c), s2));
+    }
+}
+
 }  // namespace v512
 
 #endif
