@@ -66,13 +66,11 @@ static inline vf rcp(vf d) { /* 1 / d for normal d: rcp14 and one Newton step */
     const vf r = _mm512_rcp14_ps(d);
     return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, set1(1.0f)), r);
 }
-static inline vf vexp(vf x) {
+static inline vf vexp(vf x) { /* 2^n * p(r), n = round(x * log2(e)), r = x - n * ln 2 (two-part constant) */
     x = _mm512_max_ps(set1(-87.0f), x); /* NaN passes through (max / min return the second operand) */
     x = _mm512_min_ps(set1(87.0f), x);
-    const vf magic = set1(12582912.0f);
-    const vf t = _mm512_fmadd_ps(x, set1(1.44269504088896341f), magic);
-    const vf n = _mm512_sub_ps(t, magic);
-    const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_castps_si512(magic));
+    const vf n = _mm512_roundscale_ps(_mm512_mul_ps(x, set1(1.44269504088896341f)),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     vf r = _mm512_fnmadd_ps(n, set1(0.693359375f), x);
     r = _mm512_fnmadd_ps(n, set1(-2.12194440e-4f), r);
     vf p = set1(1.9875691500e-4f);
@@ -82,8 +80,7 @@ static inline vf vexp(vf x) {
     p = _mm512_fmadd_ps(p, r, set1(1.6666665459e-1f));
     p = _mm512_fmadd_ps(p, r, set1(5.0000001201e-1f));
     p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, set1(1.0f)));
-    const vf scale = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(ni, _mm512_set1_epi32(127)), 23));
-    return _mm512_mul_ps(p, scale);
+    return _mm512_scalef_ps(p, n); /* p * 2^n in one instruction (vscalefps) */
 }
 static inline vf verf(vf x) {
     const vf ax = _mm512_abs_ps(x);
