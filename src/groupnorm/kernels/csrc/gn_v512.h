@@ -1,6 +1,11 @@
-/* Hand-written AVX-512 versions of the contiguous-layout (NCS) inner loops of gn_impl.h, for the float compute
- * type (float32, bfloat16 and float16 data). Included by gn_impl.h inside its namespace when the level is
- * compiled with AVX-512 F/BW/VL/DQ (x86-64-v4); the other levels use the portable loops.
+/* Hand-written AVX-512 loops for gn_impl.h, for the float compute type (float32, bfloat16 and float16 data).
+ * Included by gn_impl.h inside its namespace when the level is compiled with AVX-512 F/BW/VL/DQ (x86-64-v4,
+ * and x86-64-v4 + AVX512_BF16); the other levels use the portable loops. What is here:
+ *  - masked loads / stores and non-temporal stores of 16 values of each dtype (one-instruction conversions:
+ *    vcvtph2ps / vcvtps2ph for float16, vcvtneps2bf16 for bfloat16 on the AVX512_BF16 level);
+ *  - the activations and their derivatives on vectors (exp with vscalefps, 1 / d as rcp14 + one Newton step);
+ *  - the contiguous layout's four inner loops (group sums, apply, backward sums, dx);
+ *  - channels-last rows (apply, dx; and the four-row sums for float16), used where they measured faster.
  *
  * Why: a channel of a 7x7 or 14x14 map is a run of 49 or 196 values. The compiler's loops pay a scalar tail
  * and, for the sums, a lane combine that costs more than the run itself; here every run is whole vectors of 16
@@ -9,7 +14,7 @@
  *
  * Same math as the portable code: sums of shifted values in float lanes, folded into double in a fixed order
  * that depends only on the run's length (so results do not depend on the thread count); activations use the
- * same exp polynomial and erf approximation, with 1 / d computed as rcp14 plus one Newton step (~1 ulp).
+ * same exp polynomial and erf approximation (results within ~1 ulp of the portable code's).
  */
 #ifndef GN_V512_INCLUDED_IN_NS
 #define GN_V512_INCLUDED_IN_NS
