@@ -29,6 +29,8 @@ X86_LEVELS = {  # source -> flags
     f"{CSRC}/gn_isa_avx512bf16.cpp": ["-march=x86-64-v4", "-mavx512bf16", "-mtune=generic",
                                       "-mprefer-vector-width=512"],
 }
+# A compiler without -mavx512bf16 (GCC < 10) still builds the other levels: this one is then left out.
+OPTIONAL_LEVELS = {f"{CSRC}/gn_isa_avx512bf16.cpp": ("GN_HAVE_AVX512BF16", "1")}
 
 
 def _is_x86_64() -> bool:
@@ -50,11 +52,20 @@ class BuildKernels(build_ext):
 
         def compile_one(item):
             src, flags = item
-            return self.compiler.compile([src], output_dir=self.build_temp, include_dirs=[CSRC],
-                                         extra_postargs=COMMON_FLAGS + flags, depends=HEADERS, macros=macros)
+            try:
+                return src, self.compiler.compile([src], output_dir=self.build_temp, include_dirs=[CSRC],
+                                                  extra_postargs=COMMON_FLAGS + flags, depends=HEADERS,
+                                                  macros=macros)
+            except CompileError:
+                if src in OPTIONAL_LEVELS:
+                    print(f"warning: {src} did not compile; that instruction-set level is left out")
+                    return src, []
+                raise
 
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            objects = [o for objs in pool.map(compile_one, levels.items()) for o in objs]
+            built = list(pool.map(compile_one, levels.items()))
+        objects = [o for _, objs in built for o in objs]
+        macros = macros + [OPTIONAL_LEVELS[src] for src, objs in built if objs and src in OPTIONAL_LEVELS]
         ext.extra_objects = objects
         ext.define_macros = macros
         ext.extra_compile_args = COMMON_FLAGS

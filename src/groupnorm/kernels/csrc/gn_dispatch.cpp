@@ -26,11 +26,12 @@
     int backward(int, int, int64_t, int64_t, int64_t, int64_t, const void *, const void *, const double *,     \
                  const double *, const void *, const void *, int, void *, void *, void *, int);              \
     }
-/* GN_WITH_X86_LEVELS: all levels linked in (the package build); the sanitizer test links a subset. */
+/* GN_WITH_X86_LEVELS: the baseline, AVX2 and AVX-512 levels linked in (the package build); GN_HAVE_AVX512BF16
+ * is defined by setup.py when that level compiled (it needs a compiler with -mavx512bf16); the sanitizer test
+ * links a subset. */
 #ifdef GN_WITH_X86_LEVELS
 #define GN_HAVE_AVX2 1
 #define GN_HAVE_AVX512 1
-#define GN_HAVE_AVX512BF16 1
 #endif
 GN_DECLARE(gn_base)
 #ifdef GN_HAVE_AVX2
