@@ -13,7 +13,8 @@ strides are copied to contiguous first), weight / bias of x's dtype or None, act
 "silu" / "gelu" (exact, erf). Threads: ``torch.get_num_threads()``.
 
 Switches: the environment variable ``GROUPNORM_DISABLE_KERNELS=1`` (read at every call) forces the plain
-path; :func:`set_isa` forces an instruction-set level (0 baseline, 1 AVX2, 2 AVX-512) for testing.
+path; :func:`set_isa` forces an instruction-set level (0 baseline, 1 AVX2, 2 AVX-512, 3 AVX-512 with AVX512_BF16 for
+bfloat16 data) for testing.
 """
 from __future__ import annotations
 
@@ -82,7 +83,8 @@ def _in_onnx_export() -> bool:
 
 
 def isa() -> int:
-    """The instruction-set level in use: 0 baseline, 1 AVX2 (x86-64-v3), 2 AVX-512 (x86-64-v4)."""
+    """The instruction-set level in use: 0 baseline, 1 AVX2 (x86-64-v3), 2 AVX-512 (x86-64-v4), 3 AVX-512 +
+    AVX512_BF16 (bfloat16 data on level 3 code, other dtypes on level 2's)."""
     return _lib.isa()
 
 
