@@ -3,9 +3,10 @@
 The kernels (src/groupnorm/kernels/csrc) are plain C++ with no PyTorch headers (no ABI lock to one torch
 release), linked into one shared library. Where Python's headers are found, the dispatcher also makes it a
 tiny Python module (``forward`` / ``backward`` entry points taking data pointers, ~0.5 us a call);
-``groupnorm.kernels`` imports that, and falls back to loading the same library's C ABI with ctypes. On x86-64 the kernel source is compiled three
-times (baseline x86-64, x86-64-v3 = AVX2/FMA/F16C, x86-64-v4 = AVX-512) and the library picks the best level
-the CPU supports at run time, so a wheel built here also runs on CPUs without AVX-512. The three compilations
+``groupnorm.kernels`` imports that, and falls back to loading the same library's C ABI with ctypes. On x86-64
+the kernel source is compiled four times (baseline x86-64, x86-64-v3 = AVX2/FMA/F16C, x86-64-v4 = AVX-512, and
+x86-64-v4 + AVX512_BF16 for bfloat16 data, left out if the compiler lacks it) and the library picks the best
+level the CPU supports at run time, so a wheel built here also runs on CPUs without AVX-512. The compilations
 run in parallel. The extension is optional: without a working C++ compiler (or OpenMP) the package installs
 anyway and ``groupnorm.kernels.is_available()`` is False (the plain PyTorch path is used).
 """

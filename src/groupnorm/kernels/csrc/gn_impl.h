@@ -32,7 +32,7 @@
 #endif
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
 #include <immintrin.h>
-#define GN_AVX512 1 /* the contiguous-layout loops below have hand-written AVX-512 versions (gn_v512.h) */
+#define GN_AVX512 1 /* hand-written AVX-512 versions of the inner loops below (gn_v512.h) */
 #endif
 
 #ifndef GN_NS
@@ -199,7 +199,8 @@ template <typename T> static inline bool nt_output(i64 elems) {
     return false;
 #endif
 }
-/* channels-last rows take whole vectors of 16 with non-temporal stores: every row start must be aligned */
+/* channels-last rows take non-temporal stores only if every row starts aligned (C a multiple of 16, an aligned
+ * output), so that each row streams whole vectors with no unaligned head or tail */
 template <typename T> static inline bool nt_rows_ok(const T *out, i64 C) {
     return C % 16 == 0 && (uintptr_t)out % (16 * sizeof(T)) == 0;
 }
@@ -325,13 +326,17 @@ static inline void nsc_row4_sums(const T *GN_R row, const A *GN_R K, A *GN_R f1,
         f2[c] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
     }
 }
+/* whether the channels-last apply / dx rows take gn_v512.h's loops: for non-temporal stores, on the AVX512_BF16
+ * level, and for float16 (see the comment there) */
+template <typename T> static inline bool v512_nsc_rows(bool nt) {
+    return nt || GN_BF16_LEVEL || std::is_same<T, f16_t>::value;
+}
 template <typename T, typename A, int ACT>
 static inline void nsc_row_apply(const T *GN_R xr, const A *GN_R mf, const A *GN_R a, const A *GN_R bb, T *GN_R yr,
                                  i64 C, bool nt) {
 #ifdef GN_AVX512
     if constexpr (std::is_same<A, float>::value)
-        if (nt || GN_BF16_LEVEL || std::is_same<T, f16_t>::value)
-            return v512::nsc_row_apply<T, ACT>(xr, mf, a, bb, yr, C, nt);
+        if (v512_nsc_rows<T>(nt)) return v512::nsc_row_apply<T, ACT>(xr, mf, a, bb, yr, C, nt);
 #endif
     (void)nt;
     for (i64 c = 0; c < C; ++c) st(yr + c, act_f<ACT, A>((ld(xr + c) - mf[c]) * a[c] + bb[c]));
@@ -367,8 +372,7 @@ static inline void nsc_row_dx(const T *GN_R xr, const T *GN_R gr, const A *GN_R 
                               i64 C, bool nt) {
 #ifdef GN_AVX512
     if constexpr (std::is_same<A, float>::value)
-        if (nt || GN_BF16_LEVEL || std::is_same<T, f16_t>::value)
-            return v512::nsc_row_dx<T, ACT>(xr, gr, mf, a, bb, al, k1, k2, o, C, nt);
+        if (v512_nsc_rows<T>(nt)) return v512::nsc_row_dx<T, ACT>(xr, gr, mf, a, bb, al, k1, k2, o, C, nt);
 #endif
     (void)nt;
     for (i64 c = 0; c < C; ++c) {
@@ -686,8 +690,8 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
         const double mu = mean[it], rs = rstd[it];
         double delta;
         const A mf = round_mean<A>(mu, &delta);
-        const A *ca = cf, *cbb = cf + D, *cal = cf + 2 * D;
-        channel_coefs<T, A>(mu, rs, w, b, c0, D, cf, cf + D, cf + 2 * D);
+        A *ca = cf, *cbb = cf + D, *cal = cf + 2 * D;
+        channel_coefs<T, A>(mu, rs, w, b, c0, D, ca, cbb, cal);
         for (i64 cc = 0; cc < D; ++cc) {
             const i64 c = c0 + cc, off = (n * C + c) * S;
             double sa, sb;

@@ -65,6 +65,18 @@ template <typename T> static inline i64 head_to_align(const T *p) {
     const uintptr_t a = (uintptr_t)(sizeof(T) * W);
     return (i64)(((a - ((uintptr_t)p % a)) % a) / sizeof(T));
 }
+/* o[0 .. n) = the vectors v(i, mask) for i = 0, 16, ...: with nt, a masked plain store up to the first aligned
+ * address, non-temporal stores for the whole vectors after it, and a masked plain store for the tail; without
+ * nt, plain stores throughout (masked-off lanes are neither read nor written) */
+template <typename T, typename F> static inline void store_run(T *o, i64 n, bool nt, F v) {
+    i64 i = 0;
+    if (nt) {
+        const i64 h = head_to_align(o) < n ? head_to_align(o) : n;
+        if (h > 0) store(o, v(0, tail_mask(h)), tail_mask(h));
+        for (i = h; i + W <= n; i += W) stream(o + i, v(i, (__mmask16)0xffff));
+    }
+    for (; i < n; i += W) store(o + i, v(i, tail_mask(n - i)), tail_mask(n - i));
+}
 
 /* ---------------------------------------------------------------- activations (as gn_impl.h's scalar ones) */
 static inline vf rcp(vf d) { /* 1 / d for normal d: rcp14 and one Newton step */
@@ -194,16 +206,9 @@ static inline void bwd_row_sums(const T *dy, const T *x, i64 L, float mf, float 
 template <typename T, int ACT>
 static inline void row_apply(const T *x, T *y, i64 S, float mf, float a, float bb, bool nt) {
     const vf vm = set1(mf), va = set1(a), vb = set1(bb);
-    auto v = [&](i64 s, __mmask16 m) { return act_f<ACT>(_mm512_fmadd_ps(_mm512_sub_ps(load(x + s, m), vm), va, vb)); };
-    i64 s = 0;
-    if (nt) {
-        const i64 h = head_to_align(y) < S ? head_to_align(y) : S;
-        if (h > 0) store(y, v(0, tail_mask(h)), tail_mask(h));
-        for (s = h; s + W <= S; s += W) stream(y + s, v(s, 0xffff));
-    } else {
-        for (; s + W <= S; s += W) store(y + s, v(s, 0xffff), 0xffff);
-    }
-    if (s < S) store(y + s, v(s, tail_mask(S - s)), tail_mask(S - s));
+    store_run(y, S, nt, [&](i64 s, __mmask16 m) {
+        return act_f<ACT>(_mm512_fmadd_ps(_mm512_sub_ps(load(x + s, m), vm), va, vb));
+    });
 }
 
 /* dx = al * dv + (x - mf) * k1 + k2 over a run (nt as in row_apply) */
@@ -211,50 +216,37 @@ template <typename T, int ACT>
 static inline void row_dx(const T *x, const T *dy, T *o, i64 S, float mf, float a, float bb, float al, float k1,
                           float k2, bool nt) {
     const vf vm = set1(mf), va = set1(a), vb = set1(bb), val = set1(al), vk1 = set1(k1), vk2 = set1(k2);
-    auto dx = [&](i64 s, __mmask16 m) {
+    store_run(o, S, nt, [&](i64 s, __mmask16 m) {
         const vf xc = _mm512_sub_ps(load(x + s, m), vm);
         const vf g = act_b<ACT>(_mm512_fmadd_ps(xc, va, vb), load(dy + s, m));
         return _mm512_fmadd_ps(val, g, _mm512_fmadd_ps(xc, vk1, vk2));
-    };
-    i64 s = 0;
-    if (nt) {
-        const i64 h = head_to_align(o) < S ? head_to_align(o) : S;
-        if (h > 0) store(o, dx(0, tail_mask(h)), tail_mask(h));
-        for (s = h; s + W <= S; s += W) stream(o + s, dx(s, 0xffff));
-    }
-    for (; s < S; s += W) store(o + s, dx(s, tail_mask(S - s)), tail_mask(S - s));
+    });
 }
 
 /* ---------------------------------------------------------------- channels-last (NSC) rows
  * One row of C channels against the per-channel float arrays: the portable nsc_row_apply / nsc_row_dx loops
- * with masked tails (the sums, which store nothing, stay portable). gn_impl.h uses them on the AVX512_BF16
- * level (one-instruction bfloat16 stores) and for non-temporal stores (nt: rows start aligned to a vector's
- * size and C is a multiple of 16); otherwise (the AVX-512 level's integer bfloat16 rounding, plain stores) the
+ * with masked tails, stored through store_run. gn_impl.h (v512_nsc_rows) uses them on the AVX512_BF16 level
+ * (one-instruction bfloat16 stores), for float16 data (one-instruction conversions) and for non-temporal
+ * stores; otherwise (float32, and the AVX-512 level's integer bfloat16 rounding, with plain stores) the
  * compiler's own vectorization of the portable loops was as fast or faster. */
 template <typename T, int ACT>
 static inline void nsc_row_apply(const T *xr, const float *mf, const float *a, const float *bb, T *yr, i64 C,
                                  bool nt) {
-    for (i64 c = 0; c < C; c += W) {
-        const __mmask16 m = tail_mask(C - c);
-        const vf v = _mm512_fmadd_ps(_mm512_sub_ps(load(xr + c, m), _mm512_maskz_loadu_ps(m, mf + c)),
-                                     _mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, bb + c));
-        if (nt) stream(yr + c, act_f<ACT>(v));
-        else store(yr + c, act_f<ACT>(v), m);
-    }
+    store_run(yr, C, nt, [&](i64 c, __mmask16 m) {
+        return act_f<ACT>(_mm512_fmadd_ps(_mm512_sub_ps(load(xr + c, m), _mm512_maskz_loadu_ps(m, mf + c)),
+                                          _mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, bb + c)));
+    });
 }
 template <typename T, int ACT>
 static inline void nsc_row_dx(const T *xr, const T *gr, const float *mf, const float *a, const float *bb,
                               const float *al, const float *k1, const float *k2, T *o, i64 C, bool nt) {
-    for (i64 c = 0; c < C; c += W) {
-        const __mmask16 m = tail_mask(C - c);
+    store_run(o, C, nt, [&](i64 c, __mmask16 m) {
         const vf xc = _mm512_sub_ps(load(xr + c, m), _mm512_maskz_loadu_ps(m, mf + c));
         const vf g = act_b<ACT>(_mm512_fmadd_ps(xc, _mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, bb + c)),
                                 load(gr + c, m));
         const vf lin = _mm512_fmadd_ps(xc, _mm512_maskz_loadu_ps(m, k1 + c), _mm512_maskz_loadu_ps(m, k2 + c));
-        const vf v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, al + c), g, lin);
-        if (nt) stream(o + c, v);
-        else store(o + c, v, m);
-    }
+        return _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, al + c), g, lin);
+    });
 }
 
 /* Four consecutive channels-last rows against the per-channel float accumulators (as the portable
