@@ -366,18 +366,49 @@ def test_can_handle_and_disable_switch(monkeypatch):
 
 def test_functional_dispatches_to_kernels(monkeypatch):
     from groupnorm import functional
+    from groupnorm.kernels import ops
 
     calls = []
-    real = kernels.group_norm
-    monkeypatch.setattr(kernels, "group_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = ops.group_norm_eager
+    monkeypatch.setattr(ops, "group_norm_eager", lambda *a, **k: calls.append(1) or real(*a, **k))
     monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
     x = torch.randn(2, 8, 4, 4)
     y = functional.group_norm(x, 4, activation="silu")
     assert calls == [1]
+    # group_size=, an int eps and a NumPy float eps take the kernels too (after the full argument checks)
+    y_gs = functional.group_norm(x, group_size=2, eps=np.float64(1e-5), activation="silu")
+    assert calls == [1, 1]
+    torch.testing.assert_close(y_gs, y, rtol=0, atol=0)
+    functional.group_norm(x, 4, eps=0, activation="silu")
+    assert calls == [1, 1, 1]
     monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "1")
     y_plain = functional.group_norm(x, 4, activation="silu")
-    assert calls == [1]
+    assert calls == [1, 1, 1]
     torch.testing.assert_close(y, y_plain, rtol=1e-5, atol=1e-5)
+
+
+def test_functorch_transforms_take_the_plain_path():
+    from groupnorm import functional
+
+    x = torch.randn(3, 2, 8, 5, dtype=torch.float64)
+    w = torch.randn(8, dtype=torch.float64)
+    ys = torch.func.vmap(lambda t: functional.group_norm(t, 4, w, None, activation="silu"))(x)
+    for i in range(3):
+        torch.testing.assert_close(ys[i], functional.group_norm(x[i], 4, w, None, activation="silu"))
+    gw = torch.func.grad(lambda ww: functional.group_norm(x[0], 4, ww, None, activation="silu").square().sum())(w)
+    wr = w.clone().requires_grad_()
+    functional.group_norm(x[0], 4, wr, None, activation="silu").square().sum().backward()
+    torch.testing.assert_close(gw, wr.grad)
+
+
+def test_try_group_norm_declines_what_it_does_not_take():
+    x = torch.randn(2, 8, 4, 4)
+    assert kernels.try_group_norm(x, 4, None, None, 1e-5, None) is not None
+    for g, eps in ((3, 1e-5), (0, 1e-5), (-2, 1e-5), (4.0, 1e-5), (True, 1e-5), (4, -1.0), (4, float("nan")),
+                   (4, float("inf")), (4, True), (4, "1e-5")):
+        assert kernels.try_group_norm(x, g, None, None, eps, None) is None, (g, eps)
+    assert kernels.try_group_norm(x, 4, torch.ones(8, dtype=torch.float64), None, 1e-5, None) is None
+    assert kernels.try_group_norm(x, 4, None, None, 1e-5, "tanh") is None
 
 
 BAD_FORWARD = [

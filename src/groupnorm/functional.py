@@ -56,6 +56,10 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
     Uses the compiled CPU kernels (``groupnorm.kernels``) where they cover the case and the plain PyTorch
     path otherwise; both are tested against ``groupnorm.reference.group_norm``.
     """
+    if group_size is None:  # the usual call: when the kernels take it, their checks are the only ones
+        y = kernels.try_group_norm(x, num_groups, weight, bias, eps, activation)
+        if y is not None:
+            return y
     _check_input(x)
     c = int(x.shape[1])  # a plain int also under the TorchScript tracer (legacy ONNX export)
     g = resolve_num_groups(c, num_groups, group_size)
@@ -64,6 +68,5 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
     check_activation(activation)
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps >= 0:
         raise ValueError(f"eps must be a non-negative number, got eps={eps!r}")
-    if kernels.can_handle(x, weight, bias, activation):
-        return kernels.group_norm(x, g, weight, bias, float(eps), activation, validated=True)
-    return group_norm_plain(x, g, weight, bias, float(eps), activation)
+    y = kernels.try_group_norm(x, g, weight, bias, float(eps), activation)
+    return y if y is not None else group_norm_plain(x, g, weight, bias, float(eps), activation)

@@ -1,7 +1,7 @@
 """Compiled CPU kernels for GroupNorm with a fused activation (forward and backward).
 
-``groupnorm.functional.group_norm`` asks :func:`can_handle` and, if it says yes, calls :func:`group_norm`;
-otherwise it takes the plain PyTorch path. The kernels (C++ in ``csrc/``, no PyTorch headers, OpenMP threads,
+``groupnorm.functional.group_norm`` calls :func:`try_group_norm` (:func:`can_handle`, then the kernels) and
+takes the plain PyTorch path when it declines. The kernels (C++ in ``csrc/``, no PyTorch headers, OpenMP threads,
 AVX-512 / AVX2 / baseline code chosen at run time) are registered as the custom ops
 ``torch.ops.groupnorm.gn_forward`` / ``gn_backward`` (see ``ops.py``), so autograd, ``torch.compile`` and
 ``gradcheck`` work through them. In eager mode :func:`group_norm` calls the same code through a
@@ -24,7 +24,7 @@ import torch
 
 from . import _lib
 
-__all__ = ["is_available", "can_handle", "group_norm", "disabled", "load_error", "isa", "set_isa", "ISA_NAMES"]
+__all__ = ["is_available", "can_handle", "group_norm", "try_group_norm", "disabled", "load_error", "isa", "set_isa", "ISA_NAMES"]
 
 ISA_NAMES = _lib.ISA_NAMES
 _ACTS = (None, "relu", "silu", "gelu")
@@ -38,9 +38,15 @@ else:
     _ops_error = None
 
 
+_available = None  # True / False once known (a loaded library stays loaded)
+
+
 def is_available() -> bool:
     """True if the compiled kernel library loaded and its custom ops are registered."""
-    return _ops is not None and _lib.is_loaded()
+    global _available
+    if _available is None:
+        _available = _ops is not None and _lib.is_loaded()
+    return _available
 
 
 def load_error() -> str | None:
@@ -93,12 +99,16 @@ def set_isa(level: int | None) -> int:
     return _lib.set_isa(level)
 
 
-def _param_ok(p, x, c: int) -> bool:
+def _param_ok(p, dtype, c: int) -> bool:
     # is_cpu / dim() / shape[0] rather than device.type / tuple(shape): ~1 us less per parameter per call
     return p is None or (
-        isinstance(p, torch.Tensor) and p.is_cpu and p.layout == torch.strided
-        and p.dtype == x.dtype and p.dim() == 1 and p.shape[0] == c
+        isinstance(p, torch.Tensor) and p.is_cpu and p.layout is _STRIDED
+        and p.dtype is dtype and p.dim() == 1 and p.shape[0] == c
     )
+
+
+_STRIDED = torch.strided
+_DTYPES = _lib.DTYPES
 
 
 def can_handle(x, weight, bias, activation) -> bool:
@@ -107,20 +117,21 @@ def can_handle(x, weight, bias, activation) -> bool:
     False when: ``GROUPNORM_DISABLE_KERNELS=1``; the library did not load; x is not a dense CPU tensor of a
     supported dtype with rank >= 2 and at least one element; weight / bias are not None or CPU tensors of x's
     dtype and shape (C,); the activation is not None / relu / silu / gelu; during ONNX export or TorchScript
-    tracing / scripting (they need standard ops).
+    tracing / scripting (they need standard ops); under functorch transforms (``torch.func.vmap``, ``grad``, ...).
     """
-    if disabled() or not is_available():
+    if not (_available or is_available()) or disabled():
         return False
-    if not isinstance(x, torch.Tensor) or not x.is_cpu or x.layout != torch.strided:
+    if not isinstance(x, torch.Tensor) or not x.is_cpu or x.layout is not _STRIDED:
         return False
-    if x.dtype not in _lib.DTYPES or x.dim() < 2 or x.numel() == 0:
+    dtype = x.dtype
+    if dtype not in _DTYPES or x.dim() < 2 or x.numel() == 0:
         return False
     c = x.shape[1]
-    if activation not in _ACTS or not _param_ok(weight, x, c) or not _param_ok(bias, x, c):
+    if activation not in _ACTS or not _param_ok(weight, dtype, c) or not _param_ok(bias, dtype, c):
         return False
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or _in_onnx_export():
+    if torch.jit.is_scripting() or torch._C._is_tracing() or _in_onnx_export():
         return False
-    return True
+    return not torch._C._are_functorch_transforms_active()  # vmap / grad / jvp: the plain path composes with them
 
 
 def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, activation=None, *,
@@ -139,3 +150,24 @@ def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, ac
     if torch.compiler.is_compiling():  # traced: the custom op (fake kernel + registered autograd)
         return _ops.gn_forward(x, num_groups, weight, bias, float(eps), activation or "none")[0]
     return _ops.group_norm_eager(x, num_groups, weight, bias, float(eps), activation or "none", validated)
+
+
+_INF = float("inf")
+
+
+def try_group_norm(x, num_groups, weight, bias, eps, activation):
+    """``act(GroupNorm(x))`` through the kernels if they take this call, else None (nothing was checked beyond that).
+
+    Taken when :func:`can_handle` says yes, ``num_groups`` is a positive int dividing C and ``eps`` a finite
+    non-negative float or int. ``groupnorm.functional.group_norm`` calls it first and, on None, checks its
+    arguments (raising errors that name the bad value) and takes the plain path: for the usual call the checks
+    here are the only ones, which keeps a small GN's Python overhead near ``F.group_norm``'s.
+    """
+    if not can_handle(x, weight, bias, activation):
+        return None
+    if (num_groups.__class__ is not int or num_groups < 1 or x.shape[1] % num_groups
+            or eps.__class__ not in (float, int) or not 0 <= eps < _INF):
+        return None
+    if torch.compiler.is_compiling():  # traced: the custom op (fake kernel + registered autograd)
+        return _ops.gn_forward(x, num_groups, weight, bias, float(eps), activation or "none")[0]
+    return _ops.group_norm_eager(x, num_groups, weight, bias, float(eps), activation or "none", True)

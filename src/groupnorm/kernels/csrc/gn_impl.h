@@ -212,8 +212,12 @@ static inline void store_fence(bool nt) {
 #endif
 }
 
-static inline int nthreads_for(i64 items, int nt) {
-    if (nt < 1) nt = 1;
+/* Threads for a call: at most one per work item, and one for inputs under GRAIN values (as at::parallel_for's
+ * grain size), where waking the other threads costs more than the work (~2 us of fork/join on a 2-core
+ * machine against ~1 us of work for a 4K-value input). Results do not depend on the thread count. */
+enum { GRAIN = 32768 };
+static inline int nthreads_for(i64 items, int nt, i64 elems) {
+    if (nt < 1 || elems < GRAIN) nt = 1;
     if ((i64)nt > items) nt = (int)(items < 1 ? 1 : items);
     return nt;
 }
@@ -417,7 +421,7 @@ static int fwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
                    double *mean, double *rstd, int nt) {
     typedef typename Acc<T>::type A;
     const i64 D = C / G, L = D * S, items = N * G;
-    nt = nthreads_for(items, nt);
+    nt = nthreads_for(items, nt, N * C * S);
     const i64 chunk = ncs_items_per_chunk(L);
     const bool nts = nt_output<T>(N * C * S);
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -479,7 +483,7 @@ static inline NscPlan nsc_plan(i64 N, i64 C, i64 S, i64 G, int nt) {
     p.R = nsc_rows_per_chunk(S, C);
     p.K = (S + p.R - 1) / p.R;
     p.per_sample = N >= 4 * (i64)(nt < 1 ? 1 : nt);
-    p.nt = nthreads_for(p.per_sample ? N : N * p.K, nt);
+    p.nt = nthreads_for(p.per_sample ? N : N * p.K, nt, N * C * S);
     p.nts = false;
     return p;
 }
@@ -673,7 +677,7 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
     double *Ab = (double *)malloc(sizeof(double) * (size_t)(N * C * 2));
     if (!Ab) return GN_ENOMEM;
     double *Bb = Ab + N * C;
-    nt = nthreads_for(items, nt);
+    nt = nthreads_for(items, nt, N * C * S);
     const i64 chunk = ncs_items_per_chunk(D * S);
     const bool nts = dx && nt_output<T>(N * C * S);
     int err = GN_OK;
