@@ -1,7 +1,8 @@
 """Where the time of one training step goes: the GN layers' compiled kernels, the Python around them, the rest.
 
-The step is ``groupnorm bench --e2e``'s: the reproduction's ResNet with GN (fused GN+ReLU where ReLU follows GN),
-batch 32 of 28x28 images, forward + backward + SGD step. Three models are timed in interleaved rounds:
+The step is ``groupnorm bench --e2e``'s: the reproduction's ResNet with GN (fused GN+ReLU where ReLU follows GN,
+and each block's end, ReLU(GN(out) + shortcut), as one call with the shortcut as GN's residual), batch 32 of
+28x28 images, forward + backward + SGD step. Three models are timed in interleaved rounds:
 
 - ``kernels``: GN through the compiled kernels;
 - ``plain``: the same model with ``GROUPNORM_DISABLE_KERNELS=1`` (torch's own GroupNorm, then ReLU);
@@ -35,10 +36,10 @@ _calls: dict[str, int] = {}
 
 
 def _timed(fn, key):
-    def wrapper(*args):
+    def wrapper(*args, **kwargs):
         t0 = time.perf_counter()
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         finally:
             _acc[key] = _acc.get(key, 0.0) + time.perf_counter() - t0
             _calls[key] = _calls.get(key, 0) + 1

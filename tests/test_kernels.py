@@ -470,9 +470,9 @@ def test_python_entry_points_and_ctypes_fallback_agree():
         "import sys, torch\n"
         "from groupnorm.kernels import _lib, ops\n"
         "assert _lib.calls_via() == 'ctypes', _lib.calls_via()\n"
-        "x, w, b, dy = torch.load(sys.argv[1])\n"
-        "y, m, r = ops.forward_impl(x, 3, w, b, 1e-5, 'silu')\n"
-        "g = ops.backward_impl(dy, x, m, r, w, b, 3, 'silu', True, True, True)\n"
+        "x, w, b, dy, res = torch.load(sys.argv[1])\n"
+        "y, m, r = ops.forward_impl(x, 3, w, b, 1e-5, 'silu', res)\n"
+        "g = ops.backward_impl(dy, x, m, r, w, b, 3, 'silu', True, True, True, res)\n"
         "torch.save((y, m, r) + tuple(g), sys.argv[1])\n"
     )
     import tempfile
@@ -482,10 +482,13 @@ def test_python_entry_points_and_ctypes_fallback_agree():
     dy = torch.randn_like(x)
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "t.pt")
-        torch.save((x, w, b, dy), path)
+        res = torch.randn_like(x)  # with a residual: both entry points pass its pointers too
+        torch.save((x, w, b, dy, res), path)
         env = dict(os.environ, GROUPNORM_KERNELS_CTYPES="1", OMP_NUM_THREADS="1")
         subprocess.run([sys.executable, "-c", code, path], check=True, env=env, timeout=120)
         theirs = torch.load(path)
-    ours = (y, mean, rstd) + tuple(ops.backward_impl(dy, x, mean, rstd, w, b, 3, "silu", True, True, True))
+    y, mean, rstd = ops.forward_impl(x, 3, w, b, 1e-5, "silu", res)
+    ours = (y, mean, rstd) + tuple(ops.backward_impl(dy, x, mean, rstd, w, b, 3, "silu", True, True, True, res))
+    assert len(ours) == len(theirs) == 7
     for a, c in zip(ours, theirs):
         assert torch.equal(a, c)

@@ -39,7 +39,21 @@ def _check_param(p, num_channels: int, name: str) -> None:
         raise TypeError(f"{name} must be floating point, got dtype {p.dtype}")
 
 
-def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *, group_size=None, activation=None):
+def _check_residual(residual, x) -> None:
+    if residual is None:
+        return
+    if not isinstance(residual, torch.Tensor):
+        raise TypeError(f"residual must be a torch.Tensor or None, got {type(residual).__name__}")
+    if residual.shape != x.shape:
+        raise ValueError(f"residual has shape {tuple(residual.shape)} but x has shape {tuple(x.shape)}; they must match")
+    if residual.dtype != x.dtype:
+        raise TypeError(f"residual has dtype {residual.dtype} but x has dtype {x.dtype}; they must match")
+    if residual.device != x.device:
+        raise ValueError(f"residual is on {residual.device} but x is on {x.device}")
+
+
+def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *, group_size=None, activation=None,
+               residual=None):
     """Group normalization (Wu & He 2018) with an optional fused activation.
 
     Args:
@@ -49,6 +63,8 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
         eps: added to the variance inside the square root.
         group_size: channels per group (C // G), the alternative to ``num_groups``.
         activation: None, "relu", "silu" or "gelu", applied after the affine.
+        residual: None, or a tensor of x's shape, dtype and device added before the activation:
+            ``act(GN(x) + residual)``, the end of a ResNet block (GN, shortcut added, ReLU) in one pass.
 
     Returns:
         a tensor with the shape, dtype and memory format of ``x``.
@@ -57,7 +73,7 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
     path otherwise; both are tested against ``groupnorm.reference.group_norm``.
     """
     if group_size is None:  # the usual call: when the kernels take it, their checks are the only ones
-        y = kernels.try_group_norm(x, num_groups, weight, bias, eps, activation)
+        y = kernels.try_group_norm(x, num_groups, weight, bias, eps, activation, residual)
         if y is not None:
             return y
     _check_input(x)
@@ -68,5 +84,6 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
     check_activation(activation)
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps >= 0:
         raise ValueError(f"eps must be a non-negative number, got eps={eps!r}")
-    y = kernels.try_group_norm(x, g, weight, bias, float(eps), activation)
-    return y if y is not None else group_norm_plain(x, g, weight, bias, float(eps), activation)
+    _check_residual(residual, x)
+    y = kernels.try_group_norm(x, g, weight, bias, float(eps), activation, residual)
+    return y if y is not None else group_norm_plain(x, g, weight, bias, float(eps), activation, residual)

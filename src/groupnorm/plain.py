@@ -37,8 +37,10 @@ def memory_format(x: torch.Tensor):
     return torch.contiguous_format
 
 
-def group_norm_plain(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, activation=None):
-    """The plain PyTorch path (any device, any case), with arguments already checked.
+def group_norm_plain(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, activation=None,
+                     residual=None):
+    """The plain PyTorch path (any device, any case), with arguments already checked:
+    ``act(GN(x) * weight + bias [+ residual])``.
 
     GN is invariant to a per-group shift, so the input is first shifted by one of its own values per
     (sample, group), ``d = x - K``: this makes float32 input with a large mean (1e6) exact to about 1e-6
@@ -59,7 +61,10 @@ def group_norm_plain(x, num_groups: int, weight=None, bias=None, eps: float = 1e
     b = bias.to(xc.dtype) if bias is not None else None
     # torch.group_norm is the ATen op behind F.group_norm, called directly because F.group_norm refuses a
     # group of a single value, for which GN is well defined (xhat = 0, the output is beta).
-    y = apply_activation(torch.group_norm(xc, num_groups, w, b, eps), activation)
+    y = torch.group_norm(xc, num_groups, w, b, eps)
+    if residual is not None:
+        y = y + residual.to(y.dtype)
+    y = apply_activation(y, activation)
     y = y.to(out_dtype)
     if fmt is not torch.contiguous_format and not y.is_contiguous(memory_format=fmt):
         y = y.contiguous(memory_format=fmt)

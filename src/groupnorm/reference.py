@@ -181,21 +181,39 @@ def _normalize(x, method, num_groups, eps):
     return xhat, mean, rstd
 
 
-def _forward(x, method, gamma, beta, eps, num_groups=None, act=None):
+def _residual(residual, x):
+    if residual is None:
+        return None
+    r = _as_f64(residual, "residual")
+    if r.shape != x.shape:
+        raise ValueError(f"residual has shape {r.shape} but x has shape {x.shape}")
+    return r
+
+
+def _forward(x, method, gamma, beta, eps, num_groups=None, act=None, residual=None):
     x = _as_f64(x)
     _check_input(x)
     gamma = _channel_param(gamma, x.shape[1], "gamma")
     beta = _channel_param(beta, x.shape[1], "beta")
+    r = _residual(residual, x)
     xhat, _, _ = _normalize(x, method, num_groups, eps)
     y = xhat
     if gamma is not None:
         y = y * _bcast(gamma, x.ndim)
     if beta is not None:
         y = y + _bcast(beta, x.ndim)
+    if r is not None:
+        y = y + r
     return activation(y, act)
 
 
-def _backward(dy, x, method, gamma, beta, eps, num_groups=None, act=None):
+def _backward(dy, x, method, gamma, beta, eps, num_groups=None, act=None, residual=None):
+    """(dx, dgamma, dbeta); dy is the gradient after the activation (and the residual's gradient is the
+    gradient before it, what this function computes as ``dy`` after the activation step)."""
+    return _backward_with_dv(dy, x, method, gamma, beta, eps, num_groups, act, residual)[:3]
+
+
+def _backward_with_dv(dy, x, method, gamma, beta, eps, num_groups=None, act=None, residual=None):
     x = _as_f64(x)
     _check_input(x)
     dy = _as_f64(dy, "dy")
@@ -204,6 +222,7 @@ def _backward(dy, x, method, gamma, beta, eps, num_groups=None, act=None):
     c = x.shape[1]
     gamma = _channel_param(gamma, c, "gamma")
     beta = _channel_param(beta, c, "beta")
+    r = _residual(residual, x)
     xhat, _, rstd = _normalize(x, method, num_groups, eps)
     if act is not None:  # recompute the pre-activation output and go through the activation first
         y = xhat
@@ -211,6 +230,8 @@ def _backward(dy, x, method, gamma, beta, eps, num_groups=None, act=None):
             y = y * _bcast(gamma, x.ndim)
         if beta is not None:
             y = y + _bcast(beta, x.ndim)
+        if r is not None:
+            y = y + r
         dy = activation_backward(dy, y, act)
     not_c = (0,) + tuple(range(2, x.ndim))
     dgamma = (dy * xhat).sum(axis=not_c)
@@ -220,7 +241,7 @@ def _backward(dy, x, method, gamma, beta, eps, num_groups=None, act=None):
     dxh = dxhat.reshape(view)
     xh = xhat.reshape(view)
     dx = rstd * (dxh - dxh.mean(axis=axes, keepdims=True) - xh * (dxh * xh).mean(axis=axes, keepdims=True))
-    return dx.reshape(x.shape), dgamma, dbeta
+    return dx.reshape(x.shape), dgamma, dbeta, dy
 
 
 # ----------------------------------------------------------------------------------------------- BN
@@ -294,28 +315,33 @@ def instance_norm_backward(dy, x, gamma=None, eps=1e-5):
     return _backward(dy, x, "in", gamma, None, eps)
 
 
-def group_norm(x, num_groups=None, gamma=None, beta=None, eps=1e-5, *, group_size=None, activation=None):
+def group_norm(x, num_groups=None, gamma=None, beta=None, eps=1e-5, *, group_size=None, activation=None,
+               residual=None):
     """Group normalization (Wu & He 2018), optionally followed by an activation.
 
     The C channels are split into G consecutive groups of C // G channels; statistics are taken per sample
     over a group's channels and all spatial positions. Exactly one of ``num_groups`` (G) and ``group_size``
-    (C // G) is given. x: (N, C, *spatial); gamma, beta: (C,) or None. Returns ``act(gamma * xhat + beta)``.
+    (C // G) is given. x: (N, C, *spatial); gamma, beta: (C,) or None; residual: x's shape or None. Returns
+    ``act(gamma * xhat + beta + residual)`` (a ResNet block's end: GN, the shortcut added, then ReLU).
     """
     x = _as_f64(x)
     _check_input(x)
     g = resolve_num_groups(x.shape[1], num_groups, group_size)
-    return _forward(x, "gn", gamma, beta, eps, g, activation)
+    return _forward(x, "gn", gamma, beta, eps, g, activation, residual)
 
 
-def group_norm_backward(dy, x, num_groups=None, gamma=None, beta=None, eps=1e-5, *, group_size=None, activation=None):
-    """Gradients (dx, dgamma, dbeta) of :func:`group_norm`, given dy = dL/d(output after the activation).
+def group_norm_backward(dy, x, num_groups=None, gamma=None, beta=None, eps=1e-5, *, group_size=None, activation=None,
+                        residual=None):
+    """Gradients (dx, dgamma, dbeta) of :func:`group_norm`, given dy = dL/d(output after the activation);
+    with a residual, (dx, dgamma, dbeta, dresidual), ``dresidual = dy * act'(pre-activation)``.
 
-    ``beta`` is only needed when an activation follows (to recompute its input).
+    ``beta`` (and the residual) are only needed when an activation follows (to recompute its input).
     """
     x = _as_f64(x)
     _check_input(x)
     g = resolve_num_groups(x.shape[1], num_groups, group_size)
-    return _backward(dy, x, "gn", gamma, beta, eps, g, activation)
+    grads = _backward_with_dv(dy, x, "gn", gamma, beta, eps, g, activation, residual)
+    return grads if residual is not None else grads[:3]
 
 
 def group_norm_stats(x, num_groups, eps=1e-5):

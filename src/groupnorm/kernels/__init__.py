@@ -85,6 +85,10 @@ def _in_onnx_export() -> bool:
             _onnx_flags = False
     if _onnx_flags is False:
         return torch.onnx.is_in_onnx_export()
+    if torch.compiler.is_compiling():  # traced by dynamo (torch.compile, torch.export, the dynamo ONNX exporter):
+        # only that exporter's flag applies, and dynamo reads a module global without a graph break (the
+        # TorchScript exporter's flag is a property dynamo will not trace)
+        return bool(_onnx_flags[1]._is_onnx_exporting)
     return bool(_onnx_flags[0].in_onnx_export or _onnx_flags[1]._is_onnx_exporting)
 
 
@@ -111,12 +115,13 @@ _STRIDED = torch.strided
 _DTYPES = _lib.DTYPES
 
 
-def can_handle(x, weight, bias, activation) -> bool:
+def can_handle(x, weight, bias, activation, residual=None) -> bool:
     """Whether :func:`group_norm` takes this call; False for anything the kernels do not cover.
 
     False when: ``GROUPNORM_DISABLE_KERNELS=1``; the library did not load; x is not a dense CPU tensor of a
     supported dtype with rank >= 2 and at least one element; weight / bias are not None or CPU tensors of x's
-    dtype and shape (C,); the activation is not None / relu / silu / gelu; during ONNX export or TorchScript
+    dtype and shape (C,); a residual is not None or a dense CPU tensor of x's dtype and shape; the activation
+    is not None / relu / silu / gelu; during ONNX export or TorchScript
     tracing / scripting (they need standard ops); under functorch transforms (``torch.func.vmap``, ``grad``, ...).
     """
     if not (_available or is_available()) or disabled():
@@ -129,45 +134,52 @@ def can_handle(x, weight, bias, activation) -> bool:
     c = x.shape[1]
     if activation not in _ACTS or not _param_ok(weight, dtype, c) or not _param_ok(bias, dtype, c):
         return False
-    if torch.jit.is_scripting() or torch._C._is_tracing() or _in_onnx_export():
+    if residual is not None and not (isinstance(residual, torch.Tensor) and residual.is_cpu
+                                     and residual.layout is _STRIDED and residual.dtype is dtype
+                                     and residual.shape == x.shape):
         return False
-    return not torch._C._are_functorch_transforms_active()  # vmap / grad / jvp: the plain path composes with them
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or _in_onnx_export():
+        return False
+    # vmap / grad / jvp: the plain path composes with them (dynamo, which traces this, handles functorch itself)
+    return torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active()
 
 
 def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, activation=None, *,
-               validated: bool = False):
-    """``act(GroupNorm(x))`` through the compiled kernels (differentiable); see the module docstring.
+               residual=None, validated: bool = False):
+    """``act(GroupNorm(x) [+ residual])`` through the compiled kernels (differentiable); see the module docstring.
 
-    x: (N, C, *spatial); weight, bias: (C,) or None; returns a tensor with x's shape, dtype and memory format.
-    Raises TypeError / ValueError for bad arguments and RuntimeError if the kernels are not available.
-    ``validated=True`` (for ``groupnorm.functional.group_norm``, which has checked the arguments, num_groups
-    dividing C included, and got True from :func:`can_handle`) skips the second validation in eager mode.
+    x: (N, C, *spatial); weight, bias: (C,) or None; residual: None or x's shape and dtype (any strides; it is
+    added before the activation, as at the end of a ResNet block); returns a tensor with x's shape, dtype and
+    memory format. Raises TypeError / ValueError for bad arguments and RuntimeError if the kernels are not
+    available. ``validated=True`` (for callers that have checked the arguments, num_groups dividing C
+    included, and got True from :func:`can_handle`) skips the second validation in eager mode.
     """
     if not is_available():
         raise RuntimeError(f"groupnorm compiled kernels are not available: {load_error()}")
     if activation not in _ACTS:
         raise ValueError(f"activation must be None, 'relu', 'silu' or 'gelu', got {activation!r}")
     if torch.compiler.is_compiling():  # traced: the custom op (fake kernel + registered autograd)
-        return _ops.gn_forward(x, num_groups, weight, bias, float(eps), activation or "none")[0]
-    return _ops.group_norm_eager(x, num_groups, weight, bias, float(eps), activation or "none", validated)
+        return _ops.gn_forward(x, num_groups, weight, bias, float(eps), activation or "none", residual)[0]
+    return _ops.group_norm_eager(x, num_groups, weight, bias, float(eps), activation or "none", validated, residual)
 
 
 _INF = float("inf")
 
 
-def try_group_norm(x, num_groups, weight, bias, eps, activation):
-    """``act(GroupNorm(x))`` through the kernels if they take this call, else None (nothing was checked beyond that).
+def try_group_norm(x, num_groups, weight, bias, eps, activation, residual=None):
+    """``act(GroupNorm(x) [+ residual])`` through the kernels if they take this call, else None (nothing was
+    checked beyond that).
 
     Taken when :func:`can_handle` says yes, ``num_groups`` is a positive int dividing C and ``eps`` a finite
     non-negative float or int. ``groupnorm.functional.group_norm`` calls it first and, on None, checks its
     arguments (raising errors that name the bad value) and takes the plain path: for the usual call the checks
     here are the only ones, which keeps a small GN's Python overhead near ``F.group_norm``'s.
     """
-    if not can_handle(x, weight, bias, activation):
+    if not can_handle(x, weight, bias, activation, residual):
         return None
     if (num_groups.__class__ is not int or num_groups < 1 or x.shape[1] % num_groups
             or eps.__class__ not in (float, int) or not 0 <= eps < _INF):
         return None
     if torch.compiler.is_compiling():  # traced: the custom op (fake kernel + registered autograd)
-        return _ops.gn_forward(x, num_groups, weight, bias, float(eps), activation or "none")[0]
-    return _ops.group_norm_eager(x, num_groups, weight, bias, float(eps), activation or "none", True)
+        return _ops.gn_forward(x, num_groups, weight, bias, float(eps), activation or "none", residual)[0]
+    return _ops.group_norm_eager(x, num_groups, weight, bias, float(eps), activation or "none", True, residual)

@@ -14,6 +14,7 @@ import os
 import torch
 
 EXT_NAME = "groupnorm.kernels._gn_kernels"
+ABI_VERSION = 2  # gn_abi_version() of csrc/gn_dispatch.cpp (2: the residual arguments)
 
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
 ACTIVATIONS = {None: 0, "none": 0, "relu": 1, "silu": 2, "gelu": 3}
@@ -37,15 +38,15 @@ def _load():
         lib = ctypes.CDLL(spec.origin)
         i64, vp, dp, ci = ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int
         lib.gn_abi_version.restype = ci
-        if lib.gn_abi_version() != 1:
-            raise OSError(f"kernel library ABI version {lib.gn_abi_version()} != 1; re-install the package")
+        if lib.gn_abi_version() != ABI_VERSION:
+            raise OSError(f"kernel library ABI version {lib.gn_abi_version()} != {ABI_VERSION}; re-install the package")
         for name in ("gn_set_isa", "gn_get_isa", "gn_max_compiled_isa"):
             getattr(lib, name).restype = ci
         lib.gn_set_isa.argtypes = [ci]
         lib.gn_forward.restype = ci
-        lib.gn_forward.argtypes = [ci, ci, i64, i64, i64, i64, vp, vp, vp, ctypes.c_double, ci, vp, dp, dp, ci]
+        lib.gn_forward.argtypes = [ci, ci, i64, i64, i64, i64, vp, vp, vp, vp, ctypes.c_double, ci, vp, dp, dp, ci]
         lib.gn_backward.restype = ci
-        lib.gn_backward.argtypes = [ci, ci, i64, i64, i64, i64, vp, vp, dp, dp, vp, vp, ci, vp, vp, vp, ci]
+        lib.gn_backward.argtypes = [ci, ci, i64, i64, i64, i64, vp, vp, vp, vp, dp, dp, vp, vp, ci, vp, vp, vp, ci]
         _lib = lib
         _bind_calls(lib)
     except (OSError, AttributeError) as exc:  # not built, or a stale / foreign library
@@ -147,28 +148,33 @@ def _check(rc: int, what: str) -> None:
         raise RuntimeError(f"groupnorm kernel {what}: {msg}")
 
 
-def forward(x, num_groups, weight, bias, eps, act, y, mean, rstd, layout, nthreads) -> None:
-    """Raw call: all tensors on CPU, x / y in ``layout``; mean / rstd float64 contiguous (N * G) tensors or
-    raw pointers (int) to N * G doubles, or both None (statistics not returned)."""
+def forward(x, num_groups, weight, bias, eps, act, y, mean, rstd, layout, nthreads, residual=None) -> None:
+    """Raw call: all tensors on CPU, x / y / residual in ``layout``; mean / rstd float64 contiguous (N * G)
+    tensors or raw pointers (int) to N * G doubles, or both None (statistics not returned); residual (x's
+    shape and dtype) or None: ``y = act(GN(x) + residual)``."""
     shape = x.shape
     n, c = shape[0], shape[1]
     s = x.numel() // (n * c)
     if _fwd_call is None:
         _require()
-    rc = _fwd_call(DTYPES[x.dtype], layout, n, c, s, num_groups, x.data_ptr(), _ptr(weight), _ptr(bias), eps,
-                   ACTIVATIONS[act], y.data_ptr(), _ptr(mean), _ptr(rstd), nthreads)
+    rc = _fwd_call(DTYPES[x.dtype], layout, n, c, s, num_groups, x.data_ptr(), _ptr(weight), _ptr(bias),
+                   _ptr(residual), eps, ACTIVATIONS[act], y.data_ptr(), _ptr(mean), _ptr(rstd), nthreads)
     if rc:
         _check(rc, "forward")
 
 
-def backward(dy, x, mean, rstd, num_groups, weight, bias, act, dx, dw, db, layout, nthreads) -> None:
-    """Raw call: dy / x / dx in ``layout``; dx, dw, db may be None (not computed); mean / rstd as in forward
-    (tensors or raw pointers, not None)."""
+def backward(dy, x, mean, rstd, num_groups, weight, bias, act, dx, dw, db, layout, nthreads, residual=None,
+             dresidual=None) -> None:
+    """Raw call: dy / x / dx / residual / dresidual in ``layout``; dx, dw, db may be None (not computed); mean /
+    rstd as in forward (tensors or raw pointers, not None). With a residual and an activation, ``dresidual``
+    (required then) receives dv = dy * act'(v), the residual's gradient; with no activation both are ignored
+    (the residual's gradient is dy)."""
     n, c = x.shape[0], x.shape[1]
     s = x.numel() // (n * c)
     if _bwd_call is None:
         _require()
-    rc = _bwd_call(DTYPES[x.dtype], layout, n, c, s, num_groups, _ptr(dy), _ptr(x), _ptr(mean),
-                   _ptr(rstd), _ptr(weight), _ptr(bias), ACTIVATIONS[act], _ptr(dx), _ptr(dw), _ptr(db), nthreads)
+    rc = _bwd_call(DTYPES[x.dtype], layout, n, c, s, num_groups, _ptr(dy), _ptr(x), _ptr(residual),
+                   _ptr(dresidual), _ptr(mean), _ptr(rstd), _ptr(weight), _ptr(bias), ACTIVATIONS[act], _ptr(dx),
+                   _ptr(dw), _ptr(db), nthreads)
     if rc:
         _check(rc, "backward")

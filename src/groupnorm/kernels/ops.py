@@ -1,13 +1,16 @@
 """The compiled kernels as PyTorch custom ops (``torch.ops.groupnorm.*``), with fake (meta) kernels and autograd.
 
-``groupnorm::gn_forward(x, num_groups, weight, bias, eps, activation) -> (y, mean, rstd)``
-    ``y = act((x - mean) * rstd * weight + bias)``; x is ``(N, C, *spatial)``, y has x's shape, dtype and
-    strides (contiguous or channels-last are computed in place; other strides go through a contiguous copy);
+``groupnorm::gn_forward(x, num_groups, weight, bias, eps, activation, residual=None) -> (y, mean, rstd)``
+    ``y = act((x - mean) * rstd * weight + bias [+ residual])``; x is ``(N, C, *spatial)``, y has x's shape,
+    dtype and strides (contiguous or channels-last are computed in place; other strides go through a
+    contiguous copy); residual (None or x's shape and dtype) is what a ResNet block adds before its last ReLU;
     mean and rstd are float64 of shape ``(N, G)`` (also for half inputs: they are the statistics the
     backward needs, kept exact for inputs with a large mean).
-``groupnorm::gn_backward(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw, need_db)
-    -> (dx, dweight, dbias)``
-    recomputes the pre-activation from x and (mean, rstd); an output that is not needed is an empty tensor.
+``groupnorm::gn_backward(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw, need_db,
+    residual=None) -> (dx, dweight, dbias, dv)``
+    recomputes the pre-activation from x, (mean, rstd) and the residual; an output that is not needed is an
+    empty tensor. ``dv = dy * act'(pre-activation)`` (the residual's gradient) is returned when there is a
+    residual and an activation (with no activation the residual's gradient is dy itself).
 
 Autograd: the forward op's gradient is the backward op. Double backward through the custom op (what
 ``torch.compile`` traces) is not supported: the backward op's own backward raises a RuntimeError saying so.
@@ -39,7 +42,7 @@ def _check_tensor(t, name: str, dtype=None) -> None:
         raise TypeError(f"{name} has dtype {t.dtype} but x has dtype {dtype}; they must match")
 
 
-def check_args(x, num_groups, weight, bias, eps, activation) -> None:
+def check_args(x, num_groups, weight, bias, eps, activation, residual=None) -> None:
     """Validate the forward op's arguments; raises TypeError / ValueError naming the bad value."""
     _check_tensor(x, "x")
     if x.dtype not in _lib.DTYPES:
@@ -63,13 +66,17 @@ def check_args(x, num_groups, weight, bias, eps, activation) -> None:
         raise ValueError(f"eps must be a finite non-negative number, got eps={eps!r}")
     if activation not in ACT_NAMES:
         raise ValueError(f"activation must be one of {ACT_NAMES}, got {activation!r}")
+    if residual is not None:
+        _check_tensor(residual, "residual", x.dtype)
+        if residual.shape != x.shape:
+            raise ValueError(f"residual has shape {tuple(residual.shape)} but x has shape {tuple(x.shape)}")
 
 
 def _act(activation: str):
     return None if activation == "none" else activation
 
 
-def _forward_into(x, num_groups, weight, bias, eps, activation, mean, rstd):
+def _forward_into(x, num_groups, weight, bias, eps, activation, mean, rstd, residual=None):
     """y = the forward of x (arguments already checked), statistics written to mean / rstd (tensors, raw
     pointers, or both None: not returned)."""
     y = torch.empty_like(x)  # x's strides when x is dense (what the fake kernel promises)
@@ -82,21 +89,24 @@ def _forward_into(x, num_groups, weight, bias, eps, activation, mean, rstd):
         out = y if y.is_contiguous() else torch.empty_like(xin)
     w = weight.contiguous() if weight is not None else None
     b = bias.contiguous() if bias is not None else None
-    _lib.forward(xin, num_groups, w, b, eps, _act(activation), out, mean, rstd, layout, torch.get_num_threads())
+    r = _lib.to_layout(residual, layout) if residual is not None else None
+    _lib.forward(xin, num_groups, w, b, eps, _act(activation), out, mean, rstd, layout, torch.get_num_threads(), r)
     if out is not y:
         y.copy_(out)
     return y
 
 
-def forward_impl(x, num_groups, weight, bias, eps, activation):
+def forward_impl(x, num_groups, weight, bias, eps, activation, residual=None):
     """The forward computation (arguments already checked): returns (y, mean, rstd)."""
     mean = torch.empty((x.shape[0], num_groups), dtype=torch.float64)
     rstd = torch.empty((x.shape[0], num_groups), dtype=torch.float64)
-    return _forward_into(x, num_groups, weight, bias, eps, activation, mean, rstd), mean, rstd
+    return _forward_into(x, num_groups, weight, bias, eps, activation, mean, rstd, residual), mean, rstd
 
 
-def backward_impl(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw, need_db):
-    """The backward computation (arguments already checked): returns (dx, dweight, dbias), empty where not needed."""
+def backward_impl(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw, need_db,
+                  residual=None):
+    """The backward computation (arguments already checked): returns (dx, dweight, dbias, dv), empty where not
+    needed; dv (dy * act'(pre-activation), x's layout) only with a residual and an activation, else None."""
     layout = _lib.layout_of(x)
     if layout is None:
         layout = _lib.LAYOUT_NCS
@@ -110,27 +120,31 @@ def backward_impl(dy, x, mean, rstd, weight, bias, num_groups, activation, need_
     db = torch.empty(c, dtype=x.dtype) if need_db else None
     w = weight.contiguous() if weight is not None else None
     b = bias.contiguous() if bias is not None else None
+    r = dv = None
+    if residual is not None and activation != "none":  # dv is computed into its own buffer (x's layout)
+        r = _lib.to_layout(residual, layout)
+        dv = torch.empty_like(xin)
     _lib.backward(dyin, xin, mean, rstd, num_groups, w, b, _act(activation), dx, dw, db,
-                  layout, torch.get_num_threads())
+                  layout, torch.get_num_threads(), r, dv)
     if dx is None:
         dx = x.new_empty(0)
     elif dx.stride() != x.stride():
         ref = torch.empty_like(x)  # the strides the fake kernel promises
         if ref.stride() != dx.stride():
             dx = ref.copy_(dx)
-    return dx, (dw if dw is not None else x.new_empty(0)), (db if db is not None else x.new_empty(0))
+    return dx, (dw if dw is not None else x.new_empty(0)), (db if db is not None else x.new_empty(0)), dv
 
 
 @torch.library.custom_op("groupnorm::gn_forward", mutates_args=())
 def gn_forward(x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
-               activation: str) -> tuple[Tensor, Tensor, Tensor]:
-    check_args(x, num_groups, weight, bias, eps, activation)
-    return forward_impl(x, num_groups, weight, bias, eps, activation)
+               activation: str, residual: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    check_args(x, num_groups, weight, bias, eps, activation, residual)
+    return forward_impl(x, num_groups, weight, bias, eps, activation, residual)
 
 
 @gn_forward.register_fake
-def _(x, num_groups, weight, bias, eps, activation):
-    check_args(x, num_groups, weight, bias, eps, activation)
+def _(x, num_groups, weight, bias, eps, activation, residual=None):
+    check_args(x, num_groups, weight, bias, eps, activation, residual)
     n = x.shape[0]
     return (torch.empty_like(x), x.new_empty((n, num_groups), dtype=torch.float64),
             x.new_empty((n, num_groups), dtype=torch.float64))
@@ -139,13 +153,15 @@ def _(x, num_groups, weight, bias, eps, activation):
 @torch.library.custom_op("groupnorm::gn_backward", mutates_args=())
 def gn_backward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                 num_groups: int, activation: str, need_dx: bool, need_dw: bool,
-                need_db: bool) -> tuple[Tensor, Tensor, Tensor]:
-    _check_backward_args(dy, x, mean, rstd, weight, bias, num_groups, activation)
-    return backward_impl(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw, need_db)
+                need_db: bool, residual: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    _check_backward_args(dy, x, mean, rstd, weight, bias, num_groups, activation, residual)
+    dx, dw, db, dv = backward_impl(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw,
+                                   need_db, residual)
+    return dx, dw, db, (dv if dv is not None else x.new_empty(0))
 
 
-def _check_backward_args(dy, x, mean, rstd, weight, bias, num_groups, activation) -> None:
-    check_args(x, num_groups, weight, bias, 0.0, activation)
+def _check_backward_args(dy, x, mean, rstd, weight, bias, num_groups, activation, residual=None) -> None:
+    check_args(x, num_groups, weight, bias, 0.0, activation, residual)
     _check_tensor(dy, "dy", x.dtype)
     if dy.shape != x.shape:
         raise ValueError(f"dy has shape {tuple(dy.shape)} but x has shape {tuple(x.shape)}")
@@ -156,31 +172,37 @@ def _check_backward_args(dy, x, mean, rstd, weight, bias, num_groups, activation
 
 
 @gn_backward.register_fake
-def _(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw, need_db):
-    _check_backward_args(dy, x, mean, rstd, weight, bias, num_groups, activation)
+def _(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw, need_db, residual=None):
+    _check_backward_args(dy, x, mean, rstd, weight, bias, num_groups, activation, residual)
     c = x.shape[1]
     return (torch.empty_like(x) if need_dx else x.new_empty(0), x.new_empty(c) if need_dw else x.new_empty(0),
-            x.new_empty(c) if need_db else x.new_empty(0))
+            x.new_empty(c) if need_db else x.new_empty(0),
+            torch.empty_like(x) if residual is not None and activation != "none" else x.new_empty(0))
 
 
 def _fwd_setup_context(ctx, inputs, output):
-    x, num_groups, weight, bias, eps, activation = inputs
+    x, num_groups, weight, bias, eps, activation, residual = inputs
     _, mean, rstd = output
-    ctx.save_for_backward(x, mean, rstd, weight, bias)
+    # the residual enters the backward only through the activation's derivative
+    ctx.save_for_backward(x, mean, rstd, weight, bias, residual if activation != "none" else None)
     ctx.num_groups = num_groups
     ctx.activation = activation
+    ctx.has_residual = residual is not None
     ctx.mark_non_differentiable(mean, rstd)
 
 
 def _fwd_backward(ctx, dy, _dmean, _drstd):
-    x, mean, rstd, weight, bias = ctx.saved_tensors
+    x, mean, rstd, weight, bias, residual = ctx.saved_tensors
     need_dx, _, need_dw, need_db = ctx.needs_input_grad[:4]
-    if dy is None or not (need_dx or need_dw or need_db):
-        return None, None, None, None, None, None
-    dx, dw, db = gn_backward(dy, x, mean, rstd, weight, bias, ctx.num_groups, ctx.activation,
-                             bool(need_dx), bool(need_dw and weight is not None), bool(need_db and bias is not None))
+    need_dr = ctx.has_residual and ctx.needs_input_grad[6]
+    if dy is None or not (need_dx or need_dw or need_db or need_dr):
+        return None, None, None, None, None, None, None
+    dx, dw, db, dv = gn_backward(dy, x, mean, rstd, weight, bias, ctx.num_groups, ctx.activation,
+                                 bool(need_dx), bool(need_dw and weight is not None),
+                                 bool(need_db and bias is not None), residual)
+    dr = (dy if ctx.activation == "none" else dv) if need_dr else None
     return (dx if need_dx else None, None, dw if need_dw and weight is not None else None,
-            db if need_db and bias is not None else None, None, None)
+            db if need_db and bias is not None else None, None, None, dr)
 
 
 gn_forward.register_autograd(_fwd_backward, setup_context=_fwd_setup_context)
@@ -208,27 +230,30 @@ class GroupNormFunction(torch.autograd.Function):
     mode as it does with ``torch.nn.GroupNorm``; the custom op (under ``torch.compile``) raises instead."""
 
     @staticmethod
-    def forward(ctx, x, num_groups, weight, bias, eps, activation):
+    def forward(ctx, x, num_groups, weight, bias, eps, activation, residual=None):
         # mean and rstd in one flat (2 * N * G) float64 buffer (one allocation); passed to the C side as pointers
         ng = x.shape[0] * num_groups
         stats = torch.empty(2 * ng, dtype=torch.float64)
         p = stats.data_ptr()
-        y = _forward_into(x, num_groups, weight, bias, eps, activation, p, p + 8 * ng)
-        ctx.save_for_backward(x, stats, weight, bias)
-        ctx.num_groups, ctx.activation, ctx.eps = num_groups, activation, eps
+        y = _forward_into(x, num_groups, weight, bias, eps, activation, p, p + 8 * ng, residual)
+        # the residual enters the backward only through the activation's derivative
+        ctx.save_for_backward(x, stats, weight, bias, residual if activation != "none" else None)
+        ctx.num_groups, ctx.activation, ctx.eps, ctx.has_residual = num_groups, activation, eps, residual is not None
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, stats, weight, bias = ctx.saved_tensors
+        x, stats, weight, bias, residual = ctx.saved_tensors
         need_dx, _, need_dw, need_db = ctx.needs_input_grad[:4]
         need_dw, need_db = need_dw and weight is not None, need_db and bias is not None
+        need_dr = ctx.has_residual and ctx.needs_input_grad[6]
         if torch.is_grad_enabled():  # create_graph=True: the gradient must itself be differentiable
-            return _differentiable_backward(ctx, dy, x, weight, bias, (need_dx, need_dw, need_db))
+            return _differentiable_backward(ctx, dy, x, weight, bias, residual, (need_dx, need_dw, need_db, need_dr))
         p = stats.data_ptr()
-        dx, dw, db = backward_impl(dy, x, p, p + 4 * stats.shape[0], weight, bias, ctx.num_groups,
-                                   ctx.activation, need_dx, need_dw, need_db)
-        return dx if need_dx else None, None, dw if need_dw else None, db if need_db else None, None, None
+        dx, dw, db, dv = backward_impl(dy, x, p, p + 4 * stats.shape[0], weight, bias, ctx.num_groups,
+                                       ctx.activation, need_dx, need_dw, need_db, residual)
+        dr = (dy if ctx.activation == "none" else dv) if need_dr else None
+        return dx if need_dx else None, None, dw if need_dw else None, db if need_db else None, None, None, dr
 
 
 # Function.apply without its Python layer (~3 us a call: functorch unwrapping, a setup_context probe), which only
@@ -236,34 +261,43 @@ class GroupNormFunction(torch.autograd.Function):
 _base_apply = super(torch.autograd.Function, GroupNormFunction).apply
 
 
-def apply_function(x, num_groups, weight, bias, eps, activation):
-    """``GroupNormFunction.apply(...)``: y, differentiable with respect to x, weight and bias."""
+def apply_function(x, num_groups, weight, bias, eps, activation, residual=None):
+    """``GroupNormFunction.apply(...)``: y, differentiable with respect to x, weight, bias and residual."""
     if torch._C._are_functorch_transforms_active():
-        return GroupNormFunction.apply(x, num_groups, weight, bias, eps, activation)
-    return _base_apply(x, num_groups, weight, bias, eps, activation)
+        return GroupNormFunction.apply(x, num_groups, weight, bias, eps, activation, residual)
+    return _base_apply(x, num_groups, weight, bias, eps, activation, residual)
 
 
-def _differentiable_backward(ctx, dy, x, weight, bias, needs):
-    """Gradients of GN(+act) w.r.t. (x, weight, bias) as a differentiable graph, through the plain path."""
+def _differentiable_backward(ctx, dy, x, weight, bias, residual, needs):
+    """Gradients of GN(+residual, +act) w.r.t. (x, weight, bias, residual) as a differentiable graph, through the
+    plain path (residual is None when there is none or the activation is none: its gradient is then dy)."""
     from ..plain import group_norm_plain  # the plain path sits beside the kernels, below functional
 
-    inputs = [t for t, need in zip((x, weight, bias), needs) if need]
-    with torch.enable_grad():
-        y = group_norm_plain(x, ctx.num_groups, weight, bias, ctx.eps, _act(ctx.activation))
-        grads = list(torch.autograd.grad(y, inputs, dy, create_graph=True))
-    dx, dw, db = (grads.pop(0) if need else None for need in needs)
-    return dx, None, dw, db, None, None
+    need_dr = needs[3]
+    if need_dr and residual is None:  # activation none: d(residual) = dy, already a differentiable tensor
+        needs = needs[:3] + (False,)
+    inputs = [t for t, need in zip((x, weight, bias, residual), needs) if need]
+    grads = []
+    if inputs:
+        with torch.enable_grad():
+            y = group_norm_plain(x, ctx.num_groups, weight, bias, ctx.eps, _act(ctx.activation), residual)
+            grads = list(torch.autograd.grad(y, inputs, dy, create_graph=True))
+    dx, dw, db, dr = (grads.pop(0) if need else None for need in needs)
+    if need_dr and residual is None:
+        dr = dy
+    return dx, None, dw, db, None, None, dr
 
 
-def group_norm_eager(x, num_groups, weight, bias, eps, activation, validated=False):
+def group_norm_eager(x, num_groups, weight, bias, eps, activation, validated=False, residual=None):
     """Call of the kernels without the op dispatcher (eager mode); returns y.
 
     ``validated=True``: the caller has checked everything :func:`check_args` checks but the finiteness of eps
     (``groupnorm.functional.group_norm`` after ``groupnorm.kernels.can_handle``), so only that is checked here:
     one validation per call."""
     if not validated or not math.isfinite(eps):
-        check_args(x, num_groups, weight, bias, eps, activation)
+        check_args(x, num_groups, weight, bias, eps, activation, residual)
     if torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
-                                    or (bias is not None and bias.requires_grad)):
-        return apply_function(x, num_groups, weight, bias, eps, activation)
-    return _forward_into(x, num_groups, weight, bias, eps, activation, None, None)  # inference: no statistics
+                                    or (bias is not None and bias.requires_grad)
+                                    or (residual is not None and residual.requires_grad)):
+        return apply_function(x, num_groups, weight, bias, eps, activation, residual)
+    return _forward_into(x, num_groups, weight, bias, eps, activation, None, None, residual)  # inference

@@ -73,7 +73,9 @@ class GroupNorm(nn.Module):
             nn.init.ones_(self.weight)
             nn.init.zeros_(self.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``act(GN(x) [+ residual])``; residual (x's shape and dtype) is added before the activation, as
+        where a ResNet block adds its shortcut before the last ReLU (one pass over memory instead of three)."""
         if isinstance(x, torch.Tensor) and x.dim() >= 2 and x.shape[1] != self.num_channels:
             raise ValueError(
                 f"GroupNorm expected an input with num_channels={self.num_channels} in dim 1, "
@@ -81,10 +83,11 @@ class GroupNorm(nn.Module):
             )
         # the kernels first (what GF.group_norm does first, one call less per layer); GF.group_norm checks and
         # takes the plain path when they decline
-        y = kernels.try_group_norm(x, self.num_groups, self.weight, self.bias, self.eps, self.activation)
+        y = kernels.try_group_norm(x, self.num_groups, self.weight, self.bias, self.eps, self.activation, residual)
         if y is not None:
             return y
-        return GF.group_norm(x, self.num_groups, self.weight, self.bias, self.eps, activation=self.activation)
+        return GF.group_norm(x, self.num_groups, self.weight, self.bias, self.eps, activation=self.activation,
+                             residual=residual)
 
     def extra_repr(self) -> str:
         s = f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"

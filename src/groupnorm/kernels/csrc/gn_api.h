@@ -2,10 +2,11 @@
  *
  * Math (per sample n and group g of D = C / G channels, M = D * S elements, S = prod(spatial)):
  *   mean = E[x],  var = E[(x - mean)^2] (biased),  rstd = 1 / sqrt(var + eps)
- *   v = (x - mean) * rstd * w[c] + b[c],  y = act(v),  act in {identity, relu, silu, gelu(erf)}
- * Backward, with dv = dy * act'(v) recomputed from x and the saved mean / rstd (v is never stored):
+ *   v = (x - mean) * rstd * w[c] + b[c] [+ r],  y = act(v),  act in {identity, relu, silu, gelu(erf)}
+ *   r: an optional residual of x's shape, layout and dtype (y = act(GN(x) + r), a ResNet block's end)
+ * Backward, with dv = dy * act'(v) recomputed from x, r and the saved mean / rstd (v is never stored):
  *   db[c] = sum_{n,s} dv,  dw[c] = sum_{n,s} dv * xhat,  xhat = (x - mean) * rstd
- *   dx = rstd * (w[c] dv - mean_g(w dv) - xhat * mean_g(w dv xhat))
+ *   dx = rstd * (w[c] dv - mean_g(w dv) - xhat * mean_g(w dv xhat)),  dr = dv
  *
  * Layouts: GN_LAYOUT_NCS = contiguous (N, C, S); GN_LAYOUT_NSC = channels-last (N, S, C).
  * Dtypes: fp32, fp64, bf16, fp16 (half types and fp32 accumulate in fp32 lanes folded into fp64 sums).
@@ -42,14 +43,16 @@ GN_EXPORT int gn_get_isa(void);
 /* Highest level compiled into this library (depends on the build machine's architecture). */
 GN_EXPORT int gn_max_compiled_isa(void);
 
-/* mean and rstd may both be NULL (statistics not returned: inference). */
+/* mean and rstd may both be NULL (statistics not returned: inference); r may be NULL (no residual). */
 GN_EXPORT int gn_forward(int dtype, int layout, int64_t N, int64_t C, int64_t S, int64_t G,
-               const void *x, const void *w, const void *b, double eps, int act,
+               const void *x, const void *w, const void *b, const void *r, double eps, int act,
                void *y, double *mean, double *rstd, int nthreads);
 
-/* dx, dw, db may each be NULL (not computed). */
+/* dx, dw, db may each be NULL (not computed). r: the forward's residual (NULL if none); with act != none and a
+ * residual, dr (x's shape) receives dv, which is also the residual's gradient (r and dr both given or both NULL);
+ * with act == none the residual does not enter the backward (its gradient is dy) and r, dr are ignored. */
 GN_EXPORT int gn_backward(int dtype, int layout, int64_t N, int64_t C, int64_t S, int64_t G,
-                const void *dy, const void *x, const double *mean, const double *rstd,
+                const void *dy, const void *x, const void *r, void *dr, const double *mean, const double *rstd,
                 const void *w, const void *b, int act,
                 void *dx, void *dw, void *db, int nthreads);
 

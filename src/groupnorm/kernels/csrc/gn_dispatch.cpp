@@ -21,10 +21,10 @@
 
 #define GN_DECLARE(ns)                                                                                         \
     namespace ns {                                                                                             \
-    int forward(int, int, int64_t, int64_t, int64_t, int64_t, const void *, const void *, const void *, double, \
-                int, void *, double *, double *, int);                                                         \
-    int backward(int, int, int64_t, int64_t, int64_t, int64_t, const void *, const void *, const double *,     \
-                 const double *, const void *, const void *, int, void *, void *, void *, int);              \
+    int forward(int, int, int64_t, int64_t, int64_t, int64_t, const void *, const void *, const void *,        \
+                const void *, double, int, void *, double *, double *, int);                                   \
+    int backward(int, int, int64_t, int64_t, int64_t, int64_t, const void *, const void *, const void *, void *, \
+                 const double *, const double *, const void *, const void *, int, void *, void *, void *, int); \
     }
 /* GN_WITH_X86_LEVELS: the baseline, AVX2 and AVX-512 levels linked in (the package build); GN_HAVE_AVX512BF16
  * is defined by setup.py when that level compiled (it needs a compiler with -mavx512bf16); the sanitizer test
@@ -44,10 +44,10 @@ GN_DECLARE(gn_avx512)
 GN_DECLARE(gn_avx512bf16)
 #endif
 
-typedef int (*fwd_fn)(int, int, int64_t, int64_t, int64_t, int64_t, const void *, const void *, const void *, double,
-                      int, void *, double *, double *, int);
-typedef int (*bwd_fn)(int, int, int64_t, int64_t, int64_t, int64_t, const void *, const void *, const double *,
-                      const double *, const void *, const void *, int, void *, void *, void *, int);
+typedef int (*fwd_fn)(int, int, int64_t, int64_t, int64_t, int64_t, const void *, const void *, const void *,
+                      const void *, double, int, void *, double *, double *, int);
+typedef int (*bwd_fn)(int, int, int64_t, int64_t, int64_t, int64_t, const void *, const void *, const void *, void *,
+                      const double *, const double *, const void *, const void *, int, void *, void *, void *, int);
 
 static int g_level = -1;
 
@@ -76,7 +76,7 @@ static int cpu_max_level(void) {
 
 extern "C" {
 
-int gn_abi_version(void) { return 1; }
+int gn_abi_version(void) { return 2; }
 
 int gn_max_compiled_isa(void) {
 #if defined(GN_HAVE_AVX512BF16)
@@ -156,7 +156,7 @@ static int check_shape(int dtype, int layout, int64_t N, int64_t C, int64_t S, i
 }
 
 int gn_forward(int dtype, int layout, int64_t N, int64_t C, int64_t S, int64_t G, const void *x, const void *w,
-               const void *b, double eps, int act, void *y, double *mean, double *rstd, int nthreads) {
+               const void *b, const void *r, double eps, int act, void *y, double *mean, double *rstd, int nthreads) {
     int e = check_shape(dtype, layout, N, C, S, G, act, nthreads);
     if (e) return e;
     if (!x || !y || !(eps >= 0.0) || isinf(eps)) return GN_EINVAL;
@@ -164,25 +164,26 @@ int gn_forward(int dtype, int layout, int64_t N, int64_t C, int64_t S, int64_t G
     fwd_fn f;
     bwd_fn bw;
     pick(dtype, &f, &bw);
-    if (mean) return f(dtype, layout, N, C, S, G, x, w, b, eps, act, y, mean, rstd, nthreads);
+    if (mean) return f(dtype, layout, N, C, S, G, x, w, b, r, eps, act, y, mean, rstd, nthreads);
     /* statistics not wanted (inference): the kernels still write them, into a scratch buffer */
     double *scratch = (double *)malloc((size_t)(2 * N * G) * sizeof(double));
     if (!scratch) return GN_ENOMEM;
-    e = f(dtype, layout, N, C, S, G, x, w, b, eps, act, y, scratch, scratch + N * G, nthreads);
+    e = f(dtype, layout, N, C, S, G, x, w, b, r, eps, act, y, scratch, scratch + N * G, nthreads);
     free(scratch);
     return e;
 }
 
 int gn_backward(int dtype, int layout, int64_t N, int64_t C, int64_t S, int64_t G, const void *dy, const void *x,
-                const double *mean, const double *rstd, const void *w, const void *b, int act, void *dx, void *dw,
-                void *db, int nthreads) {
+                const void *r, void *dr, const double *mean, const double *rstd, const void *w, const void *b, int act,
+                void *dx, void *dw, void *db, int nthreads) {
     int e = check_shape(dtype, layout, N, C, S, G, act, nthreads);
     if (e) return e;
     if (!dy || !x || !mean || !rstd) return GN_EINVAL;
+    if (act != GN_ACT_NONE && !r != !dr) return GN_EINVAL; /* a residual needs dr for dv, and dr needs r */
     fwd_fn f;
     bwd_fn bw;
     pick(dtype, &f, &bw);
-    return bw(dtype, layout, N, C, S, G, dy, x, mean, rstd, w, b, act, dx, dw, db, nthreads);
+    return bw(dtype, layout, N, C, S, G, dy, x, r, dr, mean, rstd, w, b, act, dx, dw, db, nthreads);
 }
 
 }  /* extern "C" */
@@ -208,39 +209,40 @@ static int py_ptr(PyObject *o, void **p) { /* None -> NULL, else an address as a
     return (*p == NULL && PyErr_Occurred()) ? -1 : 0;
 }
 
-/* forward(dtype, layout, N, C, S, G, x, w, b, eps, act, y, mean, rstd, nthreads) -> int (gn_forward's code) */
+/* forward(dtype, layout, N, C, S, G, x, w, b, r, eps, act, y, mean, rstd, nthreads) -> int (gn_forward's code) */
 static PyObject *py_forward(PyObject *, PyObject *const *a, Py_ssize_t na) {
-    if (na != 15) { PyErr_Format(PyExc_TypeError, "forward takes 15 arguments, got %zd", na); return NULL; }
+    if (na != 16) { PyErr_Format(PyExc_TypeError, "forward takes 16 arguments, got %zd", na); return NULL; }
     int dt, lay, act, nt;
     int64_t N, C, S, G;
-    void *x, *w, *b, *y, *m, *r;
+    void *x, *w, *b, *res, *y, *m, *rs;
     if (py_int(a[0], &dt) || py_int(a[1], &lay) || py_i64(a[2], &N) || py_i64(a[3], &C) || py_i64(a[4], &S) ||
-        py_i64(a[5], &G) || py_ptr(a[6], &x) || py_ptr(a[7], &w) || py_ptr(a[8], &b) || py_int(a[10], &act) ||
-        py_ptr(a[11], &y) || py_ptr(a[12], &m) || py_ptr(a[13], &r) || py_int(a[14], &nt))
+        py_i64(a[5], &G) || py_ptr(a[6], &x) || py_ptr(a[7], &w) || py_ptr(a[8], &b) || py_ptr(a[9], &res) ||
+        py_int(a[11], &act) || py_ptr(a[12], &y) || py_ptr(a[13], &m) || py_ptr(a[14], &rs) || py_int(a[15], &nt))
         return NULL;
-    double eps = PyFloat_AsDouble(a[9]);
+    double eps = PyFloat_AsDouble(a[10]);
     if (eps == -1.0 && PyErr_Occurred()) return NULL;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = gn_forward(dt, lay, N, C, S, G, x, w, b, eps, act, y, (double *)m, (double *)r, nt);
+    rc = gn_forward(dt, lay, N, C, S, G, x, w, b, res, eps, act, y, (double *)m, (double *)rs, nt);
     Py_END_ALLOW_THREADS
     return PyLong_FromLong(rc);
 }
 
-/* backward(dtype, layout, N, C, S, G, dy, x, mean, rstd, w, b, act, dx, dw, db, nthreads) -> int */
+/* backward(dtype, layout, N, C, S, G, dy, x, r, dr, mean, rstd, w, b, act, dx, dw, db, nthreads) -> int */
 static PyObject *py_backward(PyObject *, PyObject *const *a, Py_ssize_t na) {
-    if (na != 17) { PyErr_Format(PyExc_TypeError, "backward takes 17 arguments, got %zd", na); return NULL; }
+    if (na != 19) { PyErr_Format(PyExc_TypeError, "backward takes 19 arguments, got %zd", na); return NULL; }
     int dt, lay, act, nt;
     int64_t N, C, S, G;
-    void *dy, *x, *m, *r, *w, *b, *dx, *dw, *db;
+    void *dy, *x, *res, *dres, *m, *rs, *w, *b, *dx, *dw, *db;
     if (py_int(a[0], &dt) || py_int(a[1], &lay) || py_i64(a[2], &N) || py_i64(a[3], &C) || py_i64(a[4], &S) ||
-        py_i64(a[5], &G) || py_ptr(a[6], &dy) || py_ptr(a[7], &x) || py_ptr(a[8], &m) || py_ptr(a[9], &r) ||
-        py_ptr(a[10], &w) || py_ptr(a[11], &b) || py_int(a[12], &act) || py_ptr(a[13], &dx) ||
-        py_ptr(a[14], &dw) || py_ptr(a[15], &db) || py_int(a[16], &nt))
+        py_i64(a[5], &G) || py_ptr(a[6], &dy) || py_ptr(a[7], &x) || py_ptr(a[8], &res) || py_ptr(a[9], &dres) ||
+        py_ptr(a[10], &m) || py_ptr(a[11], &rs) || py_ptr(a[12], &w) || py_ptr(a[13], &b) || py_int(a[14], &act) ||
+        py_ptr(a[15], &dx) || py_ptr(a[16], &dw) || py_ptr(a[17], &db) || py_int(a[18], &nt))
         return NULL;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = gn_backward(dt, lay, N, C, S, G, dy, x, (const double *)m, (const double *)r, w, b, act, dx, dw, db, nt);
+    rc = gn_backward(dt, lay, N, C, S, G, dy, x, res, dres, (const double *)m, (const double *)rs, w, b, act, dx, dw,
+                     db, nt);
     Py_END_ALLOW_THREADS
     return PyLong_FromLong(rc);
 }

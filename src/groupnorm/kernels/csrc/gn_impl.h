@@ -79,6 +79,13 @@ static inline void st(f16_t *p, float v) {  /* round to nearest even (F. Giesen'
     p->v = (uint16_t)(o | (sign >> 16));
 }
 
+/* v rounded to T's precision: what a store to T and a load back give (float / double: v itself). */
+template <typename T, typename A> static inline A round_to(A v) {
+    T t;
+    st(&t, v);
+    return ld(&t);
+}
+
 /* Compute type: float for fp32 / bf16 / fp16, double for fp64. */
 template <typename T> struct Acc { typedef float type; };
 template <> struct Acc<double> { typedef double type; };
@@ -335,37 +342,69 @@ static inline void nsc_row4_sums(const T *GN_R row, const A *GN_R K, A *GN_R f1,
 template <typename T> static inline bool v512_nsc_rows(bool nt) {
     return nt || GN_BF16_LEVEL || std::is_same<T, f16_t>::value;
 }
-template <typename T, typename A, int ACT>
-static inline void nsc_row_apply(const T *GN_R xr, const A *GN_R mf, const A *GN_R a, const A *GN_R bb, T *GN_R yr,
-                                 i64 C, bool nt) {
+/* RES (here and below): with a residual r added before the activation, v = (x - mf) * a + bb + r; the backward
+ * rows then store dv (rounded to T, the value their sums use) to dr, and the dx pass reads dv from there. */
+template <typename T, typename A, int ACT, bool RES>
+static inline void nsc_row_apply(const T *GN_R xr, const T *GN_R rr, const A *GN_R mf, const A *GN_R a,
+                                 const A *GN_R bb, T *GN_R yr, i64 C, bool nt) {
 #ifdef GN_AVX512
     if constexpr (std::is_same<A, float>::value)
-        if (v512_nsc_rows<T>(nt)) return v512::nsc_row_apply<T, ACT>(xr, mf, a, bb, yr, C, nt);
+        if (v512_nsc_rows<T>(nt)) return v512::nsc_row_apply<T, ACT, RES>(xr, rr, mf, a, bb, yr, C, nt);
 #endif
     (void)nt;
-    for (i64 c = 0; c < C; ++c) st(yr + c, act_f<ACT, A>((ld(xr + c) - mf[c]) * a[c] + bb[c]));
+    for (i64 c = 0; c < C; ++c) {
+        A v = (ld(xr + c) - mf[c]) * a[c] + bb[c];
+        if (RES) v += ld(rr + c);
+        st(yr + c, act_f<ACT, A>(v));
+    }
 }
-template <typename T, typename A, int ACT>
-static inline void nsc_row_bwd_sums(const T *GN_R xr, const T *GN_R gr, const A *GN_R mf, const A *GN_R a,
-                                    const A *GN_R bb, A *GN_R f1, A *GN_R f2, i64 C) {
+template <typename T, typename A, int ACT, bool RES>
+static inline void nsc_row_bwd_sums(const T *GN_R xr, const T *GN_R gr, const T *GN_R rr, T *GN_R dr,
+                                    const A *GN_R mf, const A *GN_R a, const A *GN_R bb, A *GN_R f1, A *GN_R f2,
+                                    i64 C) {
     for (i64 c = 0; c < C; ++c) {
         A xc = ld(xr + c) - mf[c];
-        A g = act_b<ACT, A>(xc * a[c] + bb[c], ld(gr + c));
+        A pre = xc * a[c] + bb[c];
+        if (RES) pre += ld(rr + c);
+        A g = act_b<ACT, A>(pre, ld(gr + c));
+        if (RES) {
+            g = round_to<T, A>(g);
+            st(dr + c, g);
+        }
         f1[c] += g;
         f2[c] += g * xc;
     }
 }
-template <typename T, typename A, int ACT>
-static inline void nsc_row4_bwd_sums(const T *GN_R xr, const T *GN_R gr, const A *GN_R mf, const A *GN_R a,
-                                     const A *GN_R bb, A *GN_R f1, A *GN_R f2, i64 C) {
+template <typename T, typename A, int ACT, bool RES>
+static inline void nsc_row4_bwd_sums(const T *GN_R xr, const T *GN_R gr, const T *GN_R rr, T *GN_R dr,
+                                     const A *GN_R mf, const A *GN_R a, const A *GN_R bb, A *GN_R f1, A *GN_R f2,
+                                     i64 C) {
 #ifdef GN_AVX512
-    if constexpr (std::is_same<T, f16_t>::value) return v512::nsc_row4_bwd_sums<T, ACT>(xr, gr, mf, a, bb, f1, f2, C);
+    if constexpr (std::is_same<T, f16_t>::value)
+        return v512::nsc_row4_bwd_sums<T, ACT, RES>(xr, gr, rr, dr, mf, a, bb, f1, f2, C);
 #endif
     for (i64 c = 0; c < C; ++c) {
         const A m = mf[c], ac = a[c], b = bb[c];
         const A x0 = ld(xr + c) - m, x1 = ld(xr + C + c) - m, x2 = ld(xr + 2 * C + c) - m, x3 = ld(xr + 3 * C + c) - m;
-        const A g0 = act_b<ACT, A>(x0 * ac + b, ld(gr + c)), g1 = act_b<ACT, A>(x1 * ac + b, ld(gr + C + c)),
-                g2 = act_b<ACT, A>(x2 * ac + b, ld(gr + 2 * C + c)), g3 = act_b<ACT, A>(x3 * ac + b, ld(gr + 3 * C + c));
+        A p0 = x0 * ac + b, p1 = x1 * ac + b, p2 = x2 * ac + b, p3 = x3 * ac + b;
+        if (RES) {
+            p0 += ld(rr + c);
+            p1 += ld(rr + C + c);
+            p2 += ld(rr + 2 * C + c);
+            p3 += ld(rr + 3 * C + c);
+        }
+        A g0 = act_b<ACT, A>(p0, ld(gr + c)), g1 = act_b<ACT, A>(p1, ld(gr + C + c)),
+          g2 = act_b<ACT, A>(p2, ld(gr + 2 * C + c)), g3 = act_b<ACT, A>(p3, ld(gr + 3 * C + c));
+        if (RES) {
+            g0 = round_to<T, A>(g0);
+            g1 = round_to<T, A>(g1);
+            g2 = round_to<T, A>(g2);
+            g3 = round_to<T, A>(g3);
+            st(dr + c, g0);
+            st(dr + C + c, g1);
+            st(dr + 2 * C + c, g2);
+            st(dr + 3 * C + c, g3);
+        }
         f1[c] += (g0 + g1) + (g2 + g3);
         f2[c] += (g0 * x0 + g1 * x1) + (g2 * x2 + g3 * x3);
     }
@@ -385,14 +424,18 @@ static inline void nsc_row_dx(const T *GN_R xr, const T *GN_R gr, const A *GN_R 
         st(o + c, al[c] * g + xc * k1[c] + k2[c]);
     }
 }
-/* Contiguous rows: v = (x - mf) * a + bb over one channel's S values. */
-template <typename T, typename A, int ACT>
-static inline void ncs_row_apply(const T *GN_R xr, T *GN_R yr, i64 S, A mf, A a, A bb, bool nt) {
+/* Contiguous rows: v = (x - mf) * a + bb [+ r] over one channel's S values. */
+template <typename T, typename A, int ACT, bool RES>
+static inline void ncs_row_apply(const T *GN_R xr, const T *GN_R rr, T *GN_R yr, i64 S, A mf, A a, A bb, bool nt) {
 #ifdef GN_AVX512
-    if constexpr (std::is_same<A, float>::value) return v512::row_apply<T, ACT>(xr, yr, S, mf, a, bb, nt);
+    if constexpr (std::is_same<A, float>::value) return v512::row_apply<T, ACT, RES>(xr, rr, yr, S, mf, a, bb, nt);
 #endif
     (void)nt;
-    for (i64 s = 0; s < S; ++s) st(yr + s, act_f<ACT, A>((ld(xr + s) - mf) * a + bb));
+    for (i64 s = 0; s < S; ++s) {
+        A v = (ld(xr + s) - mf) * a + bb;
+        if (RES) v += ld(rr + s);
+        st(yr + s, act_f<ACT, A>(v));
+    }
 }
 template <typename T, typename A, int ACT>
 static inline void ncs_row_dx(const T *GN_R xr, const T *GN_R gr, T *GN_R o, i64 S, A mf, A a, A bb, A al, A k1,
@@ -417,7 +460,7 @@ static inline i64 ncs_items_per_chunk(i64 group_len) {
 
 /* ================================================================ forward, NCS (contiguous) */
 template <typename T, int ACT>
-static int fwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *b, double eps, T *y,
+static int fwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *b, const T *r, double eps, T *y,
                    double *mean, double *rstd, int nt) {
     typedef typename Acc<T>::type A;
     const i64 D = C / G, L = D * S, items = N * G;
@@ -447,8 +490,13 @@ static int fwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
             const i64 nb = D - cb < CBLK ? D - cb : CBLK;
             A ca[CBLK], cbb[CBLK];
             channel_coefs<T, A>(mu, rs, w, b, g * D + cb, nb, ca, cbb, (A *)nullptr);
-            for (i64 j = 0; j < nb; ++j)
-                ncs_row_apply<T, A, ACT>(xg + (cb + j) * S, yg + (cb + j) * S, S, mf, ca[j], cbb[j], nts);
+            for (i64 j = 0; j < nb; ++j) {
+                const i64 o = (cb + j) * S;
+                if (r)
+                    ncs_row_apply<T, A, ACT, true>(xg + o, r + (n * C + g * D) * S + o, yg + o, S, mf, ca[j], cbb[j], nts);
+                else
+                    ncs_row_apply<T, A, ACT, false>(xg + o, nullptr, yg + o, S, mf, ca[j], cbb[j], nts);
+            }
         }
     }
     store_fence(nts);
@@ -551,19 +599,21 @@ static void nsc_stats_reduce(const NscPlan &P, const T *x, i64 n, double *part, 
 }
 
 template <typename T, typename A, int ACT>
-static void nsc_apply_chunk(const NscPlan &P, const T *x, i64 n, i64 k, const A *coef, T *y) {
+static void nsc_apply_chunk(const NscPlan &P, const T *x, const T *res, i64 n, i64 k, const A *coef, T *y) {
     const i64 C = P.C, r0 = k * P.R, r1 = r0 + P.R < P.S ? r0 + P.R : P.S;
     const A *mf = coef + n * 3 * C, *a = mf + C, *bb = mf + 2 * C;
     for (i64 r = r0; r < r1; ++r) {
-        const T *xr = x + (n * P.S + r) * C;
-        T *yr = y + (n * P.S + r) * C;
-        nsc_row_apply<T, A, ACT>(xr, mf, a, bb, yr, C, P.nts);
+        const i64 o = (n * P.S + r) * C;
+        if (res)
+            nsc_row_apply<T, A, ACT, true>(x + o, res + o, mf, a, bb, y + o, C, P.nts);
+        else
+            nsc_row_apply<T, A, ACT, false>(x + o, nullptr, mf, a, bb, y + o, C, P.nts);
     }
 }
 
 /* ================================================================ forward, NSC (channels-last) */
 template <typename T, int ACT>
-static int fwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *b, double eps, T *y,
+static int fwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *b, const T *res, double eps, T *y,
                    double *mean, double *rstd, int nt) {
     typedef typename Acc<T>::type A;
     NscPlan P = nsc_plan(N, C, S, G, nt);
@@ -584,7 +634,7 @@ static int fwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
                     if (!ok) continue;
                     for (i64 k = 0; k < P.K; ++k) nsc_stats_chunk<T, A>(P, x, n, k, scratch, part);
                     nsc_stats_reduce<T, A>(P, x, n, part, w, b, eps, mean, rstd, coef);
-                    for (i64 k = 0; k < P.K; ++k) nsc_apply_chunk<T, A, ACT>(P, x, n, k, coef, y);
+                    for (i64 k = 0; k < P.K; ++k) nsc_apply_chunk<T, A, ACT>(P, x, res, n, k, coef, y);
                 }
             } else {
 #pragma omp for schedule(dynamic, 1)
@@ -595,7 +645,8 @@ static int fwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
 #pragma omp for schedule(dynamic, 1)
                     for (i64 n = 0; n < N; ++n) nsc_stats_reduce<T, A>(P, x, n, part, w, b, eps, mean, rstd, coef);
 #pragma omp for schedule(dynamic, 1)
-                    for (i64 it = 0; it < N * P.K; ++it) nsc_apply_chunk<T, A, ACT>(P, x, it / P.K, it % P.K, coef, y);
+                    for (i64 it = 0; it < N * P.K; ++it)
+                        nsc_apply_chunk<T, A, ACT>(P, x, res, it / P.K, it % P.K, coef, y);
                 }
             }
             store_fence(P.nts);
@@ -607,18 +658,36 @@ static int fwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
 }
 
 /* ================================================================ backward helpers */
-/* Over one run of one channel: sums of dv and dv * (x - mf), dv = dy * act'((x - mf) * a + bb) (lane_sums). */
-template <typename T, typename A, int ACT>
-static void bwd_row_sums(const T *GN_R dy, const T *GN_R x, i64 L, A mf, A a, A bb, double *sa, double *sb) {
+/* Over one run of one channel: sums of dv and dv * (x - mf), dv = dy * act'((x - mf) * a + bb [+ r])
+ * (lane_sums); RES: dv (rounded to T) stored to dr. */
+template <typename T, typename A, int ACT, bool RES>
+static void bwd_row_sums(const T *GN_R dy, const T *GN_R x, const T *GN_R r, T *GN_R dr, i64 L, A mf, A a, A bb,
+                         double *sa, double *sb) {
 #ifdef GN_AVX512
-    if constexpr (std::is_same<A, float>::value) return v512::bwd_row_sums<T, ACT>(dy, x, L, mf, a, bb, sa, sb);
+    if constexpr (std::is_same<A, float>::value)
+        return v512::bwd_row_sums<T, ACT, RES>(dy, x, r, dr, L, mf, a, bb, sa, sb);
 #endif
     lane_sums<A>(L, [=](i64 i, A &u, A &v) {
         const A xc = ld(x + i) - mf;
-        const A g = act_b<ACT, A>(xc * a + bb, ld(dy + i));
+        A pre = xc * a + bb;
+        if (RES) pre += ld(r + i);
+        A g = act_b<ACT, A>(pre, ld(dy + i));
+        if (RES) {
+            g = round_to<T, A>(g);
+            st(dr + i, g);
+        }
         u = g;
         v = g * xc;
     }, sa, sb);
+}
+
+/* bwd_row_sums with a residual when dr is given (never with no activation: that variant is not compiled) */
+template <typename T, typename A, int ACT>
+static inline void bwd_row_sums_any(const T *dy, const T *x, const T *r, T *dr, i64 L, A mf, A a, A bb, double *sa,
+                                    double *sb) {
+    if constexpr (ACT != GN_ACT_NONE)
+        if (dr) return bwd_row_sums<T, A, ACT, true>(dy, x, r, dr, L, mf, a, bb, sa, sb);
+    bwd_row_sums<T, A, ACT, false>(dy, x, nullptr, nullptr, L, mf, a, bb, sa, sb);
 }
 
 /* From per-channel sums (A_c = sum dv, B_c = sum dv * (x - mean)) of one group: dx = al*dv + (x - mf)*k1 + k2. */
@@ -669,9 +738,11 @@ static void param_grads_group(i64 g, i64 N, i64 C, i64 G, const double *rstd, co
 }
 
 /* ================================================================ backward, NCS (contiguous) */
+/* With a residual (r, and ACT not none): the sums pass also stores dv to dr, and dx is computed from dv (as
+ * for no activation); with ACT none the residual does not enter the backward (dv = dy). */
 template <typename T, int ACT>
-static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const double *mean, const double *rstd,
-                   const T *w, const T *b, T *dx, T *dw, T *db, int nt) {
+static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const T *r, T *dr, const double *mean,
+                   const double *rstd, const T *w, const T *b, T *dx, T *dw, T *db, int nt) {
     typedef typename Acc<T>::type A;
     const i64 D = C / G, items = N * G;
     double *Ab = (double *)malloc(sizeof(double) * (size_t)(N * C * 2));
@@ -699,7 +770,8 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
         for (i64 cc = 0; cc < D; ++cc) {
             const i64 c = c0 + cc, off = (n * C + c) * S;
             double sa, sb;
-            bwd_row_sums<T, A, ACT>(dy + off, x + off, S, mf, ca[cc], cbb[cc], &sa, &sb);
+            bwd_row_sums_any<T, A, ACT>(dy + off, x + off, r ? r + off : nullptr, dr ? dr + off : nullptr, S, mf,
+                                        ca[cc], cbb[cc], &sa, &sb);
             Ab[n * C + c] = sa;
             Bb[n * C + c] = sb - delta * sa; /* centred on the exact mean */
         }
@@ -708,6 +780,12 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
         const A k1 = (A)k.k1, k2 = (A)k.k2;
         for (i64 cc = 0; cc < D; ++cc) {
             const i64 off = (n * C + c0 + cc) * S;
+            if constexpr (ACT != GN_ACT_NONE)
+                if (dr) { /* dv is in dr: dx as for no activation */
+                    ncs_row_dx<T, A, GN_ACT_NONE>(x + off, dr + off, dx + off, S, mf, ca[cc], cbb[cc], cal[cc], k1, k2,
+                                                  nts);
+                    continue;
+                }
             ncs_row_dx<T, A, ACT>(x + off, dy + off, dx + off, S, mf, ca[cc], cbb[cc], cal[cc], k1, k2, nts);
         }
     }
@@ -738,9 +816,9 @@ static void nsc_bwd_coef_init(const NscPlan &P, i64 n, const double *mean, const
     }
 }
 
-template <typename T, typename A, int ACT>
-static void nsc_bwd_chunk_sums(const NscPlan &P, const T *dy, const T *x, i64 n, i64 k, const A *coef, A *scratch,
-                               double *part) {
+template <typename T, typename A, int ACT, bool RES>
+static void nsc_bwd_chunk_sums(const NscPlan &P, const T *dy, const T *x, const T *res, T *dres, i64 n, i64 k,
+                               const A *coef, A *scratch, double *part) {
     const i64 C = P.C, r0 = k * P.R, r1 = r0 + P.R < P.S ? r0 + P.R : P.S;
     const A *mf = coef + n * 6 * C, *a = mf + C, *bb = mf + 2 * C;
     A *f1 = scratch, *f2 = scratch + C;
@@ -750,10 +828,16 @@ static void nsc_bwd_chunk_sums(const NscPlan &P, const T *dy, const T *x, i64 n,
         const i64 re = rb + FLUSH < r1 ? rb + FLUSH : r1;
         for (i64 c = 0; c < C; ++c) { f1[c] = 0; f2[c] = 0; }
         i64 r = rb;
-        for (; r + 4 <= re; r += 4)
-            nsc_row4_bwd_sums<T, A, ACT>(x + (n * P.S + r) * C, dy + (n * P.S + r) * C, mf, a, bb, f1, f2, C);
-        for (; r < re; ++r)
-            nsc_row_bwd_sums<T, A, ACT>(x + (n * P.S + r) * C, dy + (n * P.S + r) * C, mf, a, bb, f1, f2, C);
+        for (; r + 4 <= re; r += 4) {
+            const i64 o = (n * P.S + r) * C;
+            nsc_row4_bwd_sums<T, A, ACT, RES>(x + o, dy + o, RES ? res + o : nullptr, RES ? dres + o : nullptr, mf, a,
+                                              bb, f1, f2, C);
+        }
+        for (; r < re; ++r) {
+            const i64 o = (n * P.S + r) * C;
+            nsc_row_bwd_sums<T, A, ACT, RES>(x + o, dy + o, RES ? res + o : nullptr, RES ? dres + o : nullptr, mf, a,
+                                             bb, f1, f2, C);
+        }
         for (i64 c = 0; c < C; ++c) { p1[c] += (double)f1[c]; p2[c] += (double)f2[c]; }
     }
 }
@@ -794,9 +878,25 @@ static void nsc_bwd_dx_chunk(const NscPlan &P, const T *dy, const T *x, i64 n, i
     }
 }
 
+/* The sums and dx passes with or without a residual (dres: dv stored by the sums, read by the dx pass). */
+template <typename T, typename A, int ACT>
+static void nsc_bwd_sums_any(const NscPlan &P, const T *dy, const T *x, const T *res, T *dres, i64 n, i64 k,
+                             const A *coef, A *scratch, double *part) {
+    if constexpr (ACT != GN_ACT_NONE) /* (no activation: never a dres, that variant is not compiled) */
+        if (dres) return nsc_bwd_chunk_sums<T, A, ACT, true>(P, dy, x, res, dres, n, k, coef, scratch, part);
+    nsc_bwd_chunk_sums<T, A, ACT, false>(P, dy, x, nullptr, nullptr, n, k, coef, scratch, part);
+}
+template <typename T, typename A, int ACT>
+static void nsc_bwd_dx_any(const NscPlan &P, const T *dy, const T *x, const T *dres, i64 n, i64 k, const A *coef,
+                           T *dx) {
+    if constexpr (ACT != GN_ACT_NONE)
+        if (dres) return nsc_bwd_dx_chunk<T, A, GN_ACT_NONE>(P, dres, x, n, k, coef, dx); /* dv in dres */
+    nsc_bwd_dx_chunk<T, A, ACT>(P, dy, x, n, k, coef, dx);
+}
+/* Residual as in bwd_ncs. */
 template <typename T, int ACT>
-static int bwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const double *mean, const double *rstd,
-                   const T *w, const T *b, T *dx, T *dw, T *db, int nt) {
+static int bwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const T *res, T *dres, const double *mean,
+                   const double *rstd, const T *w, const T *b, T *dx, T *dw, T *db, int nt) {
     typedef typename Acc<T>::type A;
     NscPlan P = nsc_plan(N, C, S, G, nt);
     P.nts = dx && nt_output<T>(N * S * C) && nt_rows_ok(dx, C);
@@ -817,24 +917,24 @@ static int bwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
                 for (i64 n = 0; n < N; ++n) {
                     if (!ok) continue;
                     nsc_bwd_coef_init<T, A>(P, n, mean, rstd, w, b, coef);
-                    for (i64 k = 0; k < P.K; ++k) nsc_bwd_chunk_sums<T, A, ACT>(P, dy, x, n, k, coef, scratch, part);
+                    for (i64 k = 0; k < P.K; ++k) nsc_bwd_sums_any<T, A, ACT>(P, dy, x, res, dres, n, k, coef, scratch, part);
                     nsc_bwd_reduce<T, A>(P, n, part, mean, rstd, w, Ab, Bb, coef);
                     if (dx)
-                        for (i64 k = 0; k < P.K; ++k) nsc_bwd_dx_chunk<T, A, ACT>(P, dy, x, n, k, coef, dx);
+                        for (i64 k = 0; k < P.K; ++k) nsc_bwd_dx_any<T, A, ACT>(P, dy, x, dres, n, k, coef, dx);
                 }
             } else {
 #pragma omp for schedule(static)
                 for (i64 n = 0; n < N; ++n) nsc_bwd_coef_init<T, A>(P, n, mean, rstd, w, b, coef);
 #pragma omp for schedule(dynamic, 1)
                 for (i64 it = 0; it < N * P.K; ++it)
-                    if (ok) nsc_bwd_chunk_sums<T, A, ACT>(P, dy, x, it / P.K, it % P.K, coef, scratch, part);
+                    if (ok) nsc_bwd_sums_any<T, A, ACT>(P, dy, x, res, dres, it / P.K, it % P.K, coef, scratch, part);
                 if (!err) { /* read after the implicit barrier: the same value in every thread */
 #pragma omp for schedule(dynamic, 1)
                     for (i64 n = 0; n < N; ++n) nsc_bwd_reduce<T, A>(P, n, part, mean, rstd, w, Ab, Bb, coef);
                     if (dx) {
 #pragma omp for schedule(dynamic, 1)
                         for (i64 it = 0; it < N * P.K; ++it)
-                            nsc_bwd_dx_chunk<T, A, ACT>(P, dy, x, it / P.K, it % P.K, coef, dx);
+                            nsc_bwd_dx_any<T, A, ACT>(P, dy, x, dres, it / P.K, it % P.K, coef, dx);
                     }
                 }
             }
@@ -854,78 +954,86 @@ static int bwd_nsc(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const do
 
 /* ================================================================ entry points of this ISA level */
 template <typename T, int ACT>
-static int fwd_t(int layout, i64 N, i64 C, i64 S, i64 G, const void *x, const void *w, const void *b, double eps,
-                 void *y, double *mean, double *rstd, int nt) {
+static int fwd_t(int layout, i64 N, i64 C, i64 S, i64 G, const void *x, const void *w, const void *b, const void *r,
+                 double eps, void *y, double *mean, double *rstd, int nt) {
     if (layout == GN_LAYOUT_NCS)
-        return fwd_ncs<T, ACT>(N, C, S, G, (const T *)x, (const T *)w, (const T *)b, eps, (T *)y, mean, rstd, nt);
-    return fwd_nsc<T, ACT>(N, C, S, G, (const T *)x, (const T *)w, (const T *)b, eps, (T *)y, mean, rstd, nt);
+        return fwd_ncs<T, ACT>(N, C, S, G, (const T *)x, (const T *)w, (const T *)b, (const T *)r, eps, (T *)y, mean,
+                               rstd, nt);
+    return fwd_nsc<T, ACT>(N, C, S, G, (const T *)x, (const T *)w, (const T *)b, (const T *)r, eps, (T *)y, mean,
+                           rstd, nt);
 }
 template <typename T, int ACT>
-static int bwd_t(int layout, i64 N, i64 C, i64 S, i64 G, const void *dy, const void *x, const double *mean,
-                 const double *rstd, const void *w, const void *b, void *dx, void *dw, void *db, int nt) {
+static int bwd_t(int layout, i64 N, i64 C, i64 S, i64 G, const void *dy, const void *x, const void *r, void *dr,
+                 const double *mean, const double *rstd, const void *w, const void *b, void *dx, void *dw, void *db,
+                 int nt) {
+    if (ACT == GN_ACT_NONE) r = dr = nullptr; /* dv = dy: the residual does not enter */
     if (layout == GN_LAYOUT_NCS)
-        return bwd_ncs<T, ACT>(N, C, S, G, (const T *)dy, (const T *)x, mean, rstd, (const T *)w, (const T *)b,
-                               (T *)dx, (T *)dw, (T *)db, nt);
-    return bwd_nsc<T, ACT>(N, C, S, G, (const T *)dy, (const T *)x, mean, rstd, (const T *)w, (const T *)b,
-                           (T *)dx, (T *)dw, (T *)db, nt);
+        return bwd_ncs<T, ACT>(N, C, S, G, (const T *)dy, (const T *)x, (const T *)r, (T *)dr, mean, rstd, (const T *)w,
+                               (const T *)b, (T *)dx, (T *)dw, (T *)db, nt);
+    return bwd_nsc<T, ACT>(N, C, S, G, (const T *)dy, (const T *)x, (const T *)r, (T *)dr, mean, rstd, (const T *)w,
+                           (const T *)b, (T *)dx, (T *)dw, (T *)db, nt);
 }
 
 template <typename T>
 static int fwd_act(int act, int layout, i64 N, i64 C, i64 S, i64 G, const void *x, const void *w, const void *b,
-                   double eps, void *y, double *mean, double *rstd, int nt) {
+                   const void *r, double eps, void *y, double *mean, double *rstd, int nt) {
     switch (act) {
-    case GN_ACT_NONE: return fwd_t<T, GN_ACT_NONE>(layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
-    case GN_ACT_RELU: return fwd_t<T, GN_ACT_RELU>(layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
-    case GN_ACT_SILU: return fwd_t<T, GN_ACT_SILU>(layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
-    case GN_ACT_GELU: return fwd_t<T, GN_ACT_GELU>(layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
+    case GN_ACT_NONE: return fwd_t<T, GN_ACT_NONE>(layout, N, C, S, G, x, w, b, r, eps, y, mean, rstd, nt);
+    case GN_ACT_RELU: return fwd_t<T, GN_ACT_RELU>(layout, N, C, S, G, x, w, b, r, eps, y, mean, rstd, nt);
+    case GN_ACT_SILU: return fwd_t<T, GN_ACT_SILU>(layout, N, C, S, G, x, w, b, r, eps, y, mean, rstd, nt);
+    case GN_ACT_GELU: return fwd_t<T, GN_ACT_GELU>(layout, N, C, S, G, x, w, b, r, eps, y, mean, rstd, nt);
     }
     return GN_EINVAL;
 }
 template <typename T>
-static int bwd_act(int act, int layout, i64 N, i64 C, i64 S, i64 G, const void *dy, const void *x,
-                   const double *mean, const double *rstd, const void *w, const void *b, void *dx, void *dw,
+static int bwd_act(int act, int layout, i64 N, i64 C, i64 S, i64 G, const void *dy, const void *x, const void *r,
+                   void *dr, const double *mean, const double *rstd, const void *w, const void *b, void *dx, void *dw,
                    void *db, int nt) {
     switch (act) {
-    case GN_ACT_NONE: return bwd_t<T, GN_ACT_NONE>(layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
-    case GN_ACT_RELU: return bwd_t<T, GN_ACT_RELU>(layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
-    case GN_ACT_SILU: return bwd_t<T, GN_ACT_SILU>(layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
-    case GN_ACT_GELU: return bwd_t<T, GN_ACT_GELU>(layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
+    case GN_ACT_NONE:
+        return bwd_t<T, GN_ACT_NONE>(layout, N, C, S, G, dy, x, r, dr, mean, rstd, w, b, dx, dw, db, nt);
+    case GN_ACT_RELU:
+        return bwd_t<T, GN_ACT_RELU>(layout, N, C, S, G, dy, x, r, dr, mean, rstd, w, b, dx, dw, db, nt);
+    case GN_ACT_SILU:
+        return bwd_t<T, GN_ACT_SILU>(layout, N, C, S, G, dy, x, r, dr, mean, rstd, w, b, dx, dw, db, nt);
+    case GN_ACT_GELU:
+        return bwd_t<T, GN_ACT_GELU>(layout, N, C, S, G, dy, x, r, dr, mean, rstd, w, b, dx, dw, db, nt);
     }
     return GN_EINVAL;
 }
 
 /* Arguments were validated by gn_dispatch.cpp. */
 int forward(int dtype, int layout, i64 N, i64 C, i64 S, i64 G, const void *x, const void *w, const void *b,
-            double eps, int act, void *y, double *mean, double *rstd, int nt) {
+            const void *r, double eps, int act, void *y, double *mean, double *rstd, int nt) {
     switch (dtype) {
 #ifndef GN_ONLY_BF16 /* the AVX512_BF16 level compiles only bfloat16 (see gn_dispatch.cpp) */
-    case GN_F32: return fwd_act<float>(act, layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
+    case GN_F32: return fwd_act<float>(act, layout, N, C, S, G, x, w, b, r, eps, y, mean, rstd, nt);
 #endif
 #ifndef GN_SKIP_F64 /* float64 is compiled only into the baseline level (see gn_dispatch.cpp) */
-    case GN_F64: return fwd_act<double>(act, layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
+    case GN_F64: return fwd_act<double>(act, layout, N, C, S, G, x, w, b, r, eps, y, mean, rstd, nt);
 #endif
-    case GN_BF16: return fwd_act<bf16_t>(act, layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
+    case GN_BF16: return fwd_act<bf16_t>(act, layout, N, C, S, G, x, w, b, r, eps, y, mean, rstd, nt);
 #ifndef GN_ONLY_BF16
-    case GN_F16: return fwd_act<f16_t>(act, layout, N, C, S, G, x, w, b, eps, y, mean, rstd, nt);
+    case GN_F16: return fwd_act<f16_t>(act, layout, N, C, S, G, x, w, b, r, eps, y, mean, rstd, nt);
 #endif
     }
     return GN_EINVAL;
 }
-int backward(int dtype, int layout, i64 N, i64 C, i64 S, i64 G, const void *dy, const void *x, const double *mean,
-             const double *rstd, const void *w, const void *b, int act, void *dx, void *dw, void *db, int nt) {
+int backward(int dtype, int layout, i64 N, i64 C, i64 S, i64 G, const void *dy, const void *x, const void *r, void *dr,
+             const double *mean, const double *rstd, const void *w, const void *b, int act, void *dx, void *dw,
+             void *db, int nt) {
     switch (dtype) {
 #ifndef GN_ONLY_BF16
-    case GN_F32: return bwd_act<float>(act, layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
+    case GN_F32: return bwd_act<float>(act, layout, N, C, S, G, dy, x, r, dr, mean, rstd, w, b, dx, dw, db, nt);
 #endif
 #ifndef GN_SKIP_F64 /* float64 is compiled only into the baseline level (see gn_dispatch.cpp) */
-    case GN_F64: return bwd_act<double>(act, layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
+    case GN_F64: return bwd_act<double>(act, layout, N, C, S, G, dy, x, r, dr, mean, rstd, w, b, dx, dw, db, nt);
 #endif
-    case GN_BF16: return bwd_act<bf16_t>(act, layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
+    case GN_BF16: return bwd_act<bf16_t>(act, layout, N, C, S, G, dy, x, r, dr, mean, rstd, w, b, dx, dw, db, nt);
 #ifndef GN_ONLY_BF16
-    case GN_F16: return bwd_act<f16_t>(act, layout, N, C, S, G, dy, x, mean, rstd, w, b, dx, dw, db, nt);
+    case GN_F16: return bwd_act<f16_t>(act, layout, N, C, S, G, dy, x, r, dr, mean, rstd, w, b, dx, dw, db, nt);
 #endif
     }
     return GN_EINVAL;
 }
-
 }  // namespace GN_NS

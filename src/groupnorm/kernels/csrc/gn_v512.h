@@ -190,24 +190,42 @@ template <typename T> static inline void shifted_sums(const T *x, i64 L, float K
     }, s1o, s2o);
 }
 
-/* sums of dv and dv * (x - mf), dv = dy * act'((x - mf) * a + bb) */
-template <typename T, int ACT>
-static inline void bwd_row_sums(const T *dy, const T *x, i64 L, float mf, float a, float bb, double *sa, double *sb) {
+/* v rounded to T's precision (the value a store of v to T and a load back give; float: v itself) */
+static inline vf round_to(vf v, const float *) { return v; }
+static inline vf round_to(vf v, const bf16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(pack(v, p)), 16));
+}
+static inline vf round_to(vf v, const f16_t *p) { return _mm512_cvtph_ps(pack(v, p)); }
+
+/* sums of dv and dv * (x - mf), dv = dy * act'((x - mf) * a + bb [+ r]); RES: with the residual r, and dv
+ * (rounded to T, the value the sums then use) stored to dr */
+template <typename T, int ACT, bool RES>
+static inline void bwd_row_sums(const T *dy, const T *x, const T *r, T *dr, i64 L, float mf, float a, float bb,
+                                double *sa, double *sb) {
     const vf vm = set1(mf), va = set1(a), vb = set1(bb);
     sums(L, [=](i64 i, __mmask16 m, vf &u, vf &v) {
         const vf xc = _mm512_maskz_sub_ps(m, load(x + i, m), vm);
-        const vf g = act_b<ACT>(_mm512_fmadd_ps(xc, va, vb), load(dy + i, m)); /* dy = 0 in masked lanes */
+        vf pre = _mm512_fmadd_ps(xc, va, vb);
+        if (RES) pre = _mm512_add_ps(pre, load(r + i, m));
+        vf g = act_b<ACT>(pre, load(dy + i, m)); /* dy = 0 in masked lanes */
+        if (RES) {
+            g = round_to(g, dr);
+            store(dr + i, g, m);
+        }
         u = g;
         v = _mm512_mul_ps(g, xc);
     }, sa, sb);
 }
 
-/* y = act((x - mf) * a + bb) over a run; nt: whole aligned vectors with non-temporal stores (large outputs) */
-template <typename T, int ACT>
-static inline void row_apply(const T *x, T *y, i64 S, float mf, float a, float bb, bool nt) {
+/* y = act((x - mf) * a + bb [+ r]) over a run; nt: whole aligned vectors with non-temporal stores (large
+ * outputs); RES: with the residual r */
+template <typename T, int ACT, bool RES>
+static inline void row_apply(const T *x, const T *r, T *y, i64 S, float mf, float a, float bb, bool nt) {
     const vf vm = set1(mf), va = set1(a), vb = set1(bb);
     store_run(y, S, nt, [&](i64 s, __mmask16 m) {
-        return act_f<ACT>(_mm512_fmadd_ps(_mm512_sub_ps(load(x + s, m), vm), va, vb));
+        vf v = _mm512_fmadd_ps(_mm512_sub_ps(load(x + s, m), vm), va, vb);
+        if (RES) v = _mm512_add_ps(v, load(r + s, m));
+        return act_f<ACT>(v);
     });
 }
 
@@ -229,12 +247,14 @@ static inline void row_dx(const T *x, const T *dy, T *o, i64 S, float mf, float 
  * (one-instruction bfloat16 stores), for float16 data (one-instruction conversions) and for non-temporal
  * stores; otherwise (float32, and the AVX-512 level's integer bfloat16 rounding, with plain stores) the
  * compiler's own vectorization of the portable loops was as fast or faster. */
-template <typename T, int ACT>
-static inline void nsc_row_apply(const T *xr, const float *mf, const float *a, const float *bb, T *yr, i64 C,
-                                 bool nt) {
+template <typename T, int ACT, bool RES>
+static inline void nsc_row_apply(const T *xr, const T *rr, const float *mf, const float *a, const float *bb, T *yr,
+                                 i64 C, bool nt) {
     store_run(yr, C, nt, [&](i64 c, __mmask16 m) {
-        return act_f<ACT>(_mm512_fmadd_ps(_mm512_sub_ps(load(xr + c, m), _mm512_maskz_loadu_ps(m, mf + c)),
-                                          _mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, bb + c)));
+        vf v = _mm512_fmadd_ps(_mm512_sub_ps(load(xr + c, m), _mm512_maskz_loadu_ps(m, mf + c)),
+                               _mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, bb + c));
+        if (RES) v = _mm512_add_ps(v, load(rr + c, m));
+        return act_f<ACT>(v);
     });
 }
 template <typename T, int ACT>
@@ -267,9 +287,9 @@ static inline void nsc_row4_sums(const T *row, const float *K, float *f1, float 
         _mm512_mask_storeu_ps(f2 + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, f2 + c), s2));
     }
 }
-template <typename T, int ACT>
-static inline void nsc_row4_bwd_sums(const T *xr, const T *gr, const float *mf, const float *a, const float *bb,
-                                     float *f1, float *f2, i64 C) {
+template <typename T, int ACT, bool RES>
+static inline void nsc_row4_bwd_sums(const T *xr, const T *gr, const T *rr, T *dr, const float *mf, const float *a,
+                                     const float *bb, float *f1, float *f2, i64 C) {
     for (i64 c = 0; c < C; c += W) {
         const __mmask16 m = tail_mask(C - c);
         const vf vm = _mm512_maskz_loadu_ps(m, mf + c), va = _mm512_maskz_loadu_ps(m, a + c),
@@ -277,7 +297,13 @@ static inline void nsc_row4_bwd_sums(const T *xr, const T *gr, const float *mf, 
         vf g[4], xc[4];
         for (int r = 0; r < 4; ++r) {
             xc[r] = _mm512_maskz_sub_ps(m, load(xr + r * C + c, m), vm);
-            g[r] = act_b<ACT>(_mm512_fmadd_ps(xc[r], va, vb), load(gr + r * C + c, m));
+            vf pre = _mm512_fmadd_ps(xc[r], va, vb);
+            if (RES) pre = _mm512_add_ps(pre, load(rr + r * C + c, m));
+            g[r] = act_b<ACT>(pre, load(gr + r * C + c, m));
+            if (RES) {
+                g[r] = round_to(g[r], dr);
+                store(dr + r * C + c, g[r], m);
+            }
         }
         const vf s1 = _mm512_add_ps(_mm512_add_ps(g[0], g[1]), _mm512_add_ps(g[2], g[3]));
         const vf s2 = _mm512_add_ps(_mm512_fmadd_ps(g[0], xc[0], _mm512_mul_ps(g[1], xc[1])),

@@ -1,8 +1,8 @@
 /* Test driver for the kernels under -fsanitize=address,undefined (built and run by tests/test_kernels_sanitize.py,
  * not part of the package build). Every buffer is its own exact-size heap allocation, so any out-of-bounds
  * read or write is reported by AddressSanitizer. It runs the kernel test grid (layouts, dtypes, activations,
- * ranks, group sizes, odd sizes, with and without affine, optional outputs left NULL, 1 and 2 threads, every
- * compiled instruction-set level the CPU runs), checks values against a naive double implementation, and
+ * ranks, group sizes, odd sizes, with and without affine and a residual, optional outputs left NULL, 1 and 2
+ * threads, every compiled instruction-set level the CPU runs), checks values against a naive double implementation, and
  * checks that invalid arguments return an error code. Prints "OK <cases>" and exits 0 on success.
  */
 #include <math.h>
@@ -75,10 +75,10 @@ static void check(const char *what, double got, double ref, double tol, const ch
 }
 
 static void run_case(int dt, int layout, int64_t N, int64_t C, int64_t S, int64_t G, int act, int affine, int nt,
-                     int mask) {
-    char ctx[160];
-    snprintf(ctx, sizeof ctx, "dt=%d layout=%d N=%lld C=%lld S=%lld G=%lld act=%d affine=%d nt=%d mask=%d", dt, layout,
-             (long long)N, (long long)C, (long long)S, (long long)G, act, affine, nt, mask);
+                     int mask, int res) {
+    char ctx[180];
+    snprintf(ctx, sizeof ctx, "dt=%d layout=%d N=%lld C=%lld S=%lld G=%lld act=%d affine=%d nt=%d mask=%d res=%d", dt,
+             layout, (long long)N, (long long)C, (long long)S, (long long)G, act, affine, nt, mask, res);
     const int64_t T = N * C * S, D = C / G;
     const size_t es = dsize(dt);
     void *x = alloc(T * es), *y = alloc(T * es), *dy = alloc(T * es);
@@ -86,19 +86,21 @@ static void run_case(int dt, int layout, int64_t N, int64_t C, int64_t S, int64_
     void *dx = (mask & 1) ? alloc(T * es) : NULL;
     void *dw = (affine && (mask & 2)) ? alloc(C * es) : NULL, *db = (affine && (mask & 4)) ? alloc(C * es) : NULL;
     double *mean = (double *)alloc(N * G * 8), *rstd = (double *)alloc(N * G * 8);
+    void *r = res ? alloc(T * es) : NULL, *dr = (res && act != GN_ACT_NONE) ? alloc(T * es) : NULL;
     for (int64_t i = 0; i < T; ++i) { put(x, dt, i, 3 * urand() - 1); put(dy, dt, i, 2 * urand() - 1); }
+    for (int64_t i = 0; r && i < T; ++i) put(r, dt, i, 2 * urand() - 1);
     for (int64_t c = 0; affine && c < C; ++c) { put(w, dt, c, 0.5 + urand()); put(b, dt, c, urand() - 0.5); }
     const double eps = 1e-5;
     const double tol = dt == GN_F64 ? 1e-9 : dt == GN_F32 ? 1e-4 : dt == GN_BF16 ? 3e-2 : 5e-3;
-    int rc = gn_forward(dt, layout, N, C, S, G, x, w, b, eps, act, y, mean, rstd, nt);
+    int rc = gn_forward(dt, layout, N, C, S, G, x, w, b, r, eps, act, y, mean, rstd, nt);
     if (rc) { fprintf(stderr, "forward rc=%d %s\n", rc, ctx); ++fails; }
     { /* statistics not wanted (mean = rstd = NULL): the same y, bit for bit */
         void *y2 = alloc(T * es);
-        rc = gn_forward(dt, layout, N, C, S, G, x, w, b, eps, act, y2, NULL, NULL, nt);
+        rc = gn_forward(dt, layout, N, C, S, G, x, w, b, r, eps, act, y2, NULL, NULL, nt);
         if (rc || memcmp(y, y2, T * es)) { fprintf(stderr, "forward without stats rc=%d differs %s\n", rc, ctx); ++fails; }
         free(y2);
     }
-    rc = gn_backward(dt, layout, N, C, S, G, dy, x, mean, rstd, w, b, act, dx, dw, db, nt);
+    rc = gn_backward(dt, layout, N, C, S, G, dy, x, r, dr, mean, rstd, w, b, act, dx, dw, db, nt);
     if (rc) { fprintf(stderr, "backward rc=%d %s\n", rc, ctx); ++fails; }
     double *rdw = (double *)calloc(C, 8), *rdb = (double *)calloc(C, 8);
     for (int64_t n = 0; n < N; ++n)
@@ -117,9 +119,10 @@ static void run_case(int dt, int layout, int64_t N, int64_t C, int64_t S, int64_
                 double wc = affine ? get(w, dt, c) : 1, bc = affine ? get(b, dt, c) : 0;
                 for (int64_t s = 0; s < S; ++s) {
                     int64_t i = idx(layout, C, S, n, c, s);
-                    double xh = (get(x, dt, i) - m) * rs, pre = xh * wc + bc;
+                    double xh = (get(x, dt, i) - m) * rs, pre = xh * wc + bc + (r ? get(r, dt, i) : 0.0);
                     check("y", get(y, dt, i), act_f(act, pre), tol, ctx);
                     double dv = get(dy, dt, i) * act_d(act, pre);
+                    if (dr) check("dr", get(dr, dt, i), dv, tol, ctx);
                     sa += wc * dv;
                     sb += wc * dv * xh;
                     rdw[c] += dv * xh;
@@ -130,7 +133,7 @@ static void run_case(int dt, int layout, int64_t N, int64_t C, int64_t S, int64_
                 double wc = affine ? get(w, dt, c) : 1, bc = affine ? get(b, dt, c) : 0;
                 for (int64_t s = 0; s < S; ++s) {
                     int64_t i = idx(layout, C, S, n, c, s);
-                    double xh = (get(x, dt, i) - m) * rs, pre = xh * wc + bc;
+                    double xh = (get(x, dt, i) - m) * rs, pre = xh * wc + bc + (r ? get(r, dt, i) : 0.0);
                     double dv = get(dy, dt, i) * act_d(act, pre);
                     double ref = rs * (wc * dv - sa / M - xh * sb / M);
                     check("dx", get(dx, dt, i), ref, tol * (1 + rs), ctx);
@@ -143,25 +146,32 @@ static void run_case(int dt, int layout, int64_t N, int64_t C, int64_t S, int64_
     }
     free(rdw); free(rdb);
     free(x); free(y); free(dy); free(w); free(b); free(dx); free(dw); free(db); free(mean); free(rstd);
+    free(r); free(dr);
 }
 
 static void check_errors(void) {
     float buf[64] = {0};
     double m[8], r[8];
     int bad = 0;
-    bad += gn_forward(GN_F32, 0, 1, 4, 2, 3, buf, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* 3 !| 4 */
-    bad += gn_forward(GN_F32, 0, 0, 4, 2, 2, buf, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* N = 0 */
-    bad += gn_forward(GN_F32, 0, 1, 4, 0, 2, buf, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* S = 0 */
-    bad += gn_forward(7, 0, 1, 4, 2, 2, buf, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;       /* dtype */
-    bad += gn_forward(GN_F32, 2, 1, 4, 2, 2, buf, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* layout */
-    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, 1e-5, 9, buf + 16, m, r, 1) != GN_EINVAL;  /* act */
-    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, -1.0, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* eps */
-    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL; /* x */
-    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, 1e-5, 0, buf + 16, m, NULL, 1) != GN_EINVAL; /* rstd */
-    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, 1e-5, 0, buf + 16, m, r, 0) != GN_EINVAL;  /* threads */
-    bad += gn_forward(GN_F32, 0, (int64_t)1 << 40, (int64_t)1 << 20, 4, 1, buf, NULL, NULL, 1e-5, 0, buf, m, r, 1) !=
+    bad += gn_forward(GN_F32, 0, 1, 4, 2, 3, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* 3 !| 4 */
+    bad += gn_forward(GN_F32, 0, 0, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* N = 0 */
+    bad += gn_forward(GN_F32, 0, 1, 4, 0, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* S = 0 */
+    bad += gn_forward(7, 0, 1, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;       /* dtype */
+    bad += gn_forward(GN_F32, 2, 1, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* layout */
+    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 9, buf + 16, m, r, 1) != GN_EINVAL;  /* act */
+    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, NULL, -1.0, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* eps */
+    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, NULL, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL; /* x */
+    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, NULL, 1) != GN_EINVAL; /* rstd */
+    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 0) != GN_EINVAL;  /* threads */
+    bad += gn_forward(GN_F32, 0, (int64_t)1 << 40, (int64_t)1 << 20, 4, 1, buf, NULL, NULL, NULL, 1e-5, 0, buf, m, r, 1) !=
            GN_EINVAL; /* overflow */
-    bad += gn_backward(GN_F32, 0, 1, 4, 2, 3, buf, buf, m, r, NULL, NULL, 0, buf + 16, NULL, NULL, 1) != GN_EINVAL;
+    bad += gn_backward(GN_F32, 0, 1, 4, 2, 3, buf, buf, NULL, NULL, m, r, NULL, NULL, 0, buf + 16, NULL, NULL, 1) !=
+           GN_EINVAL;
+    /* a residual with an activation needs dr (and dr needs the residual) */
+    bad += gn_backward(GN_F32, 0, 1, 4, 2, 2, buf, buf, buf + 8, NULL, m, r, NULL, NULL, 1, buf + 16, NULL, NULL, 1) !=
+           GN_EINVAL;
+    bad += gn_backward(GN_F32, 0, 1, 4, 2, 2, buf, buf, NULL, buf + 8, m, r, NULL, NULL, 2, buf + 16, NULL, NULL, 1) !=
+           GN_EINVAL;
     bad += gn_set_isa(99) >= 0;
     if (bad) { fprintf(stderr, "%d invalid-argument checks did not return GN_EINVAL\n", bad); fails += bad; }
 }
@@ -185,14 +195,16 @@ int main(void) {
                         int affine = (int)((si + act) % 3 != 0), nt = 1 + (int)(si % 2), mask = 7;
                         if (si == 3) mask = 1;      /* dx only */
                         if (si == 4) mask = 6;      /* dw, db only (no dx) */
-                        run_case(dt, layout, sh[0], sh[1], sh[2], sh[3], act, affine, nt, mask);
+                        const int res = (int)((si + (size_t)act) % 2); /* half the cases with a residual */
+                        run_case(dt, layout, sh[0], sh[1], sh[2], sh[3], act, affine, nt, mask, res);
                         ++cases;
                     }
         /* outputs of 4 MiB or more: non-temporal stores (AVX-512 levels), rows of 65537 values (unaligned) */
         for (int layout = 0; layout < 2; ++layout) {
-            run_case(GN_F32, layout, 1, 32, 65537, 4, GN_ACT_SILU, 1, 2, 7);
-            run_case(GN_BF16, layout, 2, 32, 65537, 8, GN_ACT_NONE, 1, 2, 7);
-            cases += 2;
+            run_case(GN_F32, layout, 1, 32, 65537, 4, GN_ACT_SILU, 1, 2, 7, 0);
+            run_case(GN_BF16, layout, 2, 32, 65537, 8, GN_ACT_NONE, 1, 2, 7, 0);
+            run_case(GN_F32, layout, 1, 32, 65537, 4, GN_ACT_RELU, 1, 2, 7, 1);
+            cases += 3;
         }
     }
     if (fails) { fprintf(stderr, "FAILED: %d mismatches in %d cases\n", fails, cases); return 1; }
