@@ -85,7 +85,7 @@ def _in_onnx_export() -> bool:
             _onnx_flags = False
     if _onnx_flags is False:
         return torch.onnx.is_in_onnx_export()
-    if torch.compiler.is_compiling():  # traced by dynamo (torch.compile, torch.export, the dynamo ONNX exporter):
+    if _is_compiling():  # traced by dynamo (torch.compile, torch.export, the dynamo ONNX exporter):
         # only that exporter's flag applies, and dynamo reads a module global without a graph break (the
         # TorchScript exporter's flag is a property dynamo will not trace)
         return bool(_onnx_flags[1]._is_onnx_exporting)
@@ -113,6 +113,11 @@ def _param_ok(p, dtype, c: int) -> bool:
 
 _STRIDED = torch.strided
 _DTYPES = _lib.DTYPES
+# bound once: inside a training step each attribute lookup through torch's modules is a cache miss (the
+# convolutions between GN layers evict the interpreter's data); dynamo recognizes these functions by identity
+_is_scripting, _is_tracing = torch.jit.is_scripting, torch.jit.is_tracing
+_is_compiling = torch.compiler.is_compiling
+_functorch_active = torch._C._are_functorch_transforms_active
 
 
 def can_handle(x, weight, bias, activation, residual=None) -> bool:
@@ -138,10 +143,10 @@ def can_handle(x, weight, bias, activation, residual=None) -> bool:
                                      and residual.layout is _STRIDED and residual.dtype is dtype
                                      and residual.shape == x.shape):
         return False
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or _in_onnx_export():
+    if _is_scripting() or _is_tracing() or _in_onnx_export():
         return False
     # vmap / grad / jvp: the plain path composes with them (dynamo, which traces this, handles functorch itself)
-    return torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active()
+    return _is_compiling() or not _functorch_active()
 
 
 def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, activation=None, *,
