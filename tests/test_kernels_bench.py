@@ -19,9 +19,11 @@ def test_bench_writes_table_and_json(tmp_path, capsys):
     doc = json.loads(out.read_text())
     assert len(doc["cases"]) == 8  # 2 shapes x 2 dtypes x 2 layouts
     case = doc["cases"][0]
-    for key in ("copy", "ours_fwd", "torch_fwd", "ours_silu", "torch_silu", "naive_fwd", "ours_fb", "torch_fb"):
+    for key in ("copy", "ours_fwd", "torch_fwd", "ours_silu", "torch_silu", "naive_fwd", "ours_fb", "torch_fb",
+                "ours_res", "torch_res"):
         assert case["ms"][key] > 0
     assert case["speedup"]["fwd"] == pytest.approx(case["ms"]["torch_fwd"] / case["ms"]["ours_fwd"])
+    assert case["speedup"]["res_relu_vs_eager"] == pytest.approx(case["ms"]["torch_res"] / case["ms"]["ours_res"])
     # --resume skips every case already measured
     assert cli.main(argv + ["--resume"]) == 0
     assert len(json.loads(out.read_text())["cases"]) == 8

@@ -6,6 +6,8 @@ For each case (shape, dtype, layout; G groups, affine) it times, in one loop tha
 * ``fwd``: ours (``groupnorm.functional.group_norm``, the user-facing call, which takes the kernels) vs ``torch.nn.functional.group_norm``, under ``no_grad``;
 * ``fwd+bwd``: the same with x, weight, bias requiring grad, forward then ``autograd.grad`` for all three;
 * ``gn+silu``: ours fused vs torch eager ``F.silu(F.group_norm(...))`` vs ``torch.compile`` of that function;
+* ``gn+add+relu``: a ResNet block's end, ours fused (``activation="relu", residual=r``) vs torch eager as
+  torchvision writes it (``out = F.group_norm(...); out += r; out.relu_()``), under ``no_grad``;
 * ``naive``: the composite of the seed's tutorial (view (N, G, -1), mean, var, normalize, affine);
 * ``copy``: ``y.copy_(x)``, whose bytes moved (read x, write y) per second is the bandwidth reference; our
   forward moves the same bytes (one read of x, one write of y) at best, so ours-GB/s / copy-GB/s says how
@@ -137,6 +139,15 @@ def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) 
     def eager_silu(t):
         return F.silu(F.group_norm(t, groups, w, b, 1e-5))
 
+    res = _to_layout(torch.randn(shape, generator=gen).to(dtype), layout)
+    if not kernels.can_handle(x, w, b, "relu", res):
+        raise RuntimeError("the kernels do not take this case with a residual")
+
+    def eager_res_relu():  # a ResNet block's end as torchvision writes it: out += identity; relu(inplace)
+        out = F.group_norm(x, groups, w, b, 1e-5)
+        out += res
+        return out.relu_()
+
     fns = {
         "copy": lambda: out.copy_(x),
         "ours_fwd": lambda: functional.group_norm(x, groups, w, b, 1e-5),
@@ -144,6 +155,8 @@ def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) 
         "ours_silu": lambda: functional.group_norm(x, groups, w, b, 1e-5, activation="silu"),
         "torch_silu": lambda: eager_silu(x),
         "naive_fwd": lambda: naive_group_norm(x, groups, w, b),
+        "ours_res": lambda: functional.group_norm(x, groups, w, b, 1e-5, activation="relu", residual=res),
+        "torch_res": eager_res_relu,
     }
     if use_compile:
         torch._dynamo.reset()  # a fresh compile per case (else dynamo's recompile limit falls back to eager)
@@ -164,6 +177,7 @@ def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) 
             "fwd+bwd": t["torch_fb"] / t["ours_fb"],
             "silu_vs_eager": t["torch_silu"] / t["ours_silu"],
             "silu_vs_naive": t["naive_fwd"] / t["ours_fwd"],
+            "res_relu_vs_eager": t["torch_res"] / t["ours_res"],
         },
     }
     res["ours_fwd_pct_copy"] = 100 * res["ours_fwd_gbps"] / res["copy_gbps"]
@@ -179,18 +193,20 @@ def _key(r) -> str:
 def format_table(results: list[dict]) -> str:
     """Markdown table: medians in ms (ours / torch) and speedups."""
     head = ("| (N,C,*S) G | dtype | layout | fwd ours / torch ms (x) | % copy BW | fwd+bwd ours / torch ms (x) "
-            "| GN+SiLU ours / eager / compile ms (x eager, x compile) | naive ms |")
-    lines = [head, "|" + " --- |" * 8]
+            "| GN+SiLU ours / eager / compile ms (x eager, x compile) | GN+add+ReLU ours / eager ms (x) | naive ms |")
+    lines = [head, "|" + " --- |" * 9]
     for r in results:
         ms, sp = r["ms"], r["speedup"]
         comp = f"{ms['compile_silu']:.2f}" if "compile_silu" in ms else "-"
         compx = f"{sp['silu_vs_compile']:.2f}" if "silu_vs_compile" in sp else "-"
+        resid = (f"{ms['ours_res']:.2f} / {ms['torch_res']:.2f} ({sp['res_relu_vs_eager']:.2f})"
+                 if "ours_res" in ms else "-")  # (JSON files of earlier versions lack it)
         lines.append(
             f"| {tuple(r['shape'])} {r['groups']} | {r['dtype']} | {r['layout']} "
             f"| {ms['ours_fwd']:.2f} / {ms['torch_fwd']:.2f} ({sp['fwd']:.2f}) | {r['ours_fwd_pct_copy']:.0f}% "
             f"| {ms['ours_fb']:.2f} / {ms['torch_fb']:.2f} ({sp['fwd+bwd']:.2f}) "
             f"| {ms['ours_silu']:.2f} / {ms['torch_silu']:.2f} / {comp} ({sp['silu_vs_eager']:.2f}, {compx}) "
-            f"| {ms['naive_fwd']:.2f} |")
+            f"| {resid} | {ms['naive_fwd']:.2f} |")
     return "\n".join(lines)
 
 
