@@ -248,3 +248,20 @@ def test_bad_residual_at_the_op_boundary():
         torch.ops.groupnorm.gn_forward(x, 4, None, None, 1e-5, "relu", x[:1])
     with pytest.raises(TypeError, match="residual has dtype"):
         torch.ops.groupnorm.gn_forward(x, 4, None, None, 1e-5, "relu", x.double())
+
+
+@needs_kernels
+@pytest.mark.parametrize("cl", [False, True], ids=["contig", "chlast"])
+def test_fp32_fused_block_end_is_bitwise_gn_then_add_then_relu(cl):
+    """In float32 the fused relu(GN(x) + r) rounds exactly where GN, then the add, then ReLU do: the same bits
+    forward and backward (so switching the reproduction's ResNet to it changed no number)."""
+    for i, shape in enumerate([(4, 64, 8, 8), (2, 32, 28, 28)]):
+        x, w, b, dy = make_case(shape, torch.float32, cl, seed=20 + i)
+        r = make_residual(x, 20 + i)
+        fused = [t.clone().requires_grad_() for t in (x, r, w, b)]
+        apart = [t.clone().requires_grad_() for t in (x, r, w, b)]
+        y1 = GF.group_norm(fused[0], 32, fused[2], fused[3], activation="relu", residual=fused[1])
+        y2 = torch.relu(GF.group_norm(apart[0], 32, apart[2], apart[3]) + apart[1])
+        assert torch.equal(y1, y2)
+        for g1, g2 in zip(torch.autograd.grad(y1, fused, dy), torch.autograd.grad(y2, apart, dy)):
+            assert torch.equal(g1, g2)
