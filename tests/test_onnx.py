@@ -122,3 +122,23 @@ def test_legacy_torchscript_exporter(gn_resnet, gn_path, tmp_path):
     with torch.no_grad():
         ref = gn_resnet(x).numpy()
     assert abs(out - ref).max() < 1e-4
+
+
+def test_round_trip_reproduction_resnet_with_fused_block_ends(tmp_path):
+    """The reproduction's GN ResNet ends each block with GroupNorm(..., residual=shortcut): exported, that is
+    standard GroupNormalization / InstanceNormalization, Add and Relu, and onnxruntime gives the same logits."""
+    from groupnorm.experiments.models import ResNet
+
+    torch.manual_seed(0)
+    model = ResNet(norm="gn", widths=(8, 16), blocks=(1, 1), groups=4).eval()
+    assert all(block.fused_end for block in model.layers)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.copy_(torch.randn_like(p) * 0.3 + (1.0 if name.endswith("weight") else 0.0))
+    x = torch.randn(2, 1, 28, 28)
+    path = export_onnx(model, x, tmp_path / "resnet.onnx")
+    graph = onnx.load(str(path)).graph
+    assert {n.domain for n in graph.node} <= {"", "ai.onnx"}
+    assert {"Add", "Relu"} <= {n.op_type for n in graph.node}
+    assert verify_onnx(path, model, torch.randn(3, 1, 28, 28)) < 1e-4
