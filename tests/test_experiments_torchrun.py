@@ -43,3 +43,32 @@ def test_emulated_and_torchrun_workers_agree(tmp_path, norm):
         one = dataclasses.replace(cfg, workers=1, batch_per_worker=8)
         row_1 = train_run(one, train, val, str(tmp_path / "one"), progress=False)
         assert row_1["train_loss"] != pytest.approx(row_e["train_loss"], rel=1e-6)
+
+
+def test_torchrun_crash_is_relaunched_and_resumes_exactly(tmp_path, monkeypatch):
+    """Rank 0 aborts once mid-run (after the first epoch's checkpoint): launch_torchrun relaunches torchrun, the
+    ranks resume from the checkpoint, and the numbers equal an emulated run's."""
+    cfg = RunConfig(norm="gn", groups=4, batch_per_worker=4, workers=2, epochs=2, train_size=48, val_size=32,
+                    widths=(8, 16), blocks=(1, 1), warmup_epochs=0.5, base_lr=2.0)
+    emu, real = str(tmp_path / "emulated"), str(tmp_path / "torchrun")
+    train, val = load_data(SAMPLE, cfg.train_size, cfg.val_size)
+    train_run(cfg, train, val, emu, progress=False)
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv("GROUPNORM_FAULT_INJECT", f"{48 + 16}:{marker}")  # 2 steps into the second epoch
+    launch_torchrun(cfg, SAMPLE, real, processes=2, threads=1)
+    assert marker.exists()  # the first job did crash
+    he = store.read_jsonl(os.path.join(store.run_dir(emu, cfg.key()), "metrics.jsonl"))
+    ht = store.read_jsonl(os.path.join(store.run_dir(real, cfg.key()), "metrics.jsonl"))
+    assert len(he) == len(ht) == 2
+    for a, b in zip(he, ht):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5, abs=1e-6)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4, abs=1e-5)
+
+
+def test_torchrun_crash_that_repeats_fails_the_run(tmp_path, monkeypatch):
+    cfg = RunConfig(norm="gn", groups=4, batch_per_worker=4, workers=2, epochs=1, train_size=32, val_size=16,
+                    widths=(8, 16), blocks=(1, 1))
+    # a marker path that can never be created: every launch aborts
+    monkeypatch.setenv("GROUPNORM_FAULT_INJECT", f"8:{tmp_path / 'missing-dir' / 'marker'}")
+    with pytest.raises(RuntimeError, match="torchrun exited with status"):
+        launch_torchrun(cfg, SAMPLE, str(tmp_path / "out"), processes=2, threads=1)

@@ -8,6 +8,10 @@ Launched by :mod:`groupnorm.experiments.runner`, either as a side-by-side job::
 (which prints ``progress <images>`` lines for the parent's progress bars), or under torchrun::
 
     python -m torch.distributed.run --nproc-per-node=W -m groupnorm.experiments.run_one --config ... 
+
+Fault injection (for the tests of the runner's relaunch): ``GROUPNORM_FAULT_INJECT=IMAGES:MARKER`` makes rank 0
+abort (SIGABRT, as a crash inside torch would) once it has trained IMAGES images, unless the file MARKER exists;
+it creates MARKER first, so the relaunched job runs through (a MARKER that cannot be created: every launch aborts).
 """
 from __future__ import annotations
 
@@ -21,6 +25,27 @@ import torch
 from .config import RunConfig
 from .runner import load_data
 from .train import train_run
+
+
+def _fault_hook(spec: str, inner):
+    """on_images callback that aborts the process once (see the module docstring); inner is called first."""
+    count, _, marker = spec.partition(":")
+    if not count.isdigit() or not marker:
+        raise ValueError(f"GROUPNORM_FAULT_INJECT={spec!r}: expected IMAGES:MARKER_PATH")
+    limit, seen = int(count), [0]
+
+    def hook(n: int) -> None:
+        if inner is not None:
+            inner(n)
+        seen[0] += n
+        if seen[0] >= limit and not os.path.exists(marker):
+            try:
+                open(marker, "w").close()
+            except OSError:  # a marker that cannot be created: abort on every launch
+                pass
+            os.abort()
+
+    return hook
 
 
 def main(argv=None) -> int:
@@ -39,6 +64,8 @@ def main(argv=None) -> int:
         def on_images(n: int) -> None:
             sys.stdout.write(f"progress {n}\n")
             sys.stdout.flush()
+    if os.environ.get("GROUPNORM_FAULT_INJECT"):
+        on_images = _fault_hook(os.environ["GROUPNORM_FAULT_INJECT"], on_images)
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         import torch.distributed as dist
 
