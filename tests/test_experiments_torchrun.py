@@ -13,6 +13,17 @@ from groupnorm.experiments.train import train_run
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "fashion-mnist-sample")
 
 
+def assert_same_history(emu: str, real: str, cfg: RunConfig) -> None:
+    """The two runs' per-epoch metrics agree (losses to float rounding, error counts exactly)."""
+    he = store.read_jsonl(os.path.join(store.run_dir(emu, cfg.key()), "metrics.jsonl"))
+    ht = store.read_jsonl(os.path.join(store.run_dir(real, cfg.key()), "metrics.jsonl"))
+    assert len(he) == len(ht) == cfg.epochs
+    for a, b in zip(he, ht):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5, abs=1e-6)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4, abs=1e-5)
+        assert a["train_error"] == b["train_error"]
+
+
 @pytest.mark.parametrize("norm", ["bn", "gn"])
 def test_emulated_and_torchrun_workers_agree(tmp_path, norm):
     # A few steps: 2 workers x 4 images, 48 images -> 6 steps per epoch, 2 epochs (lr schedule, checkpoint, eval).
@@ -24,13 +35,7 @@ def test_emulated_and_torchrun_workers_agree(tmp_path, norm):
     launch_torchrun(cfg, SAMPLE, real, processes=2, threads=1)
     (row_t,) = store.read_results(real)
     assert row_t["processes"] == 2 and row_t["launcher"] == "torchrun" and row_e["processes"] == 1
-    he = store.read_jsonl(os.path.join(store.run_dir(emu, cfg.key()), "metrics.jsonl"))
-    ht = store.read_jsonl(os.path.join(store.run_dir(real, cfg.key()), "metrics.jsonl"))
-    assert len(he) == len(ht) == 2
-    for a, b in zip(he, ht):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5, abs=1e-6)
-        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4, abs=1e-5)
-        assert a["train_error"] == b["train_error"]
+    assert_same_history(emu, real, cfg)
     se = torch.load(os.path.join(store.run_dir(emu, cfg.key()), "model.pt"), weights_only=True)
     st = torch.load(os.path.join(store.run_dir(real, cfg.key()), "model.pt"), weights_only=True)
     assert se.keys() == st.keys()
@@ -57,12 +62,7 @@ def test_torchrun_crash_is_relaunched_and_resumes_exactly(tmp_path, monkeypatch)
     monkeypatch.setenv("GROUPNORM_FAULT_INJECT", f"{48 + 16}:{marker}")  # 2 steps into the second epoch
     launch_torchrun(cfg, SAMPLE, real, processes=2, threads=1)
     assert marker.exists()  # the first job did crash
-    he = store.read_jsonl(os.path.join(store.run_dir(emu, cfg.key()), "metrics.jsonl"))
-    ht = store.read_jsonl(os.path.join(store.run_dir(real, cfg.key()), "metrics.jsonl"))
-    assert len(he) == len(ht) == 2
-    for a, b in zip(he, ht):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5, abs=1e-6)
-        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4, abs=1e-5)
+    assert_same_history(emu, real, cfg)
 
 
 def test_torchrun_crash_that_repeats_fails_the_run(tmp_path, monkeypatch):
