@@ -53,6 +53,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--batch", type=int, default=32)
     args = p.parse_args()
+    if args.repeats < 1 or args.warmup < 0 or args.threads < 1 or args.batch < 1:
+        p.error("--repeats, --threads and --batch must be >= 1 and --warmup >= 0")
     torch.set_num_threads(args.threads)
     keep_freed_memory()
 

@@ -72,7 +72,9 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
     Uses the compiled CPU kernels (``groupnorm.kernels``) where they cover the case and the plain PyTorch
     path otherwise; both are tested against ``groupnorm.reference.group_norm``.
     """
-    if group_size is None:  # the usual call: when the kernels take it, their checks are the only ones
+    # the usual call: when the kernels take it, their checks are the only ones
+    tried = group_size is None and num_groups.__class__ is int and eps.__class__ in (float, int)
+    if tried:
         y = kernels.try_group_norm(x, num_groups, weight, bias, eps, activation, residual)
         if y is not None:
             return y
@@ -85,5 +87,7 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps >= 0:
         raise ValueError(f"eps must be a non-negative number, got eps={eps!r}")
     _check_residual(residual, x)
-    y = kernels.try_group_norm(x, g, weight, bias, float(eps), activation, residual)
+    # the kernels with the normalized arguments (G from group_size, eps as a float), unless they already declined
+    # these very arguments above
+    y = None if tried else kernels.try_group_norm(x, g, weight, bias, float(eps), activation, residual)
     return y if y is not None else group_norm_plain(x, g, weight, bias, float(eps), activation, residual)

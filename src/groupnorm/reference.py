@@ -208,12 +208,8 @@ def _forward(x, method, gamma, beta, eps, num_groups=None, act=None, residual=No
 
 
 def _backward(dy, x, method, gamma, beta, eps, num_groups=None, act=None, residual=None):
-    """(dx, dgamma, dbeta); dy is the gradient after the activation (and the residual's gradient is the
-    gradient before it, what this function computes as ``dy`` after the activation step)."""
-    return _backward_with_dv(dy, x, method, gamma, beta, eps, num_groups, act, residual)[:3]
-
-
-def _backward_with_dv(dy, x, method, gamma, beta, eps, num_groups=None, act=None, residual=None):
+    """(dx, dgamma, dbeta, dv) for dy, the gradient after the activation; dv is the gradient before it (dy
+    itself without an activation), which is also the residual's gradient."""
     x = _as_f64(x)
     _check_input(x)
     dy = _as_f64(dy, "dy")
@@ -255,7 +251,7 @@ def batch_norm(x, gamma=None, beta=None, eps=1e-5):
 
 def batch_norm_backward(dy, x, gamma=None, eps=1e-5):
     """Gradients (dx, dgamma, dbeta) of :func:`batch_norm` given dy = dL/dy."""
-    return _backward(dy, x, "bn", gamma, None, eps)
+    return _backward(dy, x, "bn", gamma, None, eps)[:3]
 
 
 def batch_norm_update_running(x, running_mean, running_var, momentum=0.1):
@@ -302,7 +298,7 @@ def layer_norm(x, gamma=None, beta=None, eps=1e-5):
 
 def layer_norm_backward(dy, x, gamma=None, eps=1e-5):
     """Gradients (dx, dgamma, dbeta) of :func:`layer_norm`."""
-    return _backward(dy, x, "ln", gamma, None, eps)
+    return _backward(dy, x, "ln", gamma, None, eps)[:3]
 
 
 def instance_norm(x, gamma=None, beta=None, eps=1e-5):
@@ -312,7 +308,7 @@ def instance_norm(x, gamma=None, beta=None, eps=1e-5):
 
 def instance_norm_backward(dy, x, gamma=None, eps=1e-5):
     """Gradients (dx, dgamma, dbeta) of :func:`instance_norm`."""
-    return _backward(dy, x, "in", gamma, None, eps)
+    return _backward(dy, x, "in", gamma, None, eps)[:3]
 
 
 def group_norm(x, num_groups=None, gamma=None, beta=None, eps=1e-5, *, group_size=None, activation=None,
@@ -340,7 +336,7 @@ def group_norm_backward(dy, x, num_groups=None, gamma=None, beta=None, eps=1e-5,
     x = _as_f64(x)
     _check_input(x)
     g = resolve_num_groups(x.shape[1], num_groups, group_size)
-    grads = _backward_with_dv(dy, x, "gn", gamma, beta, eps, g, activation, residual)
+    grads = _backward(dy, x, "gn", gamma, beta, eps, g, activation, residual)
     return grads if residual is not None else grads[:3]
 
 

@@ -163,7 +163,13 @@ def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, ac
         raise RuntimeError(f"groupnorm compiled kernels are not available: {load_error()}")
     if activation not in _ACTS:
         raise ValueError(f"activation must be None, 'relu', 'silu' or 'gelu', got {activation!r}")
-    if torch.compiler.is_compiling():  # traced: the custom op (fake kernel + registered autograd)
+    return _run(x, num_groups, weight, bias, eps, activation, residual, validated)
+
+
+def _run(x, num_groups, weight, bias, eps, activation, residual, validated):
+    """The kernels' forward: the custom op when dynamo traces (fake kernel + registered autograd), else the
+    eager path (an ``autograd.Function`` over the same code, without the op dispatcher's Python layers)."""
+    if _is_compiling():
         return _ops.gn_forward(x, num_groups, weight, bias, float(eps), activation or "none", residual)[0]
     return _ops.group_norm_eager(x, num_groups, weight, bias, float(eps), activation or "none", validated, residual)
 
@@ -185,6 +191,4 @@ def try_group_norm(x, num_groups, weight, bias, eps, activation, residual=None):
     if (num_groups.__class__ is not int or num_groups < 1 or x.shape[1] % num_groups
             or eps.__class__ not in (float, int) or not 0 <= eps < _INF):
         return None
-    if torch.compiler.is_compiling():  # traced: the custom op (fake kernel + registered autograd)
-        return _ops.gn_forward(x, num_groups, weight, bias, float(eps), activation or "none", residual)[0]
-    return _ops.group_norm_eager(x, num_groups, weight, bias, float(eps), activation or "none", True, residual)
+    return _run(x, num_groups, weight, bias, eps, activation, residual, True)

@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from .. import functional as GF
-from .. import kernels
 
 
 class GroupNorm(nn.Module):
@@ -81,11 +80,6 @@ class GroupNorm(nn.Module):
                 f"GroupNorm expected an input with num_channels={self.num_channels} in dim 1, "
                 f"got input of shape {tuple(x.shape)}"
             )
-        # the kernels first (what GF.group_norm does first, one call less per layer); GF.group_norm checks and
-        # takes the plain path when they decline
-        y = kernels.try_group_norm(x, self.num_groups, self.weight, self.bias, self.eps, self.activation, residual)
-        if y is not None:
-            return y
         return GF.group_norm(x, self.num_groups, self.weight, self.bias, self.eps, activation=self.activation,
                              residual=residual)
 
