@@ -193,11 +193,6 @@ enum { FLUSH = 64 };    /* channels-last: rows summed in the compute type before
  * keep plain stores (they stay in cache for whatever reads them next). After its non-temporal stores a thread
  * fences (they are weakly ordered) before the region's closing barrier. */
 enum { NT_BYTES = 4 << 20 }; /* 4 MiB: two cores' L2 here; 8 MiB was tried: mid-size outputs (5-7 MB) were 1.3-1.7x faster at 4 */
-#if defined(GN_AVX512) && defined(__AVX512BF16__)
-#define GN_BF16_LEVEL 1
-#else
-#define GN_BF16_LEVEL 0
-#endif
 template <typename T> static inline bool nt_output(i64 elems) {
 #ifdef GN_AVX512
     return !std::is_same<T, double>::value && elems * (i64)sizeof(T) >= (i64)NT_BYTES;
@@ -327,7 +322,7 @@ static inline void nsc_row_sums(const T *GN_R row, const A *GN_R K, A *GN_R f1, 
 template <typename T, typename A>
 static inline void nsc_row4_sums(const T *GN_R row, const A *GN_R K, A *GN_R f1, A *GN_R f2, i64 C) {
 #ifdef GN_AVX512
-    if constexpr (std::is_same<T, f16_t>::value) return v512::nsc_row4_sums<T>(row, K, f1, f2, C);
+    if constexpr (std::is_same<A, float>::value) return v512::nsc_row4_sums<T>(row, K, f1, f2, C);
 #endif
     for (i64 c = 0; c < C; ++c) {
         const A k = K[c];
@@ -337,19 +332,13 @@ static inline void nsc_row4_sums(const T *GN_R row, const A *GN_R K, A *GN_R f1,
         f2[c] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
     }
 }
-/* whether the channels-last apply / dx rows take gn_v512.h's loops: for non-temporal stores, on the AVX512_BF16
- * level, and for float16 (see the comment there) */
-template <typename T> static inline bool v512_nsc_rows(bool nt) {
-    return nt || GN_BF16_LEVEL || std::is_same<T, f16_t>::value;
-}
 /* RES (here and below): with a residual r added before the activation, v = (x - mf) * a + bb + r; the backward
  * rows then store dv (rounded to T, the value their sums use) to dr, and the dx pass reads dv from there. */
 template <typename T, typename A, int ACT, bool RES>
 static inline void nsc_row_apply(const T *GN_R xr, const T *GN_R rr, const A *GN_R mf, const A *GN_R a,
                                  const A *GN_R bb, T *GN_R yr, i64 C, bool nt) {
 #ifdef GN_AVX512
-    if constexpr (std::is_same<A, float>::value)
-        if (v512_nsc_rows<T>(nt)) return v512::nsc_row_apply<T, ACT, RES>(xr, rr, mf, a, bb, yr, C, nt);
+    if constexpr (std::is_same<A, float>::value) return v512::nsc_row_apply<T, ACT, RES>(xr, rr, mf, a, bb, yr, C, nt);
 #endif
     (void)nt;
     for (i64 c = 0; c < C; ++c) {
@@ -380,7 +369,7 @@ static inline void nsc_row4_bwd_sums(const T *GN_R xr, const T *GN_R gr, const T
                                      const A *GN_R mf, const A *GN_R a, const A *GN_R bb, A *GN_R f1, A *GN_R f2,
                                      i64 C) {
 #ifdef GN_AVX512
-    if constexpr (std::is_same<T, f16_t>::value)
+    if constexpr (std::is_same<A, float>::value)
         return v512::nsc_row4_bwd_sums<T, ACT, RES>(xr, gr, rr, dr, mf, a, bb, f1, f2, C);
 #endif
     for (i64 c = 0; c < C; ++c) {
@@ -415,7 +404,7 @@ static inline void nsc_row_dx(const T *GN_R xr, const T *GN_R gr, const A *GN_R 
                               i64 C, bool nt) {
 #ifdef GN_AVX512
     if constexpr (std::is_same<A, float>::value)
-        if (v512_nsc_rows<T>(nt)) return v512::nsc_row_dx<T, ACT>(xr, gr, mf, a, bb, al, k1, k2, o, C, nt);
+        return v512::nsc_row_dx<T, ACT>(xr, gr, mf, a, bb, al, k1, k2, o, C, nt);
 #endif
     (void)nt;
     for (i64 c = 0; c < C; ++c) {

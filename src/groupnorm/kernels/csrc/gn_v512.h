@@ -5,7 +5,7 @@
  *    vcvtph2ps / vcvtps2ph for float16, vcvtneps2bf16 for bfloat16 on the AVX512_BF16 level);
  *  - the activations and their derivatives on vectors (exp with vscalefps, 1 / d as rcp14 + one Newton step);
  *  - the contiguous layout's four inner loops (group sums, apply, backward sums, dx);
- *  - channels-last rows (apply, dx; and the four-row sums for float16), used where they measured faster.
+ *  - channels-last rows (apply, dx, and the four-row sums of the forward and the backward).
  *
  * Why: a channel of a 7x7 or 14x14 map is a run of 49 or 196 values. The compiler's loops pay a scalar tail
  * and, for the sums, a lane combine that costs more than the run itself; here every run is whole vectors of 16
@@ -252,10 +252,8 @@ static inline void row_dx(const T *x, const T *dy, T *o, i64 S, float mf, float 
 
 /* ---------------------------------------------------------------- channels-last (NSC) rows
  * One row of C channels against the per-channel float arrays: the portable nsc_row_apply / nsc_row_dx loops
- * with masked tails, stored through store_run. gn_impl.h (v512_nsc_rows) uses them on the AVX512_BF16 level
- * (one-instruction bfloat16 stores), for float16 data (one-instruction conversions) and for non-temporal
- * stores; otherwise (float32, and the AVX-512 level's integer bfloat16 rounding, with plain stores) the
- * compiler's own vectorization of the portable loops was as fast or faster. */
+ * with a masked tail, stored through store_run; gn_impl.h uses them for every float-compute dtype (with whole
+ * vectors unmasked they measured as fast as the compiler's loops for float32 and faster for bfloat16). */
 template <typename T, int ACT, bool RES>
 static inline void nsc_row_apply(const T *xr, const T *rr, const float *mf, const float *a, const float *bb, T *yr,
                                  i64 C, bool nt) {
@@ -279,8 +277,8 @@ static inline void nsc_row_dx(const T *xr, const T *gr, const float *mf, const f
 }
 
 /* Four consecutive channels-last rows against the per-channel float accumulators (as the portable
- * nsc_row4_sums / nsc_row4_bwd_sums, same order of additions); gn_impl.h uses them for float16 data, whose
- * loads are one vcvtph2ps here but an integer sequence in the portable code. */
+ * nsc_row4_sums / nsc_row4_bwd_sums, same order of additions); gn_impl.h uses them for every float-compute
+ * dtype (float16 loads are one vcvtph2ps here but an integer sequence in the portable code). */
 template <typename T>
 static inline void nsc_row4_sums(const T *row, const float *K, float *f1, float *f2, i64 C) {
     for_vectors(0, C, [&](i64 c, __mmask16 m) {
