@@ -103,14 +103,7 @@ def set_isa(level: int | None) -> int:
     return _lib.set_isa(level)
 
 
-def _param_ok(p, dtype, c: int) -> bool:
-    # is_cpu / dim() / shape[0] rather than device.type / tuple(shape): ~1 us less per parameter per call
-    return p is None or (
-        isinstance(p, torch.Tensor) and p.is_cpu and p.layout is _STRIDED
-        and p.dtype is dtype and p.dim() == 1 and p.shape[0] == c
-    )
-
-
+_TENSOR = torch.Tensor
 _STRIDED = torch.strided
 _DTYPES = _lib.DTYPES
 # bound once: inside a training step each attribute lookup through torch's modules is a cache miss (the
@@ -129,19 +122,24 @@ def can_handle(x, weight, bias, activation, residual=None) -> bool:
     is not None / relu / silu / gelu; during ONNX export or TorchScript
     tracing / scripting (they need standard ops); under functorch transforms (``torch.func.vmap``, ``grad``, ...).
     """
-    if not (_available or is_available()) or disabled():
+    # one function, no helpers: inside a training step every Python call costs several times what it costs in a
+    # tight loop (cold caches), and this runs once per GN call
+    if not (_available or is_available()) or (_ENV_DATA is None or _ENV_DATA_KEY in _ENV_DATA) and disabled():
         return False
-    if not isinstance(x, torch.Tensor) or not x.is_cpu or x.layout is not _STRIDED:
+    if not isinstance(x, _TENSOR) or not x.is_cpu or x.layout is not _STRIDED:
         return False
     dtype = x.dtype
-    if dtype not in _DTYPES or x.dim() < 2 or x.numel() == 0:
+    shape = x.shape
+    if dtype not in _DTYPES or len(shape) < 2 or x.numel() == 0 or activation not in _ACTS:
         return False
-    c = x.shape[1]
-    if activation not in _ACTS or not _param_ok(weight, dtype, c) or not _param_ok(bias, dtype, c):
-        return False
-    if residual is not None and not (isinstance(residual, torch.Tensor) and residual.is_cpu
+    c = shape[1]
+    for p in (weight, bias):  # is_cpu / shape == (c,) rather than device.type / tuple(shape): ~1 us less each
+        if p is not None and not (isinstance(p, _TENSOR) and p.is_cpu and p.layout is _STRIDED and p.dtype is dtype
+                                  and p.shape == (c,)):
+            return False
+    if residual is not None and not (isinstance(residual, _TENSOR) and residual.is_cpu
                                      and residual.layout is _STRIDED and residual.dtype is dtype
-                                     and residual.shape == x.shape):
+                                     and residual.shape == shape):
         return False
     if _is_scripting() or _is_tracing() or _in_onnx_export():
         return False

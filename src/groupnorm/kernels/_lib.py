@@ -135,11 +135,6 @@ def to_layout(t: torch.Tensor, layout: int) -> torch.Tensor:
     return t.movedim(1, -1).contiguous().movedim(-1, 1)
 
 
-def _ptr(t):
-    """Data pointer of a tensor; None stays None (NULL) and an int is already a pointer."""
-    return t if t is None or t.__class__ is int else t.data_ptr()
-
-
 def _check(rc: int, what: str) -> None:
     if rc != 0:
         msg = _ERRORS.get(rc, f"error code {rc}")
@@ -157,8 +152,12 @@ def forward(x, num_groups, weight, bias, eps, act, y, mean, rstd, layout, nthrea
     s = x.numel() // (n * c)
     if _fwd_call is None:
         _require()
-    rc = _fwd_call(DTYPES[x.dtype], layout, n, c, s, num_groups, x.data_ptr(), _ptr(weight), _ptr(bias),
-                   _ptr(residual), eps, ACTIVATIONS[act], y.data_ptr(), _ptr(mean), _ptr(rstd), nthreads)
+    # pointers written out (no helper call per pointer): this runs once per GN call
+    rc = _fwd_call(DTYPES[x.dtype], layout, n, c, s, num_groups, x.data_ptr(),
+                   None if weight is None else weight.data_ptr(), None if bias is None else bias.data_ptr(),
+                   None if residual is None else residual.data_ptr(), eps, ACTIVATIONS[act], y.data_ptr(),
+                   mean if mean is None or mean.__class__ is int else mean.data_ptr(),
+                   rstd if rstd is None or rstd.__class__ is int else rstd.data_ptr(), nthreads)
     if rc:
         _check(rc, "forward")
 
@@ -173,8 +172,13 @@ def backward(dy, x, mean, rstd, num_groups, weight, bias, act, dx, dw, db, layou
     s = x.numel() // (n * c)
     if _bwd_call is None:
         _require()
-    rc = _bwd_call(DTYPES[x.dtype], layout, n, c, s, num_groups, _ptr(dy), _ptr(x), _ptr(residual),
-                   _ptr(dresidual), _ptr(mean), _ptr(rstd), _ptr(weight), _ptr(bias), ACTIVATIONS[act], _ptr(dx),
-                   _ptr(dw), _ptr(db), nthreads)
+    # pointers written out (no helper call per pointer): this runs once per GN call
+    rc = _bwd_call(DTYPES[x.dtype], layout, n, c, s, num_groups, dy.data_ptr(), x.data_ptr(),
+                   None if residual is None else residual.data_ptr(),
+                   None if dresidual is None else dresidual.data_ptr(),
+                   mean if mean.__class__ is int else mean.data_ptr(), rstd if rstd.__class__ is int else rstd.data_ptr(),
+                   None if weight is None else weight.data_ptr(), None if bias is None else bias.data_ptr(),
+                   ACTIVATIONS[act], None if dx is None else dx.data_ptr(), None if dw is None else dw.data_ptr(),
+                   None if db is None else db.data_ptr(), nthreads)
     if rc:
         _check(rc, "backward")

@@ -80,7 +80,7 @@ def _forward_into(x, num_groups, weight, bias, eps, activation, mean, rstd, resi
     """y = the forward of x (arguments already checked), statistics written to mean / rstd (tensors, raw
     pointers, or both None: not returned)."""
     y = torch.empty_like(x)  # x's strides when x is dense (what the fake kernel promises)
-    layout = _lib.layout_of(x)
+    layout = _lib.LAYOUT_NCS if x.is_contiguous() else _lib.layout_of(x)
     if layout is not None:
         xin, out = x, y
     else:  # odd strides: compute on a contiguous copy, then copy into y
@@ -90,7 +90,7 @@ def _forward_into(x, num_groups, weight, bias, eps, activation, mean, rstd, resi
     w = weight.contiguous() if weight is not None else None
     b = bias.contiguous() if bias is not None else None
     r = _lib.to_layout(residual, layout) if residual is not None else None
-    _lib.forward(xin, num_groups, w, b, eps, _act(activation), out, mean, rstd, layout, torch.get_num_threads(), r)
+    _lib.forward(xin, num_groups, w, b, eps, activation, out, mean, rstd, layout, torch.get_num_threads(), r)
     if out is not y:
         y.copy_(out)
     return y
@@ -107,10 +107,12 @@ def backward_impl(dy, x, mean, rstd, weight, bias, num_groups, activation, need_
                   residual=None):
     """The backward computation (arguments already checked): returns (dx, dweight, dbias, dv), empty where not
     needed; dv (dy * act'(pre-activation), x's layout) only with a residual and an activation, else None."""
-    layout = _lib.layout_of(x)
-    if layout is None:
+    layout = _lib.LAYOUT_NCS if x.is_contiguous() else _lib.layout_of(x)
+    if layout is None:  # odd strides: computed on contiguous copies
         layout = _lib.LAYOUT_NCS
-    xin = _lib.to_layout(x, layout)
+        xin = x.contiguous()
+    else:
+        xin = x
     dyin = _lib.to_layout(dy, layout)
     if mean.__class__ is not int:  # tensors (ints are raw pointers into a contiguous statistics buffer)
         mean, rstd = mean.contiguous(), rstd.contiguous()
