@@ -452,6 +452,32 @@ static inline void ncs_row_dx(const T *GN_R xr, const T *GN_R gr, T *GN_R o, i64
     }
 }
 
+/* nch consecutive channels of S values (coefficients per channel, from index 0): one run through gn_v512.h's
+ * rows_apply / rows_dx where a channel is not whole vectors and a vector spans at most two channels (S >= 16,
+ * S % 16 != 0: 7x7 and 14x14 maps), else channel by channel (runs of whole vectors measured a little faster
+ * channel by channel: no per-vector channel bookkeeping). */
+static inline bool ncs_rows_flat(i64 S) { return S >= 16 && S % 16 != 0; }
+template <typename T, typename A, int ACT, bool RES>
+static inline void ncs_rows_apply(const T *xr, const T *rr, T *yr, i64 nch, i64 S, A mf, const A *a, const A *bb,
+                                  bool nt) {
+#ifdef GN_AVX512
+    if constexpr (std::is_same<A, float>::value)
+        if (ncs_rows_flat(S)) return v512::rows_apply<T, ACT, RES>(xr, rr, yr, nch, S, mf, a, bb, nt);
+#endif
+    for (i64 j = 0; j < nch; ++j)
+        ncs_row_apply<T, A, ACT, RES>(xr + j * S, RES ? rr + j * S : nullptr, yr + j * S, S, mf, a[j], bb[j], nt);
+}
+template <typename T, typename A, int ACT>
+static inline void ncs_rows_dx(const T *xr, const T *gr, T *o, i64 nch, i64 S, A mf, const A *a, const A *bb,
+                               const A *al, A k1, A k2, bool nt) {
+#ifdef GN_AVX512
+    if constexpr (std::is_same<A, float>::value)
+        if (ncs_rows_flat(S)) return v512::rows_dx<T, ACT>(xr, gr, o, nch, S, mf, a, bb, al, k1, k2, nt);
+#endif
+    for (i64 j = 0; j < nch; ++j)
+        ncs_row_dx<T, A, ACT>(xr + j * S, gr + j * S, o + j * S, S, mf, a[j], bb[j], al[j], k1, k2, nt);
+}
+
 /* Contiguous layout: (sample, group) blocks are handed out dynamically in runs of ~16K values, so that tiny
  * groups (7x7 maps, few channels per group) do not pay the scheduler once per group. */
 static inline i64 ncs_items_per_chunk(i64 group_len) {
@@ -491,13 +517,11 @@ static int fwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *x, const T *w, const T *
             const i64 nb = D - cb < CBLK ? D - cb : CBLK;
             A ca[CBLK], cbb[CBLK];
             channel_coefs<T, A>(mu, rs, w, b, g * D + cb, nb, ca, cbb, (A *)nullptr);
-            for (i64 j = 0; j < nb; ++j) {
-                const i64 o = (cb + j) * S;
-                if (r)
-                    ncs_row_apply<T, A, ACT, true>(xg + o, r + (n * C + g * D) * S + o, yg + o, S, mf, ca[j], cbb[j], nts);
-                else
-                    ncs_row_apply<T, A, ACT, false>(xg + o, nullptr, yg + o, S, mf, ca[j], cbb[j], nts);
-            }
+            const i64 o = cb * S;
+            if (r)
+                ncs_rows_apply<T, A, ACT, true>(xg + o, r + (n * C + g * D) * S + o, yg + o, nb, S, mf, ca, cbb, nts);
+            else
+                ncs_rows_apply<T, A, ACT, false>(xg + o, nullptr, yg + o, nb, S, mf, ca, cbb, nts);
         }
     }
     store_fence(nts);
@@ -774,16 +798,13 @@ static int bwd_ncs(i64 N, i64 C, i64 S, i64 G, const T *dy, const T *x, const T 
         if (!dx) continue;
         const GroupBwd k = group_bwd_coef<T>(w, c0, D, S, Ab + n * C + c0, Bb + n * C + c0, mu, rs, delta);
         const A k1 = (A)k.k1, k2 = (A)k.k2;
-        for (i64 cc = 0; cc < D; ++cc) {
-            const i64 off = (n * C + c0 + cc) * S;
-            if constexpr (ACT != GN_ACT_NONE)
-                if (dr) { /* dv is in dr: dx as for no activation */
-                    ncs_row_dx<T, A, GN_ACT_NONE>(x + off, dr + off, dx + off, S, mf, ca[cc], cbb[cc], cal[cc], k1, k2,
-                                                  nts);
-                    continue;
-                }
-            ncs_row_dx<T, A, ACT>(x + off, dy + off, dx + off, S, mf, ca[cc], cbb[cc], cal[cc], k1, k2, nts);
-        }
+        const i64 off = (n * C + c0) * S;
+        if constexpr (ACT != GN_ACT_NONE)
+            if (dr) { /* dv is in dr: dx as for no activation */
+                ncs_rows_dx<T, A, GN_ACT_NONE>(x + off, dr + off, dx + off, D, S, mf, ca, cbb, cal, k1, k2, nts);
+                continue;
+            }
+        ncs_rows_dx<T, A, ACT>(x + off, dy + off, dx + off, D, S, mf, ca, cbb, cal, k1, k2, nts);
     }
     /* implicit barrier: every sample's sums exist; err is read after it (the same value in every thread) */
     if (!err && (dw || db)) {
