@@ -24,15 +24,17 @@ HEADERS = [f"{CSRC}/gn_api.h", f"{CSRC}/gn_impl.h", f"{CSRC}/gn_v512.h"]
 # -g0: no debug information (Python's own CFLAGS carry -g): a third of the compile time, and a .so 5x smaller
 COMMON_FLAGS = ["-O3", "-g0", "-std=c++17", "-fPIC", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
                 "-fvisibility=hidden", "-Wall"]
-# Every level at -O2 with the vectorizer (dynamic cost model) rather than -O3: -O3's loop versioning and
-# unrolling made the build ~59 s on 2 cores (the issue allows a minute), -O2 ~41 s; the kernels measured as fast
-# (the AVX-512 levels' inner loops are hand-written intrinsics; the AVX2 level's loops, timed with set_isa(1),
-# no slower). The dispatcher keeps COMMON_FLAGS' -O3.
+# -O2 with the vectorizer (dynamic cost model) for the baseline and AVX-512 levels, -O3 (COMMON_FLAGS) for the
+# AVX2 level. With every level at -O3 the build took ~59 s on 2 cores (the issue allows a minute). The AVX-512
+# levels' inner loops are hand-written intrinsics: at -O2 the same outputs, bit for bit, and the same speed
+# (alternating benchmark runs). The AVX2 level (CPUs without AVX-512: AMD Zen 2/3, recent Intel client chips)
+# runs the portable loops as the compiler vectorizes them, and at -O2 it was 15-30% slower with SiLU; it keeps
+# -O3 (the longest compile, ~37 s, in parallel with the two others).
 O2_VEC = ["-O2", "-ftree-vectorize", "-fvect-cost-model=dynamic"]
 X86_LEVELS = {  # source -> flags
     # the baseline level: CPUs without AVX2, and float64 everywhere (not a speed target)
     f"{CSRC}/gn_isa_base.cpp": ["-march=x86-64", "-mtune=generic", *O2_VEC],
-    f"{CSRC}/gn_isa_avx2.cpp": ["-march=x86-64-v3", "-mtune=generic", *O2_VEC],
+    f"{CSRC}/gn_isa_avx2.cpp": ["-march=x86-64-v3", "-mtune=generic"],
     f"{CSRC}/gn_isa_avx512.cpp": ["-march=x86-64-v4", "-mtune=generic", "-mprefer-vector-width=512", *O2_VEC],
     f"{CSRC}/gn_isa_avx512bf16.cpp": ["-march=x86-64-v4", "-mavx512bf16", "-mtune=generic",
                                       "-mprefer-vector-width=512", *O2_VEC],
@@ -87,7 +89,9 @@ class BuildKernels(build_ext):
 
 setup(
     ext_modules=[
-        Extension(KERNEL_EXT, sources=[f"{CSRC}/gn_dispatch.cpp"], depends=HEADERS, optional=True),
+        # setup.py among the dependencies: a change of flags here relinks the library (distutils skips the link
+        # when the library is newer than the sources and depends, even though the objects were recompiled)
+        Extension(KERNEL_EXT, sources=[f"{CSRC}/gn_dispatch.cpp"], depends=HEADERS + ["setup.py"], optional=True),
     ],
     cmdclass={"build_ext": BuildKernels},
 )
