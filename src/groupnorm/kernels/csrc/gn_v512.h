@@ -226,16 +226,27 @@ static inline void bwd_row_sums(const T *dy, const T *x, const T *r, T *dr, i64 
     }, sa, sb);
 }
 
+/* The per-vector math of every apply / dx loop below (they differ only in where the coefficients come from):
+ * act((x - mf) * a + bb [+ r[i]]), and dx = al * dy * act'((x - mf) * a + bb) + (x - mf) * k1 + k2. The
+ * residual is loaded here, only with RES (r may be null otherwise). */
+template <int ACT, bool RES, typename T>
+static inline vf apply_vec(vf x, vf mf, vf a, vf bb, const T *r, i64 i, __mmask16 m) {
+    vf v = _mm512_fmadd_ps(_mm512_sub_ps(x, mf), a, bb);
+    if (RES) v = _mm512_add_ps(v, load(r + i, m));
+    return act_f<ACT>(v);
+}
+template <int ACT> static inline vf dx_vec(vf x, vf dy, vf mf, vf a, vf bb, vf al, vf k1, vf k2) {
+    const vf xc = _mm512_sub_ps(x, mf);
+    const vf g = act_b<ACT>(_mm512_fmadd_ps(xc, a, bb), dy);
+    return _mm512_fmadd_ps(al, g, _mm512_fmadd_ps(xc, k1, k2));
+}
+
 /* y = act((x - mf) * a + bb [+ r]) over a run; nt: whole aligned vectors with non-temporal stores (large
  * outputs); RES: with the residual r */
 template <typename T, int ACT, bool RES>
 static inline void row_apply(const T *x, const T *r, T *y, i64 S, float mf, float a, float bb, bool nt) {
     const vf vm = set1(mf), va = set1(a), vb = set1(bb);
-    store_run(y, S, nt, [&](i64 s, __mmask16 m) {
-        vf v = _mm512_fmadd_ps(_mm512_sub_ps(load(x + s, m), vm), va, vb);
-        if (RES) v = _mm512_add_ps(v, load(r + s, m));
-        return act_f<ACT>(v);
-    });
+    store_run(y, S, nt, [&](i64 s, __mmask16 m) { return apply_vec<ACT, RES>(load(x + s, m), vm, va, vb, r, s, m); });
 }
 
 /* dx = al * dv + (x - mf) * k1 + k2 over a run (nt as in row_apply) */
@@ -244,9 +255,7 @@ static inline void row_dx(const T *x, const T *dy, T *o, i64 S, float mf, float 
                           float k2, bool nt) {
     const vf vm = set1(mf), va = set1(a), vb = set1(bb), val = set1(al), vk1 = set1(k1), vk2 = set1(k2);
     store_run(o, S, nt, [&](i64 s, __mmask16 m) {
-        const vf xc = _mm512_sub_ps(load(x + s, m), vm);
-        const vf g = act_b<ACT>(_mm512_fmadd_ps(xc, va, vb), load(dy + s, m));
-        return _mm512_fmadd_ps(val, g, _mm512_fmadd_ps(xc, vk1, vk2));
+        return dx_vec<ACT>(load(x + s, m), load(dy + s, m), vm, va, vb, val, vk1, vk2);
     });
 }
 
@@ -293,9 +302,7 @@ static inline void rows_apply(const T *x, const T *r, T *y, i64 nch, i64 S, floa
     store_run(y, nch * S, nt, [&](i64 j, __mmask16 m) {
         vf k[2];
         cc.at(j, k);
-        vf v = _mm512_fmadd_ps(_mm512_sub_ps(load(x + j, m), vm), k[0], k[1]);
-        if (RES) v = _mm512_add_ps(v, load(r + j, m));
-        return act_f<ACT>(v);
+        return apply_vec<ACT, RES>(load(x + j, m), vm, k[0], k[1], r, j, m);
     });
 }
 template <typename T, int ACT>
@@ -306,9 +313,7 @@ static inline void rows_dx(const T *x, const T *dy, T *o, i64 nch, i64 S, float 
     store_run(o, nch * S, nt, [&](i64 j, __mmask16 m) {
         vf k[3];
         cc.at(j, k);
-        const vf xc = _mm512_sub_ps(load(x + j, m), vm);
-        const vf g = act_b<ACT>(_mm512_fmadd_ps(xc, k[0], k[1]), load(dy + j, m));
-        return _mm512_fmadd_ps(k[2], g, _mm512_fmadd_ps(xc, vk1, vk2));
+        return dx_vec<ACT>(load(x + j, m), load(dy + j, m), vm, k[0], k[1], k[2], vk1, vk2);
     });
 }
 
@@ -320,21 +325,18 @@ template <typename T, int ACT, bool RES>
 static inline void nsc_row_apply(const T *xr, const T *rr, const float *mf, const float *a, const float *bb, T *yr,
                                  i64 C, bool nt) {
     store_run(yr, C, nt, [&](i64 c, __mmask16 m) {
-        vf v = _mm512_fmadd_ps(_mm512_sub_ps(load(xr + c, m), _mm512_maskz_loadu_ps(m, mf + c)),
-                               _mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, bb + c));
-        if (RES) v = _mm512_add_ps(v, load(rr + c, m));
-        return act_f<ACT>(v);
+        return apply_vec<ACT, RES>(load(xr + c, m), _mm512_maskz_loadu_ps(m, mf + c), _mm512_maskz_loadu_ps(m, a + c),
+                                   _mm512_maskz_loadu_ps(m, bb + c), rr, c, m);
     });
 }
 template <typename T, int ACT>
 static inline void nsc_row_dx(const T *xr, const T *gr, const float *mf, const float *a, const float *bb,
                               const float *al, const float *k1, const float *k2, T *o, i64 C, bool nt) {
     store_run(o, C, nt, [&](i64 c, __mmask16 m) {
-        const vf xc = _mm512_sub_ps(load(xr + c, m), _mm512_maskz_loadu_ps(m, mf + c));
-        const vf g = act_b<ACT>(_mm512_fmadd_ps(xc, _mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, bb + c)),
-                                load(gr + c, m));
-        const vf lin = _mm512_fmadd_ps(xc, _mm512_maskz_loadu_ps(m, k1 + c), _mm512_maskz_loadu_ps(m, k2 + c));
-        return _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, al + c), g, lin);
+        return dx_vec<ACT>(load(xr + c, m), load(gr + c, m), _mm512_maskz_loadu_ps(m, mf + c),
+                           _mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, bb + c),
+                           _mm512_maskz_loadu_ps(m, al + c), _mm512_maskz_loadu_ps(m, k1 + c),
+                           _mm512_maskz_loadu_ps(m, k2 + c));
     });
 }
 
