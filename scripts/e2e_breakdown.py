@@ -14,7 +14,7 @@ around ``groupnorm.kernels._lib.forward`` / ``backward``, ``nn.GroupNorm.forward
 ``GroupNormFunction.backward``; the wrappers add well under a microsecond per call), per layer call. Medians
 over rounds, milliseconds per step.
 
-    .venv/bin/python scripts/e2e_breakdown.py --threads 2 --repeats 30
+    .venv/bin/python scripts/e2e_breakdown.py --threads 2 --repeats 30 [--channels-last]
 """
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--channels-last", action="store_true",
+                   help="models and batch in channels-last memory format (default: contiguous)")
     args = p.parse_args()
     if args.repeats < 1 or args.warmup < 0 or args.threads < 1 or args.batch < 1:
         p.error("--repeats, --threads and --batch must be >= 1 and --warmup >= 0")
@@ -64,12 +66,13 @@ def main() -> None:
     ops.GroupNormFunction.backward = staticmethod(_timed(ops.GroupNormFunction.backward,
                                                          "GroupNormFunction.backward (Python + C)"))
 
-    x = torch.randn(args.batch, 1, 28, 28)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    x = torch.randn(args.batch, 1, 28, 28).contiguous(memory_format=fmt)
     target = torch.randint(0, 10, (args.batch,))
     models = {}
     for norm in ("gn", "none"):
         torch.manual_seed(0)
-        m = ResNet(norm=norm).train()
+        m = ResNet(norm=norm).train().to(memory_format=fmt)
         models[norm] = (m, torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9))
 
     def step(norm):
@@ -108,7 +111,8 @@ def main() -> None:
             os.environ["GROUPNORM_DISABLE_KERNELS"] = saved
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}; medians of {args.repeats} "
+    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
+          f"{'channels-last' if args.channels_last else 'contiguous'}; medians of {args.repeats} "
           f"interleaved rounds, ms per step")
     print("| model | step | minus no-norm step |")
     print("| --- | --- | --- |")

@@ -51,3 +51,19 @@ def test_naive_composite_and_shape_parser():
     ref = ref + b.reshape(1, 8, 1, 1) * (1 - ((m - 1) / m) ** 0.5)
     torch.testing.assert_close(naive_group_norm(x, 2, w, b, eps=0.0), ref)
     assert parse_shapes("8,256,56,56; 1x320x64x64") == [(8, 256, 56, 56), (1, 320, 64, 64)]
+
+
+def test_bench_e2e_both_memory_formats(tmp_path, capsys):
+    out = tmp_path / "e2e.json"
+    assert cli.main(["bench", "--e2e-only", "--repeats", "1", "--warmup", "0", "--threads", "1",
+                     "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "contiguous:" in text and "channels_last:" in text and "fastest of each" in text
+    e = json.loads(out.read_text())["e2e"]
+    ms = e["ms"]
+    assert set(ms) == {"kernels", "plain", "kernels_cl", "plain_cl"} and min(ms.values()) > 0
+    assert e["speedup"] == pytest.approx(ms["plain"] / ms["kernels"])
+    assert e["speedup_channels_last"] == pytest.approx(ms["plain_cl"] / ms["kernels_cl"])
+    assert e["speedup_best"] == pytest.approx(min(ms["plain"], ms["plain_cl"]) / min(ms["kernels"], ms["kernels_cl"]))
+    for k in ("kernels", "plain"):
+        assert e["best"][k] == ("channels_last" if ms[k + "_cl"] < ms[k] else "contiguous")
