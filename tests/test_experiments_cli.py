@@ -137,3 +137,19 @@ def test_bn_batch_statistics_diagnostic(reference_run):
         x = model.stem[0](to_input(val.images)).double()
     rho = (x.mean(dim=(2, 3)).var(dim=0) / x.var(dim=(0, 2, 3))).mean().item()
     assert layers[0][:3] == (8, 14, 14) and layers[0][3] == pytest.approx(rho, rel=1e-6)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_channels_last_runs_match_contiguous(reference_run, tmp_path, jobs):
+    """``--channels-last`` trains the same runs (same keys) in channels-last memory, in process (jobs 1) and in
+    ``run_one`` subprocesses (jobs 2); their numbers equal the contiguous ones up to float rounding."""
+    out = str(tmp_path / "cl")
+    assert main(SMOKE[:-3] + ["--jobs", jobs, "--no-progress", "--experiment", "table1", "--channels-last",
+                              "--out", out, "--no-report"]) == 0
+    rows = {r["config_key"]: r for r in _rows(out)}
+    ref = {r["config_key"]: r for r in _rows(reference_run)}
+    assert rows and set(rows) <= set(ref)
+    for key, r in rows.items():
+        assert r["memory_format"] == "channels_last" and ref[key]["memory_format"] == "contiguous"
+        assert r["train_loss"] == pytest.approx(ref[key]["train_loss"], rel=1e-3)
+        assert r["val_loss"] == pytest.approx(ref[key]["val_loss"], rel=1e-3)

@@ -46,7 +46,8 @@ def _free_port() -> int:
 TORCHRUN_RELAUNCHES = 1
 
 
-def launch_torchrun(cfg: RunConfig, data_dir: str, out: str, processes: int, threads: int | None = None) -> None:
+def launch_torchrun(cfg: RunConfig, data_dir: str, out: str, processes: int, threads: int | None = None,
+                    channels_last: bool = False) -> None:
     """Train ``cfg`` as ``processes`` DDP ranks (gloo) under ``torchrun``; rank 0 writes the row.
 
     If torchrun fails (a rank died), it is launched once more (``TORCHRUN_RELAUNCHES``) on a fresh port: the
@@ -62,6 +63,8 @@ def launch_torchrun(cfg: RunConfig, data_dir: str, out: str, processes: int, thr
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={processes}",
                "--master-addr=127.0.0.1", f"--master-port={_free_port()}",
                "-m", "groupnorm.experiments.run_one", "--config", cfg_path, "--data-dir", data_dir, "--out", out]
+        if channels_last:
+            cmd.append("--channels-last")
         proc = subprocess.run(cmd, env=env)
         if proc.returncode == 0:
             return
@@ -79,13 +82,15 @@ def _label(cfg: RunConfig) -> str:
 
 def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None, launcher: str = "emulate",
               processes: int | None = None, progress: bool = True, max_runs: int | None = None, jobs: int = 1,
-              threads: int = 1) -> list[dict]:
+              threads: int = 1, channels_last: bool = False) -> list[dict]:
     """Train every config of ``configs`` that has no row in ``OUT/results.jsonl`` yet; return all rows.
 
     Args:
         launcher: "emulate" (W workers in one process) or "torchrun" (``processes`` ranks per run, default W).
         jobs: runs trained at the same time (emulate only), each in its own process.
         threads: intra-op threads per training process.
+        channels_last: models and batches in channels-last memory (faster convolutions on CPUs; the numbers
+            differ only by float rounding, so it is not part of a run's identity).
         max_runs: stop after this many newly finished runs (for tests and partial sessions).
     """
     import torch
@@ -110,7 +115,8 @@ def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None
 
     total = sum(remaining_images(c) for c in todo)
     print(f"[reproduce] {len(configs)} runs, {len(configs) - len([c for c in configs if c.key() not in done])} "
-          f"already finished, {len(todo)} to train; launcher={launcher}, jobs={jobs}, threads={threads}; "
+          f"already finished, {len(todo)} to train; launcher={launcher}, jobs={jobs}, threads={threads}, "
+          f"memory format={'channels_last' if channels_last else 'contiguous'}; "
           f"output {out}", file=sys.stderr, flush=True)
     from tqdm.auto import tqdm
 
@@ -123,7 +129,7 @@ def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None
             for i, cfg in enumerate(todo):
                 overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
                 before = remaining_images(cfg)
-                launch_torchrun(cfg, data_dir, out, processes or cfg.workers, threads)
+                launch_torchrun(cfg, data_dir, out, processes or cfg.workers, threads, channels_last)
                 overall.update(before)
                 finished += 1
         elif jobs == 1:
@@ -131,17 +137,18 @@ def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None
             for i, cfg in enumerate(todo):
                 overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
                 train, val = load_data(data_dir, cfg.train_size, cfg.val_size)
-                train_run(cfg, train, val, out, progress=progress, on_images=overall.update)
+                train_run(cfg, train, val, out, progress=progress, on_images=overall.update,
+                          channels_last=channels_last)
                 finished += 1
         else:
-            finished = _run_parallel(todo, out, data_dir, jobs, threads, overall, progress)
+            finished = _run_parallel(todo, out, data_dir, jobs, threads, overall, progress, channels_last)
     finally:
         overall.close()
     print(f"[reproduce] trained {finished} runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     return store.read_results(out)
 
 
-def _run_parallel(todo, out, data_dir, jobs, threads, overall, progress) -> int:
+def _run_parallel(todo, out, data_dir, jobs, threads, overall, progress, channels_last=False) -> int:
     """Up to ``jobs`` runs at a time, each a ``run_one`` subprocess reporting its progress on stdout."""
     import queue as queue_mod
     import threading
@@ -170,7 +177,8 @@ def _run_parallel(todo, out, data_dir, jobs, threads, overall, progress) -> int:
                 env.pop("WORLD_SIZE", None)
                 proc = subprocess.Popen([sys.executable, "-m", "groupnorm.experiments.run_one", "--config",
                                          cfg_path, "--data-dir", data_dir, "--out", out, "--threads", str(threads),
-                                         "--progress-stdout"], stdout=subprocess.PIPE, text=True, env=env)
+                                         "--progress-stdout"] + (["--channels-last"] if channels_last else []),
+                                        stdout=subprocess.PIPE, text=True, env=env)
                 slot = free.pop(0)
                 total = cfg.epochs * (min(cfg.train_size or 60000, 60000) // cfg.global_batch) * cfg.global_batch
                 bar = tqdm(total=total, unit="img", unit_scale=True, leave=False, position=slot, desc=_label(cfg),

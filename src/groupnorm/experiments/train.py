@@ -15,6 +15,10 @@ Schedule: ``lr = base_lr * W * b / 256`` (linear scaling rule), linear warmup ov
 to 0 or the paper's step decay (x0.1 at 30%, 60%, 90% of the steps); SGD momentum 0.9; weight decay on weights
 of rank >= 2 only. Per epoch: training loss/error (in train mode, on the augmented batches, as the paper's
 curves), validation loss/error (eval mode: BN uses running statistics), images/s, then an atomic checkpoint.
+
+Memory format: ``channels_last=True`` runs the model and its batches in channels-last (NHWC) memory, where this
+CPU's convolutions are faster (and GN takes the compiled kernels' channels-last path). It is how a run is
+executed, like the thread count, not part of its identity: the numbers differ only by float rounding.
 """
 from __future__ import annotations
 
@@ -50,14 +54,20 @@ def lr_at(cfg: RunConfig, step: int, total_steps: int, steps_per_epoch: int) -> 
     return cfg.lr * 0.1 ** passed
 
 
+def _memory_format(channels_last: bool):
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, split: Split, batch: int = 1000) -> tuple[float, float]:
-    """(mean cross-entropy, error in %) of ``model`` in eval mode on ``split``."""
+def evaluate(model: torch.nn.Module, split: Split, batch: int = 1000, *,
+             channels_last: bool = False) -> tuple[float, float]:
+    """(mean cross-entropy, error in %) of ``model`` in eval mode on ``split`` (batches in channels-last memory
+    if ``channels_last``)."""
     was = model.training
     model.eval()
     loss_sum, wrong = 0.0, 0
     for i in range(0, len(split), batch):
-        x = to_input(split.images[i:i + batch])
+        x = to_input(split.images[i:i + batch]).contiguous(memory_format=_memory_format(channels_last))
         y = split.labels[i:i + batch]
         logits = model(x)
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
@@ -71,20 +81,23 @@ def _finite(v: float):
 
 
 def train_run(cfg: RunConfig, train: Split, val: Split, out: str, *, rank: int = 0, world: int = 1,
-              progress: bool = True, on_images=None, launcher: str = "emulate", position: int = 1) -> dict | None:
+              progress: bool = True, on_images=None, launcher: str = "emulate", position: int = 1,
+              channels_last: bool = False) -> dict | None:
     """Train ``cfg`` (resuming from its checkpoint if any); return its results row on rank 0 (else None).
 
     ``train`` and ``val`` are the run's data (already cut to ``cfg.train_size`` / ``cfg.val_size``). Rank 0
     writes ``OUT/runs/<key>/`` (holding its lock) and appends the row to ``OUT/results.jsonl``.
     ``on_images(n)`` is called after each step with the number of images processed (for a progress bar).
+    ``channels_last``: model and batches in channels-last memory (see the module docstring).
     """
+    args = (cfg, train, val, out, rank, world, progress, on_images, launcher, position, channels_last)
     if rank != 0:
-        return _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher, position)
+        return _train_run(*args)
     with store.RunLock(store.run_dir(out, cfg.key())):
-        return _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher, position)
+        return _train_run(*args)
 
 
-def _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher, position):
+def _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher, position, channels_last):
     cfg.validate()
     # Subnormal floats (e.g. decaying momentum of gammas that start at 0) make CPU arithmetic ~100x slower.
     torch.set_flush_denormal(True)
@@ -99,7 +112,8 @@ def _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher,
     if rank == 0:
         store.atomic_write_json(os.path.join(rdir, "config.json"), dict(cfg.to_json(), key=key))
 
-    model = build_model(cfg, world)
+    fmt = _memory_format(channels_last)
+    model = build_model(cfg, world).to(memory_format=fmt)  # the checkpoint's values load into these strides
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -138,7 +152,8 @@ def _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher,
             lr = lr_at(cfg, step, total, steps)
             for g in opt.param_groups:
                 g["lr"] = lr
-            xs, ys = x[rank * local:(rank + 1) * local], y[rank * local:(rank + 1) * local]
+            xs = x[rank * local:(rank + 1) * local].contiguous(memory_format=fmt)
+            ys = y[rank * local:(rank + 1) * local]
             logits = net(xs)
             loss = F.cross_entropy(logits, ys)
             opt.zero_grad(set_to_none=True)
@@ -168,7 +183,7 @@ def _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher,
         loss_sum, wrong, count = stats.tolist()
         ips = count / max(train_s, 1e-9)
         if rank == 0:
-            val_loss, val_err = evaluate(model, val)
+            val_loss, val_err = evaluate(model, val, channels_last=channels_last)
             history.append(dict(epoch=epoch + 1, train_loss=_finite(loss_sum / max(count, 1)),
                                 train_error=100.0 * wrong / max(count, 1), val_loss=_finite(val_loss),
                                 val_error=val_err, lr=lr, images_per_s=ips, train_s=train_s,
@@ -199,6 +214,7 @@ def _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher,
                processes=world, train_size=len(train), val_size=len(val), widths=list(cfg.widths),
                blocks=list(cfg.blocks), torch=torch.__version__, machine=platform.machine(),
                threads=torch.get_num_threads(), gn_kernels=_kernels_available(),
+               memory_format="channels_last" if channels_last else "contiguous",
                finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     store.atomic_write_bytes(os.path.join(rdir, "model.pt"), _state_bytes(model))
     store.append_result(out, row)
