@@ -17,7 +17,7 @@ import time
 from . import store
 from .config import RunConfig
 from .data import Split, load_split, resolve_data_dir, subset
-from .train import train_run
+from .train import memory_format_name, train_run
 
 _cache: dict = {}
 
@@ -116,7 +116,7 @@ def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None
     total = sum(remaining_images(c) for c in todo)
     print(f"[reproduce] {len(configs)} runs, {len(configs) - len([c for c in configs if c.key() not in done])} "
           f"already finished, {len(todo)} to train; launcher={launcher}, jobs={jobs}, threads={threads}, "
-          f"memory format={'channels_last' if channels_last else 'contiguous'}; "
+          f"memory format={memory_format_name(channels_last)}; "
           f"output {out}", file=sys.stderr, flush=True)
     from tqdm.auto import tqdm
 

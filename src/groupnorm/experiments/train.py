@@ -58,6 +58,11 @@ def _memory_format(channels_last: bool):
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
+def memory_format_name(channels_last: bool) -> str:
+    """The memory format as results rows and messages name it: "channels_last" or "contiguous"."""
+    return "channels_last" if channels_last else "contiguous"
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, split: Split, batch: int = 1000, *,
              channels_last: bool = False) -> tuple[float, float]:
@@ -214,7 +219,7 @@ def _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher,
                processes=world, train_size=len(train), val_size=len(val), widths=list(cfg.widths),
                blocks=list(cfg.blocks), torch=torch.__version__, machine=platform.machine(),
                threads=torch.get_num_threads(), gn_kernels=_kernels_available(),
-               memory_format="channels_last" if channels_last else "contiguous",
+               memory_format=memory_format_name(channels_last),
                finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     store.atomic_write_bytes(os.path.join(rdir, "model.pt"), _state_bytes(model))
     store.append_result(out, row)
