@@ -24,6 +24,41 @@ EXPERIMENTS = ("table1", "table2", "table3", "curves", "all")
 PRESET_NAMES = ("smoke", "quick", "full")
 
 
+def canonical_norm(norm: str, groups: int | None, group_size: int | None) -> tuple[str, tuple]:
+    """(norm, (groups, group_size)) with LN as GN G=1, IN as GN K=1, K winning over G, no G/K for non-GN."""
+    g, k = groups, group_size
+    if norm == "ln":
+        return "gn", (1, None)
+    if norm == "in":
+        return "gn", (None, 1)
+    if norm in ("gn", "gn+ws"):
+        return norm, ((None, k) if k is not None else (g, None))
+    return norm, (None, None)
+
+
+def norm_kind(norm: str, groups: int | None = None, group_size: int | None = None) -> str:
+    """The name tables and plots use: BN, GN, LN (G=1), IN (one channel per group), GN+WS (LN+WS, IN+WS),
+    BN-FROZEN or NONE. ``norm`` may be a config's name (``ln``, ``in``) or a row's canonical one."""
+    norm, (g, k) = canonical_norm(norm, groups, group_size)
+    if norm == "bn":
+        return "BN"
+    if norm in ("bn-frozen", "none"):
+        return norm.upper()
+    ws = "+WS" if norm == "gn+ws" else ""
+    if k == 1:
+        return "IN" + ws
+    if g == 1 and k is None:
+        return "LN" + ws
+    return "GN" + ws
+
+
+def run_label(kind: str, groups_and_size: tuple, batch_per_worker: int, seed: int) -> str:
+    """``GN G=32 b=8 s=0``, ``GN K=4 b=32 s=1``, ``BN b=2 s=0``: the run as messages and progress bars name it."""
+    g, k = groups_and_size
+    gk = f" K={k}" if k not in (None, 1) else (f" G={g}" if kind.startswith("GN") and g is not None else "")
+    return f"{kind}{gk} b={batch_per_worker} s={seed}"
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a run's numbers (paths and the launcher do not)."""
@@ -57,20 +92,39 @@ class RunConfig:
     def lr(self) -> float:
         return self.base_lr * self.global_batch / self.lr_ref_batch
 
+    def images_per_epoch(self, available: int | None = None) -> int:
+        """Images trained per epoch: whole global batches of the ``train_size`` images (or of ``available``,
+        the images actually there, when smaller or when ``train_size`` is None); the last partial batch is
+        dropped. The one place this formula lives (training loop, progress bars, ETA)."""
+        n = self.train_size if self.train_size is not None else available
+        if available is not None:
+            n = min(n, available)
+        if n is None:
+            raise ValueError("images_per_epoch: train_size is None and the number of available images is unknown")
+        return (n // self.global_batch) * self.global_batch
+
+    def images_per_run(self, available: int | None = None) -> int:
+        return self.epochs * self.images_per_epoch(available)
+
+    @property
+    def kind(self) -> str:
+        return norm_kind(self.norm, *self.canonical_groups())
+
+    @property
+    def label(self) -> str:
+        """Short human name of the run, for progress bars and messages: e.g. ``GN G=32 b=8 s=0``."""
+        return run_label(self.kind, self.canonical_groups(), self.batch_per_worker, self.seed)
+
+    def canonical_groups(self) -> tuple:
+        """(groups, group_size) as the run's identity and its results row have them (LN is G=1, IN is K=1)."""
+        d = self.canonical()
+        return d["groups"], d["group_size"]
+
     def canonical(self) -> dict:
         """The identity of the run: LN is GN with G=1, IN is GN with one channel per group (same model)."""
         d = dataclasses.asdict(self)
         d.pop("experiment")
-        norm, g, k = d["norm"], d["groups"], d["group_size"]
-        if norm == "ln":
-            norm, g, k = "gn", 1, None
-        elif norm == "in":
-            norm, g, k = "gn", None, 1
-        elif norm in ("gn", "gn+ws"):
-            if k is not None:
-                g = None
-        else:
-            g, k = None, None
+        norm, (g, k) = canonical_norm(d["norm"], d["groups"], d["group_size"])
         d.update(norm=norm, groups=g, group_size=k, widths=list(self.widths), blocks=list(self.blocks))
         return d
 

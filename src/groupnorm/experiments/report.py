@@ -15,6 +15,7 @@ import statistics
 from collections import Counter, defaultdict
 
 from . import store
+from .config import norm_kind
 
 # The paper's numbers (ResNet-50, ImageNet, top-1 validation error %, 8 workers).
 PAPER_TABLE1 = {"BN": 23.6, "LN": 25.3, "IN": 28.4, "GN": 24.1}
@@ -26,17 +27,8 @@ PROTOCOL_FIELDS = ("workers", "epochs", "train_size", "val_size", "widths", "blo
 
 
 def kind(row: dict) -> str:
-    """BN, GN+WS, LN (G=1), IN (one channel per group), GN, BN-frozen or NONE."""
-    n = row["norm"]
-    if n == "bn":
-        return "BN"
-    if n in ("bn-frozen", "none"):
-        return n.upper()
-    if row.get("group_size") == 1:
-        return "IN" if n != "gn+ws" else "IN+WS"
-    if row.get("groups") == 1 and row.get("group_size") is None:
-        return "LN" if n != "gn+ws" else "LN+WS"
-    return "GN+WS" if n == "gn+ws" else "GN"
+    """A results row's kind (BN, GN, LN, IN, GN+WS, ...): :func:`groupnorm.experiments.config.norm_kind`."""
+    return norm_kind(row["norm"], row.get("groups"), row.get("group_size"))
 
 
 def _protocol(row: dict) -> tuple:

@@ -20,6 +20,7 @@ from .data import Split, load_split, resolve_data_dir, subset
 from .train import memory_format_name, train_run
 
 _cache: dict = {}
+MAX_TRAIN_IMAGES = 60000  # the MNIST-format training split, for progress totals before the data is loaded
 
 
 def load_data(data_dir: str, train_size: int | None, val_size: int | None) -> tuple[Split, Split]:
@@ -75,11 +76,6 @@ def launch_torchrun(cfg: RunConfig, data_dir: str, out: str, processes: int, thr
                        f"b={cfg.batch_per_worker})")
 
 
-def _label(cfg: RunConfig) -> str:
-    g = f" K={cfg.group_size}" if cfg.group_size else (f" G={cfg.groups}" if cfg.norm in ("gn", "gn+ws") else "")
-    return f"{cfg.norm}{g} b={cfg.batch_per_worker} s={cfg.seed}"
-
-
 def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None, launcher: str = "emulate",
               processes: int | None = None, progress: bool = True, max_runs: int | None = None, jobs: int = 1,
               threads: int = 1, channels_last: bool = False) -> list[dict]:
@@ -110,8 +106,7 @@ def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None
 
     def remaining_images(c: RunConfig) -> int:  # counting epochs already checkpointed as done
         ep = len(store.read_jsonl(os.path.join(store.run_dir(out, c.key()), "metrics.jsonl")))
-        n = min(c.train_size or 60000, 60000)
-        return max(0, c.epochs - ep) * (n // c.global_batch) * c.global_batch
+        return max(0, c.epochs - ep) * c.images_per_epoch(MAX_TRAIN_IMAGES)
 
     total = sum(remaining_images(c) for c in todo)
     print(f"[reproduce] {len(configs)} runs, {len(configs) - len([c for c in configs if c.key() not in done])} "
@@ -180,8 +175,8 @@ def _run_parallel(todo, out, data_dir, jobs, threads, overall, progress, channel
                                          "--progress-stdout"] + (["--channels-last"] if channels_last else []),
                                         stdout=subprocess.PIPE, text=True, env=env)
                 slot = free.pop(0)
-                total = cfg.epochs * (min(cfg.train_size or 60000, 60000) // cfg.global_batch) * cfg.global_batch
-                bar = tqdm(total=total, unit="img", unit_scale=True, leave=False, position=slot, desc=_label(cfg),
+                total = cfg.images_per_run(MAX_TRAIN_IMAGES)
+                bar = tqdm(total=total, unit="img", unit_scale=True, leave=False, position=slot, desc=cfg.label,
                            dynamic_ncols=True, disable=not progress)
                 running[key] = (proc, bar, slot, cfg)
                 threading.Thread(target=reader, args=(key, proc), daemon=True).start()
@@ -197,7 +192,7 @@ def _run_parallel(todo, out, data_dir, jobs, threads, overall, progress, channel
             free.sort()
             del running[key]
             if rc != 0:
-                failures.append(f"{_label(cfg)} (exit status {rc})")
+                failures.append(f"{cfg.label} (exit status {rc})")
             else:
                 finished += 1
     finally:

@@ -26,6 +26,8 @@ import math
 import os
 import platform
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +87,28 @@ def _finite(v: float):
     return v if math.isfinite(v) else None
 
 
+@dataclass(frozen=True)
+class TrainJob:
+    """One call of :func:`train_run`: what to train, on which data, where, and how it is executed.
+
+    ``cfg`` and the data determine the numbers; ``rank``/``world`` (this process among the job's ``world``
+    processes), ``launcher`` (recorded in the row), ``progress``/``position`` (this run's tqdm bar),
+    ``on_images`` (called with the images of each step) and ``channels_last`` only how it runs.
+    """
+
+    cfg: RunConfig
+    train: Split
+    val: Split
+    out: str
+    rank: int = 0
+    world: int = 1
+    progress: bool = True
+    on_images: Callable[[int], None] | None = None
+    launcher: str = "emulate"
+    position: int = 1
+    channels_last: bool = False
+
+
 def train_run(cfg: RunConfig, train: Split, val: Split, out: str, *, rank: int = 0, world: int = 1,
               progress: bool = True, on_images=None, launcher: str = "emulate", position: int = 1,
               channels_last: bool = False) -> dict | None:
@@ -95,14 +119,16 @@ def train_run(cfg: RunConfig, train: Split, val: Split, out: str, *, rank: int =
     ``on_images(n)`` is called after each step with the number of images processed (for a progress bar).
     ``channels_last``: model and batches in channels-last memory (see the module docstring).
     """
-    args = (cfg, train, val, out, rank, world, progress, on_images, launcher, position, channels_last)
+    job = TrainJob(cfg, train, val, out, rank=rank, world=world, progress=progress, on_images=on_images,
+                   launcher=launcher, position=position, channels_last=channels_last)
     if rank != 0:
-        return _train_run(*args)
+        return _train_run(job)
     with store.RunLock(store.run_dir(out, cfg.key())):
-        return _train_run(*args)
+        return _train_run(job)
 
 
-def _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher, position, channels_last):
+def _train_run(job: TrainJob):
+    cfg, train, val, out, rank, world = job.cfg, job.train, job.val, job.out, job.rank, job.world
     cfg.validate()
     # Subnormal floats (e.g. decaying momentum of gammas that start at 0) make CPU arithmetic ~100x slower.
     torch.set_flush_denormal(True)
@@ -117,7 +143,7 @@ def _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher,
     if rank == 0:
         store.atomic_write_json(os.path.join(rdir, "config.json"), dict(cfg.to_json(), key=key))
 
-    fmt = _memory_format(channels_last)
+    fmt = _memory_format(job.channels_last)
     model = build_model(cfg, world).to(memory_format=fmt)  # the checkpoint's values load into these strides
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
@@ -138,14 +164,13 @@ def _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher,
 
     gb = cfg.global_batch
     local = gb // world
-    steps = len(train) // gb
+    steps = cfg.images_per_epoch(len(train)) // gb
     total = cfg.epochs * steps
     bar = None
-    if progress and rank == 0:
+    if job.progress and rank == 0:
         from tqdm.auto import tqdm
-        bar = tqdm(total=total, initial=start_epoch * steps, unit="step", leave=False, position=position,
-                   dynamic_ncols=True,
-                   desc=f"{cfg.norm:>5} G={cfg.groups} K={cfg.group_size} b={cfg.batch_per_worker} s={cfg.seed}")
+        bar = tqdm(total=total, initial=start_epoch * steps, unit="step", leave=False, position=job.position,
+                   dynamic_ncols=True, desc=cfg.label)
     t_run = time.perf_counter()
     diverged = False
     for epoch in range(start_epoch, cfg.epochs):
@@ -174,8 +199,8 @@ def _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher,
                 if s % 10 == 0:
                     el = time.perf_counter() - t0
                     bar.set_postfix(loss=f"{lv:.3f}", img_s=f"{(s + 1) * gb / max(el, 1e-9):.0f}", refresh=False)
-            if on_images is not None and rank == 0:
-                on_images(gb)
+            if job.on_images is not None and rank == 0:
+                job.on_images(gb)
             if distributed:
                 flag = torch.tensor([1.0 if diverged else 0.0])
                 dist.all_reduce(flag)
@@ -188,7 +213,7 @@ def _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher,
         loss_sum, wrong, count = stats.tolist()
         ips = count / max(train_s, 1e-9)
         if rank == 0:
-            val_loss, val_err = evaluate(model, val, channels_last=channels_last)
+            val_loss, val_err = evaluate(model, val, channels_last=job.channels_last)
             history.append(dict(epoch=epoch + 1, train_loss=_finite(loss_sum / max(count, 1)),
                                 train_error=100.0 * wrong / max(count, 1), val_loss=_finite(val_loss),
                                 val_error=val_err, lr=lr, images_per_s=ips, train_s=train_s,
@@ -215,11 +240,11 @@ def _train_run(cfg, train, val, out, rank, world, progress, on_images, launcher,
                best_val_error=min(h["val_error"] for h in history),
                images_per_s=sum(h["train_s"] * h["images_per_s"] for h in history)
                / max(sum(h["train_s"] for h in history), 1e-9),
-               wall_s=wall_before + time.perf_counter() - t_run, config_key=key, launcher=launcher,
+               wall_s=wall_before + time.perf_counter() - t_run, config_key=key, launcher=job.launcher,
                processes=world, train_size=len(train), val_size=len(val), widths=list(cfg.widths),
                blocks=list(cfg.blocks), torch=torch.__version__, machine=platform.machine(),
                threads=torch.get_num_threads(), gn_kernels=_kernels_available(),
-               memory_format=memory_format_name(channels_last),
+               memory_format=memory_format_name(job.channels_last),
                finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     store.atomic_write_bytes(os.path.join(rdir, "model.pt"), _state_bytes(model))
     store.append_result(out, row)
