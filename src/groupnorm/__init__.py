@@ -10,3 +10,4 @@ from . import reference  # noqa: E402,F401  (NumPy only)
 from . import functional, nn  # noqa: E402,F401
 from .convert import (  # noqa: E402,F401  (model surgery; torch only, no onnx)
     convert_bn_to_gn, convert_conv_to_ws, convert_sync_batchnorm, freeze_batch_norm, unfreeze_batch_norm)
+from .precise_bn import precise_bn  # noqa: E402,F401  (population BN statistics after training)
