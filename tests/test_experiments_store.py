@@ -58,7 +58,10 @@ def test_config_identity_and_experiment_plans():
     assert RunConfig(workers=8, batch_per_worker=2, base_lr=0.8).lr == pytest.approx(0.05)
     full = get_preset("full")
     cfgs = experiment_configs("all", full, seeds=1)
-    assert len(cfgs) == len({c.key() for c in cfgs}) == 24
+    # 24 settings of Tables 1-3; noniid adds 3 norms x 3 class counts, ghost 4 BN norm batches + SyncBN
+    # (its BN at norm_batch 32 and its GN are table2's / table1's runs)
+    assert len(cfgs) == len({c.key() for c in cfgs}) == 24 + 9 + 5
+    assert sum(c.norm_batch is None and c.classes_per_worker is None for c in cfgs) == 24
     t2 = experiment_configs("table2", full, seeds=2)
     assert sorted({(c.norm, c.batch_per_worker) for c in t2}) == sorted(
         (n, b) for n in ("bn", "gn") for b in (32, 16, 8, 4, 2))

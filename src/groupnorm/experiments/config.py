@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-EXPERIMENTS = ("table1", "table2", "table3", "curves", "all")
+EXPERIMENTS = ("table1", "table2", "table3", "curves", "noniid", "ghost", "all")
 PRESET_NAMES = ("smoke", "quick", "full")
 
 
@@ -36,12 +36,14 @@ def canonical_norm(norm: str, groups: int | None, group_size: int | None) -> tup
     return norm, (None, None)
 
 
-def norm_kind(norm: str, groups: int | None = None, group_size: int | None = None) -> str:
-    """The name tables and plots use: BN, GN, LN (G=1), IN (one channel per group), GN+WS (LN+WS, IN+WS),
-    BN-FROZEN or NONE. ``norm`` may be a config's name (``ln``, ``in``) or a row's canonical one."""
+def norm_kind(norm: str, groups: int | None = None, group_size: int | None = None, *,
+              norm_batch: int | None = None, global_batch: int | None = None) -> str:
+    """The name tables and plots use: BN, SyncBN (BN whose ``norm_batch`` is the whole global batch), GN, LN
+    (G=1), IN (one channel per group), GN+WS (LN+WS, IN+WS), BN-FROZEN or NONE. ``norm`` may be a config's name
+    (``ln``, ``in``) or a row's canonical one."""
     norm, (g, k) = canonical_norm(norm, groups, group_size)
     if norm == "bn":
-        return "BN"
+        return "SyncBN" if norm_batch is not None and norm_batch == global_batch else "BN"
     if norm in ("bn-frozen", "none"):
         return norm.upper()
     ws = "+WS" if norm == "gn+ws" else ""
@@ -82,6 +84,10 @@ class RunConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9
     augment: bool = True
+    # Issue-13 experiments; None = the standard protocol, and then left out of the identity (older keys hold).
+    norm_batch: int | None = None          # BN statistics over groups of this many images (ghost BN); = the
+    #                                        global batch: BN synchronized across all workers (SyncBN)
+    classes_per_worker: int | None = None  # each worker's b images drawn from this many classes (noniid)
     experiment: str = field(default="", compare=False)  # who asked for it first; not part of the identity
 
     @property
@@ -108,12 +114,15 @@ class RunConfig:
 
     @property
     def kind(self) -> str:
-        return norm_kind(self.norm, *self.canonical_groups())
+        return norm_kind(self.norm, *self.canonical_groups(), norm_batch=self.norm_batch,
+                         global_batch=self.global_batch)
 
     @property
     def label(self) -> str:
         """Short human name of the run, for progress bars and messages: e.g. ``GN G=32 b=8 s=0``."""
-        return run_label(self.kind, self.canonical_groups(), self.batch_per_worker, self.seed)
+        extra = (f" norm_batch={self.norm_batch}" if self.kind == "BN" and self.norm_batch is not None else "") \
+            + (f" c={self.classes_per_worker}" if self.classes_per_worker is not None else "")
+        return run_label(self.kind, self.canonical_groups(), self.batch_per_worker, self.seed) + extra
 
     def canonical_groups(self) -> tuple:
         """(groups, group_size) as the run's identity and its results row have them (LN is G=1, IN is K=1)."""
@@ -126,7 +135,18 @@ class RunConfig:
         d.pop("experiment")
         norm, (g, k) = canonical_norm(d["norm"], d["groups"], d["group_size"])
         d.update(norm=norm, groups=g, group_size=k, widths=list(self.widths), blocks=list(self.blocks))
+        if d["norm_batch"] is None or d["norm_batch"] == self.batch_per_worker:
+            d.pop("norm_batch")  # BN per worker: the standard run
+        if d["classes_per_worker"] is None:
+            d.pop("classes_per_worker")
         return d
+
+    @property
+    def bn_batch(self) -> int | None:
+        """Images per BN statistics group (``norm_batch``, else one worker's b); None for other norms."""
+        if self.norm != "bn":
+            return None
+        return self.norm_batch if self.norm_batch is not None else self.batch_per_worker
 
     def key(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True)
@@ -139,6 +159,19 @@ class RunConfig:
                 raise ValueError(f"{name}={v!r} must be a positive integer")
         if self.schedule not in ("cosine", "step"):
             raise ValueError(f"schedule={self.schedule!r} must be 'cosine' or 'step'")
+        if self.norm_batch is not None:
+            if self.norm != "bn":
+                raise ValueError(f"norm_batch={self.norm_batch} applies to BN only, not norm={self.norm!r}")
+            if not isinstance(self.norm_batch, int) or self.norm_batch < 1 or self.global_batch % self.norm_batch:
+                raise ValueError(f"norm_batch={self.norm_batch!r} does not divide the global batch of "
+                                 f"{self.global_batch} images ({self.workers} workers x {self.batch_per_worker})")
+        if self.classes_per_worker is not None:
+            from .data import NUM_CLASSES
+
+            c = self.classes_per_worker
+            if not isinstance(c, int) or not 1 <= c <= NUM_CLASSES:
+                raise ValueError(f"classes_per_worker={c!r} must be an integer from 1 to the number of classes "
+                                 f"({NUM_CLASSES})")
         if self.train_size is not None and self.train_size < self.global_batch:
             raise ValueError(f"train_size={self.train_size} is smaller than one global batch "
                              f"({self.workers} workers x {self.batch_per_worker} images)")
@@ -165,6 +198,10 @@ class Preset:
     table3_groups: tuple
     table3_group_sizes: tuple
     table1_batch: int = 32
+    noniid_classes: tuple = (1, 2, 10)              # classes per worker (10 = i.i.d.)
+    noniid_batch: int = 8                           # images per worker in noniid
+    ghost_norm_batches: tuple = (32, 16, 8, 4, 2)   # BN statistics groups at the fixed global batch W x table1_batch
+    all_experiments: tuple = ("table2", "noniid", "ghost", "table1", "table3", "curves")  # what "all" means
 
 
 PRESETS = {
@@ -174,7 +211,8 @@ PRESETS = {
         RunConfig(workers=2, epochs=2, train_size=128, val_size=64, widths=(8, 16), blocks=(1, 1),
                   warmup_epochs=0.5, base_lr=0.2),
         seeds=1, table1_norms=("bn", "gn"), table2_batches=(8, 2), table3_groups=(8, 1),
-        table3_group_sizes=(4,), table1_batch=8),
+        table3_group_sizes=(4,), table1_batch=8, noniid_classes=(1, 10), noniid_batch=4,
+        ghost_norm_batches=(8, 2), all_experiments=("table2", "table1", "table3", "curves")),
     # The README's main job: <= 15 minutes on 2 cores. BN vs GN at 32, 8 and 2 images/worker, the four norms
     # (Table 3 only from the runs these share: G=32, G=1=LN, K=1=IN). 4 workers rather than the paper's 8 so
     # that 10k images give enough optimizer steps (78 per epoch at 32 images/worker).
@@ -182,7 +220,8 @@ PRESETS = {
         "quick",
         RunConfig(workers=4, epochs=3, train_size=10000, val_size=2000, base_lr=0.8, warmup_epochs=0.5),
         seeds=1, table1_norms=("bn", "ln", "in", "gn"), table2_batches=(32, 8, 2),
-        table3_groups=(32, 1), table3_group_sizes=(1,)),
+        table3_groups=(32, 1), table3_group_sizes=(1,),
+        all_experiments=("table2", "table1", "table3", "curves")),  # its 15-minute budget: not yet noniid/ghost
     # As close to the paper's protocol as this machine allows: 8 workers, all batch sizes, all group divisions,
     # 8 epochs; seeds run one after the other (all settings of seed 0 first), so a partial run is a full table.
     "full": Preset(
@@ -225,9 +264,16 @@ def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None
         + [dict(norm="gn", groups=None, group_size=k, batch_per_worker=b1) for k in preset.table3_group_sizes],
         "curves": [dict(norm=n, batch_per_worker=b1) for n in preset.table1_norms]
         + [dict(norm=n, batch_per_worker=b) for n in ("bn", "gn") for b in (big, small)],
+        # BN, GN, and BN synchronized over all workers (norm_batch = the global batch), per classes_per_worker
+        "noniid": [dict(norm=n, batch_per_worker=preset.noniid_batch, classes_per_worker=c, norm_batch=nb)
+                   for c in preset.noniid_classes
+                   for n, nb in (("bn", None), ("gn", None), ("bn", base.workers * preset.noniid_batch))],
+        # the global batch W x b1 and the lr fixed; BN statistics over norm_batch images; GN and SyncBN references
+        "ghost": [dict(norm="bn", batch_per_worker=b1, norm_batch=nb) for nb in preset.ghost_norm_batches]
+        + [dict(norm="gn", batch_per_worker=b1), dict(norm="bn", batch_per_worker=b1, norm_batch=base.workers * b1)],
     }
     # Table 2 (the paper's main claim) first, so that a partial run of a preset answers it first.
-    names = ["table2", "table1", "table3", "curves"] if experiment == "all" else [experiment]
+    names = list(preset.all_experiments) if experiment == "all" else [experiment]
     out, seen = [], set()
     for seed in range(n_seeds):
         for name in names:

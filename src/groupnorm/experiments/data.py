@@ -108,8 +108,12 @@ def to_input(images_u8: torch.Tensor) -> torch.Tensor:
     return ((images_u8.float() / 255.0) - MEAN).div_(STD).unsqueeze(1)
 
 
-def epoch_batches(split: Split, global_batch: int, seed: int, epoch: int, *, augment: bool = True):
+def epoch_batches(split: Split, global_batch: int, seed: int, epoch: int, *, augment: bool = True,
+                  classes_per_worker: int | None = None, workers: int = 1):
     """Yield (x, y) global batches for one epoch: a seeded shuffle, the last partial batch dropped.
+
+    With ``classes_per_worker`` each of the ``workers`` slices is drawn from that many classes
+    (:func:`groupnorm.experiments.noniid.worker_class_order`) instead of the shuffle.
 
     x is float32 (B, 1, 28, 28), y int64 (B,). Augmentation: random crop of the 2-pixel zero-padded image and a
     horizontal flip with probability 1/2, both drawn from the (seed, epoch) generator.
@@ -117,8 +121,13 @@ def epoch_batches(split: Split, global_batch: int, seed: int, epoch: int, *, aug
     if global_batch > len(split):
         raise ValueError(f"global batch of {global_batch} images is larger than the {len(split)} training images")
     g = torch.Generator().manual_seed(1_000_003 * (seed + 1) + epoch)
-    perm = torch.randperm(len(split), generator=g)
     steps = len(split) // global_batch
+    if classes_per_worker is None:
+        perm = torch.randperm(len(split), generator=g)
+    else:
+        from .noniid import worker_class_order
+
+        perm = worker_class_order(split.labels, steps, workers, global_batch // workers, classes_per_worker, g)
     h, w = split.images.shape[1:]
     pad = 2
     for s in range(steps):

@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 
 from . import store
 from .config import norm_kind
+from .report_bn import is_standard, sections
 
 # The paper's numbers (ResNet-50, ImageNet, top-1 validation error %, 8 workers).
 PAPER_TABLE1 = {"BN": 23.6, "LN": 25.3, "IN": 28.4, "GN": 24.1}
@@ -28,7 +29,8 @@ PROTOCOL_FIELDS = ("workers", "epochs", "train_size", "val_size", "widths", "blo
 
 def kind(row: dict) -> str:
     """A results row's kind (BN, GN, LN, IN, GN+WS, ...): :func:`groupnorm.experiments.config.norm_kind`."""
-    return norm_kind(row["norm"], row.get("groups"), row.get("group_size"))
+    return norm_kind(row["norm"], row.get("groups"), row.get("group_size"), norm_batch=row.get("norm_batch"),
+                     global_batch=row.get("global_batch"))
 
 
 def _protocol(row: dict) -> tuple:
@@ -58,6 +60,8 @@ class Results:
         self.rows = [r for r in rows if _protocol(r) == self.protocol]
         self.by = defaultdict(list)
         for r in self.rows:
+            if not is_standard(r):  # noniid / ghost rows have their own sections (report_bn)
+                continue
             self.by[(kind(r), r["batch_per_worker"], r.get("groups"), r.get("group_size"))].append(r)
 
     def find(self, k: str, b: int, groups=None, group_size=None, any_groups: bool = False) -> list[dict]:
@@ -269,8 +273,8 @@ def build_report(out: str) -> tuple[str, Results]:
         L.append("| BN − GN (paper) | " + " | ".join(
             f"{PAPER_TABLE2['BN'][b] - PAPER_TABLE2['GN'][b]:+.1f}" if b in PAPER_TABLE2["BN"] else "–"
             for b in bs) + " |")
-        ips = {k: statistics.fmean(r["images_per_s"] for r in res.rows if kind(r) == k)
-               for k in ("BN", "GN") if any(kind(r) == k for r in res.rows)}
+        ips = {k: statistics.fmean(r["images_per_s"] for r in res.rows if kind(r) == k and is_standard(r))
+               for k in ("BN", "GN") if any(kind(r) == k and is_standard(r) for r in res.rows)}
         L += ["", "Plot: `fig1_batch_size.png`; curves: `fig5_curves_batch.png`. Mean training throughput: "
               + ", ".join(f"{k} {v:.0f} images/s" for k, v in ips.items()) + ".", ""]
 
@@ -297,6 +301,7 @@ def build_report(out: str) -> tuple[str, Results]:
                   f"{min(r0['widths'])} channels), as ResNet-50's 64-channel layers do with 64 channels per "
                   "group. Plot: `table3_groups.png`.", ""]
 
+    L += sections(res.rows, kind)
     L += ["## All runs", "",
           "| norm | G | K | images/worker | global batch | lr | seed | val error | train error | images/s | "
           "wall (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -34,14 +34,35 @@ import torch.nn.functional as F
 
 from . import store
 from .config import RunConfig
+from .bn_eval import bn_decomposition
 from .data import Split, epoch_batches, to_input
 from .models import ResNet
 
 
 def build_model(cfg: RunConfig, world: int = 1) -> ResNet:
+    """The run's ResNet for one of ``world`` processes. BN's statistics groups: ``cfg.bn_batch`` images each
+    (a worker's b, or ``norm_batch``), so a process's share of the global batch holds
+    ``(global_batch / world) / bn_batch`` of them; a group spanning processes (SyncBN with ``world > 1``) gets
+    :class:`groupnorm.nn.SyncBatchNorm` (the group must then be the whole global batch)."""
     torch.manual_seed(cfg.seed)
-    return ResNet(cfg.norm, cfg.widths, cfg.blocks, groups=cfg.groups, group_size=cfg.group_size,
-                  workers=cfg.workers // world, stem_stride=cfg.stem_stride)
+    local = cfg.global_batch // world
+    slices, sync = cfg.workers // world, False
+    if cfg.bn_batch is not None:
+        if cfg.bn_batch > local:
+            if cfg.bn_batch != cfg.global_batch:
+                raise ValueError(f"norm_batch={cfg.bn_batch} spans processes but is not the whole global batch "
+                                 f"({cfg.global_batch}); with {world} processes use a norm_batch of at most "
+                                 f"{local}")
+            slices, sync = 1, world > 1
+        else:
+            slices = local // cfg.bn_batch
+    model = ResNet(cfg.norm, cfg.widths, cfg.blocks, groups=cfg.groups, group_size=cfg.group_size,
+                   workers=slices, stem_stride=cfg.stem_stride)
+    if sync:
+        from groupnorm.convert import convert_sync_batchnorm
+
+        model = convert_sync_batchnorm(model, inplace=True)
+    return model
 
 
 def lr_at(cfg: RunConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -188,7 +209,9 @@ def _train_run(job: TrainJob):
         net.train()
         t0 = time.perf_counter()
         stats = torch.zeros(3, dtype=torch.float64)  # loss sum, wrong, count (local)
-        for s, (x, y) in enumerate(epoch_batches(train, gb, cfg.seed, epoch, augment=cfg.augment)):
+        for s, (x, y) in enumerate(epoch_batches(train, gb, cfg.seed, epoch, augment=cfg.augment,
+                                                    classes_per_worker=cfg.classes_per_worker,
+                                                    workers=cfg.workers)):
             step = epoch * steps + s
             lr = lr_at(cfg, step, total, steps)
             for g in opt.param_groups:
@@ -242,6 +265,9 @@ def _train_run(job: TrainJob):
     if rank != 0:
         return None
     last = history[-1]
+    decomposition = {}
+    if cfg.norm == "bn" and not diverged and not (world > 1 and cfg.bn_batch > local):
+        decomposition = bn_decomposition(model, cfg, train, val, local, fmt)
     row = dict(experiment=cfg.experiment, norm=cfg.norm, groups=cfg.canonical()["groups"],
                group_size=cfg.canonical()["group_size"], batch_per_worker=cfg.batch_per_worker,
                workers=cfg.workers, global_batch=gb, seed=cfg.seed, epochs=cfg.epochs,
@@ -256,7 +282,8 @@ def _train_run(job: TrainJob):
                blocks=list(cfg.blocks), torch=torch.__version__, machine=platform.machine(),
                threads=torch.get_num_threads(), gn_kernels=_kernels_available(),
                memory_format=memory_format_name(job.channels_last),
-               finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+               norm_batch=cfg.norm_batch, bn_batch=cfg.bn_batch, classes_per_worker=cfg.classes_per_worker,
+               **decomposition, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     store.atomic_write_bytes(os.path.join(rdir, "model.pt"), _state_bytes(model))
     store.append_result(out, row)
     if os.path.exists(ckpt_path):

@@ -1,0 +1,81 @@
+"""noniid and ghost experiments: the sampler, the configs, their errors, and a smoke run of each."""
+import json
+import os
+
+import pytest
+import torch
+
+from groupnorm.cli import main
+from groupnorm.experiments.config import RunConfig, experiment_configs, get_preset
+from groupnorm.experiments.data import Split, epoch_batches
+from groupnorm.experiments.noniid import worker_class_order
+
+SAMPLE = os.path.join(os.path.dirname(__file__), "data", "fashion-mnist-sample")
+
+
+def _split(n=200):
+    g = torch.Generator().manual_seed(0)
+    return Split(torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g),
+                 torch.arange(n) % 10)
+
+
+@pytest.mark.parametrize("c", [1, 2, 10])
+def test_each_worker_draws_from_c_classes(c):
+    sp = _split()
+    seen = []
+    for x, y in epoch_batches(sp, 4 * 8, seed=0, epoch=0, classes_per_worker=c, workers=4):
+        for k in range(4):
+            classes = set(y[k * 8:(k + 1) * 8].tolist())
+            assert len(classes) <= c
+            seen.append(len(classes))
+    if c == 10:
+        assert max(seen) >= 5  # i.i.d.-like: many classes per worker
+
+
+def test_sampler_is_deterministic_and_checks_c():
+    lab = torch.arange(50) % 5
+    a = worker_class_order(lab, 3, 2, 4, 2, torch.Generator().manual_seed(1))
+    b = worker_class_order(lab, 3, 2, 4, 2, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.numel() == 24
+    with pytest.raises(ValueError, match="classes_per_worker=6 .* classes in the training data \\(5\\)"):
+        worker_class_order(lab, 1, 1, 4, 6, torch.Generator())
+
+
+def test_bad_values_are_named():
+    with pytest.raises(ValueError, match="classes_per_worker=11"):
+        RunConfig(classes_per_worker=11).validate()
+    with pytest.raises(ValueError, match="norm_batch=3 does not divide the global batch of 256"):
+        RunConfig(norm="bn", norm_batch=3).validate()
+    with pytest.raises(ValueError, match="norm_batch=4 applies to BN only"):
+        RunConfig(norm="gn", norm_batch=4).validate()
+
+
+def test_configs_carry_the_fields_and_keep_old_keys():
+    assert RunConfig(norm="bn").key() == RunConfig(norm="bn", norm_batch=32).key()  # = per-worker BN
+    ghost = experiment_configs("ghost", get_preset("full"), seeds=1)
+    assert sorted((c.kind, c.bn_batch) for c in ghost) == sorted(
+        [("BN", nb) for nb in (32, 16, 8, 4, 2)] + [("GN", None), ("SyncBN", 256)])
+    assert len({c.global_batch for c in ghost}) == 1 and len({c.lr for c in ghost}) == 1
+    non = experiment_configs("noniid", get_preset("full"), seeds=1)
+    assert sorted({c.classes_per_worker for c in non}) == [1, 2, 10]
+    assert {c.kind for c in non} == {"BN", "GN", "SyncBN"}
+
+
+def test_smoke_noniid_and_ghost_rows(tmp_path):
+    out = str(tmp_path / "o")
+    for exp in ("noniid", "ghost"):
+        assert main(["reproduce", "--preset", "smoke", "--experiment", exp, "--data-dir", SAMPLE, "--jobs", "1",
+                     "--no-progress", "--out", out]) == 0
+    rows = [json.loads(line) for line in open(os.path.join(out, "results.jsonl"))]
+    non = [r for r in rows if r["classes_per_worker"] is not None]
+    assert sorted({r["classes_per_worker"] for r in non}) == [1, 10] and len(non) == 6
+    ghost = [r for r in rows if r["experiment"] == "ghost"]
+    assert sorted(r["bn_batch"] or 0 for r in ghost) == [0, 2, 8, 16]
+    for r in rows:
+        if r["norm"] == "bn":
+            assert 0 <= r["val_error_precise_bn"] <= 100 and 0 <= r["val_error_batch_stats"] <= 100
+            assert r["precise_bn_images"] == 128 and r["precise_bn_all_training_images"]
+        else:
+            assert "val_error_precise_bn" not in r
+    text = open(os.path.join(out, "report.md")).read()
+    assert "Non-i.i.d. worker batches" in text and "Ghost BN" in text and "precise BN" in text
