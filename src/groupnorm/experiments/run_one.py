@@ -55,6 +55,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     p.add_argument("--channels-last", action="store_true", help="model and batches in channels-last memory")
+    p.add_argument("--lock-held", action="store_true",
+                   help="the launching sweep holds the run's lock (see store.claim_run)")
     p.add_argument("--progress-stdout", action="store_true", help="print 'progress N' after each step")
     args = p.parse_args(argv)
     with open(args.config) as f:
@@ -75,12 +77,14 @@ def main(argv=None) -> int:
             rank, world = dist.get_rank(), dist.get_world_size()
             train, val = load_data(args.data_dir, cfg.train_size, cfg.val_size)
             train_run(cfg, train, val, args.out, rank=rank, world=world, launcher="torchrun",
-                      progress=not args.progress_stdout, on_images=on_images, channels_last=args.channels_last)
+                      progress=not args.progress_stdout, on_images=on_images, channels_last=args.channels_last,
+                      lock_held=args.lock_held)
         finally:
             dist.destroy_process_group()
     else:
         train, val = load_data(args.data_dir, cfg.train_size, cfg.val_size)
-        train_run(cfg, train, val, args.out, progress=False, on_images=on_images, channels_last=args.channels_last)
+        train_run(cfg, train, val, args.out, progress=False, on_images=on_images, channels_last=args.channels_last,
+                  lock_held=args.lock_held)
     return 0
 
 

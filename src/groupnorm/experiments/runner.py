@@ -48,7 +48,7 @@ TORCHRUN_RELAUNCHES = 1
 
 
 def launch_torchrun(cfg: RunConfig, data_dir: str, out: str, processes: int, threads: int | None = None,
-                    channels_last: bool = False) -> None:
+                    channels_last: bool = False, lock: store.RunLock | None = None) -> None:
     """Train ``cfg`` as ``processes`` DDP ranks (gloo) under ``torchrun``; rank 0 writes the row.
 
     If torchrun fails (a rank died), it is launched once more (``TORCHRUN_RELAUNCHES``) on a fresh port: the
@@ -56,6 +56,9 @@ def launch_torchrun(cfg: RunConfig, data_dir: str, out: str, processes: int, thr
     the 2-process gloo test once aborted mid-run inside torch ("terminate called without an active exception")
     and then passed every rerun; a failure that repeats still raises. (torchrun's own ``--max-restarts`` does
     not help here: with a static ``--master-addr`` rendezvous the restarted ranks failed to connect.)
+
+    If ``lock`` (the run's, held by this process) is given, torchrun inherits it, so that the run stays locked
+    while torchrun lives even if this process dies, and rank 0 does not take it again.
     """
     cfg_path = _write_launch(cfg, out)
     env = dict(os.environ)
@@ -66,7 +69,9 @@ def launch_torchrun(cfg: RunConfig, data_dir: str, out: str, processes: int, thr
                "-m", "groupnorm.experiments.run_one", "--config", cfg_path, "--data-dir", data_dir, "--out", out]
         if channels_last:
             cmd.append("--channels-last")
-        proc = subprocess.run(cmd, env=env)
+        if lock is not None:
+            cmd.append("--lock-held")
+        proc = subprocess.run(cmd, env=env, pass_fds=() if lock is None else (lock.fd,))
         if proc.returncode == 0:
             return
         if attempt < TORCHRUN_RELAUNCHES:
@@ -74,6 +79,47 @@ def launch_torchrun(cfg: RunConfig, data_dir: str, out: str, processes: int, thr
                   f"(resumes from the last checkpoint)", file=sys.stderr, flush=True)
     raise RuntimeError(f"torchrun exited with status {proc.returncode} for run {cfg.key()} ({cfg.norm}, "
                        f"b={cfg.batch_per_worker})")
+
+
+class Claims:
+    """The runs of ``todo`` that this process may train, one at a time, each with its lock held.
+
+    Iterating yields ``(cfg, lock)``: the caller trains ``cfg`` and then calls ``lock.release()``. A run whose
+    lock another process holds is skipped and tried again after the first pass (its holder may have died:
+    the lock is then free and the run is taken over, resuming from its checkpoint); one still held then is left
+    to its holder (``left``). A run found finished once its lock is taken is not trained again (``others``).
+    ``on_skip(cfg)`` is called for each run this process will not train.
+    """
+
+    def __init__(self, todo: list[RunConfig], out: str, on_skip=None):
+        self.todo, self.out, self.on_skip = list(todo), out, on_skip
+        self.others: list[RunConfig] = []
+        self.left: list[RunConfig] = []
+
+    def __iter__(self):
+        deferred = []
+        for second in (False, True):
+            for cfg in (deferred if second else self.todo):
+                status, lock = store.claim_run(self.out, cfg.key())
+                if status == "claimed":
+                    yield cfg, lock
+                    continue
+                if status == "held" and not second:
+                    deferred.append(cfg)
+                    continue
+                (self.left if status == "held" else self.others).append(cfg)
+                if self.on_skip is not None:
+                    self.on_skip(cfg)
+
+    def summary(self) -> str:
+        parts = []
+        if self.others:
+            parts.append(f"{len(self.others)} finished by other processes meanwhile")
+        if self.left:
+            parts.append(f"{len(self.left)} left to the processes training them ("
+                         + ", ".join(f"{c.label}: {store.RunLock(store.run_dir(self.out, c.key())).holder()}"
+                                     for c in self.left) + ")")
+        return "; ".join(parts)
 
 
 def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None, launcher: str = "emulate",
@@ -119,32 +165,50 @@ def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None
                    disable=not progress, smoothing=0.05)
     t0 = time.perf_counter()
     finished = 0
+
+    def on_skip(c: RunConfig) -> None:  # another process trains it: not in this process's total
+        overall.total = max(overall.n, overall.total - remaining_images(c))
+        overall.refresh()
+
+    claims = Claims(todo, out, on_skip=on_skip)
     try:
         if launcher == "torchrun":
-            for i, cfg in enumerate(todo):
-                overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
-                before = remaining_images(cfg)
-                launch_torchrun(cfg, data_dir, out, processes or cfg.workers, threads, channels_last)
+            for i, (cfg, lock) in enumerate(claims):
+                try:
+                    overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
+                    before = remaining_images(cfg)
+                    launch_torchrun(cfg, data_dir, out, processes or cfg.workers, threads, channels_last, lock)
+                finally:
+                    lock.release()
                 overall.update(before)
                 finished += 1
         elif jobs == 1:
             torch.set_num_threads(threads)
-            for i, cfg in enumerate(todo):
-                overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
-                train, val = load_data(data_dir, cfg.train_size, cfg.val_size)
-                train_run(cfg, train, val, out, progress=progress, on_images=overall.update,
-                          channels_last=channels_last)
+            for i, (cfg, lock) in enumerate(claims):
+                try:
+                    overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
+                    train, val = load_data(data_dir, cfg.train_size, cfg.val_size)
+                    train_run(cfg, train, val, out, progress=progress, on_images=overall.update,
+                              channels_last=channels_last, lock_held=True)
+                finally:
+                    lock.release()
                 finished += 1
         else:
-            finished = _run_parallel(todo, out, data_dir, jobs, threads, overall, progress, channels_last)
+            finished = _run_parallel(iter(claims), out, data_dir, jobs, threads, overall, progress, channels_last)
     finally:
         overall.close()
-    print(f"[reproduce] trained {finished} runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    note = claims.summary()
+    print(f"[reproduce] trained {finished} runs in {time.perf_counter() - t0:.0f} s" + (f"; {note}" if note else ""),
+          file=sys.stderr, flush=True)
     return store.read_results(out)
 
 
-def _run_parallel(todo, out, data_dir, jobs, threads, overall, progress, channels_last=False) -> int:
-    """Up to ``jobs`` runs at a time, each a ``run_one`` subprocess reporting its progress on stdout."""
+def _run_parallel(claims, out, data_dir, jobs, threads, overall, progress, channels_last=False) -> int:
+    """Up to ``jobs`` runs at a time, each a ``run_one`` subprocess reporting its progress on stdout.
+
+    ``claims`` yields ``(cfg, lock)`` (see :class:`Claims`): this process holds each run's lock while its
+    subprocess trains it (the subprocess inherits the lock: the run stays locked while it lives, even if this
+    process dies) and releases its own copy once the subprocess has exited."""
     import queue as queue_mod
     import threading
 
@@ -158,35 +222,47 @@ def _run_parallel(todo, out, data_dir, jobs, threads, overall, progress, channel
                 events.put((key, int(line.split()[1])))
         events.put((key, None))
 
-    pending = list(todo)
-    running: dict = {}  # key -> (proc, bar, slot, cfg)
+    exhausted = False
+    running: dict = {}  # key -> (proc, bar, slot, cfg, lock)
     free = list(range(1, jobs + 1))
     finished, failures = 0, []
     try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                cfg = pending.pop(0)
+        while not exhausted or running:
+            while not exhausted and len(running) < jobs:
+                nxt = next(claims, None)
+                if nxt is None:
+                    exhausted = True
+                    break
+                cfg, lock = nxt
                 key = cfg.key()
-                cfg_path = _write_launch(cfg, out)
-                env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-                env.pop("WORLD_SIZE", None)
-                proc = subprocess.Popen([sys.executable, "-m", "groupnorm.experiments.run_one", "--config",
-                                         cfg_path, "--data-dir", data_dir, "--out", out, "--threads", str(threads),
-                                         "--progress-stdout"] + (["--channels-last"] if channels_last else []),
-                                        stdout=subprocess.PIPE, text=True, env=env)
+                try:
+                    cfg_path = _write_launch(cfg, out)
+                    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+                    env.pop("WORLD_SIZE", None)
+                    proc = subprocess.Popen([sys.executable, "-m", "groupnorm.experiments.run_one", "--config",
+                                             cfg_path, "--data-dir", data_dir, "--out", out, "--threads",
+                                             str(threads), "--progress-stdout", "--lock-held"]
+                                            + (["--channels-last"] if channels_last else []),
+                                            stdout=subprocess.PIPE, text=True, env=env, pass_fds=(lock.fd,))
+                except BaseException:
+                    lock.release()
+                    raise
                 slot = free.pop(0)
                 total = cfg.images_per_run(MAX_TRAIN_IMAGES)
                 bar = tqdm(total=total, unit="img", unit_scale=True, leave=False, position=slot, desc=cfg.label,
                            dynamic_ncols=True, disable=not progress)
-                running[key] = (proc, bar, slot, cfg)
+                running[key] = (proc, bar, slot, cfg, lock)
                 threading.Thread(target=reader, args=(key, proc), daemon=True).start()
+            if not running:
+                break
             key, n = events.get()
-            proc, bar, slot, cfg = running[key]
+            proc, bar, slot, cfg, lock = running[key]
             if n is not None:
                 bar.update(n)
                 overall.update(n)
                 continue
             rc = proc.wait()
+            lock.release()
             bar.close()
             free.append(slot)
             free.sort()
@@ -196,9 +272,10 @@ def _run_parallel(todo, out, data_dir, jobs, threads, overall, progress, channel
             else:
                 finished += 1
     finally:
-        for proc, bar, _, _ in running.values():
+        for proc, bar, _, _, lock in running.values():
             proc.terminate()
             proc.wait()
+            lock.release()
             bar.close()
     if failures:
         raise RuntimeError("runs failed: " + "; ".join(failures) + "; re-run the same command to resume")

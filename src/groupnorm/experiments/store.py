@@ -87,32 +87,77 @@ def append_result(out: str, row: dict) -> None:
 class RunLock:
     """An exclusive, non-blocking ``flock`` on ``OUT/runs/<key>/lock`` while a process trains that run.
 
-    A second process asked to train the same run (two sweeps on one output directory) gets a clear error
-    instead of both writing the same checkpoint. The kernel drops the lock when the holder dies, even by SIGKILL.
+    :meth:`acquire` returns False when another process holds the lock; used as a context manager, a held lock
+    raises a clear error instead (two writers of one checkpoint). The kernel drops the lock when its holder
+    dies, even by SIGKILL, so a dead holder's run is taken over by the next process that asks. The holder
+    writes ``host pid`` into the file, for messages. (On a shared file system this needs ``flock`` support
+    across machines, as NFSv4, Lustre with ``-o flock`` and GPFS give.)
     """
 
     def __init__(self, rdir: str):
         self.path = os.path.join(rdir, "lock")
         self.fd = None
 
-    def __enter__(self):
+    def acquire(self) -> bool:
         import fcntl
+        import socket
 
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
-            raise RuntimeError(f"run {os.path.basename(os.path.dirname(self.path))} is being trained by another "
-                               f"process (lock {self.path})") from None
-        return self
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        self.fd = fd
+        return True
 
-    def __exit__(self, *exc):
+    def holder(self) -> str:
+        """``host pid`` of the last process that took the lock ("" if unknown)."""
+        try:
+            with open(self.path) as f:
+                return f.read().strip()
+        except OSError:
+            return ""
+
+    def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+    def __enter__(self):
+        if not self.acquire():
+            raise RuntimeError(f"run {os.path.basename(os.path.dirname(self.path))} is being trained by another "
+                               f"process ({self.holder() or 'unknown'}; lock {self.path})")
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def is_finished(out: str, key: str) -> bool:
+    """Whether ``OUT/results.jsonl`` holds a row of run ``key`` (read now, not from a cached view)."""
+    return any(r.get("config_key") == key for r in read_jsonl(os.path.join(out, RESULTS)))
+
+
+def claim_run(out: str, key: str) -> tuple[str, RunLock | None]:
+    """Try to become the one process that trains run ``key`` of ``OUT``.
+
+    Returns ("claimed", lock) when this process now holds the run's lock and the run has no row yet (the caller
+    trains it, appends its row, then releases the lock); ("held", None) when another process holds the lock;
+    ("done", None) when the run's row exists, checked again after taking the lock, because the previous holder
+    may have finished it since this process last read the store. Rows are appended before the lock is released,
+    so a run is trained once and written once by all the processes sharing ``OUT``.
+    """
+    lock = RunLock(run_dir(out, key))
+    if not lock.acquire():
+        return "held", None
+    if is_finished(out, key):
+        lock.release()
+        return "done", None
+    return "claimed", lock
 
 
 def save_checkpoint(path: str, state: dict) -> None:

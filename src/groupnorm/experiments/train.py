@@ -132,20 +132,31 @@ class TrainJob:
 
 def train_run(cfg: RunConfig, train: Split, val: Split, out: str, *, rank: int = 0, world: int = 1,
               progress: bool = True, on_images=None, launcher: str = "emulate", position: int = 1,
-              channels_last: bool = False) -> dict | None:
+              channels_last: bool = False, lock_held: bool = False) -> dict | None:
     """Train ``cfg`` (resuming from its checkpoint if any); return its results row on rank 0 (else None).
 
     ``train`` and ``val`` are the run's data (already cut to ``cfg.train_size`` / ``cfg.val_size``). Rank 0
-    writes ``OUT/runs/<key>/`` (holding its lock) and appends the row to ``OUT/results.jsonl``.
+    writes ``OUT/runs/<key>/`` (holding its lock) and appends the row to ``OUT/results.jsonl``. It takes the
+    run's lock itself (:func:`store.claim_run`: an error if another process holds it; the existing row, without
+    training, if the run is finished) unless ``lock_held`` says that the caller (the sweep's process) holds it.
     ``on_images(n)`` is called after each step with the number of images processed (for a progress bar).
     ``channels_last``: model and batches in channels-last memory (see the module docstring).
     """
     job = TrainJob(cfg, train, val, out, rank=rank, world=world, progress=progress, on_images=on_images,
                    launcher=launcher, position=position, channels_last=channels_last)
-    if rank != 0:
+    if rank != 0 or lock_held:
         return _train_run(job)
-    with store.RunLock(store.run_dir(out, cfg.key())):
+    key = cfg.key()
+    status, lock = store.claim_run(out, key)
+    if status == "done":
+        return next(r for r in store.read_results(out) if r["config_key"] == key)
+    if status == "held":
+        raise RuntimeError(f"run {key} is being trained by another process "
+                           f"({store.RunLock(store.run_dir(out, key)).holder() or 'unknown'})")
+    try:
         return _train_run(job)
+    finally:
+        lock.release()
 
 
 def _train_run(job: TrainJob):
