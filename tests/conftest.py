@@ -1,3 +1,4 @@
+"""Fixtures shared by the test files (helpers without fixtures live in helpers.py)."""
 import os
 
 import pytest
@@ -5,6 +6,10 @@ import torch
 
 # Two cores are shared by everything on this machine: keep torch from oversubscribing them.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# The compiled kernels' instruction-set levels (groupnorm.kernels.ISA_NAMES): 0 baseline, 1 AVX2, 2 AVX-512,
+# 3 AVX-512 with AVX512_BF16 for bfloat16 data.
+ISA_LEVELS = (0, 1, 2, 3)
 
 
 @pytest.fixture(params=["dispatch", "plain"])
@@ -15,3 +20,27 @@ def gn_path(request, monkeypatch):
     else:
         monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
     return request.param
+
+
+@pytest.fixture(params=ISA_LEVELS, ids=["isa0-base", "isa1-avx2", "isa2-avx512", "isa3-avx512bf16"])
+def isa_level(request):
+    """Run a test once on every instruction-set level: the kernels forced to the level (skipped where the
+    library was built without it or this CPU lacks it), the best level restored afterwards."""
+    from groupnorm import kernels
+    from groupnorm.kernels import _lib
+
+    if not kernels.is_available():
+        pytest.skip(f"kernels not built: {kernels.load_error()}")
+    level = request.param
+    if level > _lib.max_compiled_isa():
+        pytest.skip(f"the library was built without level {level} ({kernels.ISA_NAMES[level]})")
+    best = kernels.isa()
+    if level > best:
+        pytest.skip(f"this CPU lacks level {level} ({kernels.ISA_NAMES[level]})")
+    try:
+        kernels.set_isa(level)
+        assert kernels.isa() == level
+        yield level
+    finally:
+        kernels.set_isa(None)
+    assert kernels.isa() == best

@@ -45,9 +45,7 @@ def test_smoke_writes_one_complete_row_per_run(reference_run):
 
 def test_rerun_skips_finished_runs(reference_run, capsys):
     before = open(os.path.join(reference_run, "results.jsonl")).read()
-    t = time.perf_counter()
-    assert main(SMOKE + ["--out", reference_run, "--no-report"]) == 0
-    assert time.perf_counter() - t < 5
+    assert main(SMOKE + ["--out", reference_run, "--no-report"]) == 0  # no wall-time bound: the message says it
     assert open(os.path.join(reference_run, "results.jsonl")).read() == before
     assert f"{N_SMOKE} already finished, 0 to train" in capsys.readouterr().err
 

@@ -17,86 +17,9 @@ from hypothesis import strategies as st
 from groupnorm import kernels, reference
 from groupnorm.kernels import _lib
 
+from helpers import ACTS, DTYPES, GRID, _np, assert_close, check_against_reference, make_case
+
 pytestmark = pytest.mark.skipif(not kernels.is_available(), reason=f"kernels not built: {kernels.load_error()}")
-
-ACTS = [None, "relu", "silu", "gelu"]
-DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
-# relative-to-scale tolerance of values and gradients: fp32 math in lanes, outputs rounded to the dtype
-TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 1.6e-2, torch.float16: 2.5e-3}
-
-
-def channels_last(x: torch.Tensor) -> torch.Tensor:
-    """Same values, strides of (N, *spatial, C) (channels_last / channels_last_3d for rank 4 / 5)."""
-    return x.movedim(1, -1).contiguous().movedim(-1, 1)
-
-
-def make_case(shape, dtype, cl, affine=True, seed=0, loc=0.5, scale=2.0):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.randn(shape, generator=g, dtype=torch.float64) * scale + loc).to(dtype)
-    c = shape[1]
-    w = (torch.randn(c, generator=g, dtype=torch.float64) * 0.5 + 1).to(dtype) if affine else None
-    b = (torch.randn(c, generator=g, dtype=torch.float64) * 0.5).to(dtype) if affine else None
-    dy = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
-    if cl:
-        x, dy = channels_last(x), channels_last(dy)
-    return x, w, b, dy
-
-
-def _np(t):
-    return None if t is None else t.detach().double().numpy()
-
-
-def assert_close(got, ref, tol, what, scale=1.0):
-    """max |got - ref| <= tol * max(scale, max |ref|, 1)."""
-    got = got.detach().double().numpy()
-    scale = max(scale, 1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
-    err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
-    assert got.shape == ref.shape, f"{what}: shape {got.shape} != {ref.shape}"
-    assert np.all(np.isfinite(got)), f"{what}: non-finite values"
-    assert err <= tol * scale, f"{what}: max abs error {err:.3e} > {tol:.1e} * {scale:.3g}"
-
-
-def check_against_reference(x, w, b, dy, G, act, eps=1e-5, tol=None):
-    """Forward values, saved statistics and (dx, dw, db) of the kernels against the reference."""
-    tol = TOL[x.dtype] if tol is None else tol
-    xr = x.detach().clone().requires_grad_(True)
-    wr = w.detach().clone().requires_grad_(True) if w is not None else None
-    br = b.detach().clone().requires_grad_(True) if b is not None else None
-    y, mean, rstd = torch.ops.groupnorm.gn_forward(xr, G, wr, br, eps, act or "none")
-    assert y.dtype == x.dtype and y.shape == x.shape and y.stride() == x.stride()
-    ref_y = reference.group_norm(_np(x), G, _np(w), _np(b), eps, activation=act)
-    assert_close(y, ref_y, tol, f"y {x.dtype} {act}")
-    ref_mean, ref_rstd = reference.group_norm_stats(_np(x), G, eps)
-    # fp32 lanes round x - K to float: statistics are exact to ~1e-7 of the data's magnitude (1e-12 for fp64)
-    stol = 1e-12 if x.dtype == torch.float64 else 1e-6
-    xmax = float(np.max(np.abs(_np(x))))
-    np.testing.assert_allclose(mean.numpy(), ref_mean, rtol=stol, atol=stol * max(1.0, xmax))
-    np.testing.assert_allclose(rstd.numpy(), ref_rstd, rtol=stol * 10)
-    params = [p for p in (xr, wr, br) if p is not None]
-    grads = torch.autograd.grad(y, params, dy)
-    ref_dx, ref_dw, ref_db = reference.group_norm_backward(_np(dy), _np(x), G, _np(w), _np(b), eps, activation=act)
-    assert grads[0].stride() == x.stride()
-    # dx = rstd * (w dy' - ...) is a difference of terms of size rstd * |w dy|: errors scale with those terms
-    # (they matter when a group is nearly constant, e.g. one element per group, where rstd = 1 / sqrt(eps))
-    term = float(ref_rstd.max() * np.abs(_np(dy)).max() * (np.abs(_np(w)).max() if w is not None else 1.0))
-    assert_close(grads[0], ref_dx, tol, f"dx {x.dtype} {act}", scale=term)
-    if w is not None:
-        assert_close(grads[1], ref_dw, tol, f"dweight {x.dtype} {act}")
-    if b is not None:
-        assert_close(grads[-1], ref_db, tol, f"dbias {x.dtype} {act}")
-
-
-# (shape, G): C/G in {1, 2, 3, 16, 64}; odd spatial sizes; N=1; spatial size 1; ranks 2..5
-GRID = [
-    ((2, 6), 3),                 # rank 2, C/G = 2
-    ((3, 12, 1), 4),             # spatial size 1, C/G = 3
-    ((1, 64, 33), 1),            # N = 1, C/G = 64, odd length
-    ((2, 32, 7, 5), 2),          # C/G = 16, odd spatial
-    ((2, 5, 9, 11), 5),          # C/G = 1 (instance norm), odd spatial
-    ((1, 48, 3, 17), 16),        # C/G = 3
-    ((2, 6, 3, 5, 7), 3),        # rank 5, C/G = 2
-    ((1, 64, 2, 3, 5), 4),       # rank 5, C/G = 16
-]
 
 
 @pytest.mark.parametrize("act", ACTS)
@@ -171,22 +94,12 @@ def test_non_temporal_stores_into_unaligned_outputs(cl):
             torch.testing.assert_close(aligned, unaligned, rtol=2e-6, atol=2e-6)
 
 
-@pytest.mark.parametrize("level", [lvl for lvl in (0, 1, 2, 3) if lvl <= _lib.max_compiled_isa()])
-def test_every_instruction_set_level(level):
+def test_every_instruction_set_level(isa_level):
     """Every level this CPU runs gives the reference's answers: baseline and AVX2 (CPUs without AVX-512), AVX-512
     (which the best level, AVX512_BF16, still runs for every dtype but bfloat16), and AVX512_BF16."""
-    best = kernels.isa()
-    if level > best:
-        pytest.skip(f"this CPU lacks level {level}")
-    try:
-        kernels.set_isa(level)
-        assert kernels.isa() == level
-        for (shape, G), dtype, cl, act in itertools.product(GRID[2:6], DTYPES, (False, True), ("silu", "gelu", None)):
-            x, w, b, dy = make_case(shape, dtype, cl, seed=G)
-            check_against_reference(x, w, b, dy, G, act)
-    finally:
-        kernels.set_isa(None)
-    assert kernels.isa() == best
+    for (shape, G), dtype, cl, act in itertools.product(GRID[2:6], DTYPES, (False, True), ("silu", "gelu", None)):
+        x, w, b, dy = make_case(shape, dtype, cl, seed=G)
+        check_against_reference(x, w, b, dy, G, act)
 
 
 def test_set_isa_rejects_unsupported_level():

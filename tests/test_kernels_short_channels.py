@@ -11,10 +11,8 @@ import pytest
 import torch
 
 from groupnorm import kernels
-from groupnorm.kernels import _lib
 
-from test_kernels import ACTS, check_against_reference, make_case
-from test_residual import check_residual, make_residual
+from helpers import ACTS, check_against_reference, check_residual, make_case, make_residual
 
 pytestmark = pytest.mark.skipif(not kernels.is_available(), reason=f"kernels not built: {kernels.load_error()}")
 
@@ -37,20 +35,11 @@ def test_short_channels_against_reference(s, d):
                 check_residual(x, w, b, dy, make_residual(x, s + d), g, act)
 
 
-@pytest.mark.parametrize("level", [lvl for lvl in (0, 1, 2, 3) if lvl <= _lib.max_compiled_isa()])
-def test_short_channels_every_level(level):
-    if level > kernels.isa():
-        pytest.skip(f"this CPU lacks level {level}")
-    best = kernels.isa()
-    try:
-        kernels.set_isa(level)
-        for dtype in (torch.float32, torch.bfloat16, torch.float16):
-            x, w, b, dy = make_case((3, 12, 7, 7), dtype, cl=False, seed=level)
-            check_against_reference(x, w, b, dy, 4, "silu")
-            check_residual(x, w, b, dy, make_residual(x, level), 4, "relu")
-    finally:
-        kernels.set_isa(None)
-    assert kernels.isa() == best
+def test_short_channels_every_level(isa_level):
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        x, w, b, dy = make_case((3, 12, 7, 7), dtype, cl=False, seed=isa_level)
+        check_against_reference(x, w, b, dy, 4, "silu")
+        check_residual(x, w, b, dy, make_residual(x, isa_level), 4, "relu")
 
 
 @pytest.mark.parametrize("act", [None, "gelu"])

@@ -13,51 +13,11 @@ import torch
 
 from groupnorm import functional as GF
 from groupnorm import kernels, reference
-from groupnorm.kernels import _lib
 from groupnorm.nn import GroupNorm
 
-from test_kernels import ACTS, DTYPES, GRID, TOL, _np, assert_close, channels_last, make_case
+from helpers import ACTS, DTYPES, GRID, TOL, _np, assert_close, check_residual, make_case, make_residual
 
 needs_kernels = pytest.mark.skipif(not kernels.is_available(), reason=f"kernels not built: {kernels.load_error()}")
-
-
-def make_residual(x, seed, layout="same"):
-    g = torch.Generator().manual_seed(1000 + seed)
-    r = torch.randn(x.shape, generator=g, dtype=torch.float64).to(x.dtype)
-    if layout == "same" and not x.is_contiguous() and x.dim() >= 3:
-        r = channels_last(r)
-    elif layout == "other" and x.dim() >= 3 and x.is_contiguous():
-        r = channels_last(r)
-    return r  # "other": contiguous residual for a channels-last x (and the reverse)
-
-
-def check_residual(x, w, b, dy, r, G, act, eps=1e-5, op=True):
-    """y and (dx, dw, db, dr) against the reference; op: through torch.ops.groupnorm (else GF.group_norm)."""
-    tol = TOL[x.dtype]
-    xr, rr = x.detach().clone().requires_grad_(True), r.detach().clone().requires_grad_(True)
-    wr = w.detach().clone().requires_grad_(True) if w is not None else None
-    br = b.detach().clone().requires_grad_(True) if b is not None else None
-    if op:
-        y = torch.ops.groupnorm.gn_forward(xr, G, wr, br, eps, act or "none", rr)[0]
-    else:
-        y = GF.group_norm(xr, G, wr, br, eps, activation=act, residual=rr)
-    assert y.dtype == x.dtype and y.shape == x.shape and y.stride() == x.stride()
-    ref_y = reference.group_norm(_np(x), G, _np(w), _np(b), eps, activation=act, residual=_np(r))
-    # the residual's magnitude adds to y's: the tolerance scales with it
-    assert_close(y, ref_y, tol, f"y {x.dtype} {act}")
-    params = [p for p in (xr, wr, br, rr) if p is not None]
-    grads = torch.autograd.grad(y, params, dy)
-    ref_dx, ref_dw, ref_db, ref_dr = reference.group_norm_backward(_np(dy), _np(x), G, _np(w), _np(b), eps,
-                                                                   activation=act, residual=_np(r))
-    _, ref_rstd = reference.group_norm_stats(_np(x), G, eps)
-    term = float(ref_rstd.max() * np.abs(_np(dy)).max() * (np.abs(_np(w)).max() if w is not None else 1.0))
-    assert_close(grads[0], ref_dx, tol, f"dx {x.dtype} {act}", scale=term)
-    if w is not None:
-        assert_close(grads[1], ref_dw, tol, f"dweight {x.dtype} {act}")
-    if b is not None:
-        assert_close(grads[2 if w is not None else 1], ref_db, tol, f"dbias {x.dtype} {act}")
-    assert_close(grads[-1], ref_dr, tol, f"dresidual {x.dtype} {act}")
-    assert grads[-1].shape == r.shape
 
 
 def test_reference_residual_is_gn_then_add_then_activation():
@@ -105,19 +65,10 @@ def test_large_outputs_non_temporal_stores():
         check_residual(x, w, b, dy, make_residual(x, 3), 32, "relu")
 
 
-@needs_kernels
-@pytest.mark.parametrize("level", [lvl for lvl in (0, 1, 2, 3) if lvl <= _lib.max_compiled_isa()])
-def test_every_instruction_set_level(level):
-    best = kernels.isa()
-    if level > best:
-        pytest.skip(f"this CPU lacks level {level}")
-    try:
-        kernels.set_isa(level)
-        for (shape, G), dtype, cl, act in itertools.product(GRID[2:6], DTYPES, (False, True), ("relu", "gelu", None)):
-            x, w, b, dy = make_case(shape, dtype, cl, seed=G)
-            check_residual(x, w, b, dy, make_residual(x, G), G, act)
-    finally:
-        kernels.set_isa(None)
+def test_every_instruction_set_level(isa_level):
+    for (shape, G), dtype, cl, act in itertools.product(GRID[2:6], DTYPES, (False, True), ("relu", "gelu", None)):
+        x, w, b, dy = make_case(shape, dtype, cl, seed=G)
+        check_residual(x, w, b, dy, make_residual(x, G), G, act)
 
 
 @pytest.mark.parametrize("act", ACTS)
