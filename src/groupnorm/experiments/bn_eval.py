@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from groupnorm.precise_bn import precise_bn
+from groupnorm.bn_stats import precise_bn
 
 from .data import Split, epoch_batches, to_input
 
