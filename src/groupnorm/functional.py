@@ -59,7 +59,8 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
     Args:
         x: input of shape ``(N, C, *spatial)``, floating point, any memory format.
         num_groups: number of groups G; must divide C. Exactly one of ``num_groups`` and ``group_size``.
-        weight, bias: per-channel affine ``gamma``, ``beta`` of shape ``(C,)``, or None.
+        weight: per-channel ``gamma`` of shape ``(C,)``, or None.
+        bias: per-channel ``beta`` of shape ``(C,)``, or None.
         eps: added to the variance inside the square root.
         group_size: channels per group (C // G), the alternative to ``num_groups``.
         activation: None, "relu", "silu" or "gelu", applied after the affine.

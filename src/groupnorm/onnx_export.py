@@ -91,7 +91,8 @@ def export_onnx(model: torch.nn.Module, args, path: str | os.PathLike, *, opset:
         path: the ``.onnx`` file to write (its folder must exist).
         opset: ONNX opset; default :func:`preferred_opset` (21 with native GroupNormalization where
             supported, else 18 with the decomposition).
-        input_names, output_names: graph input/output names.
+        input_names: graph input names.
+        output_names: graph output names.
         dynamic_batch: make dim 0 of every input dynamic (``"batch"``).
 
     Returns the path. Raises RuntimeError if onnx / onnxscript are missing or the export fails, and

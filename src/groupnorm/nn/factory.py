@@ -71,10 +71,12 @@ def make_norm(name: str, num_channels: int, *, groups: int | None = 32, group_si
     Args:
         name: one of ``NORM_NAMES`` (see the module docstring).
         num_channels: C.
-        groups, group_size: GN's G or channels per group K (K wins when given); clamped to C (module doc).
+        groups: GN's number of groups G; clamped to C (module doc).
+        group_size: GN's channels per group K, instead of ``groups`` (K wins when both are given).
         activation: None, "relu", "silu" or "gelu".
         workers: for ``bn``, the number of emulated workers whose slices get their own statistics.
-        eps, momentum: as in torch's norm layers (momentum only for BN).
+        eps: as in torch's norm layers.
+        momentum: as in torch's BN layers (BN only).
 
     Returns:
         An ``nn.Module`` mapping (N, C, H, W) to the same shape. For GN/LN/IN and for BN without activation the

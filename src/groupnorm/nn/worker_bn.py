@@ -33,7 +33,12 @@ class WorkerBatchNorm2d(nn.BatchNorm2d):
     Args:
         num_features: C.
         workers: W, the number of emulated workers (slices of the batch); 1 is plain BatchNorm.
-        eps, momentum, affine, track_running_stats: as in ``torch.nn.BatchNorm2d``.
+        eps: as in ``torch.nn.BatchNorm2d``.
+        momentum: as in ``torch.nn.BatchNorm2d``.
+        affine: as in ``torch.nn.BatchNorm2d``.
+        track_running_stats: as in ``torch.nn.BatchNorm2d``.
+        device: as in ``torch.nn.BatchNorm2d``.
+        dtype: as in ``torch.nn.BatchNorm2d``.
     """
 
     def __init__(self, num_features: int, workers: int = 1, eps: float = 1e-5, momentum: float = 0.1,
