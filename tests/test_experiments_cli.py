@@ -13,6 +13,8 @@ from groupnorm.cli import main
 from groupnorm.experiments import store
 from groupnorm.experiments.config import experiment_configs, get_preset
 
+pytestmark = pytest.mark.slow  # whole smoke reproductions, killed and resumed
+
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "fashion-mnist-sample")
 SMOKE = ["reproduce", "--preset", "smoke", "--data-dir", SAMPLE, "--jobs", "1", "--no-progress"]
 N_SMOKE = len(experiment_configs("all", get_preset("smoke")))

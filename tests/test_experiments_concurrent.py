@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from groupnorm.experiments import runner, store
 from groupnorm.experiments.config import experiment_configs, get_preset
 
@@ -29,6 +31,7 @@ def test_claim_run_claimed_held_done(tmp_path):
     assert store.claim_run(out, key) == ("done", None)  # the row is seen once the lock is taken
 
 
+@pytest.mark.slow  # subprocesses training runs
 def test_lock_of_a_killed_holder_is_taken_over(tmp_path):
     out, key = str(tmp_path), CONFIGS[0].key()
     code = ("import sys, time; from groupnorm.experiments import store; "
@@ -46,6 +49,7 @@ def test_lock_of_a_killed_holder_is_taken_over(tmp_path):
     lock.release()
 
 
+@pytest.mark.slow  # subprocesses training runs
 def test_a_run_held_by_another_process_is_skipped_not_an_error(tmp_path, capsys):
     out = str(tmp_path)
     held = store.RunLock(store.run_dir(out, CONFIGS[0].key()))
@@ -60,6 +64,7 @@ def test_a_run_held_by_another_process_is_skipped_not_an_error(tmp_path, capsys)
     assert sorted(_raw_keys(out)) == sorted(c.key() for c in CONFIGS)
 
 
+@pytest.mark.slow  # subprocesses training runs
 def test_store_checked_again_after_taking_the_lock(tmp_path, monkeypatch):
     """A process whose view of the store is stale (another finished a run since it read results.jsonl) does not
     train that run again."""
@@ -80,6 +85,7 @@ def test_store_checked_again_after_taking_the_lock(tmp_path, monkeypatch):
     assert sorted(keys) == sorted(c.key() for c in CONFIGS) and len(keys) == len(set(keys))
 
 
+@pytest.mark.slow  # subprocesses training runs
 def test_concurrent_reproduce_processes_on_one_out_write_each_row_once(tmp_path):
     out = str(tmp_path / "shared")
     cmd = [sys.executable, "-m", "groupnorm", "reproduce", "--experiment", "table2", "--preset", "smoke",

@@ -61,6 +61,7 @@ def test_configs_carry_the_fields_and_keep_old_keys():
     assert {c.kind for c in non} == {"BN", "GN", "SyncBN"}
 
 
+@pytest.mark.slow  # a smoke sweep of two experiments
 def test_smoke_noniid_and_ghost_rows(tmp_path):
     out = str(tmp_path / "o")
     for exp in ("noniid", "ghost"):

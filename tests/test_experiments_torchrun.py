@@ -10,6 +10,8 @@ from groupnorm.experiments.config import RunConfig
 from groupnorm.experiments.runner import launch_torchrun, load_data
 from groupnorm.experiments.train import train_run
 
+pytestmark = pytest.mark.slow  # torchrun launches (several processes each)
+
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "fashion-mnist-sample")
 
 

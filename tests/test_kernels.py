@@ -172,6 +172,7 @@ class _SmallNet(torch.nn.Module):
         return kernels.group_norm(h, 8, None, None, 1e-5, "relu").mean(dim=(2, 3))
 
 
+@pytest.mark.slow  # torch.compile / subprocess
 def test_torch_compile_matches_eager():
     torch.manual_seed(0)
     net = _SmallNet()
@@ -188,6 +189,7 @@ def test_torch_compile_matches_eager():
         torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # torch.compile / subprocess
 def test_torch_compile_inductor_forward():
     x, w, b, _ = make_case((2, 8, 5, 5), torch.float32, True)
     f = torch.compile(lambda x: kernels.group_norm(x, 4, w, b, 1e-5, "gelu") * 2.0, fullgraph=True)
@@ -363,6 +365,7 @@ def test_bad_backward_input_and_raw_library_checks():
         kernels.group_norm(x, 2, None, None, 1e-5, "tanh")
 
 
+@pytest.mark.slow  # torch.compile / subprocess
 def test_python_entry_points_and_ctypes_fallback_agree():
     """The library's own Python entry points (the fast call) and the ctypes fallback compute the same bits;
     inference (no statistics returned) gives the same y as a call that returns them."""

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds the kernels with ASan/UBSan: about a minute
+
 CSRC = Path(__file__).resolve().parents[1] / "src" / "groupnorm" / "kernels" / "csrc"
 FLAGS = ["-O1", "-g", "-std=c++17", "-fopenmp", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
          "-fno-omit-frame-pointer"]

@@ -70,12 +70,14 @@ def test_preferred_opset_is_native_with_recent_onnxruntime():
 
 
 
+@pytest.mark.slow  # ONNX export + onnxruntime
 def test_round_trip_native_groupnorm_kernels_on_and_off(gn_resnet, gn_path, tmp_path):
     if preferred_opset() != 21:
         pytest.skip("this onnxruntime does not run opset-21 GroupNormalization")
     _round_trip(gn_resnet, tmp_path, 21, native=True)
 
 
+@pytest.mark.slow  # ONNX export + onnxruntime
 def test_round_trip_decomposed_groupnorm(gn_resnet, tmp_path):
     _round_trip(gn_resnet, tmp_path, 18, native=False)
 
@@ -124,6 +126,7 @@ def test_legacy_torchscript_exporter(gn_resnet, gn_path, tmp_path):
     assert abs(out - ref).max() < 1e-4
 
 
+@pytest.mark.slow  # ONNX export + onnxruntime
 def test_round_trip_reproduction_resnet_with_fused_block_ends(tmp_path):
     """The reproduction's GN ResNet ends each block with GroupNorm(..., residual=shortcut): exported, that is
     standard GroupNormalization / InstanceNormalization, Add and Relu, and onnxruntime gives the same logits."""

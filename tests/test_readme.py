@@ -4,10 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
+@pytest.mark.slow  # runs the README block, ONNX export included
 def test_surgery_section_runs(tmp_path):
     section = README[README.index("## Model surgery"):]
     code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))

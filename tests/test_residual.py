@@ -125,6 +125,7 @@ def test_double_backward_eager_matches_plain(monkeypatch):
         torch.testing.assert_close(a, c, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.slow  # torch.compile
 @needs_kernels
 def test_torch_compile_matches_eager():
     class Block(torch.nn.Module):

@@ -109,6 +109,7 @@ def ranks(tmp_path_factory):
     return [torch.load(outdir / f"rank{r}.pt") for r in range(2)]
 
 
+@pytest.mark.slow  # one torchrun launch of 2 workers
 @pytest.mark.parametrize("name", list(CASES))
 def test_two_workers_equal_one_process_on_the_whole_batch(ranks, name):
     sizes, c, spatial, dtype, affine, *_ = CASES[name]
@@ -128,6 +129,7 @@ def test_two_workers_equal_one_process_on_the_whole_batch(ranks, name):
     torch.testing.assert_close(torch.cat([r[name]["eval"] for r in ranks]), want["eval"], **tol)
 
 
+@pytest.mark.slow  # one torchrun launch of 2 workers
 def test_first_step_against_numpy_reference(ranks):
     from groupnorm import reference
 
@@ -142,6 +144,7 @@ def test_first_step_against_numpy_reference(ranks):
     assert ranks[0][name]["y"][0].shape[0] == 5 and ranks[1][name]["y"][0].shape[0] == 1
 
 
+@pytest.mark.slow  # one torchrun launch of 2 workers
 def test_too_few_values_error_on_every_worker(ranks):
     for r in ranks:
         assert "more than 1 value per channel" in r["too_small_error"] and "got 1" in r["too_small_error"]
