@@ -6,6 +6,7 @@ import torch
 
 from groupnorm import functional as GF
 from groupnorm import reference
+from groupnorm.args import activation_code
 
 ACTS = [None, "relu", "silu", "gelu"]
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
@@ -50,7 +51,7 @@ def check_against_reference(x, w, b, dy, G, act, eps=1e-5, tol=None):
     xr = x.detach().clone().requires_grad_(True)
     wr = w.detach().clone().requires_grad_(True) if w is not None else None
     br = b.detach().clone().requires_grad_(True) if b is not None else None
-    y, mean, rstd = torch.ops.groupnorm.gn_forward(xr, G, wr, br, eps, act or "none")
+    y, mean, rstd = torch.ops.groupnorm.gn_forward(xr, G, wr, br, eps, activation_code(act))
     assert y.dtype == x.dtype and y.shape == x.shape and y.stride() == x.stride()
     ref_y = reference.group_norm(_np(x), G, _np(w), _np(b), eps, activation=act)
     assert_close(y, ref_y, tol, f"y {x.dtype} {act}")
@@ -104,7 +105,7 @@ def check_residual(x, w, b, dy, r, G, act, eps=1e-5, op=True):
     wr = w.detach().clone().requires_grad_(True) if w is not None else None
     br = b.detach().clone().requires_grad_(True) if b is not None else None
     if op:
-        y = torch.ops.groupnorm.gn_forward(xr, G, wr, br, eps, act or "none", rr)[0]
+        y = torch.ops.groupnorm.gn_forward(xr, G, wr, br, eps, activation_code(act), rr)[0]
     else:
         y = GF.group_norm(xr, G, wr, br, eps, activation=act, residual=rr)
     assert y.dtype == x.dtype and y.shape == x.shape and y.stride() == x.stride()
