@@ -75,14 +75,14 @@ def main(argv=None) -> int:
         dist.init_process_group("gloo")
         try:
             rank, world = dist.get_rank(), dist.get_world_size()
-            train, val = load_data(args.data_dir, cfg.train_size, cfg.val_size)
+            train, val = load_data(args.data_dir, cfg.train_size, cfg.val_size, cfg.holdout)
             train_run(cfg, train, val, args.out, rank=rank, world=world, launcher="torchrun",
                       progress=not args.progress_stdout, on_images=on_images, channels_last=args.channels_last,
                       lock_held=args.lock_held)
         finally:
             dist.destroy_process_group()
     else:
-        train, val = load_data(args.data_dir, cfg.train_size, cfg.val_size)
+        train, val = load_data(args.data_dir, cfg.train_size, cfg.val_size, cfg.holdout)
         train_run(cfg, train, val, args.out, progress=False, on_images=on_images, channels_last=args.channels_last,
                   lock_held=args.lock_held)
     return 0

@@ -23,13 +23,23 @@ _cache: dict = {}
 MAX_TRAIN_IMAGES = 60000  # the MNIST-format training split, for progress totals before the data is loaded
 
 
-def load_data(data_dir: str, train_size: int | None, val_size: int | None) -> tuple[Split, Split]:
-    """The training subset and the validation subset (of the test split), cached per process."""
+def load_data(data_dir: str, train_size: int | None, val_size: int | None,
+              holdout: bool = False) -> tuple[Split, Split]:
+    """The training subset and the validation subset (of the test split), cached per process.
+
+    ``holdout``: both from the training split instead (``holdout.holdout_split``): training images from the
+    rest, validation images from the held-out part, for choosing hyper-parameters (``--experiment lrsweep``)."""
     if ("train", data_dir) not in _cache:
         _cache[("train", data_dir)] = load_split(data_dir, "train")
         _cache[("test", data_dir)] = load_split(data_dir, "test")
-    return (subset(_cache[("train", data_dir)], train_size, seed=0),
-            subset(_cache[("test", data_dir)], val_size, seed=1))
+    train, val = _cache[("train", data_dir)], _cache[("test", data_dir)]
+    if holdout:
+        if ("holdout", data_dir) not in _cache:
+            from .holdout import holdout_split
+
+            _cache[("holdout", data_dir)] = holdout_split(train)
+        train, val = _cache[("holdout", data_dir)]
+    return subset(train, train_size, seed=0), subset(val, val_size, seed=1)
 
 
 def _write_launch(cfg: RunConfig, out: str) -> str:
@@ -187,7 +197,7 @@ def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None
             for i, (cfg, lock) in enumerate(claims):
                 try:
                     overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
-                    train, val = load_data(data_dir, cfg.train_size, cfg.val_size)
+                    train, val = load_data(data_dir, cfg.train_size, cfg.val_size, cfg.holdout)
                     train_run(cfg, train, val, out, progress=progress, on_images=overall.update,
                               channels_last=channels_last, lock_held=True)
                 finally:
