@@ -1,12 +1,12 @@
-"""``OUT/report.md`` and PNG plots from ``OUT/results.jsonl``: the paper's Tables 1-3 and Figures 1, 4, 5.
+"""``OUT/report.md`` and PNG plots from ``OUT/results.jsonl``: the paper's tables and figures, the issue-13
+experiments, the convergence check and a verdict per claim.
 
-Each table cell is our validation error (%) at the last epoch, mean +- sample standard deviation over seeds
-(``n`` seeds), beside the paper's ResNet-50 / ImageNet top-1 error. Plots (matplotlib, Agg):
-
-- ``fig1_batch_size.png``  validation error against images per worker, BN and GN (Figure 1);
-- ``fig4_curves_norms.png``  training and validation error per epoch for BN, LN, IN, GN (Figure 4);
-- ``fig5_curves_batch.png``  the same for BN and GN at the largest and the smallest batch (Figure 5);
-- ``table3_groups.png``  error against the number of groups and against channels per group (Table 3).
+Each table cell is our validation error (%) at the last epoch, mean ± the half-width of the 95% t interval over
+seeds (``n`` seeds; one seed: the number alone), beside the paper's ResNet-50 / ImageNet top-1 error;
+differences (BN − GN) are paired by seed with their own interval (:mod:`report_stats`). Rows are split by role:
+the main protocol (the most common epoch count of the ResNet runs validated on the test split), the longer
+control runs (other epoch counts), the learning-rate sweep (``holdout`` rows, validated on held-out training
+images) and Figure 3 (``arch == "vgg"``). Plots: :mod:`report_plots`.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from . import store
 from .config import norm_kind
 from .report_bn import is_standard, sections
+from .report_stats import CONVERGENCE_POINTS, cell, ci95, control_check, converged, paired
 
 # The paper's numbers (ResNet-50, ImageNet, top-1 validation error %, 8 workers).
 PAPER_TABLE1 = {"BN": 23.6, "LN": 25.3, "IN": 28.4, "GN": 24.1}
@@ -24,7 +25,7 @@ PAPER_TABLE2 = {"BN": {32: 23.6, 16: 23.7, 8: 24.8, 4: 27.3, 2: 34.7},
                 "GN": {32: 24.1, 16: 24.2, 8: 24.0, 4: 24.2, 2: 24.1}}
 PAPER_TABLE3_G = {64: 24.6, 32: 24.1, 16: 24.6, 8: 24.4, 4: 24.6, 2: 24.7, 1: 25.3}
 PAPER_TABLE3_K = {64: 24.4, 32: 24.5, 16: 24.2, 8: 24.3, 4: 24.8, 2: 25.6, 1: 28.4}
-PROTOCOL_FIELDS = ("workers", "epochs", "train_size", "val_size", "widths", "blocks")
+PROTOCOL_FIELDS = ("workers", "train_size", "val_size", "widths", "blocks")
 
 
 def kind(row: dict) -> str:
@@ -38,16 +39,24 @@ def _protocol(row: dict) -> tuple:
 
 
 def _stats(vals: list[float]) -> tuple[float, float, int]:
-    m = statistics.fmean(vals)
-    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return m, sd, len(vals)
+    """(mean, 95% half-width (0 for one value), n), for error bars."""
+    m, h, n = ci95(vals)
+    return m, (0.0 if n < 2 else h), n
 
 
 def _cell(vals: list[float] | None) -> str:
-    if not vals:
-        return "–"
-    m, sd, n = _stats(vals)
-    return f"{m:.2f} ± {sd:.2f} (n={n})" if n > 1 else f"{m:.2f}"
+    return cell(vals or [])
+
+
+def split_roles(rows: list[dict]) -> dict:
+    """Rows by role: ``main`` (ResNet, test-split validation, the most common epoch count), ``control`` (ResNet
+    at other epoch counts), ``lrsweep`` (``holdout`` rows) and ``vgg``."""
+    sweep = [r for r in rows if r.get("holdout")]
+    vgg = [r for r in rows if not r.get("holdout") and r.get("arch", "resnet") == "vgg"]
+    res = [r for r in rows if not r.get("holdout") and r.get("arch", "resnet") != "vgg"]
+    epochs = Counter(r["epochs"] for r in res).most_common(1)[0][0] if res else None
+    return dict(main=[r for r in res if r["epochs"] == epochs], control=[r for r in res if r["epochs"] != epochs],
+                lrsweep=sweep, vgg=vgg)
 
 
 class Results:
@@ -78,109 +87,6 @@ class Results:
 
     def batches(self, k: str) -> list[int]:
         return sorted({b for (kk, b, g, gs) in self.by if kk == k}, reverse=True)
-
-
-def _curves(out: str, rows: list[dict]) -> dict[str, list[float]]:
-    """Per-epoch train/val error averaged over the rows' seeds (epochs all seeds have)."""
-    hs = [store.read_jsonl(os.path.join(store.run_dir(out, r["config_key"]), "metrics.jsonl")) for r in rows]
-    hs = [h for h in hs if h]
-    if not hs:
-        return {}
-    n = min(len(h) for h in hs)
-    return {k: [statistics.fmean(h[e][k] for h in hs) for e in range(n)] for k in ("train_error", "val_error")}
-
-
-def _plot_all(out: str, res: Results, b1: int | None) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    made = []
-    # Figure 1: error vs batch size.
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    any_line = False
-    for k, color in (("BN", "tab:blue"), ("GN", "tab:red")):
-        bs = res.batches(k)
-        pts = [(b, _stats(res.errors(res.find(k, b, any_groups=True)))) for b in bs
-               if res.find(k, b, any_groups=True)]
-        if pts:
-            any_line = True
-            ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts], marker="o",
-                        color=color, label=k, capsize=3)
-    if any_line:
-        ax.set_xscale("log", base=2)
-        ticks = sorted(set(res.batches("BN")) | set(res.batches("GN")))
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
-        ax.invert_xaxis()
-        ax.set_xlabel("images per worker")
-        ax.set_ylabel("validation error (%)")
-        ax.set_title("Figure 1: BN vs GN against batch size")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, "fig1_batch_size.png"), dpi=120)
-        made.append("fig1_batch_size.png")
-    plt.close(fig)
-
-    def curves_fig(series: list[tuple[str, list[dict]]], name: str, title: str):
-        data = [(label, _curves(out, rows)) for label, rows in series if rows]
-        data = [(label, c) for label, c in data if c]
-        if not data:
-            return
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=False)
-        for label, c in data:
-            ep = list(range(1, len(c["val_error"]) + 1))
-            axes[0].plot(ep, c["train_error"], marker=".", label=label)
-            axes[1].plot(ep, c["val_error"], marker=".", label=label)
-        for ax, t in zip(axes, ("training error (train mode, augmented)", "validation error")):
-            ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("error (%)")
-            ax.set_title(t)
-            ax.grid(alpha=0.3)
-            ax.legend()
-        fig.suptitle(title)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, name), dpi=120)
-        plt.close(fig)
-        made.append(name)
-
-    if b1 is not None:
-        curves_fig([(k, res.find(k, b1, any_groups=True)) for k in ("BN", "LN", "IN", "GN", "GN+WS")],
-                   "fig4_curves_norms.png", f"Figure 4: {b1} images/worker")
-    bs = sorted(set(res.batches("BN")) & set(res.batches("GN")))
-    if len(bs) >= 2:
-        hi, lo = bs[-1], bs[0]
-        curves_fig([(f"{k}, {b} img/worker", res.find(k, b, any_groups=True)) for b in (hi, lo)
-                    for k in ("BN", "GN")], "fig5_curves_batch.png", "Figure 5: BN vs GN, large and small batch")
-
-    # Table 3 plot.
-    if b1 is not None:
-        g_pts = [(g, res.errors(_t3_rows(res, b1, groups=g))) for g in sorted(PAPER_TABLE3_G, reverse=True)]
-        k_pts = [(k, res.errors(_t3_rows(res, b1, group_size=k))) for k in sorted(PAPER_TABLE3_K, reverse=True)]
-        g_pts, k_pts = [p for p in g_pts if p[1]], [p for p in k_pts if p[1]]
-        if len(g_pts) + len(k_pts) >= 2:
-            fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
-            for ax, pts, xl in ((axes[0], g_pts, "groups G (1 = LN)"), (axes[1], k_pts, "channels per group (1 = IN)")):
-                if pts:
-                    st = [_stats(v) for _, v in pts]
-                    ax.errorbar([p[0] for p in pts], [s[0] for s in st], yerr=[s[1] for s in st], marker="o",
-                                capsize=3, color="tab:red")
-                    ax.set_xscale("log", base=2)
-                    ax.set_xticks([p[0] for p in pts], [str(p[0]) for p in pts])
-                    ax.minorticks_off()
-                    ax.invert_xaxis()
-                ax.set_xlabel(xl)
-                ax.grid(alpha=0.3)
-            axes[0].set_ylabel("validation error (%)")
-            fig.suptitle(f"Table 3: group division (GN, {b1} images/worker)")
-            fig.tight_layout()
-            fig.savefig(os.path.join(out, "table3_groups.png"), dpi=120)
-            plt.close(fig)
-            made.append("table3_groups.png")
-    return made
 
 
 def _t3_rows(res: Results, b: int, groups=None, group_size=None) -> list[dict]:
