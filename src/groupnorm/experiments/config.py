@@ -236,7 +236,7 @@ class Preset:
     ghost_batch: int | None = None                  # images per worker in ghost (None: table1_batch)
     group_workers: int | None = None                # workers of noniid and ghost (None: the protocol's)
     lr_by_norm: tuple = ()                          # ((family, base_lr), ...), see the class docstring
-    lrsweep_lrs: tuple = (0.2, 0.4, 0.8, 1.6)       # base learning rates per 256 images tried by lrsweep
+    lrsweep_lrs: tuple = (0.2, 0.4, 0.8, 1.6, 3.2)  # base learning rates per 256 images tried by lrsweep
     control_factor: int = 2                         # the control runs' epochs: this times the protocol's
     vgg_norms: tuple = ("none", "bn", "gn")
     vgg_widths: tuple = (64, 128, 256)
