@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from groupnorm.cli import main
-from groupnorm.experiments import runner
-from groupnorm.experiments.data import Split, load_split
+from groupnorm.experiments import data
+from groupnorm.experiments.data import load_split
 from groupnorm.experiments.holdout import holdout_split, make_holdout
 from groupnorm.experiments.vgg import VGG, response_percentiles
 
@@ -43,13 +43,13 @@ def test_make_holdout_writes_the_same_split_as_an_mnist_directory(tmp_path):
 
 
 def test_load_data_with_holdout_never_touches_the_test_split():
-    runner._cache.clear()
-    train, val = runner.load_data(SAMPLE, 100, 50, holdout=True)
+    data._cache.clear()
+    train, val = data.load_data(SAMPLE, 100, 50, holdout=True)
     test = load_split(SAMPLE, "test")
     all_train = load_split(SAMPLE, "train")
     assert not (_keys(val) & _keys(test)) and _keys(val) <= _keys(all_train)
     assert not (_keys(train) & _keys(val))
-    plain_train, plain_val = runner.load_data(SAMPLE, 100, 50)
+    plain_train, plain_val = data.load_data(SAMPLE, 100, 50)
     assert _keys(plain_val) <= _keys(test)
 
 

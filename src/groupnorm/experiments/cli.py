@@ -1,8 +1,10 @@
 """``groupnorm reproduce`` and ``groupnorm report``: the paper's experiments from the command line.
 
     groupnorm reproduce --experiment {table1,table2,table3,curves,all} --preset {smoke,quick,full}
-                        [--data-dir DIR] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
-                        [--epochs E] [--batches B1,B2,..] [--jobs J] [--threads T] [--channels-last] [--max-runs N]
+                        [--data-dir DIR] [--dataset {auto,idx,cifar10,cifar100,imagefolder}] [--image-size S]
+                        [--data-workers N] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
+                        [--epochs E] [--batches B1,B2,..] [--jobs J] [--threads T] [--channels-last]
+                        [--device {auto,cpu,cuda}] [--amp {none,bf16}] [--max-runs N]
                         [--no-progress] [--no-report]
     groupnorm report OUT
 """
@@ -14,6 +16,8 @@ import signal
 import sys
 
 from .config import EXPERIMENTS, PRESET_NAMES
+from .dataspec import add_data_arguments, spec_from_args
+from .devices import AMP_MODES, DEVICES
 
 
 def _positive(text: str) -> int:
@@ -38,17 +42,16 @@ def _batch_list(text: str) -> tuple:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "reproduce", help="train the GN paper's experiments on Fashion-MNIST (resumable) and write the report",
-        description="Train the runs of the GN paper's Tables 1-3 / Figures 1, 4, 5 on MNIST-format data. Each "
-                    "finished run is a line of OUT/results.jsonl; re-running the same command skips finished "
+        "reproduce", help="train the GN paper's experiments (resumable; Fashion-MNIST by default, or IDX, CIFAR "
+                          "or ImageFolder data) and write the report",
+        description="Train the runs of the GN paper's Tables 1-3 / Figures 1, 4, 5 on the data set of --data-dir. "
+                    "Each finished run is a line of OUT/results.jsonl; re-running the same command skips finished "
                     "runs and resumes an interrupted one from its last epoch checkpoint. Ends by writing "
                     "OUT/report.md and its plots.")
     p.add_argument("--experiment", choices=EXPERIMENTS, default="all")
     p.add_argument("--preset", choices=PRESET_NAMES, default="quick",
                    help="smoke: seconds (tests); quick: <= 15 min on 2 cores; full: closest to the paper (hours)")
-    p.add_argument("--data-dir", default=None,
-                   help="directory with the four MNIST-format files (default $GROUPNORM_DATA or "
-                        "/usr/share/datasets/fashion-mnist)")
+    add_data_arguments(p)
     p.add_argument("--out", default=None, help="output directory (default runs/PRESET)")
     p.add_argument("--seeds", type=_positive, default=None, help="seeds per setting (default: the preset's)")
     p.add_argument("--workers", type=_positive, default=None,
@@ -57,13 +60,18 @@ def register(subparsers) -> None:
     p.add_argument("--batches", type=_batch_list, default=None,
                    help="Table 2's images per worker, comma-separated, e.g. 32,2 (default: the preset's)")
     p.add_argument("--launcher", choices=("emulate", "torchrun"), default="emulate",
-                   help="emulate: W workers in one process; torchrun: W DDP processes (gloo) per run")
+                   help="emulate: W workers in one process; torchrun: W DDP processes per run (gloo on CPU, nccl on CUDA)")
     p.add_argument("--jobs", type=_positive, default=None,
-                   help="runs trained side by side, one process each (emulate only; default: min(2, CPU count))")
+                   help="runs trained side by side, one process each (emulate only; default: 1 on CUDA, else min(2, CPU count))")
     p.add_argument("--threads", type=_positive, default=1, help="intra-op threads per training process")
     p.add_argument("--channels-last", action="store_true",
                    help="train in channels-last memory format (faster convolutions on CPUs; the same runs, "
                         "numbers equal up to float rounding)")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto: cuda when available, else cpu; under --launcher torchrun each rank takes "
+                        "cuda:LOCAL_RANK (nccl) or the CPU (gloo). Recorded in the rows, not part of a run's identity")
+    p.add_argument("--amp", choices=AMP_MODES, default="none",
+                   help="bf16: forward pass and loss under bfloat16 autocast (GPUs; CPUs with AVX512-BF16/AMX)")
     p.add_argument("--max-runs", type=_positive, default=None, help="stop after this many newly trained runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
@@ -89,9 +97,13 @@ def run_reproduce(args) -> int:
     out = args.out or os.path.join("runs", args.preset)
     configs = experiment_configs(args.experiment, preset, seeds=args.seeds, workers=args.workers,
                                  epochs=args.epochs, batches=args.batches)
-    jobs = args.jobs or min(2, os.cpu_count() or 1)
-    run_sweep(configs, out, data_dir=args.data_dir, launcher=args.launcher, progress=not args.no_progress,
-              max_runs=args.max_runs, jobs=jobs, threads=args.threads, channels_last=args.channels_last)
+    from .devices import resolve_device
+
+    device = resolve_device(args.device).type
+    jobs = args.jobs or (1 if device == "cuda" else min(2, os.cpu_count() or 1))  # one run at a time per GPU
+    run_sweep(configs, out, data=spec_from_args(args), launcher=args.launcher, progress=not args.no_progress,
+              max_runs=args.max_runs, jobs=jobs, threads=args.threads, channels_last=args.channels_last,
+              device=device, amp=args.amp)
     if not args.no_report:
         path = write_report(out)
         print(f"[reproduce] report: {path}", file=sys.stderr)

@@ -3,7 +3,7 @@
 The learning-rate sweep (``--experiment lrsweep``) must not look at the test-split images whose errors the
 report shows. :func:`holdout_split` cuts the training split into the rest and ``holdout`` held-out images (a
 fixed, seeded draw, the same for every run); a run with ``holdout=True`` (RunConfig) trains on a subset of the
-rest and validates on a subset of the held-out images (``runner.load_data``).
+rest and validates on a subset of the held-out images (``data.load_data``).
 
 The same split as an MNIST-format directory (``train-*``: the rest, ``t10k-*``: the held-out images), for any
 other tool::
@@ -44,9 +44,7 @@ def holdout_split(train: Split, holdout: int | None = None, seed: int = 0) -> tu
         raise ValueError(f"holdout={holdout!r} must be an integer from 1 to {n - 1} (the training split holds "
                          f"{n} images)")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    held, rest = perm[:holdout].sort().values, perm[holdout:].sort().values
-    return (Split(train.images[rest].clone(), train.labels[rest].clone()),
-            Split(train.images[held].clone(), train.labels[held].clone()))
+    return train.take(perm[holdout:].sort().values), train.take(perm[:holdout].sort().values)
 
 
 def make_holdout(src: str, dst: str, holdout: int = HOLDOUT_IMAGES, seed: int = 0) -> tuple[int, int]:
@@ -55,7 +53,8 @@ def make_holdout(src: str, dst: str, holdout: int = HOLDOUT_IMAGES, seed: int = 
     os.makedirs(dst, exist_ok=True)
     for split, part in (("train", rest), ("test", held)):
         img_name, lab_name = SPLIT_FILES[split]
-        write_idx(os.path.join(dst, img_name + ".gz"), part.images.numpy())
+        images = part.images[:, 0] if part.images.shape[1] == 1 else part.images  # IDX: (N, H, W) gray images
+        write_idx(os.path.join(dst, img_name + ".gz"), images.numpy())
         write_idx(os.path.join(dst, lab_name + ".gz"), part.labels.numpy().astype(np.uint8))
     return len(rest), len(held)
 

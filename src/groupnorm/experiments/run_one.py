@@ -1,9 +1,9 @@
-"""Train one run in this process: alone, or as one rank of a ``torchrun`` job (gloo; the harness trains on CPU).
+"""Train one run in this process: alone, or as one rank of a ``torchrun`` job (gloo on CPU, nccl on CUDA).
 
 Launched by :mod:`groupnorm.experiments.runner`, either as a side-by-side job::
 
     python -m groupnorm.experiments.run_one --config OUT/runs/<key>/launch.json --data-dir DIR --out OUT \\
-        --progress-stdout
+        [--dataset FORMAT] [--image-size S] [--data-workers N] --progress-stdout
 
 (which prints ``progress <images>`` lines for the parent's progress bars), or under torchrun::
 
@@ -23,7 +23,8 @@ import sys
 import torch
 
 from .config import RunConfig
-from .runner import load_data
+from .data import add_data_arguments, load_data, spec_from_args
+from .devices import AMP_MODES, DEVICES, backend_for, bind, local_rank, resolve_device
 from .train import train_run
 
 
@@ -51,16 +52,20 @@ def _fault_hook(spec: str, inner):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m groupnorm.experiments.run_one")
     p.add_argument("--config", required=True)
-    p.add_argument("--data-dir", required=True)
+    add_data_arguments(p, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     p.add_argument("--channels-last", action="store_true", help="model and batches in channels-last memory")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto: cuda if available; under torchrun a CUDA rank takes cuda:LOCAL_RANK")
+    p.add_argument("--amp", choices=AMP_MODES, default="none", help="bf16: forward and loss under autocast")
     p.add_argument("--lock-held", action="store_true",
                    help="the launching sweep holds the run's lock (see store.claim_run)")
     p.add_argument("--progress-stdout", action="store_true", help="print 'progress N' after each step")
     args = p.parse_args(argv)
     with open(args.config) as f:
         cfg = RunConfig.from_json(json.load(f))
+    data = spec_from_args(args)
     torch.set_num_threads(max(1, args.threads))
     on_images = None
     if args.progress_stdout:
@@ -69,22 +74,24 @@ def main(argv=None) -> int:
             sys.stdout.flush()
     if os.environ.get("GROUPNORM_FAULT_INJECT"):
         on_images = _fault_hook(os.environ["GROUPNORM_FAULT_INJECT"], on_images)
+    device = resolve_device(args.device, local_rank())
+    bind(device)
+    run = dict(on_images=on_images, channels_last=args.channels_last, lock_held=args.lock_held, device=device,
+               amp=args.amp)
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         import torch.distributed as dist
 
-        dist.init_process_group("gloo")
+        dist.init_process_group(backend_for(device))
         try:
             rank, world = dist.get_rank(), dist.get_world_size()
-            train, val = load_data(args.data_dir, cfg.train_size, cfg.val_size, cfg.holdout)
+            train, val = load_data(data, cfg.train_size, cfg.val_size, cfg.holdout)
             train_run(cfg, train, val, args.out, rank=rank, world=world, launcher="torchrun",
-                      progress=not args.progress_stdout, on_images=on_images, channels_last=args.channels_last,
-                      lock_held=args.lock_held)
+                      progress=not args.progress_stdout, **run)
         finally:
             dist.destroy_process_group()
     else:
-        train, val = load_data(args.data_dir, cfg.train_size, cfg.val_size, cfg.holdout)
-        train_run(cfg, train, val, args.out, progress=False, on_images=on_images, channels_last=args.channels_last,
-                  lock_held=args.lock_held)
+        train, val = load_data(data, cfg.train_size, cfg.val_size, cfg.holdout)
+        train_run(cfg, train, val, args.out, progress=False, **run)
     return 0
 
 
