@@ -12,9 +12,14 @@ fuse_activation=True)``), in float32 and bfloat16, contiguous and channels-last.
 run interleaved (torch, ours, torch, ours, ...) so that a change in the machine's load hits both; each round
 times ``--iters`` forwards of each; the figures are medians over ``--repeats`` rounds, the ratio is the median
 of the per-round ratios (torch time / ours: above 1 means the converted model is faster). The header prints
-the CPU, torch version, threads and the load average before and after.
+the CPU, torch version, threads and the load average before and after. The last two columns are the shares of
+the torch model's CPU time (one profiled forward, ``torch.profiler`` self times) spent in ``aten::group_norm``
+(its native kernel) and in SiLU: the most the conversion could save.
 
-    .venv/bin/python scripts/time_diffusers_convert.py --threads 2 --repeats 7
+On a shared machine use one thread: with two threads on two busy cores, one preempted thread stalls the other
+at every parallel region and the timings measure the load, not the layers.
+
+    .venv/bin/python scripts/time_diffusers_convert.py --threads 1 --repeats 15 --iters 3
 """
 from __future__ import annotations
 
@@ -63,6 +68,19 @@ def build(name: str):
     return model.eval(), lambda m, x: m(x, sample_posterior=False).sample
 
 
+def shares(run, model, x) -> tuple[float, float]:
+    """Fractions of one forward's CPU self time spent in group norm and in SiLU (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        run(model, x)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    gn = sum(e.self_cpu_time_total for e in events if "group_norm" in e.key)
+    silu = sum(e.self_cpu_time_total for e in events if "silu" in e.key)
+    return gn / total, silu / total
+
+
 def time_case(run, torch_model, our_model, x, iters: int, repeats: int):
     """Interleaved rounds; returns (torch ms, ours ms, ratio, ratio min, ratio max) per forward, medians."""
     ts, os_, ratios = [], [], []
@@ -86,7 +104,7 @@ def time_case(run, torch_model, our_model, x, iters: int, repeats: int):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=7, help="interleaved rounds per case (default 7)")
     p.add_argument("--iters", type=int, default=2, help="forwards per variant per round (default 2)")
     p.add_argument("--models", default="UNet2DModel,AutoencoderKL")
@@ -111,6 +129,7 @@ def main() -> None:
 
     import diffusers
 
+    diffusers.utils.logging.set_verbosity_error()  # its advice on .to(bfloat16) for pretrained models
     from groupnorm import kernels
     from groupnorm.convert import convert_group_norm
 
@@ -121,7 +140,7 @@ def main() -> None:
     print(f"batch 1 x 3 x 64 x 64, inference mode; {args.repeats} interleaved rounds of {args.iters} forwards each")
     print()
     print(f"{'model':<14} {'dtype':<9} {'layout':<14} {'torch ms':>9} {'ours ms':>9} {'torch/ours':>10} "
-          f"{'(min-max)':>13}")
+          f"{'(min-max)':>13} {'GN %':>6} {'SiLU %':>6}")
     for name in models:
         base, run = build(name)
         conv, report = convert_group_norm(base, fuse_activation=True, return_report=True)
@@ -136,8 +155,9 @@ def main() -> None:
                 x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)).to(
                     dtype=dtypes[dname], memory_format=fmt)
                 tm, om, ratio, lo, hi = time_case(run, a, b, x, args.iters, args.repeats)
+                gn, silu = shares(run, a, x)
                 print(f"{name:<14} {dname:<9} {lname:<14} {tm:9.1f} {om:9.1f} {ratio:10.3f} "
-                      f"{f'({lo:.3f}-{hi:.3f})':>13}", flush=True)
+                      f"{f'({lo:.3f}-{hi:.3f})':>13} {100 * gn:6.1f} {100 * silu:6.1f}", flush=True)
     print()
     print(f"load average (1, 5, 15 min) at end: {load()}")
 
