@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from groupnorm import kernels
+from groupnorm.args import activation_code
 from groupnorm.kernels import _lib
 
 from test_kernels import check_against_reference, make_case
@@ -84,7 +85,7 @@ def test_small_cache_paths_independent_of_thread_count(small_caches):
         prev = torch.get_num_threads()
         torch.set_num_threads(nt)
         try:
-            y, mean, rstd = torch.ops.groupnorm.gn_forward(x, 8, w, b, 1e-5, "gelu")
+            y, mean, rstd = torch.ops.groupnorm.gn_forward(x, 8, w, b, 1e-5, activation_code("gelu"))
         finally:
             torch.set_num_threads(prev)
         outs.append((y, mean, rstd))
