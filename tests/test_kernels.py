@@ -118,6 +118,21 @@ def test_no_affine(cl):
     check_against_reference(x, w, None, dy, 3, "silu")  # weight without bias
 
 
+STREAM_L3 = 1 << 20  # last-level cache the streaming tests set: outputs of 512 KiB or more stream
+
+
+@pytest.fixture
+def streaming_stores():
+    """The kernels told the last-level cache is 1 MiB, so that the (few-MB) outputs of a test take the
+    non-temporal store path on the AVX-512 levels whatever this CPU's cache (gn_runtime.h: stream when input +
+    output exceed it); the detected sizes again afterwards."""
+    _lib.set_cache_sizes(0, 0, STREAM_L3)
+    try:
+        yield
+    finally:
+        _lib.set_cache_sizes(0, 0, 0)
+
+
 def test_group_larger_than_l2_cache():
     # one group of 2 * 620 * 620 fp32 values = 3.1 MB (this machine: 2 MB L2 per core)
     for cl in (False, True):
@@ -127,32 +142,32 @@ def test_group_larger_than_l2_cache():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("cl", [False, True])
-def test_large_outputs_take_non_temporal_stores(dtype, cl):
-    """Outputs of 4 MiB or more (y, dx) are written with non-temporal stores on the AVX-512 levels: 182x181 maps
+def test_large_outputs_take_non_temporal_stores(dtype, cl, streaming_stores):
+    """Outputs that stream (y, dx) are written with non-temporal stores on the AVX-512 levels: 182x181 maps
     make every contiguous row start unaligned (head, aligned body and masked tail); channels-last rows of 32
     channels stream whole."""
     x, w, b, dy = make_case((2, 32, 182, 181), dtype, cl, seed=3)
-    assert x.numel() * x.element_size() >= 4 << 20
+    assert 2 * x.numel() * x.element_size() > STREAM_L3
     check_against_reference(x, w, b, dy, 8, "silu")
 
 
 @pytest.mark.parametrize("shape, groups", [((4, 262144, 1), 1024), ((1, 65536, 17), 4096)])
-def test_non_temporal_stores_with_rows_shorter_than_a_vector(shape, groups):
-    """4 MiB outputs whose contiguous rows (one channel) hold 1 or 17 values: the aligned head can be longer than
+def test_non_temporal_stores_with_rows_shorter_than_a_vector(shape, groups, streaming_stores):
+    """Streamed outputs whose contiguous rows (one channel) hold 1 or 17 values: the aligned head can be longer than
     the row, and most rows have no whole vector to stream."""
     x, w, b, dy = make_case(shape, torch.float32, False, seed=5)
-    assert x.numel() * x.element_size() >= 4 << 20
+    assert 2 * x.numel() * x.element_size() > STREAM_L3
     check_against_reference(x, w, b, dy, groups, "relu")
 
 
 @pytest.mark.parametrize("cl", [False, True])
-def test_non_temporal_stores_into_unaligned_outputs(cl):
+def test_non_temporal_stores_into_unaligned_outputs(cl, streaming_stores):
     """The same values whether the output buffer starts aligned or one element off (contiguous: a longer
     unaligned head per row; channels-last: rows that cannot stream, so the plain-store loop). Bitwise for the
     affine part and relu; silu / gelu may differ by an ulp on channels-last, where the streaming rows use the
     AVX-512 activation code (rcp + Newton) and the plain rows the compiler-vectorized one (division)."""
     x, w, b, _ = make_case((2, 32, 181, 181), torch.float32, cl, seed=4)
-    assert x.numel() * x.element_size() >= 4 << 20
+    assert 2 * x.numel() * x.element_size() > STREAM_L3
     layout = _lib.layout_of(x)
     aligned = torch.empty_like(x)
     buf = torch.empty(x.numel() + 1, dtype=x.dtype)

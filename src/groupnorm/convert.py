@@ -5,6 +5,9 @@ attributes, the root module itself), replaces the matching layers, and keeps:
 
 - sharing: a module used in several places is replaced by *one* new module used in the same places;
 - ``.training`` of every replaced layer; device, dtype and ``requires_grad`` of the carried tensors;
+- a norm-with-activation layer's activation and its ``forward(x, residual=None)``
+  (``groupnorm.nn.norm_act``: e.g. ``BatchNormAct2d`` becomes ``SyncBatchNormAct`` or a ``GroupNorm`` with
+  that activation);
 - the input model, unless ``inplace=True`` (the default works on a ``copy.deepcopy``).
 
 ``convert_bn_to_gn`` can return a :class:`ConversionReport` and logs a one-line summary on the
@@ -23,6 +26,7 @@ from torch.nn.modules.batchnorm import _BatchNorm, _LazyNormBase
 
 from .nn.frozen_bn import FrozenBatchNorm
 from .nn.group_norm import GroupNorm
+from .nn.norm_act import NormAct, norm_act_class
 from .nn.sync_bn import SyncBatchNorm
 from .nn.ws_conv import WS_CONV_FOR
 
@@ -177,6 +181,12 @@ def _check_not_lazy(module: nn.Module, names: tuple[str, ...]) -> None:
         )
 
 
+def _act(module: nn.Module) -> dict:
+    """``{"activation": a}`` for a norm-with-activation module (``groupnorm.nn.norm_act``), else ``{}``: what a
+    replacement needs so that the activation (and the ``residual=`` call) survive the conversion."""
+    return {"activation": module.activation} if isinstance(module, NormAct) else {}
+
+
 def _factory(module: nn.Module) -> dict:
     for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
         if t.is_floating_point():
@@ -263,7 +273,7 @@ def convert_bn_to_gn(model: nn.Module, num_groups: int | None = None, *, group_s
         except ValueError as exc:
             raise ValueError(f"{exc} (layer {names[0] or '<root>'!r}, {type(bn).__name__})") from None
         exact = g == num_groups if group_size is None else c % group_size == 0
-        gn = GroupNorm(g, c, eps=bn.eps, affine=bn.affine, **_factory(bn))
+        gn = GroupNorm(g, c, eps=bn.eps, affine=bn.affine, **_factory(bn), **_act(bn))
         carried = ["eps"]
         if bn.affine:
             _copy_param(gn.weight, bn.weight)
@@ -304,10 +314,14 @@ def freeze_batch_norm(model: nn.Module, *, trainable_affine: bool = False, inpla
         return isinstance(m, _BatchNorm) and m.running_mean is not None
 
     def build(bn: nn.Module, names: tuple[str, ...]):
-        frozen = FrozenBatchNorm.from_batch_norm(bn, trainable_affine=trainable_affine)
+        act = _act(bn)
+        cls = norm_act_class(FrozenBatchNorm) if act else FrozenBatchNorm
+        frozen = cls.from_batch_norm(bn, trainable_affine=trainable_affine)
+        if act:
+            frozen.activation = act["activation"]
         carried = tuple(n for n in ("weight", "bias", "running_mean", "running_var")
                         if getattr(bn, n, None) is not None) + ("eps",)
-        return frozen, ConvertedLayer(names, type(bn).__name__, "FrozenBatchNorm", bn.num_features,
+        return frozen, ConvertedLayer(names, type(bn).__name__, type(frozen).__name__, bn.num_features,
                                       carried=carried, dropped=("momentum",))
 
     model, report = _replace(model, match, build, inplace)
@@ -327,6 +341,9 @@ def unfreeze_batch_norm(model: nn.Module, *, bn_class: type | None = None, inpla
     def build(frozen: FrozenBatchNorm, names: tuple[str, ...]):
         cls = bn_class or frozen.source_class or nn.BatchNorm2d
         extra = {"bias": False} if frozen.affine and frozen.bias is None else {}
+        if isinstance(frozen, NormAct):
+            cls = norm_act_class(cls)
+            extra.update(_act(frozen))
         bn = cls(frozen.num_features, eps=frozen.eps, momentum=frozen.source_momentum, affine=frozen.affine,
                  **_factory(frozen), **extra)
         with torch.no_grad():
@@ -337,7 +354,7 @@ def unfreeze_batch_norm(model: nn.Module, *, bn_class: type | None = None, inpla
                 bn.weight.copy_(frozen.weight)
                 if frozen.bias is not None:
                     bn.bias.copy_(frozen.bias)
-        return bn, ConvertedLayer(names, "FrozenBatchNorm", cls.__name__, frozen.num_features)
+        return bn, ConvertedLayer(names, type(frozen).__name__, cls.__name__, frozen.num_features)
 
     model, _ = _replace(model, lambda m: isinstance(m, FrozenBatchNorm), build, inplace)
     return model
@@ -359,8 +376,9 @@ def convert_sync_batchnorm(model: nn.Module, process_group=None, *, inplace: boo
 
     def build(bn: nn.Module, names: tuple[str, ...]):
         has_bias = getattr(bn, "bias", None) is not None
-        sync = SyncBatchNorm(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
-                             process_group=process_group, bias=has_bias or not bn.affine, **_factory(bn))
+        cls = norm_act_class(SyncBatchNorm) if isinstance(bn, NormAct) else SyncBatchNorm
+        sync = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
+                             process_group=process_group, bias=has_bias or not bn.affine, **_factory(bn), **_act(bn))
         with torch.no_grad():
             if bn.affine:
                 _copy_param(sync.weight, bn.weight)
@@ -370,7 +388,7 @@ def convert_sync_batchnorm(model: nn.Module, process_group=None, *, inplace: boo
                 sync.running_mean.copy_(bn.running_mean)
                 sync.running_var.copy_(bn.running_var)
                 sync.num_batches_tracked.copy_(bn.num_batches_tracked)
-        return sync, ConvertedLayer(names, type(bn).__name__, "SyncBatchNorm", bn.num_features)
+        return sync, ConvertedLayer(names, type(bn).__name__, cls.__name__, bn.num_features)
 
     model, _ = _replace(model, match, build, inplace)
     return model
