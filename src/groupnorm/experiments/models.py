@@ -9,9 +9,9 @@ Architecture (pre-GN-paper standard ResNet with basic blocks, He et al. 2016)::
     head:   global average pool - linear(w_last -> 10)
 
 As in the GN paper, every norm's gamma starts at 1 except the last norm of each residual block, whose gamma
-starts at 0 (so each block starts as the identity). A norm directly followed by ReLU is built with the ReLU
-fused (GN/LN/IN run norm + ReLU in one kernel), and with GN/LN/IN a block's end, ReLU(norm(out) + shortcut),
-is one call with the shortcut as the residual (one pass over memory instead of three). With ``norm="gn+ws"`` every convolution is weight-standardized.
+starts at 0 (so each block starts as the identity). Every norm is built with the ReLU that follows it
+(``make_norm``'s norm-with-activation modules), and a block's end, ReLU(norm(out) + shortcut), is one call
+with the shortcut as the residual, whatever the norm (GN/LN/IN fuse all three in one pass over memory). With ``norm="gn+ws"`` every convolution is weight-standardized.
 Convolutions have no bias (the norms' beta plays that role), except with ``norm="none"``.
 
 The default width (32, 64, 128) is the smallest that lets GN use 32 groups in every layer with at least one
@@ -22,7 +22,7 @@ from __future__ import annotations
 from torch import nn
 
 import groupnorm.nn as gnn
-from groupnorm.nn.factory import make_norm, norm_weight, uses_weight_standardization
+from groupnorm.nn.factory import make_norm, uses_weight_standardization
 
 from .data import NUM_CLASSES
 
@@ -40,24 +40,16 @@ class BasicBlock(nn.Module):
         self.conv1 = conv(cin, cout, 3, stride=stride, padding=1, bias=bias)
         self.norm1 = make_norm(num_channels=cout, activation="relu", **norm_kw)
         self.conv2 = conv(cout, cout, 3, stride=1, padding=1, bias=bias)
-        self.norm2 = make_norm(num_channels=cout, **norm_kw)
-        # GN, LN and IN (groupnorm's GroupNorm) end the block in one call, relu(norm2(out) + shortcut), which the
-        # compiled kernels fuse (one pass instead of three); other norms add and apply ReLU as usual
-        self.fused_end = isinstance(self.norm2, gnn.GroupNorm)
-        if self.fused_end:
-            self.norm2.activation = "relu"
+        self.norm2 = make_norm(num_channels=cout, activation="relu", **norm_kw)  # relu(norm2(out) + shortcut)
         self.shortcut = None
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(conv(cin, cout, 1, stride=stride, bias=bias),
                                           make_norm(num_channels=cout, **norm_kw))
-        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x):
         out = self.conv2(self.norm1(self.conv1(x)))
         sc = x if self.shortcut is None else self.shortcut(x)
-        if self.fused_end:
-            return self.norm2(out, residual=sc)
-        return self.relu(self.norm2(out) + sc)
+        return self.norm2(out, residual=sc)
 
 
 class ResNet(nn.Module):
@@ -99,7 +91,7 @@ class ResNet(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         for block in self.layers:  # the paper's gamma init: 0 for the last norm of each residual block
-            w = norm_weight(block.norm2)
+            w = getattr(block.norm2, "weight", None)
             if w is not None:
                 nn.init.zeros_(w)
         nn.init.normal_(self.fc.weight, std=0.01)
