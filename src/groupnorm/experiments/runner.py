@@ -191,7 +191,7 @@ def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None
             for i, (cfg, lock) in enumerate(claims):
                 try:
                     overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
-                    train, val = load_data(data, cfg.train_size, cfg.val_size)
+                    train, val = load_data(data, cfg.train_size, cfg.val_size, cfg.holdout)
                     train_run(cfg, train, val, out, progress=progress, on_images=overall.update,
                               channels_last=channels_last, lock_held=True, device=resolve_device(device), amp=amp)
                 finally:
