@@ -3,7 +3,8 @@
 Architecture (pre-GN-paper standard ResNet with basic blocks, He et al. 2016)::
 
     stem:   conv3x3(1 -> w0, stride s) - norm - ReLU                    28x28 -> 28/s
-    stage i (widths w0, w1, ...; blocks per stage d_i; stride 2 from the second stage on):
+    stage i (widths w0, w1, ...; blocks per stage d_i; stride 2 from the second stage on, and ``first_stride``
+             for the first stage):
         block:  conv3x3 - norm - ReLU - conv3x3 - norm(gamma = 0) ; + shortcut ; ReLU
                 shortcut = identity, or conv1x1(stride) - norm when the shape changes
     head:   global average pool - linear(w_last -> 10)
@@ -62,11 +63,13 @@ class ResNet(nn.Module):
         groups, group_size: GN's G or channels per group K.
         workers: emulated workers for per-worker BN statistics.
         stem_stride: stride of the stem conv (2 halves the resolution and the cost).
+        first_stride: stride of the first stage's first block (2: the first stage at half the stem's
+            resolution, for wide-but-cheap networks: 64 channels at 7x7 cost what 32 do at 14x14).
     """
 
     def __init__(self, norm: str = "gn", widths=(32, 64, 128), blocks=(1, 1, 1), *, groups: int | None = 32,
                  group_size: int | None = None, workers: int = 1, stem_stride: int = 1, in_channels: int = 1,
-                 num_classes: int = NUM_CLASSES):
+                 num_classes: int = NUM_CLASSES, first_stride: int = 1):
         super().__init__()
         if len(widths) != len(blocks) or not widths:
             raise ValueError(f"widths={tuple(widths)} and blocks={tuple(blocks)} must be non-empty, same length")
@@ -78,7 +81,8 @@ class ResNet(nn.Module):
         layers, cin = [], widths[0]
         for i, (w, d) in enumerate(zip(widths, blocks)):
             for j in range(d):
-                layers.append(BasicBlock(cin, w, 2 if (i > 0 and j == 0) else 1, norm_kw, conv))
+                stride = (2 if i > 0 else first_stride) if j == 0 else 1
+                layers.append(BasicBlock(cin, w, stride, norm_kw, conv))
                 cin = w
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(cin, num_classes)

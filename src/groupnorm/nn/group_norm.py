@@ -29,7 +29,8 @@ class GroupNorm(nn.GroupNorm):
         num_channels: number of channels C expected in the input.
         eps: added to the variance for numerical stability. Default: 1e-5.
         affine: learnable per-channel ``weight`` and ``bias``. Default: True.
-        device, dtype: of ``weight`` and ``bias``, as in every ``torch.nn`` layer.
+        device: of ``weight`` and ``bias``, as in every ``torch.nn`` layer.
+        dtype: of ``weight`` and ``bias``.
         bias: with ``affine``, also learn ``bias`` (beta), as torch's ``bias=`` keyword. Default: True.
         group_size: channels per group, ``C // G`` (keyword only); ``group_size=16`` with 256 channels is G=16.
         activation: None, ``"relu"``, ``"silu"`` or ``"gelu"``, applied after the affine (keyword only).

@@ -12,14 +12,13 @@ for input ``x`` of shape ``(N, C, *)`` and ``r`` of the output's shape. That is 
 frozen BN, SyncBN and "no norm" the same interface, so a model calls ``norm(out, residual=shortcut)`` whatever
 the norm (``groupnorm.nn.make_norm`` builds them by name).
 
-=========================== ============================================ ==========================
-class                       norm (its base class)                        ``isinstance`` of
-=========================== ============================================ ==========================
-``BatchNormAct2d``          :class:`~groupnorm.nn.worker_bn.WorkerBatchNorm2d` (per-worker BN)  ``torch.nn.BatchNorm2d``
-``FrozenBatchNormAct``      :class:`~groupnorm.nn.FrozenBatchNorm`       ``FrozenBatchNorm``
-``SyncBatchNormAct``        :class:`~groupnorm.nn.SyncBatchNorm`         ``_BatchNorm``
-``IdentityAct``             ``torch.nn.Identity`` (no norm)              ``torch.nn.Identity``
-=========================== ============================================ ==========================
+Each class and the norm it subclasses:
+
+- ``BatchNormAct2d``: :class:`~groupnorm.nn.worker_bn.WorkerBatchNorm2d` (per-worker BN), so a
+  ``torch.nn.BatchNorm2d``;
+- ``FrozenBatchNormAct``: :class:`~groupnorm.nn.FrozenBatchNorm`;
+- ``SyncBatchNormAct``: :class:`~groupnorm.nn.SyncBatchNorm` (a torch ``_BatchNorm``);
+- ``IdentityAct``: ``torch.nn.Identity`` (no norm).
 
 The residual add and the activation run as separate (in-place where safe) operations after the norm; only
 GroupNorm fuses them. State dicts written by the former ``nn.Sequential(norm, activation)`` (keys
