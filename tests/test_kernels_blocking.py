@@ -15,7 +15,7 @@ from test_kernels import check_against_reference, make_case
 pytestmark = pytest.mark.skipif(not kernels.is_available(), reason=f"kernels not built: {kernels.load_error()}")
 
 # small enough that the shapes below take every path: L2 / 2 of 8 KiB is 64 rows of 32 fp32 channels, so chunks
-# of FLUSH rows; an L3 of 64 KiB streams any output of 32 KiB or more
+# of FLUSH rows, and outputs over 16 KiB per thread stream
 SMALL = (4096, 16384, 65536)
 
 
@@ -78,16 +78,34 @@ def test_small_cache_paths_against_reference(small_caches, level, cl, dtype):
         kernels.set_isa(best)
 
 
-def test_small_cache_paths_independent_of_thread_count(small_caches):
-    x, w, b, _ = make_case((2, 32, 40, 41), torch.float32, True, seed=1)
+@pytest.mark.parametrize("l2", [SMALL[1], 300 << 10])
+@pytest.mark.parametrize("cl", [False, True])
+def test_blocking_independent_of_thread_count(cl, l2):
+    """420 KB outputs, the same bits forward and backward with 1 and 2 threads (gelu: the activation's vector
+    code on every store path): with a 16 KiB L2 (chunks of FLUSH rows, streamed either way) and a 300 KiB L2
+    (streamed by one thread, over its L2, but not by two)."""
+    x, w, b, dy = make_case((2, 32, 40, 41), torch.float32, cl, seed=1)
+    assert l2 != SMALL[1] or x.numel() * 4 > 2 * l2
+    assert l2 == SMALL[1] or l2 < x.numel() * 4 <= 2 * l2
+    _lib.set_cache_sizes(SMALL[0], l2, SMALL[2])
+    try:
+        outs = _outputs_by_thread_count(x, w, b, dy)
+    finally:
+        _lib.set_cache_sizes(0, 0, 0)
+    for a, c in zip(*outs):
+        assert torch.equal(a, c)
+
+
+def _outputs_by_thread_count(x, w, b, dy):
     outs = []
     for nt in (1, 2):
         prev = torch.get_num_threads()
         torch.set_num_threads(nt)
         try:
-            y, mean, rstd = torch.ops.groupnorm.gn_forward(x, 8, w, b, 1e-5, activation_code("gelu"))
+            xg = x.detach().clone().requires_grad_(True)
+            y, mean, rstd = torch.ops.groupnorm.gn_forward(xg, 8, w, b, 1e-5, activation_code("gelu"))
+            (dx,) = torch.autograd.grad(y, (xg,), dy)
         finally:
             torch.set_num_threads(prev)
-        outs.append((y, mean, rstd))
-    for a, c in zip(*outs):
-        assert torch.equal(a, c)
+        outs.append((y, mean, rstd, dx))
+    return outs

@@ -165,7 +165,7 @@ static int fwd_nsc(const FwdArgs<T> &p) {
     const double eps = p.eps;
     const Caches cs = caches();
     NscPlan P = nsc_plan(N, C, S, p.G, (i64)sizeof(T), p.nt, cs);
-    P.nts = nt_output<T>(N * S * C, cs) && nt_rows_ok(y, C);
+    P.nts = nt_output<T>(N * S * C, P.nt, cs) && nt_rows_ok(y, C);
     double *part = (double *)malloc(sizeof(double) * (size_t)(N * P.K * 2 * C));
     A *coef = (A *)malloc(sizeof(A) * (size_t)(N * 3 * C));
     int err = (part && coef) ? GN_OK : GN_ENOMEM;

@@ -61,17 +61,21 @@ static inline Caches caches() {
     return Caches{c[0], c[1], c[2]};
 }
 
-/* Non-temporal stores (AVX-512 levels) for an output of `bytes` when the call's working set (the input read
- * and the output written, 2 * bytes) exceeds the last-level cache: the output would be evicted before anything
- * reads it, and a plain store first reads the line it writes (one more memory stream; 1.27x faster on a 25 MB
- * read+write stream). A smaller working set stays in cache with plain stores, where the next layer (or the
- * next call on the same buffers) finds it. After its non-temporal stores a thread fences (they are weakly
- * ordered) before the region's closing barrier. */
-template <typename T> static inline bool nt_output(i64 elems, const Caches &cs) {
+/* Non-temporal stores (AVX-512 levels) for an output larger than the L2 caches of the nt threads that write it:
+ * it cannot stay in their private caches, and a plain store first reads the line it writes (one more memory
+ * stream; 1.27x faster on a 25 MB read+write stream). The last-level cache is not counted on: it is shared with
+ * the other cores (and, on a VM, tenants), and on the AMD EPYC of docs/kernels.md (32 MiB L3) outputs of 5-13
+ * MB that fit in it were 10-25% slower with plain stores (three alternating bench runs). A smaller output keeps
+ * plain stores and stays in cache for the next layer (on the Sapphire Rapids VM this replaced a constant 4 MiB,
+ * its two cores' L2; streaming from 1 MiB made a training step slower there). After its non-temporal stores a
+ * thread fences (they are weakly ordered) before the region's closing barrier. The stores' values are the same
+ * either way, so results do not depend on the thread count through this choice. */
+template <typename T> static inline bool nt_output(i64 elems, int nt, const Caches &cs) {
 #ifdef GN_AVX512
-    return !std::is_same<T, double>::value && 2 * elems * (i64)sizeof(T) > cs.l3;
+    return !std::is_same<T, double>::value && elems * (i64)sizeof(T) > (i64)(nt < 1 ? 1 : nt) * cs.l2;
 #else
     (void)elems;
+    (void)nt;
     (void)cs;
     return false;
 #endif
@@ -118,10 +122,13 @@ static inline i64 ncs_items_per_chunk(i64 group_len) {
  * thread count or on the schedule below. R: a chunk of about L2 / 2 bytes (the per-channel accumulators and the
  * next rows also sit in L2), at least FLUSH rows: fewer chunks cost less per-chunk work (measured on the AMD
  * EPYC of docs/kernels.md: 1 MiB L2, chunks of L2 / 16, / 4 and whole samples, one thread: each larger step
- * 2-15% faster), while few samples still give a few chunks each to share among threads. */
+ * 2-15% faster), but at most about S / 8 rows (rounded up to FLUSH), so that a single sample still gives the
+ * threads several items (a (1, 1280, 16, 16) bfloat16 sample would otherwise be one chunk: one thread). */
 static inline i64 nsc_rows_per_chunk(i64 S, i64 C, i64 elem, const Caches &cs) {
     const i64 row = C * elem > 0 ? C * elem : 1;
     i64 r = cs.l2 / 2 / row;
+    const i64 eighth = (S + 7) / 8;
+    r = r < eighth ? r : eighth;
     r = (r + FLUSH - 1) / FLUSH * FLUSH;
     if (r < FLUSH) r = FLUSH;
     return r < S ? r : S;

@@ -222,8 +222,8 @@ int main(void) {
                         run_case(dt, layout, sh[0], sh[1], sh[2], sh[3], act, affine, nt, mask, res);
                         ++cases;
                     }
-        /* caches as small as the blocking accepts: channels-last chunks of FLUSH rows, non-temporal stores for
-         * outputs of 32 KiB or more (then the detected sizes again) */
+        /* small caches: channels-last chunks of FLUSH rows, non-temporal stores for outputs over 16 KiB per
+         * thread (then the detected sizes again) */
         gn_set_cache_sizes(4096, 16384, 65536);
         for (int dt = 0; dt < 4; ++dt)
             for (int layout = 0; layout < 2; ++layout) {
