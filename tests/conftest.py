@@ -44,3 +44,20 @@ def isa_level(request):
     finally:
         kernels.set_isa(None)
     assert kernels.isa() == best
+
+
+STREAM_L2 = 256 << 10  # L2 the streaming tests set: outputs over 2 * 256 KiB stream at 2 threads
+
+
+@pytest.fixture
+def streaming_stores():
+    """The kernels told the L2 is 256 KiB, so that the (few-MB) outputs of a test take the non-temporal store
+    path on the AVX-512 levels whatever this CPU's caches (gn_runtime.h: stream an output larger than the
+    threads' L2); the detected sizes again afterwards."""
+    from groupnorm.kernels import _lib
+
+    _lib.set_cache_sizes(0, STREAM_L2, 0)
+    try:
+        yield
+    finally:
+        _lib.set_cache_sizes(0, 0, 0)

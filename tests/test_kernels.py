@@ -50,32 +50,32 @@ def test_group_larger_than_l2_cache():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("cl", [False, True])
-def test_large_outputs_take_non_temporal_stores(dtype, cl):
-    """Outputs of 4 MiB or more (y, dx) are written with non-temporal stores on the AVX-512 levels: 182x181 maps
+def test_large_outputs_take_non_temporal_stores(dtype, cl, streaming_stores):
+    """Outputs that stream (y, dx) are written with non-temporal stores on the AVX-512 levels: 182x181 maps
     make every contiguous row start unaligned (head, aligned body and masked tail); channels-last rows of 32
     channels stream whole."""
     x, w, b, dy = make_case((2, 32, 182, 181), dtype, cl, seed=3)
-    assert x.numel() * x.element_size() >= 4 << 20
+    assert x.numel() * x.element_size() > 2 * STREAM_L2
     check_against_reference(x, w, b, dy, 8, "silu")
 
 
 @pytest.mark.parametrize("shape, groups", [((4, 262144, 1), 1024), ((1, 65536, 17), 4096)])
-def test_non_temporal_stores_with_rows_shorter_than_a_vector(shape, groups):
-    """4 MiB outputs whose contiguous rows (one channel) hold 1 or 17 values: the aligned head can be longer than
+def test_non_temporal_stores_with_rows_shorter_than_a_vector(shape, groups, streaming_stores):
+    """Streamed outputs whose contiguous rows (one channel) hold 1 or 17 values: the aligned head can be longer than
     the row, and most rows have no whole vector to stream."""
     x, w, b, dy = make_case(shape, torch.float32, False, seed=5)
-    assert x.numel() * x.element_size() >= 4 << 20
+    assert x.numel() * x.element_size() > 2 * STREAM_L2
     check_against_reference(x, w, b, dy, groups, "relu")
 
 
 @pytest.mark.parametrize("cl", [False, True])
-def test_non_temporal_stores_into_unaligned_outputs(cl):
+def test_non_temporal_stores_into_unaligned_outputs(cl, streaming_stores):
     """The same values whether the output buffer starts aligned or one element off (contiguous: a longer
     unaligned head per row; channels-last: rows that cannot stream, so the plain-store loop). Bitwise for the
     affine part and relu; silu / gelu may differ by an ulp on channels-last, where the streaming rows use the
     AVX-512 activation code (rcp + Newton) and the plain rows the compiler-vectorized one (division)."""
     x, w, b, _ = make_case((2, 32, 181, 181), torch.float32, cl, seed=4)
-    assert x.numel() * x.element_size() >= 4 << 20
+    assert x.numel() * x.element_size() > 2 * STREAM_L2
     layout = _lib.layout_of(x)
     aligned = torch.empty_like(x)
     buf = torch.empty(x.numel() + 1, dtype=x.dtype)
@@ -126,7 +126,7 @@ def test_hypothesis_shapes(n, g, d, spatial, dtype, cl, affine, act, seed):
 def test_gradcheck_fp64(cl, act):
     x, w, b, _ = make_case((2, 6, 3, 4), torch.float64, cl, seed=3)
     inputs = tuple(t.detach().clone().requires_grad_(True) for t in (x, w, b))
-    # eager path (autograd.Function) and the registered custom op (what torch.compile traces)
+    # the public call and the operator itself (its C++ autograd kernel)
     assert torch.autograd.gradcheck(lambda x, w, b: kernels.group_norm(x, 3, w, b, 1e-5, act), inputs)
     assert torch.autograd.gradcheck(
         lambda x, w, b: torch.ops.groupnorm.gn_forward(x, 3, w, b, 1e-5, activation_code(act))[0], inputs)
@@ -152,13 +152,37 @@ def _act_ref(y, act):
     return {None: lambda t: t, "relu": F.relu, "silu": F.silu, "gelu": F.gelu}[act](y)
 
 
-def test_double_backward_through_custom_op_raises_clearly():
-    x, w, b, _ = make_case((2, 4, 3), torch.float64, False)
-    x.requires_grad_(True)
-    y, _, _ = torch.ops.groupnorm.gn_forward(x, 2, w, b, 1e-5, activation_code("silu"))  # the custom op: at the second backward
-    (dx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="double backward"):
-        dx.sum().backward()
+@pytest.mark.parametrize("act", [None, "silu"])
+def test_double_backward_through_the_op_and_gn_backward_is_not_differentiable(act):
+    """The operator's backward node differentiates the plain path when create_graph=True; gn_backward itself
+    refuses to record a graph, with an error that says what to do."""
+    x, w, b, dy = make_case((2, 4, 3), torch.float64, False)
+    inputs = tuple(t.detach().clone().requires_grad_(True) for t in (x, w, b))
+    code = activation_code(act)
+    assert torch.autograd.gradgradcheck(lambda x, w, b: torch.ops.groupnorm.gn_forward(x, 2, w, b, 1e-5, code)[0],
+                                        inputs)
+    _, mean, rstd = torch.ops.groupnorm.gn_forward(x, 2, w, b, 1e-5, code)
+    with pytest.raises(RuntimeError, match="gn_backward is not differentiable"):
+        torch.ops.groupnorm.gn_backward(dy.requires_grad_(), x, mean, rstd, w, b, 2, code, True, True, True)
+
+
+@pytest.mark.parametrize("cl", [False, True], ids=["contig", "chlast"])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_opcheck_schema_fake_and_autograd_registration(cl, with_residual):
+    """torch.library.opcheck: the schema, the Meta kernel against the CPU kernel (fake tensors), the autograd
+    registration and AOT dispatch with dynamic shapes, for both operators."""
+    x, w, b, dy = make_case((2, 6, 3, 5), torch.float32, cl, seed=8)
+    r = channels_last(torch.randn(2, 6, 3, 5)) if cl else torch.randn(2, 6, 3, 5)
+    res = r if with_residual else None
+    xg, wg, bg = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
+    torch.library.opcheck(torch.ops.groupnorm.gn_forward.default, (xg, 3, wg, bg, 1e-5, 2, res))
+    _, mean, rstd = torch.ops.groupnorm.gn_forward(x, 3, w, b, 1e-5, 2, res)
+    torch.library.opcheck(torch.ops.groupnorm.gn_backward.default,
+                          (dy, x, mean, rstd, w, b, 3, 2, True, True, True, res))
+    # the Meta kernel alone: shapes and strides, no data
+    y, m, rs = torch.ops.groupnorm.gn_forward(x.to("meta"), 3, w.to("meta"), b.to("meta"), 1e-5, 2)
+    assert y.device.type == "meta" and y.shape == x.shape and y.stride() == x.stride()
+    assert m.shape == rs.shape == (2, 3) and m.dtype == torch.float64
 
 
 class _SmallNet(torch.nn.Module):
@@ -188,6 +212,21 @@ def test_torch_compile_matches_eager():
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     for p, g in zip(net.parameters(), ref_grads):
         torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow  # torch.compile in a fresh process
+def test_torch_compile_fullgraph_as_a_fresh_process_first_call():
+    """The first GN call of a process may be the one dynamo traces: nothing left to load or look up then."""
+    import subprocess
+    import sys
+
+    code = ("import torch, groupnorm\n"
+            "m = groupnorm.nn.GroupNorm(4, 8, activation='silu')\n"
+            "x = torch.randn(2, 8, 5, 5, requires_grad=True)\n"
+            "y = torch.compile(m, backend='aot_eager', fullgraph=True)(x)\n"
+            "y.sum().backward()\n"
+            "torch.testing.assert_close(y, m(x))\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=600)
 
 
 @pytest.mark.slow  # torch.compile / subprocess
@@ -253,7 +292,7 @@ def test_memory_formats_preserved_and_odd_strides():
 
 
 def test_can_handle_and_disable_switch(monkeypatch):
-    """The one decision, on arguments functional.group_norm has checked."""
+    """The one decision (any value may come in)."""
     x = torch.randn(2, 4, 3)
     w = torch.ones(4)
     monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
@@ -269,6 +308,8 @@ def test_can_handle_and_disable_switch(monkeypatch):
     assert not kernels.can_handle(x, w.to("meta"), None)
     assert not kernels.can_handle(torch.empty(0, 4, 3), None, None)
     assert not kernels.can_handle(x.to_sparse(), None, None)
+    assert not kernels.can_handle(x.numpy(), None, None) and not kernels.can_handle(x, x.numpy()[0, :, 0])
+    assert kernels.kernel_for(x, w) is torch.ops.groupnorm.gn_forward.default._op  # eager: the C++ entry
     # during ONNX export (either exporter's flag; can_handle reads the flags torch.onnx.is_in_onnx_export reads)
     from torch.onnx._internal.exporter import _flags
     from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
@@ -282,13 +323,18 @@ def test_can_handle_and_disable_switch(monkeypatch):
 
 
 def test_functional_dispatches_to_kernels(monkeypatch):
-    """functional.group_norm checks once and asks can_handle once; normalized arguments reach the kernels."""
+    """functional.group_norm asks kernel_for once and calls what it returns once, with normalized arguments."""
     from groupnorm import functional
 
     calls, asked = [], []
-    real, real_can = functional._kernel_forward, functional._can_handle
-    monkeypatch.setattr(functional, "_kernel_forward", lambda *a: calls.append((a[1], a[5], a[4])) or real(*a))  # (G, code, eps)
-    monkeypatch.setattr(functional, "_can_handle", lambda *a: asked.append(1) or real_can(*a))
+    real_for = functional._kernel_for
+
+    def spy_for(*a):
+        asked.append(1)
+        op = real_for(*a)
+        return None if op is None else (lambda *b: calls.append((b[1], b[5], b[4])) or op(*b))  # (G, code, eps)
+
+    monkeypatch.setattr(functional, "_kernel_for", spy_for)
     monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
     x = torch.randn(2, 8, 4, 4)
     y = functional.group_norm(x, 4, activation="silu")
@@ -306,6 +352,29 @@ def test_functional_dispatches_to_kernels(monkeypatch):
     y_plain = functional.group_norm(x, 4, activation="silu")
     assert len(calls) == 3 and len(asked) == 5
     torch.testing.assert_close(y, y_plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernels_on", [True, False], ids=["kernels", "plain"])
+def test_both_paths_raise_the_same_errors(monkeypatch, kernels_on):
+    """Arguments are checked once, by the path that runs: the operator (C++) or functional's own checks."""
+    from groupnorm import functional
+
+    if not kernels_on:
+        monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "1")
+    x = torch.randn(2, 8, 3)
+    for kwargs, exc, msg in [
+        (dict(num_groups=3), ValueError, "num_groups=3 does not divide num_channels=8"),
+        (dict(num_groups=0), ValueError, "num_groups=0"),
+        (dict(num_groups=4, weight=torch.ones(7)), ValueError, r"weight must have shape \(8,\) .*got \(7,\)"),
+        (dict(num_groups=4, bias=torch.ones(8, 1)), ValueError, r"bias must have shape \(8,\) .*got \(8, 1\)"),
+        (dict(num_groups=4, eps=-1.0), ValueError, "eps=-1.0"),
+        (dict(num_groups=4, eps=float("nan")), ValueError, "eps=nan"),
+        (dict(num_groups=4, residual=x[:1]), ValueError, r"residual has shape \(1, 8, 3\) but x has shape \(2, 8, 3\)"),
+    ]:
+        with pytest.raises(exc, match=msg):
+            functional.group_norm(x, **kwargs)
+    with pytest.raises(ValueError, match=r"rank >= 2, got shape \(8,\)"):
+        functional.group_norm(torch.randn(8), 4)
 
 
 def test_functorch_transforms_take_the_plain_path():

@@ -59,8 +59,9 @@ def test_residual_in_another_layout_and_no_affine(cl):
 
 
 @needs_kernels
-def test_large_outputs_non_temporal_stores():
-    """Outputs of 4 MiB or more take the non-temporal store path (contiguous and channels-last)."""
+def test_large_outputs_non_temporal_stores(streaming_stores):
+    """Outputs that stream (the streaming_stores fixture) take the non-temporal store path (contiguous and
+    channels-last)."""
     for cl, dtype in itertools.product((False, True), (torch.float32, torch.bfloat16)):
         x, w, b, dy = make_case((2, 64, 96, 96), dtype, cl, seed=3)
         check_residual(x, w, b, dy, make_residual(x, 3), 32, "relu")

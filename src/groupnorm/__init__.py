@@ -24,6 +24,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     # model surgery (torch only, no onnx)
     "convert_bn_to_gn": ("groupnorm.convert", "convert_bn_to_gn"),
     "convert_conv_to_ws": ("groupnorm.convert", "convert_conv_to_ws"),
+    "convert_group_norm": ("groupnorm.convert", "convert_group_norm"),
     "convert_sync_batchnorm": ("groupnorm.convert", "convert_sync_batchnorm"),
     "freeze_batch_norm": ("groupnorm.convert", "freeze_batch_norm"),
     "unfreeze_batch_norm": ("groupnorm.convert", "unfreeze_batch_norm"),
@@ -37,7 +38,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from . import functional, kernels, nn, reference  # noqa: F401
     from .bn_stats import precise_bn  # noqa: F401
     from .convert import (  # noqa: F401
-        convert_bn_to_gn, convert_conv_to_ws, convert_sync_batchnorm, freeze_batch_norm, unfreeze_batch_norm)
+        convert_bn_to_gn, convert_conv_to_ws, convert_group_norm, convert_sync_batchnorm, freeze_batch_norm,
+        unfreeze_batch_norm)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,6 @@
-"""Group normalization as a PyTorch function: every argument checked once, then one predicate
-(``groupnorm.kernels.can_handle``) picks the compiled kernels' op or the plain path.
+"""Group normalization as a PyTorch function: one decision (``groupnorm.kernels.kernel_for``) picks the
+compiled kernels' operator or the plain path, and every argument is checked once, by the path that runs: the
+operator's C++ checks, or the checks here before the plain path (the same errors, naming the bad value).
 
 .. math::
 
@@ -23,7 +24,7 @@ __all__ = ["ACTIVATIONS", "resolve_num_groups", "group_norm", "group_norm_plain"
 
 _TENSOR = torch.Tensor
 _INF = float("inf")
-_can_handle, _kernel_forward = kernels.can_handle, kernels.forward
+_kernel_for = kernels.kernel_for
 
 
 def _check_param(p, num_channels, name: str) -> None:
@@ -64,32 +65,49 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
     Returns:
         a tensor with the shape, dtype and memory format of ``x``.
 
-    Raises TypeError / ValueError naming the bad value. Uses the compiled CPU kernels (``groupnorm.kernels``)
+    Raises TypeError / ValueError naming the bad value (the same from either path). Uses the compiled CPU kernels (``groupnorm.kernels``)
     where they cover the case and the plain PyTorch path otherwise; both are tested against
     ``groupnorm.reference.group_norm``.
     """
-    # the checks (the rules themselves live in groupnorm.args; the usual values pass without a call there)
+    # normalized here (their rules live in groupnorm.args; the usual values pass without a call there)
+    g = num_groups
+    if g.__class__ is not int or group_size is not None:
+        g = resolve_num_groups(_num_channels(x), num_groups, group_size)
+    code = activation_code(activation)
+    if eps.__class__ is not float:
+        eps = check_eps(eps)
+    # the one decision; the operator checks what is left (rank, G dividing C, shapes, eps) in C++
+    op = _kernel_for(x, weight, bias, residual)
+    if op is not None:
+        return op(x, g, weight, bias, eps, code, residual)[0]
+    _check(x, g, weight, bias, eps, residual)
+    return group_norm_plain(x, g, weight, bias, eps, activation, residual)
+
+
+def _num_channels(x) -> int:
+    _check_input(x)
+    return int(x.shape[1])  # a plain int also under the TorchScript tracer (legacy ONNX export)
+
+
+def _check_input(x) -> None:
     if not isinstance(x, _TENSOR):
         raise TypeError(f"group_norm expects a torch.Tensor, got {type(x).__name__}")
-    shape = x.shape
-    if len(shape) < 2:
-        raise ValueError(f"group_norm expects an input of shape (N, C, *spatial) with rank >= 2, got shape {tuple(shape)}")
+    if x.dim() < 2:
+        raise ValueError(f"group_norm expects an input of shape (N, C, *spatial) with rank >= 2, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"group_norm expects a floating-point input, got dtype {x.dtype}")
-    c = shape[1]
-    g = num_groups
-    if g.__class__ is not int or group_size is not None or g < 1 or c % g:
-        g = resolve_num_groups(int(c), num_groups, group_size)
-    code = activation_code(activation)
-    if eps.__class__ is not float or not 0.0 <= eps < _INF:
-        eps = check_eps(eps)
+
+
+def _check(x, num_groups: int, weight, bias, eps: float, residual) -> None:
+    """The plain path's checks of what ``group_norm`` has not normalized (the kernels' operator makes the same)."""
+    c = _num_channels(x)
+    if num_groups < 1 or c % num_groups:
+        resolve_num_groups(int(c), num_groups)  # raises, naming the value
     if weight is not None:
         _check_param(weight, c, "weight")
     if bias is not None:
         _check_param(bias, c, "bias")
+    if not 0.0 <= eps < _INF:
+        check_eps(eps)  # raises
     if residual is not None:
         _check_residual(residual, x)
-    # the one decision
-    if _can_handle(x, weight, bias, residual):
-        return _kernel_forward(x, g, weight, bias, eps, code, residual)
-    return group_norm_plain(x, g, weight, bias, eps, activation, residual)

@@ -1,6 +1,7 @@
 """``groupnorm reproduce`` and ``groupnorm report``: the paper's experiments from the command line.
 
-    groupnorm reproduce --experiment {table1,table2,table3,curves,all} --preset {smoke,quick,full}
+    groupnorm reproduce --experiment {table1,table2,table3,curves,noniid,ghost,lrsweep,control,vgg,all}
+                        --preset {smoke,quick,full}
                         [--data-dir DIR] [--dataset {auto,idx,cifar10,cifar100,imagefolder}] [--image-size S]
                         [--data-workers N] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
                         [--epochs E] [--batches B1,B2,..] [--jobs J] [--threads T] [--channels-last]

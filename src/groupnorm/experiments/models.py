@@ -3,15 +3,16 @@
 Architecture (pre-GN-paper standard ResNet with basic blocks, He et al. 2016)::
 
     stem:   conv3x3(1 -> w0, stride s) - norm - ReLU                    28x28 -> 28/s
-    stage i (widths w0, w1, ...; blocks per stage d_i; stride 2 from the second stage on):
+    stage i (widths w0, w1, ...; blocks per stage d_i; stride 2 from the second stage on, and ``first_stride``
+             for the first stage):
         block:  conv3x3 - norm - ReLU - conv3x3 - norm(gamma = 0) ; + shortcut ; ReLU
                 shortcut = identity, or conv1x1(stride) - norm when the shape changes
     head:   global average pool - linear(w_last -> 10)
 
 As in the GN paper, every norm's gamma starts at 1 except the last norm of each residual block, whose gamma
-starts at 0 (so each block starts as the identity). A norm directly followed by ReLU is built with the ReLU
-fused (GN/LN/IN run norm + ReLU in one kernel), and with GN/LN/IN a block's end, ReLU(norm(out) + shortcut),
-is one call with the shortcut as the residual (one pass over memory instead of three). With ``norm="gn+ws"`` every convolution is weight-standardized.
+starts at 0 (so each block starts as the identity). Every norm is built with the ReLU that follows it
+(``make_norm``'s norm-with-activation modules), and a block's end, ReLU(norm(out) + shortcut), is one call
+with the shortcut as the residual, whatever the norm (GN/LN/IN fuse all three in one pass over memory). With ``norm="gn+ws"`` every convolution is weight-standardized.
 Convolutions have no bias (the norms' beta plays that role), except with ``norm="none"``.
 
 The default width (32, 64, 128) is the smallest that lets GN use 32 groups in every layer with at least one
@@ -22,7 +23,7 @@ from __future__ import annotations
 from torch import nn
 
 import groupnorm.nn as gnn
-from groupnorm.nn.factory import make_norm, norm_weight, uses_weight_standardization
+from groupnorm.nn.factory import make_norm, uses_weight_standardization
 
 from .data import NUM_CLASSES
 
@@ -40,24 +41,16 @@ class BasicBlock(nn.Module):
         self.conv1 = conv(cin, cout, 3, stride=stride, padding=1, bias=bias)
         self.norm1 = make_norm(num_channels=cout, activation="relu", **norm_kw)
         self.conv2 = conv(cout, cout, 3, stride=1, padding=1, bias=bias)
-        self.norm2 = make_norm(num_channels=cout, **norm_kw)
-        # GN, LN and IN (groupnorm's GroupNorm) end the block in one call, relu(norm2(out) + shortcut), which the
-        # compiled kernels fuse (one pass instead of three); other norms add and apply ReLU as usual
-        self.fused_end = isinstance(self.norm2, gnn.GroupNorm)
-        if self.fused_end:
-            self.norm2.activation = "relu"
+        self.norm2 = make_norm(num_channels=cout, activation="relu", **norm_kw)  # relu(norm2(out) + shortcut)
         self.shortcut = None
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(conv(cin, cout, 1, stride=stride, bias=bias),
                                           make_norm(num_channels=cout, **norm_kw))
-        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x):
         out = self.conv2(self.norm1(self.conv1(x)))
         sc = x if self.shortcut is None else self.shortcut(x)
-        if self.fused_end:
-            return self.norm2(out, residual=sc)
-        return self.relu(self.norm2(out) + sc)
+        return self.norm2(out, residual=sc)
 
 
 class ResNet(nn.Module):
@@ -70,11 +63,13 @@ class ResNet(nn.Module):
         groups, group_size: GN's G or channels per group K.
         workers: emulated workers for per-worker BN statistics.
         stem_stride: stride of the stem conv (2 halves the resolution and the cost).
+        first_stride: stride of the first stage's first block (2: the first stage at half the stem's
+            resolution, for wide-but-cheap networks: 64 channels at 7x7 cost what 32 do at 14x14).
     """
 
     def __init__(self, norm: str = "gn", widths=(32, 64, 128), blocks=(1, 1, 1), *, groups: int | None = 32,
                  group_size: int | None = None, workers: int = 1, stem_stride: int = 1, in_channels: int = 1,
-                 num_classes: int = NUM_CLASSES):
+                 num_classes: int = NUM_CLASSES, first_stride: int = 1):
         super().__init__()
         if len(widths) != len(blocks) or not widths:
             raise ValueError(f"widths={tuple(widths)} and blocks={tuple(blocks)} must be non-empty, same length")
@@ -86,7 +81,8 @@ class ResNet(nn.Module):
         layers, cin = [], widths[0]
         for i, (w, d) in enumerate(zip(widths, blocks)):
             for j in range(d):
-                layers.append(BasicBlock(cin, w, 2 if (i > 0 and j == 0) else 1, norm_kw, conv))
+                stride = (2 if i > 0 else first_stride) if j == 0 else 1
+                layers.append(BasicBlock(cin, w, stride, norm_kw, conv))
                 cin = w
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(cin, num_classes)
@@ -99,7 +95,7 @@ class ResNet(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         for block in self.layers:  # the paper's gamma init: 0 for the last norm of each residual block
-            w = norm_weight(block.norm2)
+            w = getattr(block.norm2, "weight", None)
             if w is not None:
                 nn.init.zeros_(w)
         nn.init.normal_(self.fc.weight, std=0.01)

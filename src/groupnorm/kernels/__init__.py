@@ -1,16 +1,16 @@
-"""Compiled CPU kernels for GroupNorm with a fused activation (forward and backward).
+"""Compiled CPU kernels for GroupNorm with a fused activation and residual (forward and backward).
 
-``groupnorm.functional.group_norm`` checks the arguments, asks :func:`can_handle` (the one decision) and calls
-:func:`forward` or the plain PyTorch path. The kernels (C++ in ``csrc/``, no PyTorch headers, OpenMP threads,
-AVX-512 / AVX2 / baseline code chosen at run time) are registered as the custom ops
-``torch.ops.groupnorm.gn_forward`` / ``gn_backward`` (see ``ops.py``), so autograd, ``torch.compile`` and
-``gradcheck`` work through them. In eager mode :func:`group_norm` calls the same code through a
-``torch.autograd.Function`` (the op dispatcher's Python layers cost more than a small GN).
+``groupnorm.functional.group_norm`` asks :func:`kernel_for` (the one decision) and calls the operator it returns
+(which checks the arguments) or checks them itself and takes the plain PyTorch path. The kernels (C++ in ``csrc/``, OpenMP threads, AVX-512 / AVX2 /
+baseline code chosen at run time, no PyTorch headers) are PyTorch operators registered from C++
+(``csrc/gn_torch_ops.cpp``: ``torch.ops.groupnorm.gn_forward`` / ``gn_backward`` with CPU, Meta and autograd
+kernels; see ``ops.py``), so a call costs what a native ATen operator costs, and autograd, ``torch.compile``,
+fake tensors, ``gradcheck`` and double backward work through them.
 
 Covered: CPU tensors of rank >= 2 (N, C, *spatial), float32 / float64 / bfloat16 / float16 (half types and
 float32 accumulate in float32 lanes folded into float64 sums), contiguous or channels-last (any rank; other
 strides are copied to contiguous first), weight / bias of x's dtype or None, activation None / "relu" /
-"silu" / "gelu" (exact, erf). Threads: ``torch.get_num_threads()``.
+"silu" / "gelu" (exact, erf), a residual of x's shape and dtype. Threads: ``torch.get_num_threads()``.
 
 Switches: the environment variable ``GROUPNORM_DISABLE_KERNELS=1`` (read at every call) forces the plain
 path; :func:`set_isa` forces an instruction-set level (0 baseline, 1 AVX2, 2 AVX-512, 3 AVX-512 with AVX512_BF16 for
@@ -22,37 +22,42 @@ import os
 
 import torch
 
+from .._compat import functorch_transforms_active, in_onnx_export
 from ..args import activation_code
 from . import _lib
 
-__all__ = ["is_available", "can_handle", "forward", "group_norm", "disabled", "load_error", "isa", "set_isa",
+__all__ = ["is_available", "kernel_for", "can_handle", "group_norm", "disabled", "load_error", "isa", "set_isa",
            "ISA_NAMES"]
 
 ISA_NAMES = _lib.ISA_NAMES
 
-try:  # registering the ops needs torch.library.custom_op (torch >= 2.4)
-    from . import ops as _ops
-except (ImportError, AttributeError) as exc:  # pragma: no cover - old torch
-    _ops = None
-    _ops_error = f"torch {torch.__version__} lacks torch.library.custom_op: {exc}"
-else:
-    _ops_error = None
-
-
 _available = None  # True / False once known (a loaded library stays loaded)
+_ops_error = None
+_gn_forward = _gn_forward_call = None  # torch.ops.groupnorm.gn_forward.default and its C++ callable
 
 
 def is_available() -> bool:
-    """True if the compiled kernel library loaded and its custom ops are registered."""
-    global _available
+    """True if the compiled kernel library loaded and registered its operators."""
+    global _available, _ops_error, _gn_forward, _gn_forward_call
     if _available is None:
-        _available = _ops is not None and _lib.is_loaded()
+        ok = _lib.is_loaded()
+        if ok:
+            try:
+                _gn_forward = torch.ops.groupnorm.gn_forward.default
+                _gn_forward_call = _gn_forward._op  # what OpOverload.__call__ calls, without its Python frame
+                from . import ops
+
+                ops.register()
+            except (AttributeError, RuntimeError) as exc:  # a library built without its operator unit
+                _ops_error, ok = f"the kernels' PyTorch operators are not registered: {exc}", False
+        _available = ok
     return _available
 
 
 def load_error() -> str | None:
     """Why the kernels are not available (None if they are)."""
-    return _ops_error or _lib.load_error()
+    is_available()
+    return _lib.load_error() or _ops_error
 
 
 _ENV_KEY = "GROUPNORM_DISABLE_KERNELS"
@@ -69,30 +74,6 @@ def disabled() -> bool:
     return os.environ.get(_ENV_KEY, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-_onnx_flags = None
-
-
-def _in_onnx_export() -> bool:
-    """``torch.onnx.is_in_onnx_export()`` without its two imports per call (~5 us); falls back to it."""
-    global _onnx_flags
-    if _onnx_flags is None:
-        try:
-            from torch.onnx._internal.exporter import _flags
-            from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
-
-            _onnx_flags = (GLOBALS, _flags)
-            _onnx_flags[0].in_onnx_export, _onnx_flags[1]._is_onnx_exporting  # noqa: B018 - attributes exist
-        except (ImportError, AttributeError):  # another torch release: the public function
-            _onnx_flags = False
-    if _onnx_flags is False:
-        return torch.onnx.is_in_onnx_export()
-    if _is_compiling():  # traced by dynamo (torch.compile, torch.export, the dynamo ONNX exporter):
-        # only that exporter's flag applies, and dynamo reads a module global without a graph break (the
-        # TorchScript exporter's flag is a property dynamo will not trace)
-        return bool(_onnx_flags[1]._is_onnx_exporting)
-    return bool(_onnx_flags[0].in_onnx_export or _onnx_flags[1]._is_onnx_exporting)
-
-
 def isa() -> int:
     """The instruction-set level in use: 0 baseline, 1 AVX2 (x86-64-v3), 2 AVX-512 (x86-64-v4), 3 AVX-512 +
     AVX512_BF16 (bfloat16 data on level 3 code, other dtypes on level 2's)."""
@@ -104,52 +85,56 @@ def set_isa(level: int | None) -> int:
     return _lib.set_isa(level)
 
 
+_TENSOR = torch.Tensor
 _STRIDED = torch.strided
 _DTYPES = _lib.DTYPES
 # bound once: inside a training step each attribute lookup through torch's modules is a cache miss (the
 # convolutions between GN layers evict the interpreter's data); dynamo recognizes these functions by identity
 _is_scripting, _is_tracing = torch.jit.is_scripting, torch.jit.is_tracing
 _is_compiling = torch.compiler.is_compiling
-_functorch_active = torch._C._are_functorch_transforms_active
+_functorch_active = functorch_transforms_active
+_in_onnx_export = in_onnx_export
 
 
-def can_handle(x, weight=None, bias=None, residual=None) -> bool:
-    """The one decision between the kernels and the plain path, for arguments that
-    ``groupnorm.functional.group_norm`` has checked (x a floating-point tensor of rank >= 2; weight / bias None
-    or floating-point of shape (C,); residual None or of x's shape, dtype and device; any valid G, eps and
-    activation: the kernels take them all).
+def kernel_for(x, weight=None, bias=None, residual=None):
+    """The one decision between the kernels and the plain path: the callable that runs this call through the
+    kernels' operator, ``f(x, num_groups, weight, bias, eps, activation_code, residual) -> (y, mean, rstd)``, or
+    None for the plain path. It looks only at what decides that (any value may come in: a non-tensor gives
+    None); the operator checks the rest (rank, G dividing C, the shapes, eps) and raises the same errors the
+    plain path's checks raise.
 
-    False when: ``GROUPNORM_DISABLE_KERNELS=1``; the library did not load; x is not a dense CPU tensor of a
-    kernel dtype with at least one element; weight / bias are not dense CPU tensors of x's dtype; a residual is
-    not dense; during ONNX export or TorchScript tracing / scripting (they need standard ops); under functorch
-    transforms (``torch.func.vmap``, ``grad``, ...), which the plain path composes with.
+    None when: ``GROUPNORM_DISABLE_KERNELS=1``; the library did not load; x is not a dense CPU tensor of a
+    kernel dtype with at least one element; weight / bias / residual are not None or dense CPU tensors of x's
+    dtype; during ONNX export or TorchScript tracing / scripting (they need standard ops); under functorch
+    transforms (``torch.func.vmap``, ``grad``, ...), which the plain path composes with. The callable is the
+    ``OpOverload`` while dynamo traces (``torch.compile``), else its C++ entry (no Python frame).
     """
     # one function, no helpers: inside a training step every Python call costs several times what it costs in a
     # tight loop (cold caches), and this runs once per GN call
-    if not (_available or is_available()) or (_ENV_DATA is None or _ENV_DATA_KEY in _ENV_DATA) and disabled():
-        return False
-    if not x.is_cpu or x.layout is not _STRIDED:
-        return False
+    if not _available or (_ENV_DATA is None or _ENV_DATA_KEY in _ENV_DATA) and disabled():
+        return None
+    if x.__class__ is not _TENSOR and not isinstance(x, _TENSOR) or not x.is_cpu or x.layout is not _STRIDED:
+        return None
+    if _is_scripting() or _is_tracing():
+        return None
     dtype = x.dtype
     if dtype not in _DTYPES or x.numel() == 0:
-        return False
-    for p in (weight, bias):
-        if p is not None and not (p.is_cpu and p.layout is _STRIDED and p.dtype is dtype):
-            return False
-    if residual is not None and residual.layout is not _STRIDED:
-        return False
-    if _is_scripting() or _is_tracing() or _in_onnx_export():
-        return False
+        return None
+    for p in (weight, bias, residual):
+        if p is not None and not (isinstance(p, _TENSOR) and p.is_cpu and p.layout is _STRIDED and p.dtype is dtype):
+            return None
+    compiling = _is_compiling()
+    if _in_onnx_export(compiling):
+        return None
+    if compiling:
+        return _gn_forward
     # vmap / grad / jvp: the plain path composes with them (dynamo, which traces this, handles functorch itself)
-    return _is_compiling() or not _functorch_active()
+    return None if _functorch_active() else _gn_forward_call
 
 
-def forward(x, num_groups: int, weight, bias, eps: float, activation: int, residual=None):
-    """``act(GroupNorm(x) [+ residual])`` through the kernels' op, differentiable, for checked arguments that
-    :func:`can_handle` took (``activation`` as its code, ``groupnorm.args.ACTIVATION_CODES``)."""
-    if _is_compiling():  # the custom op: fake kernel and registered autograd for dynamo
-        return _ops.gn_forward(x, num_groups, weight, bias, eps, activation, residual)[0]
-    return _ops.group_norm_eager(x, num_groups, weight, bias, eps, activation, residual)
+def can_handle(x, weight=None, bias=None, residual=None) -> bool:
+    """Whether the kernels take this call: ``kernel_for(x, weight, bias, residual) is not None``."""
+    return kernel_for(x, weight, bias, residual) is not None
 
 
 def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, activation=None, *, residual=None):
@@ -157,14 +142,15 @@ def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, ac
 
     x: (N, C, *spatial) on CPU; weight, bias: (C,) of x's dtype or None; residual: None or x's shape and dtype
     (any strides; added before the activation, as at the end of a ResNet block); returns a tensor with x's
-    shape, dtype and memory format. Raises TypeError / ValueError for bad arguments (the op's checks) and
+    shape, dtype and memory format. Raises TypeError / ValueError for bad arguments (the operator's checks) and
     RuntimeError if the kernels are not available. ``groupnorm.functional.group_norm`` is the call that also
     takes the plain path where the kernels do not apply.
     """
     if not is_available():
         raise RuntimeError(f"groupnorm compiled kernels are not available: {load_error()}")
-    code = activation_code(activation)
-    if _is_compiling():
-        return _ops.gn_forward(x, num_groups, weight, bias, eps, code, residual)[0]
-    _ops.check_args(x, num_groups, weight, bias, eps, code, residual)
-    return _ops.group_norm_eager(x, num_groups, weight, bias, eps, code, residual)
+    return _gn_forward(x, num_groups, weight, bias, eps, activation_code(activation), residual)[0]
+
+
+# loaded at import, not at the first call: that call may come while dynamo traces (torch.compile of a fresh
+# process), which cannot trace an import
+is_available()

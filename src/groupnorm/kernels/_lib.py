@@ -76,6 +76,16 @@ def max_compiled_isa() -> int:
     return _require().max_compiled_isa()
 
 
+def cache_sizes() -> tuple[int, int, int]:
+    """(L1 data, L2, last-level) cache sizes in bytes that the kernels' blocking is chosen from."""
+    return tuple(_require().cache_sizes())
+
+
+def set_cache_sizes(l1: int = 0, l2: int = 0, l3: int = 0) -> None:
+    """Override the cache sizes the blocking uses (0: the detected size), e.g. to test the tiled paths."""
+    _require().set_cache_sizes(int(l1), int(l2), int(l3))
+
+
 def _require():
     lib = _load()
     if lib is None:
