@@ -4,6 +4,8 @@ import os
 import pytest
 import torch
 
+from helpers import STREAM_L2
+
 # Two cores are shared by everything on this machine: keep torch from oversubscribing them.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -46,7 +48,6 @@ def isa_level(request):
     assert kernels.isa() == best
 
 
-STREAM_L2 = 256 << 10  # L2 the streaming tests set: outputs over 2 * 256 KiB stream at 2 threads
 
 
 @pytest.fixture

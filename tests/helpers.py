@@ -8,6 +8,9 @@ from groupnorm import functional as GF
 from groupnorm import reference
 from groupnorm.args import activation_code
 
+# L2 size the streaming_stores fixture (conftest.py) sets: outputs over 2 * 256 KiB stream at 2 threads
+STREAM_L2 = 256 << 10
+
 ACTS = [None, "relu", "silu", "gelu"]
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 # relative-to-scale tolerance of values and gradients: fp32 math in lanes, outputs rounded to the dtype

@@ -18,7 +18,8 @@ from groupnorm import kernels, reference
 from groupnorm.args import activation_code
 from groupnorm.kernels import _lib
 
-from helpers import ACTS, DTYPES, GRID, _np, assert_close, check_against_reference, make_case
+from helpers import (ACTS, DTYPES, GRID, STREAM_L2, _np, assert_close, channels_last, check_against_reference,
+                     make_case)
 
 pytestmark = pytest.mark.skipif(not kernels.is_available(), reason=f"kernels not built: {kernels.load_error()}")
 
