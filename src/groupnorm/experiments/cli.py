@@ -1,7 +1,8 @@
 """``groupnorm reproduce`` and ``groupnorm report``: the paper's experiments from the command line.
 
     groupnorm reproduce --experiment {table1,table2,table3,curves,all} --preset {smoke,quick,full}
-                        [--data-dir DIR] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
+                        [--data-dir DIR] [--dataset {auto,idx,cifar10,cifar100,imagefolder}] [--image-size S]
+                        [--data-workers N] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
                         [--epochs E] [--batches B1,B2,..] [--jobs J] [--threads T] [--channels-last] [--max-runs N]
                         [--no-progress] [--no-report]
     groupnorm report OUT
@@ -14,6 +15,7 @@ import signal
 import sys
 
 from .config import EXPERIMENTS, PRESET_NAMES
+from .dataspec import add_data_arguments, spec_from_args
 
 
 def _positive(text: str) -> int:
@@ -38,17 +40,16 @@ def _batch_list(text: str) -> tuple:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "reproduce", help="train the GN paper's experiments on Fashion-MNIST (resumable) and write the report",
-        description="Train the runs of the GN paper's Tables 1-3 / Figures 1, 4, 5 on MNIST-format data. Each "
-                    "finished run is a line of OUT/results.jsonl; re-running the same command skips finished "
+        "reproduce", help="train the GN paper's experiments (resumable; Fashion-MNIST by default, or IDX, CIFAR "
+                          "or ImageFolder data) and write the report",
+        description="Train the runs of the GN paper's Tables 1-3 / Figures 1, 4, 5 on the data set of --data-dir. "
+                    "Each finished run is a line of OUT/results.jsonl; re-running the same command skips finished "
                     "runs and resumes an interrupted one from its last epoch checkpoint. Ends by writing "
                     "OUT/report.md and its plots.")
     p.add_argument("--experiment", choices=EXPERIMENTS, default="all")
     p.add_argument("--preset", choices=PRESET_NAMES, default="quick",
                    help="smoke: seconds (tests); quick: <= 15 min on 2 cores; full: closest to the paper (hours)")
-    p.add_argument("--data-dir", default=None,
-                   help="directory with the four MNIST-format files (default $GROUPNORM_DATA or "
-                        "/usr/share/datasets/fashion-mnist)")
+    add_data_arguments(p)
     p.add_argument("--out", default=None, help="output directory (default runs/PRESET)")
     p.add_argument("--seeds", type=_positive, default=None, help="seeds per setting (default: the preset's)")
     p.add_argument("--workers", type=_positive, default=None,
@@ -90,7 +91,7 @@ def run_reproduce(args) -> int:
     configs = experiment_configs(args.experiment, preset, seeds=args.seeds, workers=args.workers,
                                  epochs=args.epochs, batches=args.batches)
     jobs = args.jobs or min(2, os.cpu_count() or 1)
-    run_sweep(configs, out, data_dir=args.data_dir, launcher=args.launcher, progress=not args.no_progress,
+    run_sweep(configs, out, data=spec_from_args(args), launcher=args.launcher, progress=not args.no_progress,
               max_runs=args.max_runs, jobs=jobs, threads=args.threads, channels_last=args.channels_last)
     if not args.no_report:
         path = write_report(out)
