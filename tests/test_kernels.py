@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from groupnorm import kernels, reference
+from groupnorm.args import activation_code
 from groupnorm.kernels import _lib
 
 pytestmark = pytest.mark.skipif(not kernels.is_available(), reason=f"kernels not built: {kernels.load_error()}")
@@ -62,7 +63,7 @@ def check_against_reference(x, w, b, dy, G, act, eps=1e-5, tol=None):
     xr = x.detach().clone().requires_grad_(True)
     wr = w.detach().clone().requires_grad_(True) if w is not None else None
     br = b.detach().clone().requires_grad_(True) if b is not None else None
-    y, mean, rstd = torch.ops.groupnorm.gn_forward(xr, G, wr, br, eps, act or "none")
+    y, mean, rstd = torch.ops.groupnorm.gn_forward(xr, G, wr, br, eps, activation_code(act))
     assert y.dtype == x.dtype and y.shape == x.shape and y.stride() == x.stride()
     ref_y = reference.group_norm(_np(x), G, _np(w), _np(b), eps, activation=act)
     assert_close(y, ref_y, tol, f"y {x.dtype} {act}")
@@ -164,7 +165,7 @@ def test_non_temporal_stores_into_unaligned_outputs(cl):
     for act in (None, "relu", "gelu"):
         for out in (aligned, unaligned):
             out.fill_(float("nan"))
-            _lib.forward(x, 8, w, b, 1e-5, act, out, None, None, layout, 2)
+            _lib.forward(x, 8, w, b, 1e-5, activation_code(act), out, None, None, layout, 2)
         if act in (None, "relu"):
             assert torch.equal(aligned, unaligned), act
         else:
@@ -215,7 +216,7 @@ def test_gradcheck_fp64(cl, act):
     # eager path (autograd.Function) and the registered custom op (what torch.compile traces)
     assert torch.autograd.gradcheck(lambda x, w, b: kernels.group_norm(x, 3, w, b, 1e-5, act), inputs)
     assert torch.autograd.gradcheck(
-        lambda x, w, b: torch.ops.groupnorm.gn_forward(x, 3, w, b, 1e-5, act or "none")[0], inputs)
+        lambda x, w, b: torch.ops.groupnorm.gn_forward(x, 3, w, b, 1e-5, activation_code(act))[0], inputs)
 
 
 @pytest.mark.parametrize("act", [None, "relu", "silu", "gelu"])
@@ -241,7 +242,7 @@ def _act_ref(y, act):
 def test_double_backward_through_custom_op_raises_clearly():
     x, w, b, _ = make_case((2, 4, 3), torch.float64, False)
     x.requires_grad_(True)
-    y, _, _ = torch.ops.groupnorm.gn_forward(x, 2, w, b, 1e-5, "silu")  # the custom op: at the second backward
+    y, _, _ = torch.ops.groupnorm.gn_forward(x, 2, w, b, 1e-5, activation_code("silu"))  # the custom op: at the second backward
     (dx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward"):
         dx.sum().backward()
@@ -292,7 +293,7 @@ def test_results_independent_of_thread_count():
             for cl in (False, True):
                 x, w, b, dy = make_case((3, 64, 19, 23), torch.float32, cl, seed=5)
                 xr, wr, br = (t.clone().requires_grad_(True) for t in (x, w, b))
-                y, mean, rstd = torch.ops.groupnorm.gn_forward(xr, 8, wr, br, 1e-5, "silu")
+                y, mean, rstd = torch.ops.groupnorm.gn_forward(xr, 8, wr, br, 1e-5, activation_code("silu"))
                 res += [y, mean, rstd, *torch.autograd.grad(y, (xr, wr, br), dy)]
             outs.append(res)
     finally:
@@ -337,53 +338,58 @@ def test_memory_formats_preserved_and_odd_strides():
 
 
 def test_can_handle_and_disable_switch(monkeypatch):
+    """The one decision, on arguments functional.group_norm has checked."""
     x = torch.randn(2, 4, 3)
     w = torch.ones(4)
     monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
-    assert kernels.can_handle(x, w, None, "silu")
+    assert kernels.can_handle(x, w, None)
+    assert kernels.can_handle(x, w, w, torch.randn(2, 4, 3).transpose(1, 2).contiguous().transpose(1, 2))
     monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "1")
-    assert not kernels.can_handle(x, w, None, "silu")
+    assert not kernels.can_handle(x, w, None)
     monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "0")
-    assert kernels.can_handle(x, w, None, None)
-    assert not kernels.can_handle(x.to(torch.int32), None, None, None)
-    assert not kernels.can_handle(x.to("meta"), None, None, None)
-    assert not kernels.can_handle(x, w.double(), None, None)  # dtype mismatch
-    assert not kernels.can_handle(x, torch.ones(5), None, None)  # wrong shape
-    assert not kernels.can_handle(torch.empty(0, 4, 3), None, None, None)
-    assert not kernels.can_handle(x, None, None, "tanh")
-    assert not kernels.can_handle(torch.randn(4), None, None, None)
+    assert kernels.can_handle(x, w, None)
+    assert not kernels.can_handle(x.to("meta"), None, None)
+    assert not kernels.can_handle(x, w.double(), None)  # dtype mismatch
+    assert not kernels.can_handle(x, None, w.double())
+    assert not kernels.can_handle(x, w.to("meta"), None)
+    assert not kernels.can_handle(torch.empty(0, 4, 3), None, None)
+    assert not kernels.can_handle(x.to_sparse(), None, None)
     # during ONNX export (either exporter's flag; can_handle reads the flags torch.onnx.is_in_onnx_export reads)
     from torch.onnx._internal.exporter import _flags
     from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
 
-    assert kernels.can_handle(x, None, None, None)
+    assert kernels.can_handle(x, None, None)
     monkeypatch.setattr(GLOBALS, "in_onnx_export", True)
-    assert torch.onnx.is_in_onnx_export() and not kernels.can_handle(x, None, None, None)
+    assert torch.onnx.is_in_onnx_export() and not kernels.can_handle(x, None, None)
     monkeypatch.setattr(GLOBALS, "in_onnx_export", False)
     monkeypatch.setattr(_flags, "_is_onnx_exporting", True)
-    assert torch.onnx.is_in_onnx_export() and not kernels.can_handle(x, None, None, None)
+    assert torch.onnx.is_in_onnx_export() and not kernels.can_handle(x, None, None)
 
 
 def test_functional_dispatches_to_kernels(monkeypatch):
+    """functional.group_norm checks once and asks can_handle once; normalized arguments reach the kernels."""
     from groupnorm import functional
-    from groupnorm.kernels import ops
 
-    calls = []
-    real = ops.group_norm_eager
-    monkeypatch.setattr(ops, "group_norm_eager", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls, asked = [], []
+    real, real_can = functional._kernel_forward, functional._can_handle
+    monkeypatch.setattr(functional, "_kernel_forward", lambda *a: calls.append((a[1], a[5], a[4])) or real(*a))  # (G, code, eps)
+    monkeypatch.setattr(functional, "_can_handle", lambda *a: asked.append(1) or real_can(*a))
     monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
     x = torch.randn(2, 8, 4, 4)
     y = functional.group_norm(x, 4, activation="silu")
-    assert calls == [1]
-    # group_size=, an int eps and a NumPy float eps take the kernels too (after the full argument checks)
+    assert calls == [(4, 2, 1e-5)] and asked == [1]
+    # group_size=, an int eps and a NumPy float eps take the kernels too, as G and a float
     y_gs = functional.group_norm(x, group_size=2, eps=np.float64(1e-5), activation="silu")
-    assert calls == [1, 1]
+    assert calls[-1] == (4, 2, 1e-5) and type(calls[-1][2]) is float
     torch.testing.assert_close(y_gs, y, rtol=0, atol=0)
     functional.group_norm(x, 4, eps=0, activation="silu")
-    assert calls == [1, 1, 1]
+    assert calls[-1] == (4, 2, 0.0) and type(calls[-1][2]) is float and len(calls) == 3 and len(asked) == 3
+    # declined cases take the plain path, asked once
+    functional.group_norm(x, 4, torch.ones(8, dtype=torch.float64))
+    assert len(calls) == 3 and len(asked) == 4
     monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "1")
     y_plain = functional.group_norm(x, 4, activation="silu")
-    assert calls == [1, 1, 1]
+    assert len(calls) == 3 and len(asked) == 5
     torch.testing.assert_close(y, y_plain, rtol=1e-5, atol=1e-5)
 
 
@@ -401,28 +407,18 @@ def test_functorch_transforms_take_the_plain_path():
     torch.testing.assert_close(gw, wr.grad)
 
 
-def test_try_group_norm_declines_what_it_does_not_take():
-    x = torch.randn(2, 8, 4, 4)
-    assert kernels.try_group_norm(x, 4, None, None, 1e-5, None) is not None
-    for g, eps in ((3, 1e-5), (0, 1e-5), (-2, 1e-5), (4.0, 1e-5), (True, 1e-5), (4, -1.0), (4, float("nan")),
-                   (4, float("inf")), (4, True), (4, "1e-5")):
-        assert kernels.try_group_norm(x, g, None, None, eps, None) is None, (g, eps)
-    assert kernels.try_group_norm(x, 4, torch.ones(8, dtype=torch.float64), None, 1e-5, None) is None
-    assert kernels.try_group_norm(x, 4, None, None, 1e-5, "tanh") is None
-
-
 BAD_FORWARD = [
-    (lambda: (torch.randn(2, 4, 3).to(torch.int64), 2, None, None, 1e-5, "none"), TypeError, "dtype torch.int64"),
-    (lambda: (torch.randn(2, 4, 3), 3, None, None, 1e-5, "none"), ValueError, "num_groups=3 does not divide num_channels=4"),
-    (lambda: (torch.randn(2, 4, 3), 0, None, None, 1e-5, "none"), ValueError, "num_groups=0"),
-    (lambda: (torch.randn(2, 4, 3), 2, torch.ones(5), None, 1e-5, "none"), ValueError, r"weight must have shape \(4,\)"),
-    (lambda: (torch.randn(2, 4, 3), 2, None, torch.ones(4, dtype=torch.float64), 1e-5, "none"), TypeError, "bias has dtype"),
-    (lambda: (torch.empty(0, 4, 3), 2, None, None, 1e-5, "none"), ValueError, "x is empty"),
-    (lambda: (torch.randn(2, 4, 0), 2, None, None, 1e-5, "none"), ValueError, "x is empty"),
-    (lambda: (torch.randn(4), 1, None, None, 1e-5, "none"), ValueError, "rank >= 2"),
-    (lambda: (torch.randn(2, 4, 3), 2, None, None, -1.0, "none"), ValueError, "eps=-1.0"),
-    (lambda: (torch.randn(2, 4, 3), 2, None, None, float("nan"), "none"), ValueError, "eps=nan"),
-    (lambda: (torch.randn(2, 4, 3), 2, None, None, 1e-5, "tanh"), ValueError, "'tanh'"),
+    (lambda: (torch.randn(2, 4, 3).to(torch.int64), 2, None, None, 1e-5, 0), TypeError, "dtype torch.int64"),
+    (lambda: (torch.randn(2, 4, 3), 3, None, None, 1e-5, 0), ValueError, "num_groups=3 does not divide num_channels=4"),
+    (lambda: (torch.randn(2, 4, 3), 0, None, None, 1e-5, 0), ValueError, "num_groups=0"),
+    (lambda: (torch.randn(2, 4, 3), 2, torch.ones(5), None, 1e-5, 0), ValueError, r"weight must have shape \(4,\)"),
+    (lambda: (torch.randn(2, 4, 3), 2, None, torch.ones(4, dtype=torch.float64), 1e-5, 0), TypeError, "bias has dtype"),
+    (lambda: (torch.empty(0, 4, 3), 2, None, None, 1e-5, 0), ValueError, "x is empty"),
+    (lambda: (torch.randn(2, 4, 0), 2, None, None, 1e-5, 0), ValueError, "x is empty"),
+    (lambda: (torch.randn(4), 1, None, None, 1e-5, 0), ValueError, "rank >= 2"),
+    (lambda: (torch.randn(2, 4, 3), 2, None, None, -1.0, 0), ValueError, "eps=-1.0"),
+    (lambda: (torch.randn(2, 4, 3), 2, None, None, float("nan"), 0), ValueError, "eps=nan"),
+    (lambda: (torch.randn(2, 4, 3), 2, None, None, 1e-5, 7), ValueError, "activation=7"),
 ]
 
 
@@ -435,16 +431,16 @@ def test_bad_input_at_op_boundary(case):
 
 def test_bad_backward_input_and_raw_library_checks():
     x = torch.randn(2, 4, 3)
-    y, mean, rstd = torch.ops.groupnorm.gn_forward(x, 2, None, None, 1e-5, "none")
+    y, mean, rstd = torch.ops.groupnorm.gn_forward(x, 2, None, None, 1e-5, 0)
     with pytest.raises(ValueError, match="dy has shape"):
-        torch.ops.groupnorm.gn_backward(torch.randn(2, 4, 4), x, mean, rstd, None, None, 2, "none", True, False, False)
+        torch.ops.groupnorm.gn_backward(torch.randn(2, 4, 4), x, mean, rstd, None, None, 2, 0, True, False, False)
     with pytest.raises(ValueError, match=r"mean must have shape \(2, 2\)"):
-        torch.ops.groupnorm.gn_backward(torch.randn_like(x), x, mean[:, :1], rstd, None, None, 2, "none", True, False, False)
+        torch.ops.groupnorm.gn_backward(torch.randn_like(x), x, mean[:, :1], rstd, None, None, 2, 0, True, False, False)
     with pytest.raises(TypeError, match="rstd has dtype"):
-        torch.ops.groupnorm.gn_backward(torch.randn_like(x), x, mean, rstd.float(), None, None, 2, "none", True, False, False)
+        torch.ops.groupnorm.gn_backward(torch.randn_like(x), x, mean, rstd.float(), None, None, 2, 0, True, False, False)
     # the C side checks too: a bad group count passed straight to the library is an error code, not a crash
     with pytest.raises(RuntimeError, match="invalid argument"):
-        _lib.forward(x, 3, None, None, 1e-5, None, torch.empty_like(x), torch.empty(6, dtype=torch.float64),
+        _lib.forward(x, 3, None, None, 1e-5, 0, torch.empty_like(x), torch.empty(6, dtype=torch.float64),
                      torch.empty(6, dtype=torch.float64), _lib.LAYOUT_NCS, 1)
     with pytest.raises(ValueError, match="unknown|activation"):
         kernels.group_norm(x, 2, None, None, 1e-5, "tanh")
@@ -457,7 +453,7 @@ def test_inference_without_statistics_gives_the_same_y():
     w, b = torch.randn(6), torch.randn(6)
     with torch.no_grad():
         y_inf = kernels.group_norm(x, 3, w, b, 1e-5, "silu")
-    y, mean, rstd = torch.ops.groupnorm.gn_forward(x, 3, w, b, 1e-5, "silu")
+    y, mean, rstd = torch.ops.groupnorm.gn_forward(x, 3, w, b, 1e-5, activation_code("silu"))
     assert torch.equal(y, y_inf)
     ref = reference.group_norm(x.double().numpy(), 3, w.double().numpy(), b.double().numpy(), activation="silu")
     np.testing.assert_allclose(y.numpy(), ref, rtol=1e-4, atol=1e-5)

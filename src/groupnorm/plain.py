@@ -35,12 +35,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .reference import ACTIVATIONS
+from .args import check_activation
 
-__all__ = ["ACTIVATIONS", "ERROR_BUDGET", "check_activation", "apply_activation", "memory_format",
-           "shift_threshold", "group_norm_plain"]
+__all__ = ["ERROR_BUDGET", "apply_activation", "memory_format", "shift_threshold", "group_norm_plain"]
 
-_ACT_FNS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
+_ACT_FNS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}  # groupnorm.args.ACTIVATIONS as torch functions
 # in place, for GN's own fresh output when no autograd graph is recorded
 _ACT_INPLACE = {"relu": torch.relu_, "silu": lambda y: F.silu(y, inplace=True), "gelu": torch.ops.aten.gelu_}
 
@@ -50,14 +49,6 @@ float32 about 1e-4 relative; the half types about their own output rounding (bf1
 
 _SHIFTED_DTYPES = tuple(ERROR_BUDGET)
 _RUN_LONG = 16384  # positions per channel up to which the channels-last constant below was measured
-
-
-def check_activation(activation) -> None:
-    """Raise ValueError unless ``activation`` is None or one of ``ACTIVATIONS``."""
-    if activation is not None and activation not in _ACT_FNS:
-        raise ValueError(
-            f"unknown activation {activation!r}; expected None or one of {', '.join(map(repr, ACTIVATIONS))}"
-        )
 
 
 def apply_activation(y: torch.Tensor, activation) -> torch.Tensor:

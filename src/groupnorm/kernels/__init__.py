@@ -1,7 +1,7 @@
 """Compiled CPU kernels for GroupNorm with a fused activation (forward and backward).
 
-``groupnorm.functional.group_norm`` calls :func:`try_group_norm` (:func:`can_handle`, then the kernels) and
-takes the plain PyTorch path when it declines. The kernels (C++ in ``csrc/``, no PyTorch headers, OpenMP threads,
+``groupnorm.functional.group_norm`` checks the arguments, asks :func:`can_handle` (the one decision) and calls
+:func:`forward` or the plain PyTorch path. The kernels (C++ in ``csrc/``, no PyTorch headers, OpenMP threads,
 AVX-512 / AVX2 / baseline code chosen at run time) are registered as the custom ops
 ``torch.ops.groupnorm.gn_forward`` / ``gn_backward`` (see ``ops.py``), so autograd, ``torch.compile`` and
 ``gradcheck`` work through them. In eager mode :func:`group_norm` calls the same code through a
@@ -22,12 +22,13 @@ import os
 
 import torch
 
+from ..args import activation_code
 from . import _lib
 
-__all__ = ["is_available", "can_handle", "group_norm", "try_group_norm", "disabled", "load_error", "isa", "set_isa", "ISA_NAMES"]
+__all__ = ["is_available", "can_handle", "forward", "group_norm", "disabled", "load_error", "isa", "set_isa",
+           "ISA_NAMES"]
 
 ISA_NAMES = _lib.ISA_NAMES
-_ACTS = (None, "relu", "silu", "gelu")
 
 try:  # registering the ops needs torch.library.custom_op (torch >= 2.4)
     from . import ops as _ops
@@ -103,7 +104,6 @@ def set_isa(level: int | None) -> int:
     return _lib.set_isa(level)
 
 
-_TENSOR = torch.Tensor
 _STRIDED = torch.strided
 _DTYPES = _lib.DTYPES
 # bound once: inside a training step each attribute lookup through torch's modules is a cache miss (the
@@ -113,33 +113,30 @@ _is_compiling = torch.compiler.is_compiling
 _functorch_active = torch._C._are_functorch_transforms_active
 
 
-def can_handle(x, weight, bias, activation, residual=None) -> bool:
-    """Whether :func:`group_norm` takes this call; False for anything the kernels do not cover.
+def can_handle(x, weight=None, bias=None, residual=None) -> bool:
+    """The one decision between the kernels and the plain path, for arguments that
+    ``groupnorm.functional.group_norm`` has checked (x a floating-point tensor of rank >= 2; weight / bias None
+    or floating-point of shape (C,); residual None or of x's shape, dtype and device; any valid G, eps and
+    activation: the kernels take them all).
 
     False when: ``GROUPNORM_DISABLE_KERNELS=1``; the library did not load; x is not a dense CPU tensor of a
-    supported dtype with rank >= 2 and at least one element; weight / bias are not None or CPU tensors of x's
-    dtype and shape (C,); a residual is not None or a dense CPU tensor of x's dtype and shape; the activation
-    is not None / relu / silu / gelu; during ONNX export or TorchScript
-    tracing / scripting (they need standard ops); under functorch transforms (``torch.func.vmap``, ``grad``, ...).
+    kernel dtype with at least one element; weight / bias are not dense CPU tensors of x's dtype; a residual is
+    not dense; during ONNX export or TorchScript tracing / scripting (they need standard ops); under functorch
+    transforms (``torch.func.vmap``, ``grad``, ...), which the plain path composes with.
     """
     # one function, no helpers: inside a training step every Python call costs several times what it costs in a
     # tight loop (cold caches), and this runs once per GN call
     if not (_available or is_available()) or (_ENV_DATA is None or _ENV_DATA_KEY in _ENV_DATA) and disabled():
         return False
-    if not isinstance(x, _TENSOR) or not x.is_cpu or x.layout is not _STRIDED:
+    if not x.is_cpu or x.layout is not _STRIDED:
         return False
     dtype = x.dtype
-    shape = x.shape
-    if dtype not in _DTYPES or len(shape) < 2 or x.numel() == 0 or activation not in _ACTS:
+    if dtype not in _DTYPES or x.numel() == 0:
         return False
-    c = shape[1]
-    for p in (weight, bias):  # is_cpu / shape == (c,) rather than device.type / tuple(shape): ~1 us less each
-        if p is not None and not (isinstance(p, _TENSOR) and p.is_cpu and p.layout is _STRIDED and p.dtype is dtype
-                                  and p.shape == (c,)):
+    for p in (weight, bias):
+        if p is not None and not (p.is_cpu and p.layout is _STRIDED and p.dtype is dtype):
             return False
-    if residual is not None and not (isinstance(residual, _TENSOR) and residual.is_cpu
-                                     and residual.layout is _STRIDED and residual.dtype is dtype
-                                     and residual.shape == shape):
+    if residual is not None and residual.layout is not _STRIDED:
         return False
     if _is_scripting() or _is_tracing() or _in_onnx_export():
         return False
@@ -147,46 +144,27 @@ def can_handle(x, weight, bias, activation, residual=None) -> bool:
     return _is_compiling() or not _functorch_active()
 
 
-def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, activation=None, *,
-               residual=None, validated: bool = False):
+def forward(x, num_groups: int, weight, bias, eps: float, activation: int, residual=None):
+    """``act(GroupNorm(x) [+ residual])`` through the kernels' op, differentiable, for checked arguments that
+    :func:`can_handle` took (``activation`` as its code, ``groupnorm.args.ACTIVATION_CODES``)."""
+    if _is_compiling():  # the custom op: fake kernel and registered autograd for dynamo
+        return _ops.gn_forward(x, num_groups, weight, bias, eps, activation, residual)[0]
+    return _ops.group_norm_eager(x, num_groups, weight, bias, eps, activation, residual)
+
+
+def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, activation=None, *, residual=None):
     """``act(GroupNorm(x) [+ residual])`` through the compiled kernels (differentiable); see the module docstring.
 
-    x: (N, C, *spatial); weight, bias: (C,) or None; residual: None or x's shape and dtype (any strides; it is
-    added before the activation, as at the end of a ResNet block); returns a tensor with x's shape, dtype and
-    memory format. Raises TypeError / ValueError for bad arguments and RuntimeError if the kernels are not
-    available. ``validated=True`` (for callers that have checked the arguments, num_groups dividing C
-    included, and got True from :func:`can_handle`) skips the second validation in eager mode.
+    x: (N, C, *spatial) on CPU; weight, bias: (C,) of x's dtype or None; residual: None or x's shape and dtype
+    (any strides; added before the activation, as at the end of a ResNet block); returns a tensor with x's
+    shape, dtype and memory format. Raises TypeError / ValueError for bad arguments (the op's checks) and
+    RuntimeError if the kernels are not available. ``groupnorm.functional.group_norm`` is the call that also
+    takes the plain path where the kernels do not apply.
     """
     if not is_available():
         raise RuntimeError(f"groupnorm compiled kernels are not available: {load_error()}")
-    if activation not in _ACTS:
-        raise ValueError(f"activation must be None, 'relu', 'silu' or 'gelu', got {activation!r}")
-    return _run(x, num_groups, weight, bias, eps, activation, residual, validated)
-
-
-def _run(x, num_groups, weight, bias, eps, activation, residual, validated):
-    """The kernels' forward: the custom op when dynamo traces (fake kernel + registered autograd), else the
-    eager path (an ``autograd.Function`` over the same code, without the op dispatcher's Python layers)."""
+    code = activation_code(activation)
     if _is_compiling():
-        return _ops.gn_forward(x, num_groups, weight, bias, float(eps), activation or "none", residual)[0]
-    return _ops.group_norm_eager(x, num_groups, weight, bias, float(eps), activation or "none", validated, residual)
-
-
-_INF = float("inf")
-
-
-def try_group_norm(x, num_groups, weight, bias, eps, activation, residual=None):
-    """``act(GroupNorm(x) [+ residual])`` through the kernels if they take this call, else None (nothing was
-    checked beyond that).
-
-    Taken when :func:`can_handle` says yes, ``num_groups`` is a positive int dividing C and ``eps`` a finite
-    non-negative float or int. ``groupnorm.functional.group_norm`` calls it first and, on None, checks its
-    arguments (raising errors that name the bad value) and takes the plain path: for the usual call the checks
-    here are the only ones, which keeps a small GN's Python overhead near ``F.group_norm``'s.
-    """
-    if not can_handle(x, weight, bias, activation, residual):
-        return None
-    if (num_groups.__class__ is not int or num_groups < 1 or x.shape[1] % num_groups
-            or eps.__class__ not in (float, int) or not 0 <= eps < _INF):
-        return None
-    return _run(x, num_groups, weight, bias, eps, activation, residual, True)
+        return _ops.gn_forward(x, num_groups, weight, bias, eps, code, residual)[0]
+    _ops.check_args(x, num_groups, weight, bias, eps, code, residual)
+    return _ops.group_norm_eager(x, num_groups, weight, bias, eps, code, residual)

@@ -1,6 +1,7 @@
 """The compiled kernels as PyTorch custom ops (``torch.ops.groupnorm.*``), with fake (meta) kernels and autograd.
 
 ``groupnorm::gn_forward(x, num_groups, weight, bias, eps, activation, residual=None) -> (y, mean, rstd)``
+    (activation: its code, ``groupnorm.args.ACTIVATION_CODES``)
     ``y = act((x - mean) * rstd * weight + bias [+ residual])``; x is ``(N, C, *spatial)``, y has x's shape,
     dtype and strides (contiguous or channels-last are computed in place; other strides go through a
     contiguous copy); residual (None or x's shape and dtype) is what a ResNet block adds before its last ReLU;
@@ -26,9 +27,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..args import ACTIVATION_NAMES
 from . import _lib
-
-ACT_NAMES = ("none", "relu", "silu", "gelu")
 
 
 def _check_tensor(t, name: str, dtype=None) -> None:
@@ -64,16 +64,13 @@ def check_args(x, num_groups, weight, bias, eps, activation, residual=None) -> N
             raise ValueError(f"{name} must have shape ({c},) for an input with {c} channels, got {tuple(p.shape)}")
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not (eps >= 0 and math.isfinite(eps)):
         raise ValueError(f"eps must be a finite non-negative number, got eps={eps!r}")
-    if activation not in ACT_NAMES:
-        raise ValueError(f"activation must be one of {ACT_NAMES}, got {activation!r}")
+    if activation.__class__ is not int or not 0 <= activation < len(ACTIVATION_NAMES):
+        raise ValueError(f"activation must be a code 0..{len(ACTIVATION_NAMES) - 1} of groupnorm.args.ACTIVATION_CODES, "
+                         f"got activation={activation!r}")
     if residual is not None:
         _check_tensor(residual, "residual", x.dtype)
         if residual.shape != x.shape:
             raise ValueError(f"residual has shape {tuple(residual.shape)} but x has shape {tuple(x.shape)}")
-
-
-def _act(activation: str):
-    return None if activation == "none" else activation
 
 
 def _forward_into(x, num_groups, weight, bias, eps, activation, mean, rstd, residual=None):
@@ -123,10 +120,10 @@ def backward_impl(dy, x, mean, rstd, weight, bias, num_groups, activation, need_
     w = weight.contiguous() if weight is not None else None
     b = bias.contiguous() if bias is not None else None
     r = dv = None
-    if residual is not None and activation != "none":  # dv is computed into its own buffer (x's layout)
+    if residual is not None and activation:  # dv is computed into its own buffer (x's layout)
         r = _lib.to_layout(residual, layout)
         dv = torch.empty_like(xin)
-    _lib.backward(dyin, xin, mean, rstd, num_groups, w, b, _act(activation), dx, dw, db,
+    _lib.backward(dyin, xin, mean, rstd, num_groups, w, b, activation, dx, dw, db,
                   layout, torch.get_num_threads(), r, dv)
     if dx is None:
         dx = x.new_empty(0)
@@ -139,7 +136,7 @@ def backward_impl(dy, x, mean, rstd, weight, bias, num_groups, activation, need_
 
 @torch.library.custom_op("groupnorm::gn_forward", mutates_args=())
 def gn_forward(x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
-               activation: str, residual: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+               activation: int, residual: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
     check_args(x, num_groups, weight, bias, eps, activation, residual)
     return forward_impl(x, num_groups, weight, bias, eps, activation, residual)
 
@@ -154,7 +151,7 @@ def _(x, num_groups, weight, bias, eps, activation, residual=None):
 
 @torch.library.custom_op("groupnorm::gn_backward", mutates_args=())
 def gn_backward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                num_groups: int, activation: str, need_dx: bool, need_dw: bool,
+                num_groups: int, activation: int, need_dx: bool, need_dw: bool,
                 need_db: bool, residual: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _check_backward_args(dy, x, mean, rstd, weight, bias, num_groups, activation, residual)
     dx, dw, db, dv = backward_impl(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw,
@@ -179,14 +176,14 @@ def _(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw,
     c = x.shape[1]
     return (torch.empty_like(x) if need_dx else x.new_empty(0), x.new_empty(c) if need_dw else x.new_empty(0),
             x.new_empty(c) if need_db else x.new_empty(0),
-            torch.empty_like(x) if residual is not None and activation != "none" else x.new_empty(0))
+            torch.empty_like(x) if residual is not None and activation else x.new_empty(0))
 
 
 def _fwd_setup_context(ctx, inputs, output):
     x, num_groups, weight, bias, eps, activation, residual = inputs
     _, mean, rstd = output
     # the residual enters the backward only through the activation's derivative
-    ctx.save_for_backward(x, mean, rstd, weight, bias, residual if activation != "none" else None)
+    ctx.save_for_backward(x, mean, rstd, weight, bias, residual if activation else None)
     ctx.num_groups = num_groups
     ctx.activation = activation
     ctx.has_residual = residual is not None
@@ -202,7 +199,7 @@ def _fwd_backward(ctx, dy, _dmean, _drstd):
     dx, dw, db, dv = gn_backward(dy, x, mean, rstd, weight, bias, ctx.num_groups, ctx.activation,
                                  bool(need_dx), bool(need_dw and weight is not None),
                                  bool(need_db and bias is not None), residual)
-    dr = (dy if ctx.activation == "none" else dv) if need_dr else None
+    dr = (dy if not ctx.activation else dv) if need_dr else None
     return (dx if need_dx else None, None, dw if need_dw and weight is not None else None,
             db if need_db and bias is not None else None, None, None, dr)
 
@@ -239,7 +236,7 @@ class GroupNormFunction(torch.autograd.Function):
         p = stats.data_ptr()
         y = _forward_into(x, num_groups, weight, bias, eps, activation, p, p + 8 * ng, residual)
         # the residual enters the backward only through the activation's derivative
-        ctx.save_for_backward(x, stats, weight, bias, residual if activation != "none" else None)
+        ctx.save_for_backward(x, stats, weight, bias, residual if activation else None)
         ctx.num_groups, ctx.activation, ctx.eps, ctx.has_residual = num_groups, activation, eps, residual is not None
         return y
 
@@ -254,7 +251,7 @@ class GroupNormFunction(torch.autograd.Function):
         p = stats.data_ptr()
         dx, dw, db, dv = backward_impl(dy, x, p, p + 4 * stats.shape[0], weight, bias, ctx.num_groups,
                                        ctx.activation, need_dx, need_dw, need_db, residual)
-        dr = (dy if ctx.activation == "none" else dv) if need_dr else None
+        dr = (dy if not ctx.activation else dv) if need_dr else None
         return dx if need_dx else None, None, dw if need_dw else None, db if need_db else None, None, None, dr
 
 
@@ -282,7 +279,7 @@ def _differentiable_backward(ctx, dy, x, weight, bias, residual, needs):
     grads = []
     if inputs:
         with torch.enable_grad():
-            y = group_norm_plain(x, ctx.num_groups, weight, bias, ctx.eps, _act(ctx.activation), residual)
+            y = group_norm_plain(x, ctx.num_groups, weight, bias, ctx.eps, ACTIVATION_NAMES[ctx.activation], residual)
             grads = list(torch.autograd.grad(y, inputs, dy, create_graph=True))
     dx, dw, db, dr = (grads.pop(0) if need else None for need in needs)
     if need_dr and residual is None:
@@ -290,14 +287,8 @@ def _differentiable_backward(ctx, dy, x, weight, bias, residual, needs):
     return dx, None, dw, db, None, None, dr
 
 
-def group_norm_eager(x, num_groups, weight, bias, eps, activation, validated=False, residual=None):
-    """Call of the kernels without the op dispatcher (eager mode); returns y.
-
-    ``validated=True``: the caller has checked everything :func:`check_args` checks but the finiteness of eps
-    (``groupnorm.functional.group_norm`` after ``groupnorm.kernels.can_handle``), so only that is checked here:
-    one validation per call."""
-    if not validated or not math.isfinite(eps):
-        check_args(x, num_groups, weight, bias, eps, activation, residual)
+def group_norm_eager(x, num_groups, weight, bias, eps, activation, residual=None):
+    """Call of the kernels without the op dispatcher (eager mode), for checked arguments; returns y."""
     if torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
                                     or (bias is not None and bias.requires_grad)
                                     or (residual is not None and residual.requires_grad)):
