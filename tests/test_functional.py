@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from groupnorm import functional as GF
 from groupnorm import reference as R
+from groupnorm.plain import ERROR_BUDGET
 
 TOL = {
     torch.float64: dict(atol=1e-10, rtol=1e-8),
@@ -175,7 +176,10 @@ def test_constant_group_is_beta_not_nan(gn_path, dtype):
     b = torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=dtype)
     y = GF.group_norm(x, 2, w, b)
     assert torch.isfinite(y).all()
-    torch.testing.assert_close(y, b.view(1, 4, 1, 1).expand_as(y))
+    # the plain path is torch's GN, y = x * (w * rstd) + (b - w * rstd * mean) in float32, which leaves about
+    # |mean| * rstd * 2^-24 of beta's value in a constant group: within the plain path's error budget
+    tol = dict(atol=ERROR_BUDGET.get(dtype, 1e-5), rtol=0) if gn_path == "plain" else {}
+    torch.testing.assert_close(y, b.view(1, 4, 1, 1).expand_as(y), **tol)
     y.sum().backward()
     assert torch.isfinite(x.grad).all()
 

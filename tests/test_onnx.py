@@ -145,3 +145,30 @@ def test_round_trip_reproduction_resnet_with_fused_block_ends(tmp_path):
     assert {n.domain for n in graph.node} <= {"", "ai.onnx"}
     assert {"Add", "Relu"} <= {n.op_type for n in graph.node}
     assert verify_onnx(path, model, torch.randn(3, 1, 28, 28)) < 1e-4
+
+
+@pytest.mark.parametrize("opset, nodes", [
+    (21, ["GroupNormalization", "Sigmoid", "Mul"]),
+    (18, ["Reshape", "InstanceNormalization", "Reshape", "Mul", "Add", "Sigmoid", "Mul"]),
+])
+def test_a_gn_layer_exports_as_its_normalization_and_activation_only(opset, nodes, tmp_path):
+    """No shift, no shape arithmetic: GroupNormalization (opset 21) or the InstanceNormalization decomposition
+    (opset 18), then SiLU as x * sigmoid(x); onnxruntime agrees with the layer at another batch size."""
+    if opset == 21 and preferred_opset() != 21:
+        pytest.skip("this onnxruntime does not run opset-21 GroupNormalization")
+    torch.manual_seed(0)
+    layer = GroupNorm(32, 320, activation="silu").eval()
+    with torch.no_grad():
+        layer.weight.copy_(torch.rand(320) + 0.5)
+        layer.bias.copy_(torch.randn(320))
+    path = export_onnx(layer, torch.randn(1, 320, 8, 8), tmp_path / "gn.onnx", opset=opset)
+    assert [n.op_type for n in onnx.load(str(path)).graph.node] == nodes
+    assert verify_onnx(path, layer, torch.randn(3, 320, 8, 8) * 2 + 5) < 1e-4
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 10), (2, 8, 3, 4, 5)])
+def test_decomposition_without_affine_and_other_ranks(shape, tmp_path):
+    layer = GroupNorm(4, 8, affine=False).eval()
+    path = export_onnx(layer, torch.randn(shape), tmp_path / "gn.onnx", opset=18)
+    assert [n.op_type for n in onnx.load(str(path)).graph.node] == ["Reshape", "InstanceNormalization", "Reshape"]
+    assert verify_onnx(path, layer, torch.randn((5,) + shape[1:]) * 3) < 1e-4

@@ -8,8 +8,12 @@ compiled kernels' custom ops. What this module adds is the choice of opset:
 - opset >= 21 (if the installed onnx and onnxruntime both support it): torch's exporter emits ONNX's native
   ``GroupNormalization`` (per-channel scale and bias, as defined since opset 21);
 - otherwise (opset 18 to 20): the standard decomposition, ``Reshape -> InstanceNormalization -> Reshape``
-  followed by a per-channel ``Mul``/``Add``. ONNX's opset-18 ``GroupNormalization`` had per-*group* scale and
-  bias, which is not GN's per-channel affine, so it is not used.
+  followed by a per-channel ``Mul``/``Add`` (this module's own translation, :func:`_group_norm_opset18`, which
+  reshapes back to a constant shape instead of torch's ``Shape(x)``). ONNX's opset-18 ``GroupNormalization``
+  had per-*group* scale and bias, which is not GN's per-channel affine, so it is not used.
+
+Either way a GN layer exports as those nodes and its activation's (SiLU: ``Sigmoid``, ``Mul``) and nothing else:
+the plain path's large-mean shift is never exported (see ``groupnorm.plain``).
 
 The export uses torch's ``torch.export``-based exporter (``dynamo=True``, which needs the ``onnxscript``
 package); the optional dependencies are in the ``onnx`` extra (``pip install groupnorm[onnx]``).
@@ -115,14 +119,59 @@ def export_onnx(model: torch.nn.Module, args, path: str | os.PathLike, *, opset:
     if dynamic_batch:
         batch = torch.export.Dim("batch")
         dynamic_shapes = tuple({0: batch} for _ in args)
+    table = None if opset >= NATIVE_GROUPNORM_OPSET else {
+        torch.ops.aten.group_norm.default: _group_norm_opset18,
+        torch.ops.aten.native_group_norm.default: _native_group_norm_opset18}
     try:
         torch.onnx.export(model, args, str(path), dynamo=True, opset_version=opset, input_names=input_names,
                           output_names=list(output_names), dynamic_shapes=dynamic_shapes, external_data=False,
-                          verbose=False)
+                          custom_translation_table=table, verbose=False)
     except Exception as exc:  # noqa: BLE001
         raise RuntimeError(f"torch.onnx.export failed at opset {opset}: {type(exc).__name__}: {exc}") from exc
     onnx.checker.check_model(str(path))
     return path
+
+
+def _group_norm_opset18(input, num_groups: int, weight=None, bias=None, eps: float = 1e-5,
+                        cudnn_enabled: bool = True):
+    """``aten.group_norm`` as ``Reshape(x, [0, G, -1]) -> InstanceNormalization -> Reshape(to x's shape) ->
+    Mul(gamma) -> Add(beta)`` (an ONNX Script trace-only translation, for opsets 18 to 20).
+
+    torch's own translation reshapes back to ``Shape(x)``, one node more for every GN; here the shape is a
+    constant whenever every dimension but the batch is static (``0`` in an ONNX Reshape copies the batch).
+    """
+    import numpy as np
+    from onnxscript import ir
+    from onnxscript import opset18 as op
+
+    dims = list(input.shape)
+    dtype = input.dtype.numpy()
+    flat = op.Reshape(input, op.Constant(value_ints=[0, num_groups, -1]))
+    norm = op.InstanceNormalization(flat, op.Constant(value=ir.tensor(np.ones(num_groups, dtype))),
+                                    op.Constant(value=ir.tensor(np.zeros(num_groups, dtype))), epsilon=eps)
+    static = all(isinstance(d, int) for d in dims[1:])
+    y = op.Reshape(norm, op.Constant(value_ints=[0, *dims[1:]]) if static else op.Shape(input))
+    axes = op.Constant(value_ints=list(range(1, len(dims) - 1)))  # (C,) -> (C, 1, ...) for broadcasting
+    if weight is not None:
+        y = op.Mul(y, op.CastLike(op.Unsqueeze(weight, axes), y))
+    if bias is not None:
+        y = op.Add(y, op.CastLike(op.Unsqueeze(bias, axes), y))
+    return y
+
+
+def _native_group_norm_opset18(input, weight=None, bias=None, N=None, C=None, HxW=None, group: int = 1,
+                               eps: float = 1e-5):
+    """``aten.native_group_norm``: :func:`_group_norm_opset18`'s output, and the per-group mean and 1/std
+    (which the models' graphs never use; the exporter's optimizer removes them)."""
+    from onnxscript import opset18 as op
+
+    y = _group_norm_opset18(input, group, weight, bias, eps)
+    flat = op.Reshape(input, op.Constant(value_ints=[0, group, -1]))
+    mean = op.ReduceMean(flat, op.Constant(value_ints=[2]), keepdims=0)
+    centered = op.Sub(flat, op.Unsqueeze(mean, op.Constant(value_ints=[2])))
+    var = op.ReduceMean(op.Mul(centered, centered), op.Constant(value_ints=[2]), keepdims=0)
+    rstd = op.Reciprocal(op.Sqrt(op.Add(var, op.CastLike(op.Constant(value_float=eps), var))))
+    return y, mean, rstd
 
 
 def run_onnx(path: str | os.PathLike, *inputs: torch.Tensor) -> list:

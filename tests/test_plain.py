@@ -1,0 +1,134 @@
+"""The plain path (``groupnorm.plain``, what GROUPNORM_DISABLE_KERNELS=1 and every declined case get): torch's own
+GN in the input's dtype, the large-mean shift only where torch's CPU kernel needs it, in place only without a graph.
+
+Against the NumPy float64 reference: values at means up to 1e6 standard deviations in both layouts and three
+dtypes; gradients there; torch's result bit for bit below the shift threshold (the rule did not fire) and
+torch's error above the budget where the rule fires (it was needed); the static rule under vmap; residual and
+activation with and without a recorded graph.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from groupnorm import plain
+from groupnorm import reference as R
+from groupnorm.plain import ERROR_BUDGET, group_norm_plain, shift_threshold
+
+HALF = (torch.bfloat16, torch.float16)
+
+
+def _input(shape, ratio, dtype, channels_last, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) + ratio).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
+    return x
+
+
+def _allowed(dtype, ref):
+    """the budget plus the rounding of the output to ``dtype`` (its spacing at the largest |y|)"""
+    return ERROR_BUDGET[dtype] + torch.finfo(dtype).eps * float(np.abs(ref).max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", [(2, 64, 16, 16), (1, 32, 96, 96), (2, 32, 4, 8, 8)])
+def test_large_means_within_budget(dtype, channels_last, shape):
+    ratios = [0, 3, 30, 1e3] + ([1e5, 1e6] if dtype is not torch.float16 else [])
+    for ratio in ratios:
+        x = _input(shape, ratio, dtype, channels_last)
+        y = group_norm_plain(x, 32)
+        assert y.dtype == dtype and y.is_contiguous(memory_format=plain.memory_format(x))
+        ref = R.group_norm(x.double().numpy(), 32)
+        err = float(np.abs(y.double().numpy() - ref).max())
+        assert err <= _allowed(dtype, ref), (ratio, err)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_shift_only_where_torch_needs_it(dtype, channels_last):
+    """Below the threshold the plain path is torch's GN bit for bit; far above it torch exceeds the budget and
+    the plain path does not."""
+    shape = (2, 64, 32, 32)
+    limit = shift_threshold(dtype, channels_last, 32 * 32)
+    below = _input(shape, 0.5 * limit if limit < 1e3 else 3.0, dtype, channels_last)
+    w, b = torch.rand(64).to(dtype) + 0.5, torch.randn(64).to(dtype)
+    torch.testing.assert_close(group_norm_plain(below, 32, w, b), F.group_norm(below, 32, w, b), rtol=0, atol=0)
+    ratio = 30 * limit
+    if dtype is not torch.float32 and not channels_last:
+        pytest.skip(f"r = {ratio:.0f}: a contiguous half-type group is constant long before its threshold")
+    above = _input(shape, ratio, dtype, channels_last)
+    ref = R.group_norm(above.double().numpy(), 32)
+    torch_err = float(np.abs(F.group_norm(above, 32).double().numpy() - ref).max())
+    ours_err = float(np.abs(group_norm_plain(above, 32).double().numpy() - ref).max())
+    assert torch_err > ERROR_BUDGET[dtype] and ours_err <= _allowed(dtype, ref), (torch_err, ours_err)
+
+
+def test_threshold_models():
+    # contiguous: error ~1.5e-7 r; channels-last: ~2e-5 r^2, growing with runs beyond 16384 positions
+    assert shift_threshold(torch.float32, False, 49) == pytest.approx(1e-4 / 1.5e-7)
+    assert shift_threshold(torch.float32, True, 49) == pytest.approx((1e-4 / 2e-5) ** 0.5)
+    assert shift_threshold(torch.float32, True, 4 * 16384) == pytest.approx((1e-4 / 8e-5) ** 0.5)
+    assert shift_threshold(torch.bfloat16, True, 49) > shift_threshold(torch.float32, True, 49)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("act", [None, "silu", "relu"])
+def test_gradients_at_a_large_mean(channels_last, act):
+    x = _input((2, 16, 8, 8), 1e4, torch.float32, channels_last).requires_grad_(True)
+    g = torch.Generator().manual_seed(1)
+    w = (torch.rand(16, generator=g) + 0.5).requires_grad_(True)
+    b = torch.randn(16, generator=g).requires_grad_(True)
+    r = torch.randn(x.shape, generator=g).requires_grad_(True)
+    y = group_norm_plain(x, 4, w, b, activation=act, residual=r)
+    dy = torch.randn(x.shape, generator=g)
+    y.backward(dy)
+    xn, wn, bn, rn = (t.detach().double().numpy() for t in (x, w, b, r))
+    ref = R.group_norm(xn, 4, wn, bn, activation=act, residual=rn)
+    np.testing.assert_allclose(y.detach().double().numpy(), ref, atol=2e-4, rtol=1e-4)
+    dx, dw, db, dr = R.group_norm_backward(dy.double().numpy(), xn, 4, wn, bn, activation=act, residual=rn)
+    for got, want in ((x.grad, dx), (w.grad, dw), (b.grad, db), (r.grad, dr)):
+        np.testing.assert_allclose(got.double().numpy(), want, atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("act", [None, "relu", "silu", "gelu"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_in_place_without_graph_equals_the_composite(act, dtype):
+    """No graph recorded: the add and activation run in place on GN's output; same values as torch's composite,
+    and neither the input nor the residual is touched."""
+    x = _input((2, 8, 5, 5), 0.0, dtype, True)
+    r = _input((2, 8, 5, 5), 0.0, dtype, False, seed=1)
+    w, b = torch.rand(8).to(dtype) + 0.5, torch.randn(8).to(dtype)
+    x0, r0 = x.clone(), r.clone()
+    want = F.group_norm(x, 4, w, b) + r
+    want = want if act is None else getattr(F, act)(want)
+    for mode in (torch.no_grad, torch.inference_mode, torch.enable_grad):
+        with mode():
+            got = group_norm_plain(x, 4, w, b, activation=act, residual=r)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert torch.equal(x, x0) and torch.equal(r, r0)
+
+
+def test_residual_requiring_grad_alone_records_the_graph():
+    x, r = torch.randn(2, 8, 3, 3), torch.randn(2, 8, 3, 3, requires_grad=True)
+    y = group_norm_plain(x, 4, activation="silu", residual=r)
+    (dr,) = torch.autograd.grad(y.sum(), r)
+    pre = F.group_norm(x, 4) + r.detach()
+    torch.testing.assert_close(dr, torch.sigmoid(pre) * (1 + pre * (1 - torch.sigmoid(pre))))
+
+
+def test_vmap_shifts_statically():
+    """Under vmap no data-dependent branch is possible: the input is shifted by one of its own values per group,
+    which is exact at any mean."""
+    x = _input((3, 2, 16, 8, 8), 1e5, torch.float32, False)  # 3 vmapped samples of (2, 16, 8, 8)
+    x = x.contiguous()
+    y = torch.func.vmap(lambda t: group_norm_plain(t, 4))(x)
+    ref = np.stack([R.group_norm(t.double().numpy(), 4) for t in x])
+    assert float(np.abs(y.double().numpy() - ref).max()) < 1e-4
+
+
+def test_float64_and_empty_batch_untouched():
+    x = _input((2, 8, 4, 4), 1e6, torch.float64, True)
+    torch.testing.assert_close(group_norm_plain(x, 4), F.group_norm(x, 4), rtol=0, atol=0)
+    assert group_norm_plain(torch.randn(0, 8, 3), 4).shape == (0, 8, 3)
