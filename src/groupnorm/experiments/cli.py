@@ -1,6 +1,7 @@
 """``groupnorm reproduce`` and ``groupnorm report``: the paper's experiments from the command line.
 
-    groupnorm reproduce --experiment {table1,table2,table3,curves,all} --preset {smoke,quick,full}
+    groupnorm reproduce --experiment {table1,table2,table3,curves,noniid,ghost,all}
+                        --preset {smoke,quick,full,cifar10,cifar10-resnet20,imagenet} [--arch NAME]
                         [--data-dir DIR] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
                         [--epochs E] [--batches B1,B2,..] [--jobs J] [--threads T] [--channels-last] [--max-runs N]
                         [--no-progress] [--no-report]
@@ -13,6 +14,7 @@ import os
 import signal
 import sys
 
+from .archs import ARCHS
 from .config import EXPERIMENTS, PRESET_NAMES
 
 
@@ -45,7 +47,11 @@ def register(subparsers) -> None:
                     "OUT/report.md and its plots.")
     p.add_argument("--experiment", choices=EXPERIMENTS, default="all")
     p.add_argument("--preset", choices=PRESET_NAMES, default="quick",
-                   help="smoke: seconds (tests); quick: <= 15 min on 2 cores; full: closest to the paper (hours)")
+                   help="smoke: seconds (tests); quick: <= 15 min on 2 cores; full: closest to the paper on this CPU "
+                        "(hours); cifar10, cifar10-resnet20, imagenet: the paper's protocol on a GPU "
+                        "(needs --data-dir; see docs/harness.md)")
+    p.add_argument("--arch", choices=tuple(ARCHS), default=None,
+                   help="the model (default: the preset's); the table is in groupnorm.experiments.models")
     p.add_argument("--data-dir", default=None,
                    help="directory with the four MNIST-format files (default $GROUPNORM_DATA or "
                         "/usr/share/datasets/fashion-mnist)")
@@ -77,7 +83,7 @@ def register(subparsers) -> None:
 
 
 def run_reproduce(args) -> int:
-    from .config import experiment_configs, get_preset
+    from .config import experiment_configs, get_preset, preset_data_dir
     from .report import write_report
     from .runner import run_sweep
 
@@ -86,11 +92,12 @@ def run_reproduce(args) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     preset = get_preset(args.preset)
+    data_dir = preset_data_dir(preset, args.data_dir)
     out = args.out or os.path.join("runs", args.preset)
     configs = experiment_configs(args.experiment, preset, seeds=args.seeds, workers=args.workers,
-                                 epochs=args.epochs, batches=args.batches)
+                                 epochs=args.epochs, batches=args.batches, arch=args.arch)
     jobs = args.jobs or min(2, os.cpu_count() or 1)
-    run_sweep(configs, out, data_dir=args.data_dir, launcher=args.launcher, progress=not args.no_progress,
+    run_sweep(configs, out, data_dir=data_dir, launcher=args.launcher, progress=not args.no_progress,
               max_runs=args.max_runs, jobs=jobs, threads=args.threads, channels_last=args.channels_last)
     if not args.no_report:
         path = write_report(out)

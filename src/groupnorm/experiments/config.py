@@ -20,8 +20,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from .archs import ARCHS, DEFAULT_ARCH
+
 EXPERIMENTS = ("table1", "table2", "table3", "curves", "noniid", "ghost", "all")
-PRESET_NAMES = ("smoke", "quick", "full")
+PRESET_NAMES = ("smoke", "quick", "full", "cifar10", "cifar10-resnet20", "imagenet")
 
 
 def canonical_norm(norm: str, groups: int | None, group_size: int | None) -> tuple[str, tuple]:
@@ -66,6 +68,7 @@ class RunConfig:
     """Everything that determines a run's numbers (paths and the launcher do not)."""
 
     norm: str = "gn"
+    arch: str = DEFAULT_ARCH      # a key of models.ARCHS; widths, blocks and stem_stride shape resnet_small only
     groups: int | None = 32
     group_size: int | None = None
     batch_per_worker: int = 32
@@ -135,11 +138,23 @@ class RunConfig:
         d.pop("experiment")
         norm, (g, k) = canonical_norm(d["norm"], d["groups"], d["group_size"])
         d.update(norm=norm, groups=g, group_size=k, widths=list(self.widths), blocks=list(self.blocks))
+        if d["arch"] == DEFAULT_ARCH:
+            d.pop("arch")  # the harness's first model: older keys hold
+        else:
+            for name in ("widths", "blocks", "stem_stride"):  # fixed by the named arch
+                d.pop(name)
         if d["norm_batch"] is None or d["norm_batch"] == self.batch_per_worker:
             d.pop("norm_batch")  # BN per worker: the standard run
         if d["classes_per_worker"] is None:
             d.pop("classes_per_worker")
         return d
+
+    def shape_overrides(self) -> dict:
+        """The ``widths``, ``blocks`` and ``stem_stride`` that shape this run's arch: all three for
+        ``resnet_small``, none for a named arch (which fixes them)."""
+        if self.arch != DEFAULT_ARCH:
+            return {}
+        return dict(widths=tuple(self.widths), blocks=tuple(self.blocks), stem_stride=self.stem_stride)
 
     @property
     def bn_batch(self) -> int | None:
@@ -157,6 +172,14 @@ class RunConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r} must be a positive integer")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch={self.arch!r} is not one of {', '.join(ARCHS)}")
+        if self.arch != DEFAULT_ARCH:
+            default = RunConfig()
+            changed = [n for n in ("widths", "blocks", "stem_stride") if getattr(self, n) != getattr(default, n)]
+            if changed:
+                raise ValueError(f"arch={self.arch!r} fixes its shape; {', '.join(changed)} apply to "
+                                 f"{DEFAULT_ARCH!r} only")
         if self.schedule not in ("cosine", "step"):
             raise ValueError(f"schedule={self.schedule!r} must be 'cosine' or 'step'")
         if self.norm_batch is not None:
@@ -202,6 +225,8 @@ class Preset:
     noniid_batch: int = 8                           # images per worker in noniid
     ghost_norm_batches: tuple = (32, 16, 8, 4, 2)   # BN statistics groups at the fixed global batch W x table1_batch
     all_experiments: tuple = ("table2", "noniid", "ghost", "table1", "table3", "curves")  # what "all" means
+    dataset: str = "Fashion-MNIST"                  # what it trains on (its arch is base.arch)
+    needs_data_dir: bool = False                    # no default directory: --data-dir is required
 
 
 PRESETS = {
@@ -229,7 +254,57 @@ PRESETS = {
         RunConfig(workers=8, epochs=8, train_size=10000, val_size=5000, base_lr=0.8, warmup_epochs=0.5),
         seeds=2, table1_norms=("bn", "ln", "in", "gn", "gn+ws"), table2_batches=(32, 16, 8, 4, 2),
         table3_groups=(64, 32, 16, 8, 4, 2, 1), table3_group_sizes=(64, 32, 16, 8, 4, 2, 1)),
+    # What a GPU user runs (see docs/harness.md): the paper's protocol, data sets in their official formats.
+    # CIFAR-10 (50k training images, validation on the 10k test images): 8 workers, the paper's b list, its
+    # schedule in epochs (100 epochs, lr x0.1 at 30/60/90) and its lr 0.1 per 256 images, weight decay 1e-4.
+    # ResNet-18 with the 3x3 stem: 64..512 channels, so GN's 32 groups hold 2..16 channels as in ResNet-50.
+    "cifar10": Preset(
+        "cifar10",
+        RunConfig(arch="resnet18_cifar", workers=8, epochs=100, train_size=None, val_size=None, base_lr=0.1,
+                  warmup_epochs=1.0, schedule="step"),
+        seeds=3, table1_norms=("bn", "ln", "in", "gn"), table2_batches=(32, 16, 8, 4, 2),
+        table3_groups=(64, 32, 16, 8, 4, 2, 1), table3_group_sizes=(64, 32, 16, 8, 4, 2, 1),
+        dataset="CIFAR-10", needs_data_dir=True),
+    # The same with He et al.'s ResNet-20 (0.27M parameters, about 14x cheaper a step than ResNet-18): 16..64
+    # channels, so GN uses 8 groups (2..8 channels per group; 32 groups would be InstanceNorm in its first two
+    # stages). Table 3 from G=16 (its widest division of the 16-channel layers) down.
+    "cifar10-resnet20": Preset(
+        "cifar10-resnet20",
+        RunConfig(arch="resnet20", groups=8, workers=8, epochs=100, train_size=None, val_size=None, base_lr=0.1,
+                  warmup_epochs=1.0, schedule="step"),
+        seeds=3, table1_norms=("bn", "ln", "in", "gn"), table2_batches=(32, 16, 8, 4, 2),
+        table3_groups=(16, 8, 4, 2, 1), table3_group_sizes=(16, 8, 4, 2, 1),
+        dataset="CIFAR-10", needs_data_dir=True),
+    # The paper's Sec. 4.1 on ImageNet (an ImageFolder directory: train/<class>/, val/<class>/): ResNet-50,
+    # 8 workers (one GPU each with --launcher torchrun), 100 epochs, lr 0.1 per 256 images (linear scaling
+    # rule), x0.1 at epochs 30, 60, 90, weight decay 1e-4, and a 5-epoch linear warmup (Goyal et al., whose
+    # details the paper says it follows). One seed: each run is days of 8 GPUs.
+    "imagenet": Preset(
+        "imagenet",
+        RunConfig(arch="resnet50", workers=8, epochs=100, train_size=None, val_size=None, base_lr=0.1,
+                  warmup_epochs=5.0, schedule="step"),
+        seeds=1, table1_norms=("bn", "ln", "in", "gn"), table2_batches=(32, 16, 8, 4, 2),
+        table3_groups=(64, 32, 16, 8, 4, 2, 1), table3_group_sizes=(64, 32, 16, 8, 4, 2, 1),
+        all_experiments=("table2", "table1", "table3", "curves"), dataset="ImageNet", needs_data_dir=True),
 }
+
+
+DATA_DIR_HINTS = {
+    "CIFAR-10": "the directory with CIFAR-10's data_batch_1..5, test_batch and batches.meta (or the extracted "
+                "cifar-10-batches-py above them)",
+    "ImageNet": "an ImageFolder directory: train/<class>/*.JPEG and val/<class>/*.JPEG",
+}
+
+
+def preset_data_dir(preset: Preset, data_dir: str | None) -> str | None:
+    """``data_dir``, checked against the preset: one whose data set has no default directory on this machine
+    (``needs_data_dir``) raises an error naming the preset, its data set and the directory it needs when
+    ``data_dir`` is None (``$GROUPNORM_DATA``, the Fashion-MNIST default's override, does not count)."""
+    if data_dir is None and preset.needs_data_dir:
+        hint = DATA_DIR_HINTS.get(preset.dataset, f"a directory with {preset.dataset}")
+        raise ValueError(f"preset {preset.name!r} trains {preset.base.arch} on {preset.dataset}, which has no "
+                         f"default directory: pass --data-dir DIR, {hint}")
+    return data_dir
 
 
 def get_preset(name: str) -> Preset:
@@ -239,10 +314,12 @@ def get_preset(name: str) -> Preset:
 
 
 def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None, workers: int | None = None,
-                       epochs: int | None = None, batches: tuple | None = None) -> list[RunConfig]:
+                       epochs: int | None = None, batches: tuple | None = None,
+                       arch: str | None = None) -> list[RunConfig]:
     """The runs of one experiment (or ``all``), each seed, duplicates (by key) removed, in a stable order.
 
-    ``seeds``, ``workers``, ``epochs`` and ``batches`` (Table 2's images per worker) override the preset's.
+    ``seeds``, ``workers``, ``epochs``, ``batches`` (Table 2's images per worker) and ``arch`` override the
+    preset's (a named arch replaces the preset's ``resnet_small`` widths, blocks and stem stride).
     """
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
@@ -250,6 +327,11 @@ def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None
     if n_seeds < 1:
         raise ValueError(f"seeds={n_seeds} must be at least 1")
     over_base = {k: v for k, v in (("workers", workers), ("epochs", epochs)) if v is not None}
+    if arch is not None:
+        over_base["arch"] = arch
+        if arch != DEFAULT_ARCH:
+            default = RunConfig()
+            over_base.update(widths=default.widths, blocks=default.blocks, stem_stride=default.stem_stride)
     base = dataclasses.replace(preset.base, **over_base)
     if batches is not None:
         if not batches or any(not isinstance(b, int) or b < 1 for b in batches):

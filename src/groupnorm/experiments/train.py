@@ -35,12 +35,15 @@ import torch.nn.functional as F
 from . import store
 from .config import RunConfig
 from .bn_eval import bn_decomposition
-from .data import Split, epoch_batches, to_input
-from .models import ResNet
+from .data import NUM_CLASSES, Split, epoch_batches, to_input
+from .models import ResNet, arch_shape
+from .models import build_model as build_arch
 
 
-def build_model(cfg: RunConfig, world: int = 1) -> ResNet:
-    """The run's ResNet for one of ``world`` processes. BN's statistics groups: ``cfg.bn_batch`` images each
+def build_model(cfg: RunConfig, world: int = 1, in_channels: int = 1, num_classes: int = NUM_CLASSES) -> ResNet:
+    """The run's model (``cfg.arch``, :func:`groupnorm.experiments.models.build_model`) for one of ``world``
+    processes and images of ``in_channels`` channels in ``num_classes`` classes. BN's statistics groups:
+    ``cfg.bn_batch`` images each
     (a worker's b, or ``norm_batch``), so a process's share of the global batch holds
     ``(global_batch / world) / bn_batch`` of them; a group spanning processes (SyncBN with ``world > 1``) gets
     :class:`groupnorm.nn.SyncBatchNorm` (the group must then be the whole global batch)."""
@@ -56,8 +59,8 @@ def build_model(cfg: RunConfig, world: int = 1) -> ResNet:
             slices, sync = 1, world > 1
         else:
             slices = local // cfg.bn_batch
-    model = ResNet(cfg.norm, cfg.widths, cfg.blocks, groups=cfg.groups, group_size=cfg.group_size,
-                   workers=slices, stem_stride=cfg.stem_stride)
+    model = build_arch(cfg.arch, cfg.norm, in_channels, num_classes, groups=cfg.groups, group_size=cfg.group_size,
+                       workers=slices, **cfg.shape_overrides())
     if sync:
         from groupnorm.convert import convert_sync_batchnorm
 
@@ -278,8 +281,8 @@ def _train_run(job: TrainJob):
                images_per_s=sum(h["train_s"] * h["images_per_s"] for h in history)
                / max(sum(h["train_s"] for h in history), 1e-9),
                wall_s=wall_before + time.perf_counter() - t_run, config_key=key, launcher=job.launcher,
-               processes=world, train_size=len(train), val_size=len(val), widths=list(cfg.widths),
-               blocks=list(cfg.blocks), torch=torch.__version__, machine=platform.machine(),
+               processes=world, train_size=len(train), val_size=len(val), arch=cfg.arch,
+               **arch_shape(cfg.arch, cfg.widths, cfg.blocks), torch=torch.__version__, machine=platform.machine(),
                threads=torch.get_num_threads(), gn_kernels=_kernels_available(),
                memory_format=memory_format_name(job.channels_last),
                norm_batch=cfg.norm_batch, bn_batch=cfg.bn_batch, classes_per_worker=cfg.classes_per_worker,
