@@ -142,7 +142,7 @@ def test_arch_override_on_a_preset():
     assert {c.arch for c in cfgs} == {"resnet20"} and all(c.widths == RunConfig().widths for c in cfgs)
     plain = experiment_configs("table2", smoke)
     assert {c.key() for c in cfgs}.isdisjoint(c.key() for c in plain)
-    m = build_run_model(cfgs[0], in_channels=1)
+    m = build_run_model(cfgs[0])  # IDX data: 1 channel, 10 classes
     assert n_params(m) == COUNTS["resnet20"] - 16 * 2 * 9  # a 1-channel stem: 2 input channels of 3x3 less
 
 
@@ -184,3 +184,14 @@ def test_reproduce_trains_a_named_arch_and_records_it(tmp_path):
     rows = [json.loads(line) for line in open(out / "results.jsonl")]
     assert len(rows) == 1 and rows[0]["arch"] == "resnet20"
     assert rows[0]["widths"] == [16, 32, 64] and rows[0]["blocks"] == [3, 3, 3]
+
+
+def test_a_preset_reads_its_own_format(capsys, tmp_path):
+    import os
+
+    from groupnorm.cli import main
+
+    sample = os.path.join(os.path.dirname(__file__), "data", "fashion-mnist-sample")  # IDX, not CIFAR-10
+    assert main(["reproduce", "--preset", "cifar10", "--experiment", "table2", "--data-dir", sample,
+                 "--out", str(tmp_path / "o"), "--no-progress", "--max-runs", "1"]) == 2
+    assert "CIFAR file not found" in capsys.readouterr().err

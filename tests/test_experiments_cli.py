@@ -107,7 +107,7 @@ def test_kill_at_any_moment_then_resume_gives_the_same_rows(reference_run, tmp_p
 def test_bad_arguments_give_clear_errors(tmp_path, capsys):
     assert main(["reproduce", "--preset", "smoke", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"),
                  "--no-progress"]) == 2
-    assert "train-images-idx3-ubyte.gz not found" in capsys.readouterr().err
+    assert "holds no data set the harness knows: expected MNIST-format train-images-idx3-ubyte" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
     with pytest.raises(SystemExit):
         main(["reproduce", "--preset", "huge"])
@@ -119,9 +119,8 @@ def test_bn_batch_statistics_diagnostic(reference_run):
     import torch
 
     from groupnorm.experiments.config import RunConfig
-    from groupnorm.experiments.data import to_input
+    from groupnorm.experiments.data import load_data, to_input
     from groupnorm.experiments.diagnostics import between_image_share
-    from groupnorm.experiments.runner import load_data
     from groupnorm.experiments.train import build_model
 
     bn = [r for r in _rows(reference_run) if r["norm"] == "bn"][0]

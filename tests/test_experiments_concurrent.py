@@ -51,12 +51,12 @@ def test_a_run_held_by_another_process_is_skipped_not_an_error(tmp_path, capsys)
     held = store.RunLock(store.run_dir(out, CONFIGS[0].key()))
     assert held.acquire()
     try:
-        rows = runner.run_sweep(CONFIGS, out, data_dir=SAMPLE, progress=False)
+        rows = runner.run_sweep(CONFIGS, out, data=SAMPLE, progress=False)
     finally:
         held.release()
     assert sorted(r["config_key"] for r in rows) == sorted(c.key() for c in CONFIGS[1:])
     assert "1 left to the processes training them" in capsys.readouterr().err
-    rows = runner.run_sweep(CONFIGS, out, data_dir=SAMPLE, progress=False)  # the holder is gone: trained now
+    rows = runner.run_sweep(CONFIGS, out, data=SAMPLE, progress=False)  # the holder is gone: trained now
     assert sorted(_raw_keys(out)) == sorted(c.key() for c in CONFIGS)
 
 
@@ -64,7 +64,7 @@ def test_store_checked_again_after_taking_the_lock(tmp_path, monkeypatch):
     """A process whose view of the store is stale (another finished a run since it read results.jsonl) does not
     train that run again."""
     out = str(tmp_path)
-    runner.run_sweep(CONFIGS, out, data_dir=SAMPLE, progress=False, max_runs=1)
+    runner.run_sweep(CONFIGS, out, data=SAMPLE, progress=False, max_runs=1)
     calls = []
     real = store.read_results
 
@@ -74,7 +74,7 @@ def test_store_checked_again_after_taking_the_lock(tmp_path, monkeypatch):
 
     monkeypatch.setattr(store, "read_results", stale_first)
     for jobs in (1, 2):
-        runner.run_sweep(CONFIGS, out, data_dir=SAMPLE, progress=False, jobs=jobs)
+        runner.run_sweep(CONFIGS, out, data=SAMPLE, progress=False, jobs=jobs)
         calls.clear()
     keys = _raw_keys(out)
     assert sorted(keys) == sorted(c.key() for c in CONFIGS) and len(keys) == len(set(keys))

@@ -34,7 +34,7 @@ def test_sample_files_read_with_expected_shapes_and_labels():
     assert y.shape == (320,) and set(np.unique(y)) == set(range(10))
     assert 0 < x.mean() < 255  # real images, not zeros
     split = load_split(SAMPLE, "test")
-    assert len(split) == 160 and split.images.shape == (160, 28, 28) and split.labels.dtype == torch.int64
+    assert len(split) == 160 and split.images.shape == (160, 1, 28, 28) and split.labels.dtype == torch.int64
 
 
 @pytest.mark.parametrize("gz", [True, False])

@@ -7,7 +7,8 @@ import torch
 
 from groupnorm.experiments import store
 from groupnorm.experiments.config import RunConfig
-from groupnorm.experiments.runner import launch_torchrun, load_data
+from groupnorm.experiments.data import load_data
+from groupnorm.experiments.runner import launch_torchrun
 from groupnorm.experiments.train import train_run
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "fashion-mnist-sample")

@@ -22,7 +22,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from groupnorm.precise_bn import precise_bn
 
-from .data import Split, epoch_batches, to_input
+from .data import Split, epoch_batches
 
 PRECISE_BN_IMAGES = 10000
 PRECISE_BN_EPOCH = 1_000_000  # the (seed, epoch) generator of precise BN's batches: none of training's
@@ -40,9 +40,8 @@ def _batch_stats_error(model: torch.nn.Module, val: Split, batch: int, fmt) -> t
             bn.train()
             bn.momentum = 0.0  # batch statistics; the copy's buffers do not matter
     wrong, n = 0, 0
-    for i in range(0, len(val) - batch + 1, batch):
-        x = to_input(val.images[i:i + batch]).contiguous(memory_format=fmt)
-        y = val.labels[i:i + batch]
+    for x, y in val.eval_batches(batch, drop_last=True):
+        x = x.contiguous(memory_format=fmt)
         wrong += int((m(x).argmax(1) != y).sum())
         n += batch
     return 100.0 * wrong / max(n, 1), n
@@ -60,9 +59,10 @@ def bn_decomposition(model: torch.nn.Module, cfg, train: Split, val: Split, loca
     gb = cfg.global_batch
     want = min(PRECISE_BN_IMAGES, cfg.images_per_epoch(len(train)))
     pm = copy.deepcopy(model)
-    batches = ((x[:local_batch].contiguous(memory_format=fmt), y[:local_batch])
+    batches = ((x.contiguous(memory_format=fmt), y)
                for x, y in epoch_batches(train, gb, cfg.seed, PRECISE_BN_EPOCH, augment=cfg.augment,
-                                         classes_per_worker=cfg.classes_per_worker, workers=cfg.workers))
+                                         classes_per_worker=cfg.classes_per_worker, workers=cfg.workers,
+                                         part=(0, gb // local_batch)))
     used = precise_bn(pm, batches, num_images=min(want, want // gb * local_batch))
     _, err_precise = evaluate(pm, val, channels_last=fmt == torch.channels_last)
     err_batch, n_batch = _batch_stats_error(model, val, local_batch, fmt)

@@ -2,7 +2,8 @@
 
     groupnorm reproduce --experiment {table1,table2,table3,curves,noniid,ghost,all}
                         --preset {smoke,quick,full,cifar10,cifar10-resnet20,imagenet} [--arch NAME]
-                        [--data-dir DIR] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
+                        [--data-dir DIR] [--dataset {auto,idx,cifar10,cifar100,imagefolder}] [--image-size S]
+                        [--data-workers N] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
                         [--epochs E] [--batches B1,B2,..] [--jobs J] [--threads T] [--channels-last] [--max-runs N]
                         [--no-progress] [--no-report]
     groupnorm report OUT
@@ -10,12 +11,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
 
 from .archs import ARCHS
 from .config import EXPERIMENTS, PRESET_NAMES
+from .dataspec import add_data_arguments, spec_from_args
 
 
 def _positive(text: str) -> int:
@@ -40,9 +43,10 @@ def _batch_list(text: str) -> tuple:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "reproduce", help="train the GN paper's experiments on Fashion-MNIST (resumable) and write the report",
-        description="Train the runs of the GN paper's Tables 1-3 / Figures 1, 4, 5 on MNIST-format data. Each "
-                    "finished run is a line of OUT/results.jsonl; re-running the same command skips finished "
+        "reproduce", help="train the GN paper's experiments (resumable; Fashion-MNIST by default, or IDX, CIFAR "
+                          "or ImageFolder data) and write the report",
+        description="Train the runs of the GN paper's Tables 1-3 / Figures 1, 4, 5 on the data set of --data-dir. "
+                    "Each finished run is a line of OUT/results.jsonl; re-running the same command skips finished "
                     "runs and resumes an interrupted one from its last epoch checkpoint. Ends by writing "
                     "OUT/report.md and its plots.")
     p.add_argument("--experiment", choices=EXPERIMENTS, default="all")
@@ -52,9 +56,7 @@ def register(subparsers) -> None:
                         "(needs --data-dir; see docs/harness.md)")
     p.add_argument("--arch", choices=tuple(ARCHS), default=None,
                    help="the model (default: the preset's); the table is in groupnorm.experiments.models")
-    p.add_argument("--data-dir", default=None,
-                   help="directory with the four MNIST-format files (default $GROUPNORM_DATA or "
-                        "/usr/share/datasets/fashion-mnist)")
+    add_data_arguments(p)
     p.add_argument("--out", default=None, help="output directory (default runs/PRESET)")
     p.add_argument("--seeds", type=_positive, default=None, help="seeds per setting (default: the preset's)")
     p.add_argument("--workers", type=_positive, default=None,
@@ -92,12 +94,15 @@ def run_reproduce(args) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     preset = get_preset(args.preset)
-    data_dir = preset_data_dir(preset, args.data_dir)
+    preset_data_dir(preset, args.data_dir)
+    data = spec_from_args(args)
+    if data.dataset == "auto" and preset.data_format != "auto":  # the preset's format: errors say what it needs
+        data = dataclasses.replace(data, dataset=preset.data_format)
     out = args.out or os.path.join("runs", args.preset)
     configs = experiment_configs(args.experiment, preset, seeds=args.seeds, workers=args.workers,
                                  epochs=args.epochs, batches=args.batches, arch=args.arch)
     jobs = args.jobs or min(2, os.cpu_count() or 1)
-    run_sweep(configs, out, data_dir=data_dir, launcher=args.launcher, progress=not args.no_progress,
+    run_sweep(configs, out, data=data, launcher=args.launcher, progress=not args.no_progress,
               max_runs=args.max_runs, jobs=jobs, threads=args.threads, channels_last=args.channels_last)
     if not args.no_report:
         path = write_report(out)

@@ -227,6 +227,7 @@ class Preset:
     all_experiments: tuple = ("table2", "noniid", "ghost", "table1", "table3", "curves")  # what "all" means
     dataset: str = "Fashion-MNIST"                  # what it trains on (its arch is base.arch)
     needs_data_dir: bool = False                    # no default directory: --data-dir is required
+    data_format: str = "auto"                       # --dataset unless given (dataspec.FORMATS)
 
 
 PRESETS = {
@@ -264,7 +265,7 @@ PRESETS = {
                   warmup_epochs=1.0, schedule="step"),
         seeds=3, table1_norms=("bn", "ln", "in", "gn"), table2_batches=(32, 16, 8, 4, 2),
         table3_groups=(64, 32, 16, 8, 4, 2, 1), table3_group_sizes=(64, 32, 16, 8, 4, 2, 1),
-        dataset="CIFAR-10", needs_data_dir=True),
+        dataset="CIFAR-10", needs_data_dir=True, data_format="cifar10"),
     # The same with He et al.'s ResNet-20 (0.27M parameters, about 14x cheaper a step than ResNet-18): 16..64
     # channels, so GN uses 8 groups (2..8 channels per group; 32 groups would be InstanceNorm in its first two
     # stages). Table 3 from G=16 (its widest division of the 16-channel layers) down.
@@ -274,7 +275,7 @@ PRESETS = {
                   warmup_epochs=1.0, schedule="step"),
         seeds=3, table1_norms=("bn", "ln", "in", "gn"), table2_batches=(32, 16, 8, 4, 2),
         table3_groups=(16, 8, 4, 2, 1), table3_group_sizes=(16, 8, 4, 2, 1),
-        dataset="CIFAR-10", needs_data_dir=True),
+        dataset="CIFAR-10", needs_data_dir=True, data_format="cifar10"),
     # The paper's Sec. 4.1 on ImageNet (an ImageFolder directory: train/<class>/, val/<class>/): ResNet-50,
     # 8 workers (one GPU each with --launcher torchrun), 100 epochs, lr 0.1 per 256 images (linear scaling
     # rule), x0.1 at epochs 30, 60, 90, weight decay 1e-4, and a 5-epoch linear warmup (Goyal et al., whose
@@ -285,7 +286,8 @@ PRESETS = {
                   warmup_epochs=5.0, schedule="step"),
         seeds=1, table1_norms=("bn", "ln", "in", "gn"), table2_batches=(32, 16, 8, 4, 2),
         table3_groups=(64, 32, 16, 8, 4, 2, 1), table3_group_sizes=(64, 32, 16, 8, 4, 2, 1),
-        all_experiments=("table2", "table1", "table3", "curves"), dataset="ImageNet", needs_data_dir=True),
+        all_experiments=("table2", "table1", "table3", "curves"), dataset="ImageNet", needs_data_dir=True,
+        data_format="imagefolder"),
 }
 
 

@@ -22,20 +22,19 @@ import torch
 
 from . import store
 from .config import RunConfig
-from .data import resolve_data_dir, to_input
-from .runner import load_data
+from .data import DataSpec, add_data_arguments, as_spec, load_data, spec_from_args
 from .train import build_model
 
 
-def between_image_share(out: str, key: str, data_dir: str | None = None, images: int = 1000) -> list[tuple]:
+def between_image_share(out: str, key: str, data: DataSpec | str | None = None, images: int = 1000) -> list[tuple]:
     """[(channels, height, width, rho)] for each BN layer of run ``key`` in ``out`` (its saved ``model.pt``)."""
     rdir = store.run_dir(out, key)
     with open(os.path.join(rdir, "config.json")) as f:
         cfg = RunConfig.from_json({k: v for k, v in json.load(f).items() if k != "key"})
-    model = build_model(cfg)
+    _, val = load_data(as_spec(data), cfg.train_size, images)
+    model = build_model(cfg, info=val.info)
     model.load_state_dict(torch.load(os.path.join(rdir, "model.pt"), map_location="cpu", weights_only=True))
     model.eval()
-    _, val = load_data(resolve_data_dir(data_dir), cfg.train_size, images)
     rows = []
 
     def hook(mod, inp, outp):
@@ -46,7 +45,7 @@ def between_image_share(out: str, key: str, data_dir: str | None = None, images:
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     try:
         with torch.no_grad():
-            model(to_input(val.images))
+            model(torch.cat([x for x, _ in val.eval_batches(len(val))]))
     finally:
         for h in handles:
             h.remove()
@@ -56,13 +55,13 @@ def between_image_share(out: str, key: str, data_dir: str | None = None, images:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m groupnorm.experiments.diagnostics", description=__doc__.split("\n")[0])
     p.add_argument("out")
-    p.add_argument("--data-dir", default=None)
+    add_data_arguments(p)
     p.add_argument("--images", type=int, default=1000)
     args = p.parse_args(argv)
     for r in store.read_results(args.out):
         if r["norm"] != "bn":
             continue
-        layers = between_image_share(args.out, r["config_key"], args.data_dir, args.images)
+        layers = between_image_share(args.out, r["config_key"], spec_from_args(args), args.images)
         rhos = [x[3] for x in layers]
         print(f"BN b={r['batch_per_worker']} seed {r['seed']}: rho per layer "
               + " ".join(f"{c}ch/{h}x{w}:{rho:.2f}" for c, h, w, rho in layers)

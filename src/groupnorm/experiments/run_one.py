@@ -3,7 +3,7 @@
 Launched by :mod:`groupnorm.experiments.runner`, either as a side-by-side job::
 
     python -m groupnorm.experiments.run_one --config OUT/runs/<key>/launch.json --data-dir DIR --out OUT \\
-        --progress-stdout
+        [--dataset FORMAT] [--image-size S] [--data-workers N] --progress-stdout
 
 (which prints ``progress <images>`` lines for the parent's progress bars), or under torchrun::
 
@@ -23,7 +23,7 @@ import sys
 import torch
 
 from .config import RunConfig
-from .runner import load_data
+from .data import add_data_arguments, load_data, spec_from_args
 from .train import train_run
 
 
@@ -51,7 +51,7 @@ def _fault_hook(spec: str, inner):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m groupnorm.experiments.run_one")
     p.add_argument("--config", required=True)
-    p.add_argument("--data-dir", required=True)
+    add_data_arguments(p, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     p.add_argument("--channels-last", action="store_true", help="model and batches in channels-last memory")
@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     with open(args.config) as f:
         cfg = RunConfig.from_json(json.load(f))
+    data = spec_from_args(args)
     torch.set_num_threads(max(1, args.threads))
     on_images = None
     if args.progress_stdout:
@@ -75,14 +76,14 @@ def main(argv=None) -> int:
         dist.init_process_group("gloo")
         try:
             rank, world = dist.get_rank(), dist.get_world_size()
-            train, val = load_data(args.data_dir, cfg.train_size, cfg.val_size)
+            train, val = load_data(data, cfg.train_size, cfg.val_size)
             train_run(cfg, train, val, args.out, rank=rank, world=world, launcher="torchrun",
                       progress=not args.progress_stdout, on_images=on_images, channels_last=args.channels_last,
                       lock_held=args.lock_held)
         finally:
             dist.destroy_process_group()
     else:
-        train, val = load_data(args.data_dir, cfg.train_size, cfg.val_size)
+        train, val = load_data(data, cfg.train_size, cfg.val_size)
         train_run(cfg, train, val, args.out, progress=False, on_images=on_images, channels_last=args.channels_last,
                   lock_held=args.lock_held)
     return 0

@@ -16,20 +16,8 @@ import time
 
 from . import store
 from .config import RunConfig
-from .data import Split, load_split, resolve_data_dir, subset
+from .data import DataSpec, as_spec, load_data, load_full
 from .train import memory_format_name, train_run
-
-_cache: dict = {}
-MAX_TRAIN_IMAGES = 60000  # the MNIST-format training split, for progress totals before the data is loaded
-
-
-def load_data(data_dir: str, train_size: int | None, val_size: int | None) -> tuple[Split, Split]:
-    """The training subset and the validation subset (of the test split), cached per process."""
-    if ("train", data_dir) not in _cache:
-        _cache[("train", data_dir)] = load_split(data_dir, "train")
-        _cache[("test", data_dir)] = load_split(data_dir, "test")
-    return (subset(_cache[("train", data_dir)], train_size, seed=0),
-            subset(_cache[("test", data_dir)], val_size, seed=1))
 
 
 def _write_launch(cfg: RunConfig, out: str) -> str:
@@ -47,7 +35,7 @@ def _free_port() -> int:
 TORCHRUN_RELAUNCHES = 1
 
 
-def launch_torchrun(cfg: RunConfig, data_dir: str, out: str, processes: int, threads: int | None = None,
+def launch_torchrun(cfg: RunConfig, data: DataSpec | str, out: str, processes: int, threads: int | None = None,
                     channels_last: bool = False, lock: store.RunLock | None = None) -> None:
     """Train ``cfg`` as ``processes`` DDP ranks (gloo) under ``torchrun``; rank 0 writes the row.
 
@@ -66,7 +54,7 @@ def launch_torchrun(cfg: RunConfig, data_dir: str, out: str, processes: int, thr
     for attempt in range(1 + TORCHRUN_RELAUNCHES):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={processes}",
                "--master-addr=127.0.0.1", f"--master-port={_free_port()}",
-               "-m", "groupnorm.experiments.run_one", "--config", cfg_path, "--data-dir", data_dir, "--out", out]
+               "-m", "groupnorm.experiments.run_one", "--config", cfg_path, *as_spec(data).cli_args(), "--out", out]
         if channels_last:
             cmd.append("--channels-last")
         if lock is not None:
@@ -122,12 +110,14 @@ class Claims:
         return "; ".join(parts)
 
 
-def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None, launcher: str = "emulate",
+def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None = None, launcher: str = "emulate",
               processes: int | None = None, progress: bool = True, max_runs: int | None = None, jobs: int = 1,
               threads: int = 1, channels_last: bool = False) -> list[dict]:
     """Train every config of ``configs`` that has no row in ``OUT/results.jsonl`` yet; return all rows.
 
     Args:
+        data: the data set (a :class:`~groupnorm.experiments.data.DataSpec`, or a directory whose format is
+            detected; default ``$GROUPNORM_DATA`` or Debian's Fashion-MNIST).
         launcher: "emulate" (W workers in one process) or "torchrun" (``processes`` ranks per run, default W).
         jobs: runs trained at the same time (emulate only), each in its own process.
         threads: intra-op threads per training process.
@@ -141,18 +131,18 @@ def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None
         raise ValueError(f"launcher={launcher!r} must be 'emulate' or 'torchrun'")
     if jobs < 1 or threads < 1:
         raise ValueError(f"jobs={jobs} and threads={threads} must be at least 1")
-    data_dir = resolve_data_dir(data_dir)
+    data = as_spec(data)
     os.makedirs(out, exist_ok=True)
     done = {r["config_key"] for r in store.read_results(out)}
     todo = [c for c in configs if c.key() not in done]
     if max_runs is not None:
         todo = todo[:max_runs]
-    if todo and launcher == "emulate":
-        load_data(data_dir, None, None)  # fail early and clearly on a bad data directory
+    # fail early and clearly on a bad data directory; the training split's size for the progress totals
+    available = len(load_full(data)[0]) if todo else 0
 
     def remaining_images(c: RunConfig) -> int:  # counting epochs already checkpointed as done
         ep = len(store.read_jsonl(os.path.join(store.run_dir(out, c.key()), "metrics.jsonl")))
-        return max(0, c.epochs - ep) * c.images_per_epoch(MAX_TRAIN_IMAGES)
+        return max(0, c.epochs - ep) * c.images_per_epoch(available)
 
     total = sum(remaining_images(c) for c in todo)
     print(f"[reproduce] {len(configs)} runs, {len(configs) - len([c for c in configs if c.key() not in done])} "
@@ -177,7 +167,7 @@ def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None
                 try:
                     overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
                     before = remaining_images(cfg)
-                    launch_torchrun(cfg, data_dir, out, processes or cfg.workers, threads, channels_last, lock)
+                    launch_torchrun(cfg, data, out, processes or cfg.workers, threads, channels_last, lock)
                 finally:
                     lock.release()
                 overall.update(before)
@@ -187,14 +177,15 @@ def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None
             for i, (cfg, lock) in enumerate(claims):
                 try:
                     overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
-                    train, val = load_data(data_dir, cfg.train_size, cfg.val_size)
+                    train, val = load_data(data, cfg.train_size, cfg.val_size)
                     train_run(cfg, train, val, out, progress=progress, on_images=overall.update,
                               channels_last=channels_last, lock_held=True)
                 finally:
                     lock.release()
                 finished += 1
         else:
-            finished = _run_parallel(iter(claims), out, data_dir, jobs, threads, overall, progress, channels_last)
+            finished = _run_parallel(iter(claims), out, data, jobs, threads, overall, progress, channels_last,
+                                     available)
     finally:
         overall.close()
     note = claims.summary()
@@ -203,7 +194,7 @@ def run_sweep(configs: list[RunConfig], out: str, *, data_dir: str | None = None
     return store.read_results(out)
 
 
-def _run_parallel(claims, out, data_dir, jobs, threads, overall, progress, channels_last=False) -> int:
+def _run_parallel(claims, out, data, jobs, threads, overall, progress, channels_last, available) -> int:
     """Up to ``jobs`` runs at a time, each a ``run_one`` subprocess reporting its progress on stdout.
 
     ``claims`` yields ``(cfg, lock)`` (see :class:`Claims`): this process holds each run's lock while its
@@ -240,7 +231,7 @@ def _run_parallel(claims, out, data_dir, jobs, threads, overall, progress, chann
                     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
                     env.pop("WORLD_SIZE", None)
                     proc = subprocess.Popen([sys.executable, "-m", "groupnorm.experiments.run_one", "--config",
-                                             cfg_path, "--data-dir", data_dir, "--out", out, "--threads",
+                                             cfg_path, *data.cli_args(), "--out", out, "--threads",
                                              str(threads), "--progress-stdout", "--lock-held"]
                                             + (["--channels-last"] if channels_last else []),
                                             stdout=subprocess.PIPE, text=True, env=env, pass_fds=(lock.fd,))
@@ -248,7 +239,7 @@ def _run_parallel(claims, out, data_dir, jobs, threads, overall, progress, chann
                     lock.release()
                     raise
                 slot = free.pop(0)
-                total = cfg.images_per_run(MAX_TRAIN_IMAGES)
+                total = cfg.images_per_run(available)
                 bar = tqdm(total=total, unit="img", unit_scale=True, leave=False, position=slot, desc=cfg.label,
                            dynamic_ncols=True, disable=not progress)
                 running[key] = (proc, bar, slot, cfg, lock)

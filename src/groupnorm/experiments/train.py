@@ -35,15 +35,15 @@ import torch.nn.functional as F
 from . import store
 from .config import RunConfig
 from .bn_eval import bn_decomposition
-from .data import NUM_CLASSES, Split, epoch_batches, to_input
+from .data import DataInfo, IDX_INFO, Split, epoch_batches
 from .models import ResNet, arch_shape
 from .models import build_model as build_arch
 
 
-def build_model(cfg: RunConfig, world: int = 1, in_channels: int = 1, num_classes: int = NUM_CLASSES) -> ResNet:
+def build_model(cfg: RunConfig, world: int = 1, info: DataInfo = IDX_INFO) -> ResNet:
     """The run's model (``cfg.arch``, :func:`groupnorm.experiments.models.build_model`) for one of ``world``
-    processes and images of ``in_channels`` channels in ``num_classes`` classes. BN's statistics groups:
-    ``cfg.bn_batch`` images each
+    processes, for the data set ``info`` describes (its channels and classes: ``in_channels``,
+    ``num_classes``). BN's statistics groups: ``cfg.bn_batch`` images each
     (a worker's b, or ``norm_batch``), so a process's share of the global batch holds
     ``(global_batch / world) / bn_batch`` of them; a group spanning processes (SyncBN with ``world > 1``) gets
     :class:`groupnorm.nn.SyncBatchNorm` (the group must then be the whole global batch)."""
@@ -59,8 +59,8 @@ def build_model(cfg: RunConfig, world: int = 1, in_channels: int = 1, num_classe
             slices, sync = 1, world > 1
         else:
             slices = local // cfg.bn_batch
-    model = build_arch(cfg.arch, cfg.norm, in_channels, num_classes, groups=cfg.groups, group_size=cfg.group_size,
-                       workers=slices, **cfg.shape_overrides())
+    model = build_arch(cfg.arch, cfg.norm, info.channels, info.num_classes, groups=cfg.groups,
+                       group_size=cfg.group_size, workers=slices, **cfg.shape_overrides())
     if sync:
         from groupnorm.convert import convert_sync_batchnorm
 
@@ -97,9 +97,8 @@ def evaluate(model: torch.nn.Module, split: Split, batch: int = 1000, *,
     was = model.training
     model.eval()
     loss_sum, wrong = 0.0, 0
-    for i in range(0, len(split), batch):
-        x = to_input(split.images[i:i + batch]).contiguous(memory_format=_memory_format(channels_last))
-        y = split.labels[i:i + batch]
+    for x, y in split.eval_batches(batch):
+        x = x.contiguous(memory_format=_memory_format(channels_last))
         logits = model(x)
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         wrong += int((logits.argmax(1) != y).sum())
@@ -179,7 +178,7 @@ def _train_run(job: TrainJob):
         store.atomic_write_json(os.path.join(rdir, "config.json"), dict(cfg.to_json(), key=key))
 
     fmt = _memory_format(job.channels_last)
-    model = build_model(cfg, world).to(memory_format=fmt)  # the checkpoint's values load into these strides
+    model = build_model(cfg, world, train.info).to(memory_format=fmt)  # the checkpoint's values load into these strides
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -214,13 +213,12 @@ def _train_run(job: TrainJob):
         stats = torch.zeros(3, dtype=torch.float64)  # loss sum, wrong, count (local)
         for s, (x, y) in enumerate(epoch_batches(train, gb, cfg.seed, epoch, augment=cfg.augment,
                                                     classes_per_worker=cfg.classes_per_worker,
-                                                    workers=cfg.workers)):
+                                                    workers=cfg.workers, part=(rank, world))):
             step = epoch * steps + s
             lr = lr_at(cfg, step, total, steps)
             for g in opt.param_groups:
                 g["lr"] = lr
-            xs = x[rank * local:(rank + 1) * local].contiguous(memory_format=fmt)
-            ys = y[rank * local:(rank + 1) * local]
+            xs, ys = x.contiguous(memory_format=fmt), y
             logits = net(xs)
             loss = F.cross_entropy(logits, ys)
             opt.zero_grad(set_to_none=True)
@@ -285,6 +283,8 @@ def _train_run(job: TrainJob):
                **arch_shape(cfg.arch, cfg.widths, cfg.blocks), torch=torch.__version__, machine=platform.machine(),
                threads=torch.get_num_threads(), gn_kernels=_kernels_available(),
                memory_format=memory_format_name(job.channels_last),
+               dataset=train.info.name, num_classes=train.info.num_classes, in_channels=train.info.channels,
+               image_shape=list(train.info.image_shape),
                norm_batch=cfg.norm_batch, bn_batch=cfg.bn_batch, classes_per_worker=cfg.classes_per_worker,
                **decomposition, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     store.atomic_write_bytes(os.path.join(rdir, "model.pt"), _state_bytes(model))
