@@ -5,7 +5,10 @@
                         [--data-dir DIR] [--dataset {auto,idx,cifar10,cifar100,imagefolder}] [--image-size S]
                         [--data-workers N] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
                         [--epochs E] [--batches B1,B2,..] [--jobs J] [--threads T] [--channels-last] [--max-runs N]
-                        [--no-progress] [--no-report]
+                        [--no-progress] [--no-report] [--executor {local,slurm,submitit-local}]
+                        [--slurm-partition P] [--slurm-account A] [--slurm-time MIN] [--slurm-gpus-per-node G]
+                        [--slurm-cpus-per-task C] [--slurm-mem GB] [--slurm-array-parallelism N]
+                        [--slurm-folder DIR] [--wait]
     groupnorm report OUT
 """
 from __future__ import annotations
@@ -18,6 +21,8 @@ import sys
 
 from .archs import ARCHS
 from .config import EXPERIMENTS, PRESET_NAMES
+
+EXECUTORS = ("local", "slurm", "submitit-local")
 from .dataspec import add_data_arguments, spec_from_args
 
 
@@ -73,6 +78,25 @@ def register(subparsers) -> None:
                    help="train in channels-last memory format (faster convolutions on CPUs; the same runs, "
                         "numbers equal up to float rounding)")
     p.add_argument("--max-runs", type=_positive, default=None, help="stop after this many newly trained runs")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: train here (default); slurm: submit the runs without a row as one Slurm job array "
+                        "through submitit, one run per task (see docs/harness.md); submitit-local: the same job "
+                        "array as processes of this machine (submitit's local executor; waits)")
+    s = p.add_argument_group("Slurm (--executor slurm)")
+    s.add_argument("--slurm-partition", default=None, help="partition of the array tasks")
+    s.add_argument("--slurm-account", default=None, help="account charged for the array tasks")
+    s.add_argument("--slurm-time", type=_positive, default=24 * 60, help="time limit of one task in minutes "
+                   "(a task that reaches it is requeued and resumes its run from its last epoch; default 1440)")
+    s.add_argument("--slurm-gpus-per-node", type=int, default=None,
+                   help="GPUs per task (default 1 with --launcher emulate, the run's workers with torchrun; 0 on "
+                        "CPU nodes)")
+    s.add_argument("--slurm-cpus-per-task", type=_positive, default=None, help="CPUs per task")
+    s.add_argument("--slurm-mem", type=float, default=None, help="memory per task in GB")
+    s.add_argument("--slurm-array-parallelism", type=_positive, default=None,
+                   help="at most this many tasks of the array running at once")
+    s.add_argument("--slurm-folder", default=None, help="submitit's folder for pickles and logs, on a file system "
+                   "the nodes share; %%j is the job id (default OUT/slurm/%%j)")
+    s.add_argument("--wait", action="store_true", help="wait for the submitted runs, then write the report")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.set_defaults(func=run_reproduce)
@@ -101,9 +125,24 @@ def run_reproduce(args) -> int:
     out = args.out or os.path.join("runs", args.preset)
     configs = experiment_configs(args.experiment, preset, seeds=args.seeds, workers=args.workers,
                                  epochs=args.epochs, batches=args.batches, arch=args.arch)
-    jobs = args.jobs or min(2, os.cpu_count() or 1)
-    run_sweep(configs, out, data=data, launcher=args.launcher, progress=not args.no_progress,
-              max_runs=args.max_runs, jobs=jobs, threads=args.threads, channels_last=args.channels_last)
+    sweep = dict(data=data, launcher=args.launcher, threads=args.threads, channels_last=args.channels_last)
+    if args.executor == "local":
+        run_sweep(configs, out, progress=not args.no_progress, max_runs=args.max_runs,
+                  jobs=args.jobs or min(2, os.cpu_count() or 1), **sweep)
+    else:
+        from . import slurm
+
+        options = slurm.SlurmOptions(
+            partition=args.slurm_partition, account=args.slurm_account, time_min=args.slurm_time,
+            gpus_per_node=args.slurm_gpus_per_node, cpus_per_task=args.slurm_cpus_per_task, mem_gb=args.slurm_mem,
+            array_parallelism=args.slurm_array_parallelism, folder=args.slurm_folder)
+        jobs = slurm.submit_sweep(configs, out, sweep, options, max_runs=args.max_runs,
+                                  cluster="slurm" if args.executor == "slurm" else "local")
+        if not (args.wait or args.executor == "submitit-local"):
+            print(f"[reproduce] when they have finished: groupnorm report {out} (the same command again submits "
+                  f"the runs that still have no row)", file=sys.stderr)
+            return 0
+        slurm.wait_for_runs(jobs)
     if not args.no_report:
         path = write_report(out)
         print(f"[reproduce] report: {path}", file=sys.stderr)
