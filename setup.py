@@ -1,15 +1,15 @@
 """Build script: everything declarative lives in pyproject.toml; this file only adds the compiled kernels.
 
 The kernels (src/groupnorm/kernels/csrc) are plain C++ with no PyTorch headers (no ABI lock to one torch
-release), linked into one shared library. Where Python's headers are found, the dispatcher also makes it a
-tiny Python module (``forward`` / ``backward`` entry points taking data pointers, ~0.5 us a call);
-``groupnorm.kernels`` imports that, and falls back to loading the same library's C ABI with ctypes. On x86-64
+release), linked into one shared library that is also a Python module (gn_python.cpp: ``forward`` /
+``backward`` entry points taking data pointers, ~0.5 us a call), which ``groupnorm.kernels`` imports. On x86-64
 the kernel source is compiled four times (baseline x86-64, x86-64-v3 = AVX2/FMA/F16C, x86-64-v4 = AVX-512, and
 x86-64-v4 + AVX512_BF16 for bfloat16 data, left out if the compiler lacks it) and the library picks the best
 level the CPU supports at run time, so a wheel built here also runs on CPUs without AVX-512. The compilations
 run in parallel. The extension is optional: without a working C++ compiler (or OpenMP) the package installs
 anyway and ``groupnorm.kernels.is_available()`` is False (the plain PyTorch path is used).
 """
+import glob
 import os
 import platform
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +20,7 @@ from setuptools.errors import CompileError
 
 CSRC = "src/groupnorm/kernels/csrc"
 KERNEL_EXT = "groupnorm.kernels._gn_kernels"
-HEADERS = [f"{CSRC}/gn_api.h", f"{CSRC}/gn_impl.h", f"{CSRC}/gn_v512.h"]
+HEADERS = sorted(glob.glob(f"{CSRC}/*.h"))  # every level includes them all (gn_level.h)
 # -g0: no debug information (Python's own CFLAGS carry -g): a third of the compile time, and a .so 5x smaller
 COMMON_FLAGS = ["-O3", "-g0", "-std=c++17", "-fPIC", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
                 "-fvisibility=hidden", "-Wall"]
@@ -83,7 +83,7 @@ class BuildKernels(build_ext):
         ext.language = "c++"
         super().build_extension(ext)
 
-    def get_export_symbols(self, ext):  # PyInit_ is exported by the source itself when Python.h is found
+    def get_export_symbols(self, ext):  # PyInit_ is exported by gn_python.cpp itself (PyMODINIT_FUNC)
         return [] if ext.name == KERNEL_EXT else super().get_export_symbols(ext)
 
 
@@ -91,7 +91,8 @@ setup(
     ext_modules=[
         # setup.py among the dependencies: a change of flags here relinks the library (distutils skips the link
         # when the library is newer than the sources and depends, even though the objects were recompiled)
-        Extension(KERNEL_EXT, sources=[f"{CSRC}/gn_dispatch.cpp"], depends=HEADERS + ["setup.py"], optional=True),
+        Extension(KERNEL_EXT, sources=[f"{CSRC}/gn_dispatch.cpp", f"{CSRC}/gn_python.cpp"], depends=HEADERS + ["setup.py"],
+                  optional=True),
     ],
     cmdclass={"build_ext": BuildKernels},
 )

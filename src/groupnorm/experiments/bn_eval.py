@@ -23,6 +23,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from groupnorm.precise_bn import precise_bn
 
 from .data import Split, epoch_batches
+from .devices import autocast
 
 PRECISE_BN_IMAGES = 10000
 PRECISE_BN_EPOCH = 1_000_000  # the (seed, epoch) generator of precise BN's batches: none of training's
@@ -33,25 +34,29 @@ def has_bn(model: torch.nn.Module) -> bool:
 
 
 @torch.no_grad()
-def _batch_stats_error(model: torch.nn.Module, val: Split, batch: int, fmt) -> tuple[float, int]:
+def _batch_stats_error(model: torch.nn.Module, val: Split, batch: int, fmt, amp: str) -> tuple[float, int]:
     m = copy.deepcopy(model).eval()
     for bn in m.modules():
         if isinstance(bn, _BatchNorm):
             bn.train()
             bn.momentum = 0.0  # batch statistics; the copy's buffers do not matter
     wrong, n = 0, 0
+    device = next(m.parameters()).device
     for x, y in val.eval_batches(batch, drop_last=True):
-        x = x.contiguous(memory_format=fmt)
-        wrong += int((m(x).argmax(1) != y).sum())
+        x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
+        with autocast(device, amp):
+            wrong += int((m(x).argmax(1) != y.to(device)).sum())
         n += batch
     return 100.0 * wrong / max(n, 1), n
 
 
 @torch.no_grad()
-def bn_decomposition(model: torch.nn.Module, cfg, train: Split, val: Split, local_batch: int, fmt) -> dict:
+def bn_decomposition(model: torch.nn.Module, cfg, train: Split, val: Split, local_batch: int, fmt,
+                     amp: str = "none") -> dict:
     """The row fields ``val_error_precise_bn``, ``precise_bn_images``, ``val_error_batch_stats`` and
     ``batch_stats_images`` for a BN model (``{}`` for a model without BN). ``local_batch``: this process's
-    share of the global batch (the whole global batch with emulated workers)."""
+    share of the global batch (the whole global batch with emulated workers). On the model's device, forward
+    passes under the ``amp`` autocast (precise BN's statistics are accumulated in float64 regardless)."""
     if not has_bn(model):
         return {}
     from .train import evaluate
@@ -59,13 +64,15 @@ def bn_decomposition(model: torch.nn.Module, cfg, train: Split, val: Split, loca
     gb = cfg.global_batch
     want = min(PRECISE_BN_IMAGES, cfg.images_per_epoch(len(train)))
     pm = copy.deepcopy(model)
-    batches = ((x.contiguous(memory_format=fmt), y)
+    device = next(model.parameters()).device
+    batches = ((x.to(device, non_blocking=True).contiguous(memory_format=fmt), y)
                for x, y in epoch_batches(train, gb, cfg.seed, PRECISE_BN_EPOCH, augment=cfg.augment,
                                          classes_per_worker=cfg.classes_per_worker, workers=cfg.workers,
                                          part=(0, gb // local_batch)))
-    used = precise_bn(pm, batches, num_images=min(want, want // gb * local_batch))
-    _, err_precise = evaluate(pm, val, channels_last=fmt == torch.channels_last)
-    err_batch, n_batch = _batch_stats_error(model, val, local_batch, fmt)
+    with autocast(device, amp):
+        used = precise_bn(pm, batches, num_images=min(want, want // gb * local_batch))
+    _, err_precise = evaluate(pm, val, channels_last=fmt == torch.channels_last, amp=amp)
+    err_batch, n_batch = _batch_stats_error(model, val, local_batch, fmt, amp)
     return dict(val_error_precise_bn=err_precise, precise_bn_images=used,
                 precise_bn_all_training_images=want < PRECISE_BN_IMAGES,
                 val_error_batch_stats=err_batch, batch_stats_images=n_batch)

@@ -4,7 +4,8 @@
                         --preset {smoke,quick,full,cifar10,cifar10-resnet20,imagenet} [--arch NAME]
                         [--data-dir DIR] [--dataset {auto,idx,cifar10,cifar100,imagefolder}] [--image-size S]
                         [--data-workers N] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
-                        [--epochs E] [--batches B1,B2,..] [--jobs J] [--threads T] [--channels-last] [--max-runs N]
+                        [--epochs E] [--batches B1,B2,..] [--jobs J] [--threads T] [--channels-last]
+                        [--device {auto,cpu,cuda}] [--amp {none,bf16}] [--max-runs N]
                         [--no-progress] [--no-report] [--executor {local,slurm,submitit-local}]
                         [--slurm-partition P] [--slurm-account A] [--slurm-time MIN] [--slurm-gpus-per-node G]
                         [--slurm-cpus-per-task C] [--slurm-mem GB] [--slurm-array-parallelism N]
@@ -21,9 +22,10 @@ import sys
 
 from .archs import ARCHS
 from .config import EXPERIMENTS, PRESET_NAMES
+from .dataspec import add_data_arguments, spec_from_args
+from .devices import AMP_MODES, DEVICES
 
 EXECUTORS = ("local", "slurm", "submitit-local")
-from .dataspec import add_data_arguments, spec_from_args
 
 
 def _positive(text: str) -> int:
@@ -70,13 +72,18 @@ def register(subparsers) -> None:
     p.add_argument("--batches", type=_batch_list, default=None,
                    help="Table 2's images per worker, comma-separated, e.g. 32,2 (default: the preset's)")
     p.add_argument("--launcher", choices=("emulate", "torchrun"), default="emulate",
-                   help="emulate: W workers in one process; torchrun: W DDP processes (gloo) per run")
+                   help="emulate: W workers in one process; torchrun: W DDP processes per run (gloo on CPU, nccl on CUDA)")
     p.add_argument("--jobs", type=_positive, default=None,
-                   help="runs trained side by side, one process each (emulate only; default: min(2, CPU count))")
+                   help="runs trained side by side, one process each (emulate only; default: 1 on CUDA, else min(2, CPU count))")
     p.add_argument("--threads", type=_positive, default=1, help="intra-op threads per training process")
     p.add_argument("--channels-last", action="store_true",
                    help="train in channels-last memory format (faster convolutions on CPUs; the same runs, "
                         "numbers equal up to float rounding)")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto: cuda when available, else cpu; under --launcher torchrun each rank takes "
+                        "cuda:LOCAL_RANK (nccl) or the CPU (gloo). Recorded in the rows, not part of a run's identity")
+    p.add_argument("--amp", choices=AMP_MODES, default="none",
+                   help="bf16: forward pass and loss under bfloat16 autocast (GPUs; CPUs with AVX512-BF16/AMX)")
     p.add_argument("--max-runs", type=_positive, default=None, help="stop after this many newly trained runs")
     p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: train here (default); slurm: submit the runs without a row as one Slurm job array "
@@ -125,10 +132,15 @@ def run_reproduce(args) -> int:
     out = args.out or os.path.join("runs", args.preset)
     configs = experiment_configs(args.experiment, preset, seeds=args.seeds, workers=args.workers,
                                  epochs=args.epochs, batches=args.batches, arch=args.arch)
-    sweep = dict(data=data, launcher=args.launcher, threads=args.threads, channels_last=args.channels_last)
+    # the device stays a name ("auto" included): each process, here or on a cluster node, resolves it itself
+    sweep = dict(data=data, launcher=args.launcher, threads=args.threads, channels_last=args.channels_last,
+                 device=args.device, amp=args.amp)
     if args.executor == "local":
+        from .devices import resolve_device
+
+        on_gpu = resolve_device(args.device).type == "cuda"
         run_sweep(configs, out, progress=not args.no_progress, max_runs=args.max_runs,
-                  jobs=args.jobs or min(2, os.cpu_count() or 1), **sweep)
+                  jobs=args.jobs or (1 if on_gpu else min(2, os.cpu_count() or 1)), **sweep)  # one run per GPU
     else:
         from . import slurm
 

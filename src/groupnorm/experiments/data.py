@@ -96,11 +96,13 @@ def detect_format(data_dir: str) -> str:
 @dataclass
 class Split:
     """An in-memory split: images uint8 (N, C, H, W) (an (N, H, W) tensor is taken as one channel), labels
-    int64 (N,), and the data set's :class:`DataInfo` (IDX's by default)."""
+    int64 (N,), and the data set's :class:`DataInfo` (IDX's by default). ``pin_memory``: batches come in pinned
+    host memory (for asynchronous copies to a GPU)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     info: DataInfo = field(default=IDX_INFO)
+    pin_memory: bool = False
 
     def __post_init__(self):
         if self.images.ndim == 3:
@@ -110,13 +112,16 @@ class Split:
         return int(self.labels.shape[0])
 
     def take(self, idx: torch.Tensor) -> "Split":
-        return Split(self.images[idx].clone(), self.labels[idx].clone(), self.info)
+        return Split(self.images[idx].clone(), self.labels[idx].clone(), self.info, self.pin_memory)
+
+    def _out(self, x: torch.Tensor, y: torch.Tensor) -> tuple:
+        return (x.pin_memory(), y.pin_memory()) if self.pin_memory else (x, y)
 
     def eval_batches(self, batch: int, drop_last: bool = False):
         """(x float32 (B, C, H, W), y int64 (B,)) in order, normalized, not augmented."""
         stop = len(self) - (len(self) % batch if drop_last else 0)
         for i in range(0, stop, batch):
-            yield to_input(self.images[i:i + batch], self.info), self.labels[i:i + batch]
+            yield self._out(to_input(self.images[i:i + batch], self.info), self.labels[i:i + batch])
 
     def train_batches(self, order: torch.Tensor, g: torch.Generator, global_batch: int, steps: int,
                       augment: bool, part: tuple = (0, 1)):
@@ -139,7 +144,7 @@ class Split:
                 cols = torch.where(flip[:, None], cols.flip(1), cols)
                 bidx = torch.arange(global_batch)[:, None, None]
                 x = padded[bidx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
-            yield x[r * local:(r + 1) * local], y[r * local:(r + 1) * local]
+            yield self._out(x[r * local:(r + 1) * local], y[r * local:(r + 1) * local])
 
 
 def _find(data_dir: str, stem: str) -> str:

@@ -1,4 +1,4 @@
-"""Train one run in this process: alone, or as one rank of a ``torchrun`` job (gloo; the harness trains on CPU).
+"""Train one run in this process: alone, or as one rank of a ``torchrun`` job (gloo on CPU, nccl on CUDA).
 
 Launched by :mod:`groupnorm.experiments.runner`, either as a side-by-side job::
 
@@ -24,6 +24,7 @@ import torch
 
 from .config import RunConfig
 from .data import add_data_arguments, load_data, spec_from_args
+from .devices import AMP_MODES, DEVICES, backend_for, bind, local_rank, resolve_device
 from .train import train_run
 
 
@@ -55,6 +56,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     p.add_argument("--channels-last", action="store_true", help="model and batches in channels-last memory")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto: cuda if available; under torchrun a CUDA rank takes cuda:LOCAL_RANK")
+    p.add_argument("--amp", choices=AMP_MODES, default="none", help="bf16: forward and loss under autocast")
     p.add_argument("--lock-held", action="store_true",
                    help="the launching sweep holds the run's lock (see store.claim_run)")
     p.add_argument("--progress-stdout", action="store_true", help="print 'progress N' after each step")
@@ -70,22 +74,24 @@ def main(argv=None) -> int:
             sys.stdout.flush()
     if os.environ.get("GROUPNORM_FAULT_INJECT"):
         on_images = _fault_hook(os.environ["GROUPNORM_FAULT_INJECT"], on_images)
+    device = resolve_device(args.device, local_rank())
+    bind(device)
+    run = dict(on_images=on_images, channels_last=args.channels_last, lock_held=args.lock_held, device=device,
+               amp=args.amp)
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         import torch.distributed as dist
 
-        dist.init_process_group("gloo")
+        dist.init_process_group(backend_for(device))
         try:
             rank, world = dist.get_rank(), dist.get_world_size()
             train, val = load_data(data, cfg.train_size, cfg.val_size)
             train_run(cfg, train, val, args.out, rank=rank, world=world, launcher="torchrun",
-                      progress=not args.progress_stdout, on_images=on_images, channels_last=args.channels_last,
-                      lock_held=args.lock_held)
+                      progress=not args.progress_stdout, **run)
         finally:
             dist.destroy_process_group()
     else:
         train, val = load_data(data, cfg.train_size, cfg.val_size)
-        train_run(cfg, train, val, args.out, progress=False, on_images=on_images, channels_last=args.channels_last,
-                  lock_held=args.lock_held)
+        train_run(cfg, train, val, args.out, progress=False, **run)
     return 0
 
 

@@ -17,6 +17,7 @@ import time
 from . import store
 from .config import RunConfig
 from .data import DataSpec, as_spec, load_data, load_full
+from .devices import check_amp, resolve_device
 from .train import memory_format_name, train_run
 
 
@@ -36,8 +37,10 @@ TORCHRUN_RELAUNCHES = 1
 
 
 def launch_torchrun(cfg: RunConfig, data: DataSpec | str, out: str, processes: int, threads: int | None = None,
-                    channels_last: bool = False, lock: store.RunLock | None = None) -> None:
-    """Train ``cfg`` as ``processes`` DDP ranks (gloo) under ``torchrun``; rank 0 writes the row.
+                    channels_last: bool = False, lock: store.RunLock | None = None, device: str = "cpu",
+                    amp: str = "none") -> None:
+    """Train ``cfg`` as ``processes`` DDP ranks under ``torchrun`` (on CPU with gloo, or on CUDA with nccl, rank
+    r on ``cuda:LOCAL_RANK``; ``device`` "cpu", "cuda" or "auto"); rank 0 writes the row.
 
     If torchrun fails (a rank died), it is launched once more (``TORCHRUN_RELAUNCHES``) on a fresh port: the
     ranks resume from the run's last checkpoint, which gives the same numbers as an uninterrupted run. A rank of
@@ -55,8 +58,7 @@ def launch_torchrun(cfg: RunConfig, data: DataSpec | str, out: str, processes: i
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={processes}",
                "--master-addr=127.0.0.1", f"--master-port={_free_port()}",
                "-m", "groupnorm.experiments.run_one", "--config", cfg_path, *as_spec(data).cli_args(), "--out", out]
-        if channels_last:
-            cmd.append("--channels-last")
+        cmd += ["--device", device, "--amp", amp] + (["--channels-last"] if channels_last else [])
         if lock is not None:
             cmd.append("--lock-held")
         proc = subprocess.run(cmd, env=env, pass_fds=() if lock is None else (lock.fd,))
@@ -112,7 +114,7 @@ class Claims:
 
 def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None = None, launcher: str = "emulate",
               processes: int | None = None, progress: bool = True, max_runs: int | None = None, jobs: int = 1,
-              threads: int = 1, channels_last: bool = False) -> list[dict]:
+              threads: int = 1, channels_last: bool = False, device: str = "auto", amp: str = "none") -> list[dict]:
     """Train every config of ``configs`` that has no row in ``OUT/results.jsonl`` yet; return all rows.
 
     Args:
@@ -124,6 +126,8 @@ def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None
         channels_last: models and batches in channels-last memory (faster convolutions on CPUs; the numbers
             differ only by float rounding, so it is not part of a run's identity).
         max_runs: stop after this many newly finished runs (for tests and partial sessions).
+        device: "auto" (CUDA if available), "cpu" or "cuda"; amp: "none" or "bf16" (autocast). How the runs
+            execute, recorded in their rows, not part of their identity (:mod:`groupnorm.experiments.devices`).
     """
     import torch
 
@@ -132,6 +136,8 @@ def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None
     if jobs < 1 or threads < 1:
         raise ValueError(f"jobs={jobs} and threads={threads} must be at least 1")
     data = as_spec(data)
+    device = resolve_device(device).type  # "cpu" or "cuda" (each process then takes its own GPU)
+    check_amp(amp)
     os.makedirs(out, exist_ok=True)
     done = {r["config_key"] for r in store.read_results(out)}
     todo = [c for c in configs if c.key() not in done]
@@ -147,7 +153,7 @@ def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None
     total = sum(remaining_images(c) for c in todo)
     print(f"[reproduce] {len(configs)} runs, {len(configs) - len([c for c in configs if c.key() not in done])} "
           f"already finished, {len(todo)} to train; launcher={launcher}, jobs={jobs}, threads={threads}, "
-          f"memory format={memory_format_name(channels_last)}; "
+          f"device={device}, amp={amp}, memory format={memory_format_name(channels_last)}; "
           f"output {out}", file=sys.stderr, flush=True)
     from tqdm.auto import tqdm
 
@@ -167,7 +173,8 @@ def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None
                 try:
                     overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
                     before = remaining_images(cfg)
-                    launch_torchrun(cfg, data, out, processes or cfg.workers, threads, channels_last, lock)
+                    launch_torchrun(cfg, data, out, processes or cfg.workers, threads, channels_last, lock, device,
+                                    amp)
                 finally:
                     lock.release()
                 overall.update(before)
@@ -179,13 +186,14 @@ def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None
                     overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
                     train, val = load_data(data, cfg.train_size, cfg.val_size)
                     train_run(cfg, train, val, out, progress=progress, on_images=overall.update,
-                              channels_last=channels_last, lock_held=True)
+                              channels_last=channels_last, lock_held=True, device=resolve_device(device), amp=amp)
                 finally:
                     lock.release()
                 finished += 1
         else:
-            finished = _run_parallel(iter(claims), out, data, jobs, threads, overall, progress, channels_last,
-                                     available)
+            finished = _run_parallel(iter(claims), out, data, jobs, threads, overall, progress,
+                                     ["--device", device, "--amp", amp] + (["--channels-last"] if channels_last
+                                                                           else []), available)
     finally:
         overall.close()
     note = claims.summary()
@@ -194,8 +202,9 @@ def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None
     return store.read_results(out)
 
 
-def _run_parallel(claims, out, data, jobs, threads, overall, progress, channels_last, available) -> int:
-    """Up to ``jobs`` runs at a time, each a ``run_one`` subprocess reporting its progress on stdout.
+def _run_parallel(claims, out, data, jobs, threads, overall, progress, exec_args, available) -> int:
+    """Up to ``jobs`` runs at a time, each a ``run_one`` subprocess reporting its progress on stdout
+    (``exec_args``: its ``--device``, ``--amp``, ``--channels-last`` arguments).
 
     ``claims`` yields ``(cfg, lock)`` (see :class:`Claims`): this process holds each run's lock while its
     subprocess trains it (the subprocess inherits the lock: the run stays locked while it lives, even if this
@@ -232,8 +241,7 @@ def _run_parallel(claims, out, data, jobs, threads, overall, progress, channels_
                     env.pop("WORLD_SIZE", None)
                     proc = subprocess.Popen([sys.executable, "-m", "groupnorm.experiments.run_one", "--config",
                                              cfg_path, *data.cli_args(), "--out", out, "--threads",
-                                             str(threads), "--progress-stdout", "--lock-held"]
-                                            + (["--channels-last"] if channels_last else []),
+                                             str(threads), "--progress-stdout", "--lock-held", *exec_args],
                                             stdout=subprocess.PIPE, text=True, env=env, pass_fds=(lock.fd,))
                 except BaseException:
                     lock.release()

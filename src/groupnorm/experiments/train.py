@@ -16,12 +16,18 @@ to 0 or the paper's step decay (x0.1 at 30%, 60%, 90% of the steps); SGD momentu
 of rank >= 2 only. Per epoch: training loss/error (in train mode, on the augmented batches, as the paper's
 curves), validation loss/error (eval mode: BN uses running statistics), images/s, then an atomic checkpoint.
 
+Device and precision (:mod:`.devices`): the model, each batch and the loss live on ``device`` (a value, not a
+branch: CPU and CUDA run the same code), the forward pass and the loss under the ``amp`` autocast. On CUDA the
+batches come from pinned memory (copied asynchronously). Rows record ``device``, ``device_name`` and ``amp``;
+``images_per_s`` is the training throughput (data loading included) over the run's epochs.
+
 Memory format: ``channels_last=True`` runs the model and its batches in channels-last (NHWC) memory, where this
 CPU's convolutions are faster (and GN takes the compiled kernels' channels-last path). It is how a run is
 executed, like the thread count, not part of its identity: the numbers differ only by float rounding.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import platform
@@ -36,6 +42,7 @@ from . import store
 from .config import RunConfig
 from .bn_eval import bn_decomposition
 from .data import DataInfo, IDX_INFO, Split, epoch_batches
+from .devices import autocast, check_amp, device_name
 from .models import ResNet, arch_shape
 from .models import build_model as build_arch
 
@@ -91,19 +98,27 @@ def memory_format_name(channels_last: bool) -> str:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, split: Split, batch: int = 1000, *,
-             channels_last: bool = False) -> tuple[float, float]:
-    """(mean cross-entropy, error in %) of ``model`` in eval mode on ``split`` (batches in channels-last memory
-    if ``channels_last``)."""
+             channels_last: bool = False, amp: str = "none") -> tuple[float, float]:
+    """(mean cross-entropy, error in %) of ``model`` in eval mode on ``split``, on the model's device (batches in
+    channels-last memory if ``channels_last``; forward under the ``amp`` autocast)."""
     was = model.training
     model.eval()
+    device = next(model.parameters()).device
     loss_sum, wrong = 0.0, 0
     for x, y in split.eval_batches(batch):
-        x = x.contiguous(memory_format=_memory_format(channels_last))
-        logits = model(x)
+        x = to_device(x, device, channels_last)
+        y = y.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = model(x).float()
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         wrong += int((logits.argmax(1) != y).sum())
     model.train(was)
     return loss_sum / len(split), 100.0 * wrong / len(split)
+
+
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """A batch on ``device`` in the run's memory format (asynchronous from pinned memory)."""
+    return x.to(device, non_blocking=True).contiguous(memory_format=_memory_format(channels_last))
 
 
 def _finite(v: float):
@@ -116,7 +131,8 @@ class TrainJob:
 
     ``cfg`` and the data determine the numbers; ``rank``/``world`` (this process among the job's ``world``
     processes), ``launcher`` (recorded in the row), ``progress``/``position`` (this run's tqdm bar),
-    ``on_images`` (called with the images of each step) and ``channels_last`` only how it runs.
+    ``on_images`` (called with the images of each step), ``channels_last``, ``device`` and ``amp`` only how it
+    runs.
     """
 
     cfg: RunConfig
@@ -130,11 +146,14 @@ class TrainJob:
     launcher: str = "emulate"
     position: int = 1
     channels_last: bool = False
+    device: str = "cpu"
+    amp: str = "none"
 
 
 def train_run(cfg: RunConfig, train: Split, val: Split, out: str, *, rank: int = 0, world: int = 1,
               progress: bool = True, on_images=None, launcher: str = "emulate", position: int = 1,
-              channels_last: bool = False, lock_held: bool = False) -> dict | None:
+              channels_last: bool = False, lock_held: bool = False, device: str | torch.device = "cpu",
+              amp: str = "none") -> dict | None:
     """Train ``cfg`` (resuming from its checkpoint if any); return its results row on rank 0 (else None).
 
     ``train`` and ``val`` are the run's data (already cut to ``cfg.train_size`` / ``cfg.val_size``). Rank 0
@@ -142,10 +161,12 @@ def train_run(cfg: RunConfig, train: Split, val: Split, out: str, *, rank: int =
     run's lock itself (:func:`store.claim_run`: an error if another process holds it; the existing row, without
     training, if the run is finished) unless ``lock_held`` says that the caller (the sweep's process) holds it.
     ``on_images(n)`` is called after each step with the number of images processed (for a progress bar).
-    ``channels_last``: model and batches in channels-last memory (see the module docstring).
+    ``channels_last``: model and batches in channels-last memory; ``device`` (a torch device, e.g. "cpu",
+    "cuda:1") and ``amp`` ("none" or "bf16"): see the module docstring.
     """
     job = TrainJob(cfg, train, val, out, rank=rank, world=world, progress=progress, on_images=on_images,
-                   launcher=launcher, position=position, channels_last=channels_last)
+                   launcher=launcher, position=position, channels_last=channels_last, device=str(device),
+                   amp=check_amp(amp))
     if rank != 0 or lock_held:
         return _train_run(job)
     key = cfg.key()
@@ -178,7 +199,11 @@ def _train_run(job: TrainJob):
         store.atomic_write_json(os.path.join(rdir, "config.json"), dict(cfg.to_json(), key=key))
 
     fmt = _memory_format(job.channels_last)
-    model = build_model(cfg, world, train.info).to(memory_format=fmt)  # the checkpoint's values load into these strides
+    device = torch.device(job.device)
+    pin = device.type == "cuda"  # pinned host batches: asynchronous copies to the GPU
+    train, val = dataclasses.replace(train, pin_memory=pin), dataclasses.replace(val, pin_memory=pin)
+    # the checkpoint's values load into these strides, on this device
+    model = build_model(cfg, world, train.info).to(device=device, memory_format=fmt)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -194,7 +219,7 @@ def _train_run(job: TrainJob):
     net = model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        net = DDP(model, broadcast_buffers=True)
+        net = DDP(model, broadcast_buffers=True)  # device_ids=None: the module's own (single) device
 
     gb = cfg.global_batch
     local = gb // world
@@ -210,7 +235,8 @@ def _train_run(job: TrainJob):
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         t0 = time.perf_counter()
-        stats = torch.zeros(3, dtype=torch.float64)  # loss sum, wrong, count (local)
+        # loss sum and wrong predictions (local), accumulated on the device (float64: CPU and CUDA have it)
+        stats, count = torch.zeros(2, dtype=torch.float64, device=device), 0
         for s, (x, y) in enumerate(epoch_batches(train, gb, cfg.seed, epoch, augment=cfg.augment,
                                                     classes_per_worker=cfg.classes_per_worker,
                                                     workers=cfg.workers, part=(rank, world))):
@@ -218,15 +244,16 @@ def _train_run(job: TrainJob):
             lr = lr_at(cfg, step, total, steps)
             for g in opt.param_groups:
                 g["lr"] = lr
-            xs, ys = x.contiguous(memory_format=fmt), y
-            logits = net(xs)
-            loss = F.cross_entropy(logits, ys)
+            xs, ys = to_device(x, device, job.channels_last), y.to(device, non_blocking=True)
+            with autocast(device, job.amp):
+                logits = net(xs)
+                loss = F.cross_entropy(logits, ys)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             lv = float(loss.detach())
-            stats += torch.tensor([lv * local, float((logits.detach().argmax(1) != ys).sum()), local],
-                                  dtype=torch.float64)
+            stats += torch.stack([loss.detach().double() * local, (logits.detach().argmax(1) != ys).sum().double()])
+            count += local
             if not math.isfinite(lv):
                 diverged = True
             if bar is not None:
@@ -237,7 +264,7 @@ def _train_run(job: TrainJob):
             if job.on_images is not None and rank == 0:
                 job.on_images(gb)
             if distributed:
-                flag = torch.tensor([1.0 if diverged else 0.0])
+                flag = torch.tensor([1.0 if diverged else 0.0], device=device)
                 dist.all_reduce(flag)
                 diverged = bool(flag.item() > 0)
             if diverged:
@@ -245,10 +272,10 @@ def _train_run(job: TrainJob):
         train_s = time.perf_counter() - t0
         if distributed:
             dist.all_reduce(stats)
-        loss_sum, wrong, count = stats.tolist()
+        (loss_sum, wrong), count = stats.tolist(), count * world  # every rank trains the same count
         ips = count / max(train_s, 1e-9)
         if rank == 0:
-            val_loss, val_err = evaluate(model, val, channels_last=job.channels_last)
+            val_loss, val_err = evaluate(model, val, channels_last=job.channels_last, amp=job.amp)
             history.append(dict(epoch=epoch + 1, train_loss=_finite(loss_sum / max(count, 1)),
                                 train_error=100.0 * wrong / max(count, 1), val_loss=_finite(val_loss),
                                 val_error=val_err, lr=lr, images_per_s=ips, train_s=train_s,
@@ -268,7 +295,7 @@ def _train_run(job: TrainJob):
     last = history[-1]
     decomposition = {}
     if cfg.norm == "bn" and not diverged and not (world > 1 and cfg.bn_batch > local):
-        decomposition = bn_decomposition(model, cfg, train, val, local, fmt)
+        decomposition = bn_decomposition(model, cfg, train, val, local, fmt, amp=job.amp)
     row = dict(experiment=cfg.experiment, norm=cfg.norm, groups=cfg.canonical()["groups"],
                group_size=cfg.canonical()["group_size"], batch_per_worker=cfg.batch_per_worker,
                workers=cfg.workers, global_batch=gb, seed=cfg.seed, epochs=cfg.epochs,
@@ -282,7 +309,8 @@ def _train_run(job: TrainJob):
                processes=world, train_size=len(train), val_size=len(val), arch=cfg.arch,
                **arch_shape(cfg.arch, cfg.widths, cfg.blocks), torch=torch.__version__, machine=platform.machine(),
                threads=torch.get_num_threads(), gn_kernels=_kernels_available(),
-               memory_format=memory_format_name(job.channels_last),
+               memory_format=memory_format_name(job.channels_last), device=str(device),
+               device_name=device_name(device), amp=job.amp,
                dataset=train.info.name, num_classes=train.info.num_classes, in_channels=train.info.channels,
                image_shape=list(train.info.image_shape),
                norm_batch=cfg.norm_batch, bn_batch=cfg.bn_batch, classes_per_worker=cfg.classes_per_worker,

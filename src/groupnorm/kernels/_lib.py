@@ -1,20 +1,21 @@
-"""Loading the compiled kernel library (csrc/, built by setup.py) and calling it on tensors (through the
-library's own Python entry points when it was built with them, else ctypes).
+"""Loading the compiled kernel library (csrc/, built by setup.py as the Python module ``_gn_kernels``) and
+calling it on tensors.
 
-The library has a plain C ABI (``csrc/gn_api.h``) and no PyTorch headers, so it does not tie the package to one
-torch release. This module knows the ABI's codes and turns tensors into (pointer, sizes, layout) arguments;
-it does not check user input beyond what the C side needs (``ops.py`` does that).
+The library has a plain C API (``csrc/gn_api.h``) and no PyTorch headers, so it does not tie the package to one
+torch release; ``csrc/gn_python.cpp`` makes it a Python module whose ``forward`` / ``backward`` take the API's
+arguments as ints (data pointers) and floats. This module knows the API's codes and turns tensors into (pointer,
+sizes, layout) arguments; it does not check user input beyond what the C side needs (``ops.py`` does that).
 """
 from __future__ import annotations
 
-import ctypes
-import importlib.util
-import os
+import importlib
 
 import torch
 
 EXT_NAME = "groupnorm.kernels._gn_kernels"
-ABI_VERSION = 2  # gn_abi_version() of csrc/gn_dispatch.cpp (2: the residual arguments)
+# GN_ABI_VERSION of csrc/gn_api.h (its one definition; tests/test_kernels.py checks the two agree): the library
+# must have been built from the sources this Python code belongs to
+ABI_VERSION = 3
 
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
 ACTIVATIONS = {None: 0, "none": 0, "relu": 1, "silu": 2, "gelu": 3}
@@ -25,57 +26,26 @@ _ERRORS = {1: "invalid argument", 2: "out of memory"}
 
 _lib = None
 _load_error: str | None = None
-
-
-def _load():
-    global _lib, _load_error
-    if _lib is not None or _load_error is not None:
-        return _lib
-    try:
-        spec = importlib.util.find_spec(EXT_NAME)
-        if spec is None or not spec.origin or not os.path.exists(spec.origin):
-            raise OSError("the compiled kernels were not built (no C++ compiler at install time?)")
-        lib = ctypes.CDLL(spec.origin)
-        i64, vp, dp, ci = ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int
-        lib.gn_abi_version.restype = ci
-        if lib.gn_abi_version() != ABI_VERSION:
-            raise OSError(f"kernel library ABI version {lib.gn_abi_version()} != {ABI_VERSION}; re-install the package")
-        for name in ("gn_set_isa", "gn_get_isa", "gn_max_compiled_isa"):
-            getattr(lib, name).restype = ci
-        lib.gn_set_isa.argtypes = [ci]
-        lib.gn_forward.restype = ci
-        lib.gn_forward.argtypes = [ci, ci, i64, i64, i64, i64, vp, vp, vp, vp, ctypes.c_double, ci, vp, dp, dp, ci]
-        lib.gn_backward.restype = ci
-        lib.gn_backward.argtypes = [ci, ci, i64, i64, i64, i64, vp, vp, vp, vp, dp, dp, vp, vp, ci, vp, vp, vp, ci]
-        _lib = lib
-        _bind_calls(lib)
-    except (OSError, AttributeError) as exc:  # not built, or a stale / foreign library
-        _load_error = str(exc)
-    return _lib
-
-
-_fwd_call = None  # gn_forward / gn_backward: the module's Python entry points, else the ctypes functions
+_fwd_call = None  # the module's forward / backward, bound once loaded
 _bwd_call = None
 
 
-def _bind_calls(lib) -> None:
-    """Prefer the library's own Python entry points (``forward`` / ``backward``, built when Python's headers
-    were on the include path: ~0.5 us a call) over ctypes (~5 us for 15 converted arguments)."""
-    global _fwd_call, _bwd_call
-    _fwd_call, _bwd_call = lib.gn_forward, lib.gn_backward
-    if os.environ.get("GROUPNORM_KERNELS_CTYPES", "") == "1":  # for testing the fallback
-        return
+def _load():
+    global _lib, _load_error, _fwd_call, _bwd_call
+    if _lib is not None or _load_error is not None:
+        return _lib
     try:
         mod = importlib.import_module(EXT_NAME)
+        got = mod.abi_version()
+        if got != ABI_VERSION:
+            raise ImportError(f"kernel library ABI version {got} != {ABI_VERSION}; re-install the package")
         _fwd_call, _bwd_call = mod.forward, mod.backward
-    except (ImportError, AttributeError):  # a library built without Python's headers: ctypes it is
-        pass
-
-
-def calls_via() -> str:
-    """How the kernels are called: "module" (the library's Python entry points) or "ctypes"."""
-    _require()
-    return "ctypes" if _fwd_call is _lib.gn_forward else "module"
+        _lib = mod
+    except ImportError as exc:  # not built (no C++ compiler at install time?), or a stale library
+        _load_error = f"the compiled kernels did not load: {exc}"
+    except AttributeError as exc:  # a library from before the module entry points
+        _load_error = f"the compiled kernel library is stale ({exc}); re-install the package"
+    return _lib
 
 
 def load_error() -> str | None:
@@ -89,22 +59,22 @@ def is_loaded() -> bool:
 
 
 def isa() -> int:
-    """Instruction-set level in use: 0 baseline, 1 AVX2, 2 AVX-512."""
-    return _require().gn_get_isa()
+    """Instruction-set level in use: 0 baseline, 1 AVX2, 2 AVX-512, 3 AVX-512 + AVX512_BF16."""
+    return _require().get_isa()
 
 
 def set_isa(level: int | None) -> int:
     """Force an instruction-set level (None: the best this CPU runs). Raises ValueError if the CPU lacks it."""
     lib = _require()
-    got = lib.gn_set_isa(-1 if level is None else int(level))
+    got = lib.set_isa(-1 if level is None else int(level))
     if got < 0:
         raise ValueError(f"instruction-set level {level} is not supported on this CPU "
-                         f"(best: {lib.gn_set_isa(-1)}: {ISA_NAMES[lib.gn_get_isa()]})")
+                         f"(best: {lib.set_isa(-1)}: {ISA_NAMES[lib.get_isa()]})")
     return got
 
 
 def max_compiled_isa() -> int:
-    return _require().gn_max_compiled_isa()
+    return _require().max_compiled_isa()
 
 
 def _require():

@@ -1,4 +1,4 @@
-/* The kernels of gn_impl.h compiled for one instruction-set level (avx2); setup.py gives this file its flags. */
+/* The kernels of gn_level.h compiled for one instruction-set level (avx2); setup.py gives this file its flags. */
 #define GN_NS gn_avx2
 #define GN_SKIP_F64 1 /* float64 runs the baseline code: it is not a speed target, and this shortens the build */
-#include "gn_impl.h"
+#include "gn_level.h"

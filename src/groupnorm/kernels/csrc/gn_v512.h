@@ -1,6 +1,7 @@
-/* Hand-written AVX-512 loops for gn_impl.h, for the float compute type (float32, bfloat16 and float16 data).
- * Included by gn_impl.h inside its namespace when the level is compiled with AVX-512 F/BW/VL/DQ (x86-64-v4,
- * and x86-64-v4 + AVX512_BF16); the other levels use the portable loops. What is here:
+/* Hand-written AVX-512 loops, for the float compute type (float32, bfloat16 and float16 data), in namespace
+ * GN_NS::v512. Defines GN_AVX512 and its loops only when the level is compiled with AVX-512 F/BW/VL/DQ
+ * (x86-64-v4, and x86-64-v4 + AVX512_BF16); the other levels use the portable loops of the layout headers,
+ * which call these where GN_AVX512 is defined. What is here:
  *  - masked loads / stores and non-temporal stores of 16 values of each dtype (one-instruction conversions:
  *    vcvtph2ps / vcvtps2ph for float16, vcvtneps2bf16 for bfloat16 on the AVX512_BF16 level);
  *  - the activations and their derivatives on vectors (exp with vscalefps, 1 / d as rcp14 + one Newton step);
@@ -16,13 +17,21 @@
  * that depends only on the run's length (so results do not depend on the thread count); activations use the
  * same exp polynomial and erf approximation (results within ~1 ulp of the portable code's).
  */
-#ifndef GN_V512_INCLUDED_IN_NS
-#define GN_V512_INCLUDED_IN_NS
+#ifndef GN_V512_H
+#define GN_V512_H
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
+#define GN_AVX512 1
+#include <immintrin.h>
+#include <stdint.h>
+
+#include "gn_api.h"
+#include "gn_convert.h"
 
 /* GCC 12 warns "__Y may be used uninitialized" inside its own avx512fintrin.h (the _mm512_undefined_* it uses
  * in casts and reductions); the warning is about the header, not this code. */
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+namespace GN_NS {
 namespace v512 {
 
 typedef __m512 vf;
@@ -87,7 +96,7 @@ template <typename T, typename F> static inline void store_run(T *o, i64 n, bool
     for_vectors(i, n, [&](i64 j, __mmask16 m) { store(o + j, v(j, m), m); });
 }
 
-/* ---------------------------------------------------------------- activations (as gn_impl.h's scalar ones) */
+/* ---------------------------------------------------------------- activations (as gn_math.h's scalar ones) */
 static inline vf rcp(vf d) { /* 1 / d for normal d: rcp14 and one Newton step */
     const vf r = _mm512_rcp14_ps(d);
     return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, set1(1.0f)), r);
@@ -319,7 +328,7 @@ static inline void rows_dx(const T *x, const T *dy, T *o, i64 nch, i64 S, float 
 
 /* ---------------------------------------------------------------- channels-last (NSC) rows
  * One row of C channels against the per-channel float arrays: the portable nsc_row_apply / nsc_row_dx loops
- * with a masked tail, stored through store_run; gn_impl.h uses them for every float-compute dtype (with whole
+ * with a masked tail, stored through store_run; the layout headers use them for every float-compute dtype (with whole
  * vectors unmasked they measured as fast as the compiler's loops for float32 and faster for bfloat16). */
 template <typename T, int ACT, bool RES>
 static inline void nsc_row_apply(const T *xr, const T *rr, const float *mf, const float *a, const float *bb, T *yr,
@@ -341,7 +350,7 @@ static inline void nsc_row_dx(const T *xr, const T *gr, const float *mf, const f
 }
 
 /* Four consecutive channels-last rows against the per-channel float accumulators (as the portable
- * nsc_row4_sums / nsc_row4_bwd_sums, same order of additions); gn_impl.h uses them for every float-compute
+ * nsc_row4_sums / nsc_row4_bwd_sums, same order of additions); the layout headers use them for every float-compute
  * dtype (float16 loads are one vcvtph2ps here but an integer sequence in the portable code). */
 template <typename T>
 static inline void nsc_row4_sums(const T *row, const float *K, float *f1, float *f2, i64 C) {
@@ -384,4 +393,6 @@ static inline void nsc_row4_bwd_sums(const T *xr, const T *gr, const T *rr, T *d
 
 }  // namespace v512
 
+}  // namespace GN_NS
+#endif /* AVX-512 */
 #endif

@@ -14,6 +14,26 @@
 
 static int fails = 0;
 
+/* gn_forward / gn_backward with the arguments spelled out (their order as in the structs' fields) */
+static int fwd(int dt, int layout, int64_t N, int64_t C, int64_t S, int64_t G, const void *x, const void *w,
+               const void *b, const void *r, double eps, int act, void *y, double *mean, double *rstd, int nt) {
+    gn_fwd_args a;
+    a.sh.dtype = dt; a.sh.layout = layout; a.sh.act = act; a.sh.nthreads = nt;
+    a.sh.N = N; a.sh.C = C; a.sh.S = S; a.sh.G = G;
+    a.eps = eps; a.x = x; a.w = w; a.b = b; a.r = r; a.y = y; a.mean = mean; a.rstd = rstd;
+    return gn_forward(&a);
+}
+static int bwd(int dt, int layout, int64_t N, int64_t C, int64_t S, int64_t G, const void *dy, const void *x,
+               const void *r, void *dr, const double *mean, const double *rstd, const void *w, const void *b, int act,
+               void *dx, void *dw, void *db, int nt) {
+    gn_bwd_args a;
+    a.sh.dtype = dt; a.sh.layout = layout; a.sh.act = act; a.sh.nthreads = nt;
+    a.sh.N = N; a.sh.C = C; a.sh.S = S; a.sh.G = G;
+    a.dy = dy; a.x = x; a.r = r; a.dr = dr; a.mean = mean; a.rstd = rstd; a.w = w; a.b = b;
+    a.dx = dx; a.dw = dw; a.db = db;
+    return gn_backward(&a);
+}
+
 static size_t dsize(int dt) { return dt == GN_F32 ? 4 : dt == GN_F64 ? 8 : 2; }
 
 static double get(const void *p, int dt, int64_t i) {
@@ -92,15 +112,15 @@ static void run_case(int dt, int layout, int64_t N, int64_t C, int64_t S, int64_
     for (int64_t c = 0; affine && c < C; ++c) { put(w, dt, c, 0.5 + urand()); put(b, dt, c, urand() - 0.5); }
     const double eps = 1e-5;
     const double tol = dt == GN_F64 ? 1e-9 : dt == GN_F32 ? 1e-4 : dt == GN_BF16 ? 3e-2 : 5e-3;
-    int rc = gn_forward(dt, layout, N, C, S, G, x, w, b, r, eps, act, y, mean, rstd, nt);
+    int rc = fwd(dt, layout, N, C, S, G, x, w, b, r, eps, act, y, mean, rstd, nt);
     if (rc) { fprintf(stderr, "forward rc=%d %s\n", rc, ctx); ++fails; }
     { /* statistics not wanted (mean = rstd = NULL): the same y, bit for bit */
         void *y2 = alloc(T * es);
-        rc = gn_forward(dt, layout, N, C, S, G, x, w, b, r, eps, act, y2, NULL, NULL, nt);
+        rc = fwd(dt, layout, N, C, S, G, x, w, b, r, eps, act, y2, NULL, NULL, nt);
         if (rc || memcmp(y, y2, T * es)) { fprintf(stderr, "forward without stats rc=%d differs %s\n", rc, ctx); ++fails; }
         free(y2);
     }
-    rc = gn_backward(dt, layout, N, C, S, G, dy, x, r, dr, mean, rstd, w, b, act, dx, dw, db, nt);
+    rc = bwd(dt, layout, N, C, S, G, dy, x, r, dr, mean, rstd, w, b, act, dx, dw, db, nt);
     if (rc) { fprintf(stderr, "backward rc=%d %s\n", rc, ctx); ++fails; }
     double *rdw = (double *)calloc(C, 8), *rdb = (double *)calloc(C, 8);
     for (int64_t n = 0; n < N; ++n)
@@ -153,26 +173,29 @@ static void check_errors(void) {
     float buf[64] = {0};
     double m[8], r[8];
     int bad = 0;
-    bad += gn_forward(GN_F32, 0, 1, 4, 2, 3, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* 3 !| 4 */
-    bad += gn_forward(GN_F32, 0, 0, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* N = 0 */
-    bad += gn_forward(GN_F32, 0, 1, 4, 0, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* S = 0 */
-    bad += gn_forward(7, 0, 1, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;       /* dtype */
-    bad += gn_forward(GN_F32, 2, 1, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* layout */
-    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 9, buf + 16, m, r, 1) != GN_EINVAL;  /* act */
-    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, NULL, -1.0, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* eps */
-    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, NULL, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL; /* x */
-    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, NULL, 1) != GN_EINVAL; /* rstd */
-    bad += gn_forward(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 0) != GN_EINVAL;  /* threads */
-    bad += gn_forward(GN_F32, 0, (int64_t)1 << 40, (int64_t)1 << 20, 4, 1, buf, NULL, NULL, NULL, 1e-5, 0, buf, m, r, 1) !=
+    bad += fwd(GN_F32, 0, 1, 4, 2, 3, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* 3 !| 4 */
+    bad += fwd(GN_F32, 0, 0, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* N = 0 */
+    bad += fwd(GN_F32, 0, 1, 4, 0, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* S = 0 */
+    bad += fwd(7, 0, 1, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;       /* dtype */
+    bad += fwd(GN_F32, 2, 1, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* layout */
+    bad += fwd(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 9, buf + 16, m, r, 1) != GN_EINVAL;  /* act */
+    bad += fwd(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, NULL, -1.0, 0, buf + 16, m, r, 1) != GN_EINVAL;  /* eps */
+    bad += fwd(GN_F32, 0, 1, 4, 2, 2, NULL, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 1) != GN_EINVAL; /* x */
+    bad += fwd(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, NULL, 1) != GN_EINVAL; /* rstd */
+    bad += fwd(GN_F32, 0, 1, 4, 2, 2, buf, NULL, NULL, NULL, 1e-5, 0, buf + 16, m, r, 0) != GN_EINVAL;  /* threads */
+    bad += fwd(GN_F32, 0, (int64_t)1 << 40, (int64_t)1 << 20, 4, 1, buf, NULL, NULL, NULL, 1e-5, 0, buf, m, r, 1) !=
            GN_EINVAL; /* overflow */
-    bad += gn_backward(GN_F32, 0, 1, 4, 2, 3, buf, buf, NULL, NULL, m, r, NULL, NULL, 0, buf + 16, NULL, NULL, 1) !=
+    bad += bwd(GN_F32, 0, 1, 4, 2, 3, buf, buf, NULL, NULL, m, r, NULL, NULL, 0, buf + 16, NULL, NULL, 1) !=
            GN_EINVAL;
     /* a residual with an activation needs dr (and dr needs the residual) */
-    bad += gn_backward(GN_F32, 0, 1, 4, 2, 2, buf, buf, buf + 8, NULL, m, r, NULL, NULL, 1, buf + 16, NULL, NULL, 1) !=
+    bad += bwd(GN_F32, 0, 1, 4, 2, 2, buf, buf, buf + 8, NULL, m, r, NULL, NULL, 1, buf + 16, NULL, NULL, 1) !=
            GN_EINVAL;
-    bad += gn_backward(GN_F32, 0, 1, 4, 2, 2, buf, buf, NULL, buf + 8, m, r, NULL, NULL, 2, buf + 16, NULL, NULL, 1) !=
+    bad += bwd(GN_F32, 0, 1, 4, 2, 2, buf, buf, NULL, buf + 8, m, r, NULL, NULL, 2, buf + 16, NULL, NULL, 1) !=
            GN_EINVAL;
     bad += gn_set_isa(99) >= 0;
+    bad += gn_forward(NULL) != GN_EINVAL;
+    bad += gn_backward(NULL) != GN_EINVAL;
+    bad += gn_abi_version() != GN_ABI_VERSION;
     if (bad) { fprintf(stderr, "%d invalid-argument checks did not return GN_EINVAL\n", bad); fails += bad; }
 }
 

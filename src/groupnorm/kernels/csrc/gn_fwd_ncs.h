@@ -1,0 +1,97 @@
+/* Forward, contiguous layout (N, C, S): per (sample, group) block, the shifted sums over its D * S values
+ * (one contiguous run), the statistics, then y = act((x - mf) * a + bb [+ r]) channel by channel (or, for
+ * short channels on AVX-512, as one run across channel boundaries). Blocks are shared out dynamically in
+ * chunks (gn_runtime.h); a block is read twice, the second time from cache when it fits.
+ */
+#ifndef GN_FWD_NCS_H
+#define GN_FWD_NCS_H
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <type_traits>
+
+#include "gn_api.h"
+#include "gn_convert.h"
+#include "gn_math.h"
+#include "gn_runtime.h"
+#include "gn_v512.h"
+
+namespace GN_NS {
+
+/* Contiguous rows: v = (x - mf) * a + bb [+ r] over one channel's S values. */
+template <typename T, typename A, int ACT, bool RES>
+static inline void ncs_row_apply(const T *GN_R xr, const T *GN_R rr, T *GN_R yr, i64 S, A mf, A a, A bb, bool nt) {
+#ifdef GN_AVX512
+    if constexpr (std::is_same<A, float>::value) return v512::row_apply<T, ACT, RES>(xr, rr, yr, S, mf, a, bb, nt);
+#endif
+    (void)nt;
+    for (i64 s = 0; s < S; ++s) {
+        A v = (ld(xr + s) - mf) * a + bb;
+        if (RES) v += ld(rr + s);
+        st(yr + s, act_f<ACT, A>(v));
+    }
+}
+
+
+template <typename T, typename A, int ACT, bool RES>
+static inline void ncs_rows_apply(const T *xr, const T *rr, T *yr, i64 nch, i64 S, A mf, const A *a, const A *bb,
+                                  bool nt) {
+#ifdef GN_AVX512
+    if constexpr (std::is_same<A, float>::value)
+        if (ncs_rows_flat(S)) return v512::rows_apply<T, ACT, RES>(xr, rr, yr, nch, S, mf, a, bb, nt);
+#endif
+    for (i64 j = 0; j < nch; ++j)
+        ncs_row_apply<T, A, ACT, RES>(xr + j * S, RES ? rr + j * S : nullptr, yr + j * S, S, mf, a[j], bb[j], nt);
+}
+
+template <typename T, int ACT>
+static int fwd_ncs(const FwdArgs<T> &p) {
+    typedef typename Acc<T>::type A;
+    const i64 N = p.N, C = p.C, S = p.S, G = p.G;
+    const T *x = p.x, *w = p.w, *b = p.b, *r = p.r;
+    T *y = p.y;
+    double *mean = p.mean, *rstd = p.rstd;
+    const double eps = p.eps;
+    int nt = p.nt;
+    const i64 D = C / G, L = D * S, items = N * G;
+    nt = nthreads_for(items, nt, N * C * S);
+    const i64 chunk = ncs_items_per_chunk(L);
+    const bool nts = nt_output<T>(N * C * S);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+    FtzGuard ftz;
+#pragma omp for schedule(dynamic, chunk)
+    for (i64 it = 0; it < items; ++it) {
+        const i64 n = it / G, g = it % G;
+        const T *xg = x + (n * C + g * D) * S;
+        T *yg = y + (n * C + g * D) * S;
+        const A K = ld(xg);
+        double s1, s2;
+        shifted_sums<T, A>(xg, L, K, &s1, &s2);
+        const double m1 = s1 / (double)L;
+        double var = s2 / (double)L - m1 * m1;
+        if (!(var > 0.0)) var = var != var ? var : 0.0;
+        const double mu = (double)K + m1, rs = 1.0 / sqrt(var + eps);
+        mean[it] = mu;
+        rstd[it] = rs;
+        double delta;
+        const A mf = round_mean<A>(mu, &delta);
+        for (i64 cb = 0; cb < D; cb += CBLK) {
+            const i64 nb = D - cb < CBLK ? D - cb : CBLK;
+            A ca[CBLK], cbb[CBLK];
+            channel_coefs<T, A>(mu, rs, w, b, g * D + cb, nb, ca, cbb, (A *)nullptr);
+            const i64 o = cb * S;
+            if (r)
+                ncs_rows_apply<T, A, ACT, true>(xg + o, r + (n * C + g * D) * S + o, yg + o, nb, S, mf, ca, cbb, nts);
+            else
+                ncs_rows_apply<T, A, ACT, false>(xg + o, nullptr, yg + o, nb, S, mf, ca, cbb, nts);
+        }
+    }
+    store_fence(nts);
+    }
+    return GN_OK;
+}
+
+}  // namespace GN_NS
+#endif

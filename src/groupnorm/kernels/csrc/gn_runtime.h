@@ -1,0 +1,134 @@
+/* Run-time policy of the kernels of one instruction-set level: how a call is cut into work items and shared
+ * among threads, which stores it uses, and the floating-point mode its threads run in. Nothing here changes a
+ * result's value: the work split depends only on the shape, never on the thread count, and partial sums are
+ * combined in a fixed order (see gn_math.h).
+ */
+#ifndef GN_RUNTIME_H
+#define GN_RUNTIME_H
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <type_traits>
+
+#include "gn_api.h"
+#include "gn_convert.h"
+#include "gn_v512.h" /* GN_AVX512 when this level has AVX-512 */
+
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#define GN_HAVE_MXCSR 1
+#endif
+
+namespace GN_NS {
+
+/* Flush-to-zero for the calling thread while in scope (restored after). Vector code computes both sides of
+ * the activations' range clamps and one side can underflow: without FTZ each subnormal result costs a
+ * microcode assist (measured 10x slower GN+SiLU). Only results that would be subnormal (< 1.2e-38) become 0;
+ * inputs are read as they are (no DAZ). */
+struct FtzGuard {
+#ifdef GN_HAVE_MXCSR
+    unsigned csr;
+    FtzGuard() : csr(_mm_getcsr()) { _mm_setcsr(csr | 0x8000u); }
+    ~FtzGuard() { _mm_setcsr(csr); }
+#endif
+};
+
+/* A thread's scratch buffer inside a parallel region: allocated on entry, freed on exit; if the allocation
+ * fails it sets *err to GN_ENOMEM (atomically: every thread may write it) and ok() is false, so the thread skips
+ * its items while still reaching every barrier; the caller returns the error after the region. */
+template <typename A> struct ThreadScratch {
+    A *p;
+    ThreadScratch(i64 n, int *err) : p((A *)malloc(sizeof(A) * (size_t)n)) {
+        if (!p) {
+#pragma omp atomic write
+            *err = GN_ENOMEM;
+        }
+    }
+    ~ThreadScratch() { free(p); }
+    bool ok() const { return p != NULL; }
+    ThreadScratch(const ThreadScratch &) = delete;
+    ThreadScratch &operator=(const ThreadScratch &) = delete;
+};
+
+/* Non-temporal stores for outputs of NT_BYTES or more (AVX-512 levels): a plain store first reads the line it
+ * writes, one more memory stream; measured here on a 25 MB read+write stream, 1.27x faster. Smaller outputs
+ * keep plain stores (they stay in cache for whatever reads them next). After its non-temporal stores a thread
+ * fences (they are weakly ordered) before the region's closing barrier. */
+enum { NT_BYTES = 4 << 20 }; /* 4 MiB: two cores' L2 here; 8 MiB was tried: mid-size outputs (5-7 MB) were 1.3-1.7x faster at 4 */
+template <typename T> static inline bool nt_output(i64 elems) {
+#ifdef GN_AVX512
+    return !std::is_same<T, double>::value && elems * (i64)sizeof(T) >= (i64)NT_BYTES;
+#else
+    (void)elems;
+    return false;
+#endif
+}
+/* channels-last rows take non-temporal stores only if every row starts aligned (C a multiple of 16, an aligned
+ * output), so that each row streams whole vectors with no unaligned head or tail */
+template <typename T> static inline bool nt_rows_ok(const T *out, i64 C) {
+    return C % 16 == 0 && (uintptr_t)out % (16 * sizeof(T)) == 0;
+}
+static inline void store_fence(bool nt) {
+#ifdef GN_HAVE_MXCSR
+    if (nt) _mm_sfence();
+#else
+    (void)nt;
+#endif
+}
+
+/* Threads for a call: at most one per work item, and one for inputs under GRAIN values (as at::parallel_for's
+ * grain size), where waking the other threads costs more than the work (~2 us of fork/join on a 2-core
+ * machine against ~1 us of work for a 4K-value input). Results do not depend on the thread count. */
+enum { GRAIN = 32768 };
+static inline int nthreads_for(i64 items, int nt, i64 elems) {
+    if (nt < 1 || elems < GRAIN) nt = 1;
+    if ((i64)nt > items) nt = (int)(items < 1 ? 1 : items);
+    return nt;
+}
+
+/* nch consecutive channels of S values (coefficients per channel, from index 0): one run through gn_v512.h's
+ * rows_apply / rows_dx where a channel is not whole vectors and a vector spans at most two channels (S >= 16,
+ * S % 16 != 0: 7x7 and 14x14 maps), else channel by channel (runs of whole vectors measured a little faster
+ * channel by channel: no per-vector channel bookkeeping). */
+static inline bool ncs_rows_flat(i64 S) { return S >= 16 && S % 16 != 0; }
+
+/* Contiguous layout: (sample, group) blocks are handed out dynamically in runs of ~16K values, so that tiny
+ * groups (7x7 maps, few channels per group) do not pay the scheduler once per group. */
+static inline i64 ncs_items_per_chunk(i64 group_len) {
+    i64 c = (i64)16384 / (group_len > 0 ? group_len : 1);
+    return c < 1 ? 1 : c;
+}
+
+/* Channels-last layout: rows of a sample are cut into chunks of a size that depends only on (S, C), never on the thread count, and
+ * partial sums are combined in chunk order: results are bitwise the same for any number of threads and for
+ * both schedules below. Schedules: with many samples (N >= 4 * threads) each thread takes whole samples
+ * (stats, then apply: no barrier at all); otherwise chunks of all samples are shared out dynamically in three
+ * phases with two barriers. Dynamic scheduling lets a thread that was descheduled (a busy machine) hand its
+ * remaining items to the others instead of holding everyone at the next barrier. */
+static inline i64 nsc_rows_per_chunk(i64 S, i64 C) {
+    /* ~64K values per chunk: the per-chunk work over C (shift, zeroing, folding into double) stays small
+     * next to the rows, and a sample of a UNet / ResNet activation still gives ~10-20 chunks to share out */
+    i64 r = ((i64)65536 + C - 1) / (C > 0 ? C : 1);
+    if (r < 1) r = 1;
+    if (r > S) r = S;
+    return r;
+}
+
+struct NscPlan {
+    i64 N, C, S, G, D, R, K; /* K chunks of R rows per sample */
+    int per_sample, nt;
+    bool nts; /* non-temporal stores for the output rows (set by the caller) */
+};
+static inline NscPlan nsc_plan(i64 N, i64 C, i64 S, i64 G, int nt) {
+    NscPlan p;
+    p.N = N; p.C = C; p.S = S; p.G = G; p.D = C / G;
+    p.R = nsc_rows_per_chunk(S, C);
+    p.K = (S + p.R - 1) / p.R;
+    p.per_sample = N >= 4 * (i64)(nt < 1 ? 1 : nt);
+    p.nt = nthreads_for(p.per_sample ? N : N * p.K, nt, N * C * S);
+    p.nts = false;
+    return p;
+}
+
+}  // namespace GN_NS
+#endif
