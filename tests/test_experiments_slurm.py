@@ -111,3 +111,10 @@ def test_slurm_without_sbatch_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert main(["reproduce", "--experiment", "table2", "--preset", "smoke", "--data-dir", SAMPLE,
                  "--out", str(tmp_path / "out"), "--executor", "slurm"]) == 2
     assert "sbatch is not on this machine's PATH" in capsys.readouterr().err
+
+
+def test_submission_errors_name_the_bad_value(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="data directory not found: /nonexistent"):
+        submit_sweep(CONFIGS, str(tmp_path), dict(data="/nonexistent"), SlurmOptions(), cluster="local")
+    with pytest.raises(ValueError, match="cluster='pbs'"):
+        submit_sweep(CONFIGS, str(tmp_path), dict(data=SAMPLE), SlurmOptions(), cluster="pbs")

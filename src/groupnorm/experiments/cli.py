@@ -150,7 +150,7 @@ def run_reproduce(args) -> int:
             array_parallelism=args.slurm_array_parallelism, folder=args.slurm_folder)
         jobs = slurm.submit_sweep(configs, out, sweep, options, max_runs=args.max_runs,
                                   cluster="slurm" if args.executor == "slurm" else "local")
-        if not (args.wait or args.executor == "submitit-local"):
+        if jobs and not (args.wait or args.executor == "submitit-local"):
             print(f"[reproduce] when they have finished: groupnorm report {out} (the same command again submits "
                   f"the runs that still have no row)", file=sys.stderr)
             return 0

@@ -142,6 +142,9 @@ def submit_sweep(configs: list[RunConfig], out: str, sweep_kwargs: dict, options
         from .data import as_spec
 
         spec = as_spec(data)
+        if not os.path.isdir(spec.data_dir):
+            raise FileNotFoundError(f"data directory not found: {spec.data_dir} (the tasks read it on their nodes: "
+                                    f"it must be on a file system they share)")
         kwargs["data"] = dataclasses.replace(spec, data_dir=os.path.abspath(spec.data_dir))
     launcher = kwargs.get("launcher", "emulate")
     done = {r["config_key"] for r in store.read_results(out)}
@@ -149,6 +152,8 @@ def submit_sweep(configs: list[RunConfig], out: str, sweep_kwargs: dict, options
     if max_runs is not None:
         todo = todo[:max_runs]
     if not todo:
+        print(f"[reproduce] all {len(configs)} runs have rows in {out}: nothing to submit", file=sys.stderr,
+              flush=True)
         return []
     processes = {kwargs.get("processes") or c.workers for c in todo} if launcher == "torchrun" else {1}
     if len(processes) != 1:
