@@ -41,6 +41,22 @@ X86_LEVELS = {  # source -> flags
 }
 # A compiler without -mavx512bf16 (GCC < 10) still builds the other levels: this one is then left out.
 OPTIONAL_LEVELS = {f"{CSRC}/gn_isa_avx512bf16.cpp": ("GN_HAVE_AVX512BF16", "1")}
+# The thin unit that registers the kernels as PyTorch operators (TORCH_LIBRARY, autograd, Meta): the only source
+# that includes PyTorch's headers, compiled with torch's include directories and C++ standard, in parallel with
+# the levels (its ~40-90 s are the longest compile), and linked against libtorch / libc10.
+TORCH_UNIT = f"{CSRC}/gn_torch_ops.cpp"
+
+
+def _torch_build_args():
+    """(include dirs, compile flags, library dirs, libraries) for TORCH_UNIT, from the installed torch."""
+    import torch
+    from torch.utils import cpp_extension
+
+    abi = int(torch.compiled_with_cxx11_abi())
+    flags = ["-O2", "-g0", "-std=c++20", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wno-unused-parameter",
+             f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-DTORCH_EXTENSION_NAME=_gn_kernels"]
+    return (cpp_extension.include_paths() + [CSRC], flags, cpp_extension.library_paths(),
+            ["c10", "torch", "torch_cpu"])
 
 
 def _is_x86_64() -> bool:
@@ -60,8 +76,13 @@ class BuildKernels(build_ext):
         macros = [("GN_WITH_X86_LEVELS", "1")] if x86 else []
         os.makedirs(self.build_temp, exist_ok=True)
 
+        torch_incs, torch_flags, torch_libdirs, torch_libs = _torch_build_args()
+
         def compile_one(item):
             src, flags = item
+            if src == TORCH_UNIT:
+                return src, self.compiler.compile([src], output_dir=self.build_temp, include_dirs=torch_incs,
+                                                  extra_postargs=torch_flags, depends=HEADERS)
             try:
                 return src, self.compiler.compile([src], output_dir=self.build_temp, include_dirs=[CSRC],
                                                   extra_postargs=COMMON_FLAGS + flags, depends=HEADERS,
@@ -72,14 +93,16 @@ class BuildKernels(build_ext):
                     return src, []
                 raise
 
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            built = list(pool.map(compile_one, levels.items()))
+        with ThreadPoolExecutor(max_workers=min(5, os.cpu_count() or 1)) as pool:
+            built = list(pool.map(compile_one, [(TORCH_UNIT, [])] + list(levels.items())))
         objects = [o for _, objs in built for o in objs]
         macros = macros + [OPTIONAL_LEVELS[src] for src, objs in built if objs and src in OPTIONAL_LEVELS]
         ext.extra_objects = objects
         ext.define_macros = macros
         ext.extra_compile_args = COMMON_FLAGS
         ext.extra_link_args = ["-fopenmp"]
+        ext.library_dirs = torch_libdirs
+        ext.libraries = torch_libs
         ext.language = "c++"
         super().build_extension(ext)
 

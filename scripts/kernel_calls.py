@@ -47,13 +47,13 @@ def main() -> None:
         dw, db = torch.empty_like(w), torch.empty_like(b)
         mean = torch.empty(n, g, dtype=torch.float64)
         rstd = torch.empty_like(mean)
-        _lib.forward(x, g, w, b, 1e-5, None, y, mean, rstd, lay, nt)
+        _lib.forward(x, g, w, b, 1e-5, 0, y, mean, rstd, lay, nt)
         _, tm, tr = torch.ops.aten.native_group_norm(x, w, b, n, c, s, g, 1e-5)
         t = interleaved({
             "copy": lambda: y.copy_(x),
-            "fwd": lambda: _lib.forward(x, g, w, b, 1e-5, None, y, mean, rstd, lay, nt),
+            "fwd": lambda: _lib.forward(x, g, w, b, 1e-5, 0, y, mean, rstd, lay, nt),
             "tfwd": lambda: torch.ops.aten.native_group_norm(x, w, b, n, c, s, g, 1e-5),
-            "bwd": lambda: _lib.backward(dy, x, mean, rstd, g, w, b, None, dx, dw, db, lay, nt),
+            "bwd": lambda: _lib.backward(dy, x, mean, rstd, g, w, b, 0, dx, dw, db, lay, nt),
             "tbwd": lambda: torch.ops.aten.native_group_norm_backward(dy, x, tm, tr, w, n, c, s, g,
                                                                       [True, True, True]),
         }, args.repeats, 3)

@@ -10,7 +10,10 @@ import groupnorm.nn as gnn
 from groupnorm.experiments import models
 from groupnorm.experiments.config import RunConfig, experiment_configs, get_preset
 from groupnorm.experiments.train import build_model as build_run_model
-from groupnorm.nn.factory import norm_weight
+
+
+def norm_weight(m):
+    return getattr(m, "weight", None)
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -73,13 +76,13 @@ def _name(model, param) -> str:
 def test_paper_init_and_fusions():
     m = models.resnet50(norm="gn")
     for block in m.layers:  # GN with ReLU fused after the first norms; the block's end fused with the shortcut
-        assert block.fused_end and block.last_norm is block.norm3 and block.norm3.activation == "relu"
+        assert block.last_norm is block.norm3 and block.norm3.activation == "relu"
         assert isinstance(block.norm1, gnn.GroupNorm) and block.norm1.activation == "relu"
         assert torch.all(block.norm1.weight == 1) and torch.all(block.norm3.weight == 0)
     assert isinstance(m.stem[1], gnn.GroupNorm) and m.stem[1].activation == "relu"
     assert isinstance(m.stem[2], torch.nn.MaxPool2d) and m.stem[0].kernel_size == (7, 7)
     bn = models.resnet18(norm="bn")
-    assert not any(b.fused_end for b in bn.layers)
+    assert all(b.norm2.activation == "relu" for b in bn.layers)  # relu(bn(out) + shortcut) in one call
     assert all(torch.all(norm_weight(b.last_norm) == 0) and torch.all(norm_weight(b.norm1) == 1) for b in bn.layers)
 
 
@@ -113,15 +116,15 @@ def test_cifar_variants_keep_the_resolution_in_the_first_stage():
 def test_build_model_errors_name_the_bad_value():
     with pytest.raises(ValueError, match="unknown arch 'resnet9'.*resnet50"):
         models.build_model("resnet9", "gn", 3, 10)
-    with pytest.raises(ValueError, match="fixes its widths"):
+    with pytest.raises(ValueError, match="arch 'resnet50' fixes widths"):
         models.build_model("resnet50", "gn", 3, 10, widths=(8, 16))
-    with pytest.raises(ValueError, match="needs widths"):
-        models.build_model("resnet_small", "gn", 1, 10)
+    with pytest.raises(ValueError, match="arch 'resnet' needs widths, blocks, stem_stride, first_stride"):
+        models.build_model("resnet", "gn", 1, 10)
     with pytest.raises(ValueError, match="num_classes=0"):
         models.build_model("resnet20", "gn", 3, 0)
     with pytest.raises(ValueError, match="arch='vgg99'"):
         RunConfig(arch="vgg99").validate()
-    with pytest.raises(ValueError, match="widths apply to 'resnet_small' only"):
+    with pytest.raises(ValueError, match="widths apply to 'resnet' only"):
         RunConfig(arch="resnet20", widths=(8, 16), blocks=(1, 1, 1)).validate()
 
 

@@ -226,3 +226,56 @@ def test_reproduce_on_each_format(tmp_path, fmt):
                   imagefolder=(3, 3, [8, 8]))[fmt]
     assert (r["in_channels"], r["num_classes"], r["image_shape"]) == expect and r["dataset"] == fmt
     assert r["train_size"] == 128 and 0 <= r["val_error"] <= 100
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["cifar10", "imagefolder"])
+def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, fmt):
+    """Killed in its second epoch and resumed (ImageFolder: with 2 loader workers instead of 0), a run ends with
+    the numbers of an uninterrupted one."""
+    from groupnorm.experiments.config import get_preset
+    from groupnorm.experiments.train import train_run
+    import dataclasses
+
+    d = str(tmp_path / "data")
+    if fmt == "cifar10":
+        write_cifar(d, n=8)
+        specs = [DataSpec(d), DataSpec(d)]
+    else:
+        write_imagefolder(d, per_class=14, val_per_class=2)
+        specs = [DataSpec(d, image_size=8, loader_workers=0), DataSpec(d, image_size=8, loader_workers=2)]
+    cfg = dataclasses.replace(get_preset("smoke").base, norm="bn", batch_per_worker=4, epochs=2, train_size=40,
+                              val_size=8)
+    train, val = load_data(specs[0], cfg.train_size, cfg.val_size)
+    ref = train_run(cfg, train, val, str(tmp_path / "ref"), progress=False)
+    seen = [0]
+
+    def stop_in_epoch_2(n):
+        seen[0] += n
+        if seen[0] > 40:
+            raise _Stop
+
+    out = str(tmp_path / "cut")
+    with pytest.raises(_Stop):
+        train_run(cfg, train, val, out, progress=False, on_images=stop_in_epoch_2)
+    assert os.path.exists(os.path.join(out, "runs", cfg.key(), "checkpoint.pt"))
+    train2, val2 = load_data(specs[1], cfg.train_size, cfg.val_size)
+    row = train_run(cfg, train2, val2, out, progress=False)
+    for k in ("train_loss", "train_error", "val_loss", "val_error", "val_error_precise_bn", "val_error_batch_stats"):
+        assert row[k] == ref[k], k
+
+
+def test_sweep_checks_classes_per_worker_against_the_data(tmp_path):
+    import dataclasses
+
+    from groupnorm.experiments.config import get_preset
+    from groupnorm.experiments.runner import run_sweep
+
+    d = write_imagefolder(str(tmp_path / "data"), per_class=8, val_per_class=1)
+    cfg = dataclasses.replace(get_preset("smoke").base, batch_per_worker=4, classes_per_worker=5, epochs=1)
+    with pytest.raises(ValueError, match=r"classes_per_worker=5 .* more than the 3 classes of the data set in"):
+        run_sweep([cfg], str(tmp_path / "out"), data=DataSpec(d, image_size=8, loader_workers=0), progress=False)

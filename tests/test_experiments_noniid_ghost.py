@@ -52,9 +52,12 @@ def test_bad_values_are_named():
 
 def test_configs_carry_the_fields_and_keep_old_keys():
     assert RunConfig(norm="bn").key() == RunConfig(norm="bn", norm_batch=32).key()  # = per-worker BN
-    ghost = experiment_configs("ghost", get_preset("full"), seeds=1)
+    full = get_preset("full")
+    ghost = experiment_configs("ghost", full, seeds=1)
+    # 4 workers x 8 images: norm_batch 32 is the whole global batch (SyncBN), 8 is per-worker BN
     assert sorted((c.kind, c.bn_batch) for c in ghost) == sorted(
-        [("BN", nb) for nb in (32, 16, 8, 4, 2)] + [("GN", None), ("SyncBN", 256)])
+        [("BN", nb) for nb in (16, 8, 4, 2)] + [("GN", None), ("SyncBN", 32)])
+    assert {c.workers for c in ghost} == {4}
     assert len({c.global_batch for c in ghost}) == 1 and len({c.lr for c in ghost}) == 1
     non = experiment_configs("noniid", get_preset("full"), seeds=1)
     assert sorted({c.classes_per_worker for c in non}) == [1, 2, 10]

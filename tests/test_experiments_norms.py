@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 import groupnorm.nn as gnn
 from groupnorm.experiments.models import ResNet
-from groupnorm.nn.factory import make_norm, norm_weight
+from groupnorm.nn.factory import make_norm
 from groupnorm.nn.worker_bn import WorkerBatchNorm2d, per_worker_batch_stats
 
 
@@ -74,7 +74,7 @@ def test_factory_builds_each_norm_by_name():
     assert make_norm("gn", 32, groups=64).num_groups == 32      # clamped: one channel per group
     assert make_norm("gn", 32, group_size=64).num_groups == 1   # clamped: one group
     bn = make_norm("bn", 64, workers=2, activation="relu")
-    assert isinstance(bn[0], WorkerBatchNorm2d) and bn[0].workers == 2 and norm_weight(bn) is bn[0].weight
+    assert isinstance(bn, WorkerBatchNorm2d) and bn.workers == 2 and bn.activation == "relu"
     assert isinstance(make_norm("bn-frozen", 8), gnn.FrozenBatchNorm)
     assert isinstance(make_norm("none", 8), torch.nn.Identity)
     with pytest.raises(ValueError, match="groups=24 does not divide num_channels=64"):
@@ -92,6 +92,6 @@ def test_resnet_forward_backward_and_gamma_init(norm):
     out.sum().backward()
     if norm != "none":
         for block in m.layers:  # the paper's init: gamma 0 for each block's last norm, 1 for the others
-            assert torch.all(norm_weight(block.norm2) == 0) and torch.all(norm_weight(block.norm1) == 1)
+            assert torch.all(block.norm2.weight == 0) and torch.all(block.norm1.weight == 1)
     if norm == "gn+ws":
         assert isinstance(m.stem[0], gnn.WSConv2d)

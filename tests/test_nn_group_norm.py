@@ -25,8 +25,25 @@ def test_group_size_means_channels_per_group():
 
 
 def test_extra_repr():
-    assert repr(GroupNorm(32, 256)) == "GroupNorm(32, 256, eps=1e-05, affine=True)"
-    assert repr(GroupNorm(2, 8, affine=False, activation="silu")) == "GroupNorm(2, 8, eps=1e-05, affine=False, activation='silu')"
+    assert repr(GroupNorm(32, 256)) == repr(torch.nn.GroupNorm(32, 256))
+    assert repr(GroupNorm(2, 8, affine=False, activation="silu")) == (
+        repr(torch.nn.GroupNorm(2, 8, affine=False))[:-1] + ", activation='silu')")
+
+
+def test_is_a_torch_group_norm():
+    """Code that finds norm layers by type (weight-decay exclusion, freezing, summaries) sees ours as GN."""
+    m = GroupNorm(4, 8, 1e-3, False, "cpu", torch.float64, activation="relu")
+    assert isinstance(m, torch.nn.GroupNorm) and isinstance(GroupNorm(num_channels=8, group_size=2), torch.nn.GroupNorm)
+    assert (m.num_groups, m.num_channels, m.eps, m.affine, m.weight) == (4, 8, 1e-3, False, None)
+    assert GroupNorm(2, 8, dtype=torch.float64).weight.dtype == torch.float64
+    # torch's bias=False (gamma only) is kept, and the state_dict keys follow
+    nb = GroupNorm(2, 8, bias=False)
+    assert nb.bias is None and list(nb.state_dict()) == ["weight"]
+    x = torch.randn(2, 8, 3, 3, dtype=torch.float64)
+    with torch.no_grad():
+        nb.double().weight.uniform_(0.5, 1.5)
+    y = R.group_norm(x.numpy(), 2, nb.weight.detach().numpy(), None, 1e-5)
+    np.testing.assert_allclose(nb(x).detach().numpy(), y, rtol=1e-10, atol=1e-10)
 
 
 def test_factory_kwargs():

@@ -13,10 +13,12 @@ import torch
 
 from groupnorm import functional as GF
 from groupnorm import kernels, reference
+from groupnorm.args import activation_code
 from groupnorm.kernels import _lib
 from groupnorm.nn import GroupNorm
 
-from test_kernels import ACTS, DTYPES, GRID, TOL, _np, assert_close, channels_last, make_case
+from test_kernels import (ACTS, DTYPES, GRID, TOL, _np, assert_close, channels_last, make_case,  # noqa: F401
+                          streaming_stores)
 
 needs_kernels = pytest.mark.skipif(not kernels.is_available(), reason=f"kernels not built: {kernels.load_error()}")
 
@@ -38,7 +40,7 @@ def check_residual(x, w, b, dy, r, G, act, eps=1e-5, op=True):
     wr = w.detach().clone().requires_grad_(True) if w is not None else None
     br = b.detach().clone().requires_grad_(True) if b is not None else None
     if op:
-        y = torch.ops.groupnorm.gn_forward(xr, G, wr, br, eps, act or "none", rr)[0]
+        y = torch.ops.groupnorm.gn_forward(xr, G, wr, br, eps, activation_code(act), rr)[0]
     else:
         y = GF.group_norm(xr, G, wr, br, eps, activation=act, residual=rr)
     assert y.dtype == x.dtype and y.shape == x.shape and y.stride() == x.stride()
@@ -98,8 +100,9 @@ def test_residual_in_another_layout_and_no_affine(cl):
 
 
 @needs_kernels
-def test_large_outputs_non_temporal_stores():
-    """Outputs of 4 MiB or more take the non-temporal store path (contiguous and channels-last)."""
+def test_large_outputs_non_temporal_stores(streaming_stores):
+    """Outputs that stream (the streaming_stores fixture) take the non-temporal store path (contiguous and
+    channels-last)."""
     for cl, dtype in itertools.product((False, True), (torch.float32, torch.bfloat16)):
         x, w, b, dy = make_case((2, 64, 96, 96), dtype, cl, seed=3)
         check_residual(x, w, b, dy, make_residual(x, 3), 32, "relu")
@@ -138,7 +141,7 @@ def test_kernels_and_plain_path_agree(monkeypatch, act):
 
 
 @needs_kernels
-@pytest.mark.parametrize("act", ["none", "relu", "silu", "gelu"])
+@pytest.mark.parametrize("act", [None, "relu", "silu", "gelu"])
 def test_gradcheck_fp64_custom_op_and_eager(act):
     g = torch.Generator().manual_seed(5)
     x = torch.randn(2, 6, 4, 3, dtype=torch.float64, generator=g).requires_grad_()
@@ -149,10 +152,9 @@ def test_gradcheck_fp64_custom_op_and_eager(act):
         with torch.no_grad():
             pre = GF.group_norm(x, 3, w, b) + r
             r += torch.where(pre.abs() < 0.05, torch.sign(pre) * 0.1 + (pre == 0) * 0.1, torch.zeros_like(pre))
-    assert torch.autograd.gradcheck(lambda *a: torch.ops.groupnorm.gn_forward(a[0], 3, a[1], a[2], 1e-5, act, a[3])[0],
+    assert torch.autograd.gradcheck(lambda *a: torch.ops.groupnorm.gn_forward(a[0], 3, a[1], a[2], 1e-5, activation_code(act), a[3])[0],
                                     (x, w, b, r))
-    a = None if act == "none" else act
-    assert torch.autograd.gradcheck(lambda *t: GF.group_norm(t[0], 3, t[1], t[2], activation=a, residual=t[3]),
+    assert torch.autograd.gradcheck(lambda *t: GF.group_norm(t[0], 3, t[1], t[2], activation=act, residual=t[3]),
                                     (x, w, b, r))
 
 
@@ -245,9 +247,9 @@ def test_bad_residual_gets_a_clear_error(bad, exc, msg):
 def test_bad_residual_at_the_op_boundary():
     x = torch.randn(2, 8, 3, 3)
     with pytest.raises(ValueError, match="residual has shape"):
-        torch.ops.groupnorm.gn_forward(x, 4, None, None, 1e-5, "relu", x[:1])
+        torch.ops.groupnorm.gn_forward(x, 4, None, None, 1e-5, 1, x[:1])
     with pytest.raises(TypeError, match="residual has dtype"):
-        torch.ops.groupnorm.gn_forward(x, 4, None, None, 1e-5, "relu", x.double())
+        torch.ops.groupnorm.gn_forward(x, 4, None, None, 1e-5, 1, x.double())
 
 
 @needs_kernels

@@ -9,5 +9,6 @@ __version__ = "0.1.0"
 from . import reference  # noqa: E402,F401  (NumPy only)
 from . import functional, nn  # noqa: E402,F401
 from .convert import (  # noqa: E402,F401  (model surgery; torch only, no onnx)
-    convert_bn_to_gn, convert_conv_to_ws, convert_sync_batchnorm, freeze_batch_norm, unfreeze_batch_norm)
+    convert_bn_to_gn, convert_conv_to_ws, convert_group_norm, convert_sync_batchnorm, freeze_batch_norm,
+    unfreeze_batch_norm)
 from .precise_bn import precise_bn  # noqa: E402,F401  (population BN statistics after training)

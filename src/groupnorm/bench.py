@@ -125,7 +125,7 @@ def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) 
     b = (torch.randn(c, generator=gen) * 0.1).to(dtype)
     dy = _to_layout(torch.randn(shape, generator=gen).to(dtype), layout)
     out = torch.empty_like(x)
-    if not kernels.can_handle(x, w, b, "silu"):
+    if not kernels.can_handle(x, w, b):
         raise RuntimeError(f"the kernels do not take this case (available: {kernels.is_available()}, "
                            f"{kernels.load_error() or 'GROUPNORM_DISABLE_KERNELS set?'})")
     xg, wg, bg = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
@@ -140,7 +140,7 @@ def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) 
         return F.silu(F.group_norm(t, groups, w, b, 1e-5))
 
     res = _to_layout(torch.randn(shape, generator=gen).to(dtype), layout)
-    if not kernels.can_handle(x, w, b, "relu", res):
+    if not kernels.can_handle(x, w, b, res):
         raise RuntimeError("the kernels do not take this case with a residual")
 
     def eager_res_relu():  # a ResNet block's end as torchvision writes it: out += identity; relu(inplace)

@@ -1,18 +1,22 @@
-"""Model surgery: BatchNorm to GroupNorm, frozen BN, SyncBN that works on CPU, weight-standardized convs.
+"""Model surgery: BatchNorm to GroupNorm, torch's GroupNorm onto ours, frozen BN, SyncBN that works on CPU, WS convs.
 
 Every function walks any ``nn.Module`` (nested ``Sequential``, ``ModuleList``, ``ModuleDict``, plain
 attributes, the root module itself), replaces the matching layers, and keeps:
 
 - sharing: a module used in several places is replaced by *one* new module used in the same places;
 - ``.training`` of every replaced layer; device, dtype and ``requires_grad`` of the carried tensors;
+- a norm-with-activation layer's activation and its ``forward(x, residual=None)``
+  (``groupnorm.nn.norm_act``: e.g. ``BatchNormAct2d`` becomes ``SyncBatchNormAct`` or a ``GroupNorm`` with
+  that activation);
 - the input model, unless ``inplace=True`` (the default works on a ``copy.deepcopy``).
 
-``convert_bn_to_gn`` can return a :class:`ConversionReport` and logs a one-line summary on the
-``groupnorm.convert`` logger.
+``convert_bn_to_gn``, ``convert_group_norm`` and ``convert_conv_to_ws`` can return a :class:`ConversionReport`
+and log a one-line summary on the ``groupnorm.convert`` logger.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
@@ -23,6 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm, _LazyNormBase
 
 from .nn.frozen_bn import FrozenBatchNorm
 from .nn.group_norm import GroupNorm
+from .nn.norm_act import NormAct, norm_act_class
 from .nn.sync_bn import SyncBatchNorm
 from .nn.ws_conv import WS_CONV_FOR
 
@@ -30,6 +35,7 @@ __all__ = [
     "ConvertedLayer",
     "ConversionReport",
     "convert_bn_to_gn",
+    "convert_group_norm",
     "fallback_num_groups",
     "freeze_batch_norm",
     "unfreeze_batch_norm",
@@ -56,6 +62,7 @@ class ConvertedLayer:
     fallback: bool = False               # GroupNorm only: the request did not fit C, a fallback was used
     carried: tuple[str, ...] = ()        # what was copied over (weight, bias, eps, running stats, ...)
     dropped: tuple[str, ...] = ()        # what has no counterpart in the new layer
+    fused: str | None = None             # convert_group_norm(fuse_activation=True): the activation folded in
 
     @property
     def name(self) -> str:
@@ -92,15 +99,20 @@ class ConversionReport:
                 for layer in fb
             )
             line += f"; {len(fb)} used a fallback: {items}"
+        fused = [layer for layer in self.layers if layer.fused]
+        if fused:
+            line += f"; {len(fused)} with the following activation fused"
         return line
 
     def table(self) -> str:
         """A plain-text table, one row per layer."""
-        rows = [("name", "from", "to", "C", "groups", "carried")]
+        fused = any(layer.fused for layer in self.layers)
+        rows = [("name", "from", "to", "C", "groups", "carried") + (("fused",) if fused else ())]
         for layer in self.layers:
             groups = "" if layer.groups is None else str(layer.groups) + (" (fallback)" if layer.fallback else "")
             rows.append((", ".join(n or "<root>" for n in layer.names), layer.source, layer.target,
-                         str(layer.channels), groups, ", ".join(layer.carried)))
+                         str(layer.channels), groups, ", ".join(layer.carried))
+                        + ((layer.fused or "",) if fused else ()))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -175,6 +187,12 @@ def _check_not_lazy(module: nn.Module, names: tuple[str, ...]) -> None:
             f"{type(module).__name__} at {names[0] or '<root>'!r} is not initialized yet: run one forward pass "
             "before converting it"
         )
+
+
+def _act(module: nn.Module) -> dict:
+    """``{"activation": a}`` for a norm-with-activation module (``groupnorm.nn.norm_act``), else ``{}``: what a
+    replacement needs so that the activation (and the ``residual=`` call) survive the conversion."""
+    return {"activation": module.activation} if isinstance(module, NormAct) else {}
 
 
 def _factory(module: nn.Module) -> dict:
@@ -263,7 +281,7 @@ def convert_bn_to_gn(model: nn.Module, num_groups: int | None = None, *, group_s
         except ValueError as exc:
             raise ValueError(f"{exc} (layer {names[0] or '<root>'!r}, {type(bn).__name__})") from None
         exact = g == num_groups if group_size is None else c % group_size == 0
-        gn = GroupNorm(g, c, eps=bn.eps, affine=bn.affine, **_factory(bn))
+        gn = GroupNorm(g, c, eps=bn.eps, affine=bn.affine, **_factory(bn), **_act(bn))
         carried = ["eps"]
         if bn.affine:
             _copy_param(gn.weight, bn.weight)
@@ -280,6 +298,122 @@ def convert_bn_to_gn(model: nn.Module, num_groups: int | None = None, *, group_s
 
     model, report = _replace(model, _is_batch_norm, build, inplace)
     log.info("convert_bn_to_gn: %s", report.summary())
+    return (model, report) if return_report else model
+
+
+# ----------------------------------------------------------------------------------------------- GN -> ours
+GROUP_NORM_SUBCLASSES = (
+    "timm.layers.norm.GroupNorm", "timm.layers.norm.GroupNorm1",
+    "timm.models.layers.norm.GroupNorm", "timm.models.layers.norm.GroupNorm1",
+)
+"""``torch.nn.GroupNorm`` subclasses (qualified class names) whose own ``forward`` computes exactly
+``F.group_norm(x, num_groups, weight, bias, eps)``: timm's (a "fast norm" switch in front of the same math)."""
+
+_FUSABLE = {nn.ReLU: "relu", nn.SiLU: "silu", nn.GELU: "gelu"}
+
+
+def _keeps_group_norm_semantics(module: nn.Module) -> bool:
+    """A ``torch.nn.GroupNorm`` (not already ours) whose forward is torch's, or one of GROUP_NORM_SUBCLASSES.
+
+    Subclasses that override ``forward`` with other math (e.g. a video GN folding frames into the batch) are
+    left alone."""
+    if not isinstance(module, nn.GroupNorm) or isinstance(module, GroupNorm):
+        return False
+    cls = type(module)
+    return cls.forward is nn.GroupNorm.forward or f"{cls.__module__}.{cls.__qualname__}" in GROUP_NORM_SUBCLASSES
+
+
+def _fusable_activation(module: nn.Module) -> str | None:
+    """Our activation name for a module computing it (exact GELU only: ours is erf-based), else None."""
+    for cls, name in _FUSABLE.items():
+        if type(module) is cls and (name != "gelu" or module.approximate == "none"):
+            return name
+    return None
+
+
+def _fuse_activations(model: nn.Module) -> dict[int, str]:
+    """Fold each ReLU/SiLU/GELU module that directly follows one of our GroupNorms (without activation) in an
+    ``nn.Sequential`` into that GroupNorm, putting ``nn.Identity()`` in the activation's slot. A GroupNorm used
+    in more than one place is left unfused (its other uses are not followed by the activation).
+    Returns ``{id(groupnorm): activation}`` for the fused ones."""
+    uses: dict[int, int] = {}
+    for _, m in model.named_modules(remove_duplicate=False):
+        uses[id(m)] = uses.get(id(m), 0) + 1
+    fused: dict[int, str] = {}
+    for seq in {id(m): m for m in model.modules() if isinstance(m, nn.Sequential)}.values():
+        keys = list(seq._modules)
+        for a, b in zip(keys, keys[1:]):
+            norm, act = seq._modules[a], seq._modules[b]
+            if not (isinstance(norm, GroupNorm) and norm.activation is None and uses[id(norm)] == 1):
+                continue
+            name = _fusable_activation(act)
+            if name is not None:
+                norm.activation = name
+                seq._modules[b] = nn.Identity()
+                fused[id(norm)] = name
+    return fused
+
+
+def convert_group_norm(model: nn.Module, *, fuse_activation: bool = False, inplace: bool = False,
+                       return_report: bool = False):
+    """Replace every ``torch.nn.GroupNorm`` of ``model`` by ``groupnorm.nn.GroupNorm``: the same function,
+    through this package's kernels.
+
+    Matches ``torch.nn.GroupNorm`` itself and its subclasses that keep its semantics: those that do not override
+    ``forward``, and the known ones of :data:`GROUP_NORM_SUBCLASSES` (timm's); others, and our own GroupNorm,
+    are left alone. Each becomes ``GroupNorm(G, C, eps, affine)`` with the same ``bias`` presence, device, dtype
+    and ``.training``; ``weight`` and ``bias`` are carried (values and ``requires_grad``), as is any other
+    parameter or buffer the layer has, so the converted model loads the original's state_dict and computes
+    the same outputs (within float rounding).
+
+    With ``fuse_activation=True``, an ``nn.ReLU``, ``nn.SiLU`` or exact ``nn.GELU`` module that directly follows
+    a (converted or already ours) GroupNorm in an ``nn.Sequential`` is folded into it (``activation=``) and its
+    slot becomes ``nn.Identity()``, so norm and activation run as one pass. Activations called in a ``forward``
+    (as diffusers' ResNet blocks do: ``self.nonlinearity(self.norm1(x))``) are not seen by module surgery and
+    stay as they are. A GroupNorm used in several places is not fused.
+
+    Args:
+        model: any ``nn.Module`` (the root may itself be a GroupNorm).
+        fuse_activation: fold following activation modules into the GroupNorm (keyword only).
+        inplace: modify ``model`` itself instead of a deep copy.
+        return_report: return ``(model, ConversionReport)``; a layer's ``fused`` names its folded activation.
+
+    Example::
+
+        >>> from diffusers import UNet2DModel
+        >>> unet, report = convert_group_norm(UNet2DModel(...), return_report=True)
+        >>> print(report.summary())   # converted 22 layers to GroupNorm
+    """
+    _check_module(model, "convert_group_norm")
+
+    def build(gn: nn.Module, names: tuple[str, ...]):
+        has_bias = gn.affine and gn.bias is not None
+        new = GroupNorm(gn.num_groups, gn.num_channels, gn.eps, gn.affine, bias=has_bias, **_factory(gn))
+        carried = []
+        for pname, p in gn._parameters.items():
+            if p is None:
+                continue
+            if pname in new._parameters and new._parameters[pname] is not None:
+                _copy_param(new._parameters[pname], p)
+            else:
+                new.register_parameter(pname, nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad))
+            carried.append(pname)
+        for bname, b in gn._buffers.items():
+            new.register_buffer(bname, None if b is None else b.detach().clone(),
+                                persistent=bname not in gn._non_persistent_buffers_set)
+            carried.append(bname)
+        entry = ConvertedLayer(names, type(gn).__name__, "GroupNorm", gn.num_channels, groups=gn.num_groups,
+                               requested=f"num_groups={gn.num_groups}", carried=tuple(carried) + ("eps",))
+        return new, entry
+
+    model, report = _replace(model, _keeps_group_norm_semantics, build, inplace)
+    if fuse_activation:
+        fused = _fuse_activations(model)  # on the copy (_replace deep-copies unless inplace)
+        for i, layer in enumerate(report.layers):
+            m = model.get_submodule(layer.name)
+            if id(m) in fused:
+                report.layers[i] = dataclasses.replace(layer, fused=fused[id(m)])
+    log.info("convert_group_norm: %s", report.summary())
     return (model, report) if return_report else model
 
 
@@ -304,10 +438,14 @@ def freeze_batch_norm(model: nn.Module, *, trainable_affine: bool = False, inpla
         return isinstance(m, _BatchNorm) and m.running_mean is not None
 
     def build(bn: nn.Module, names: tuple[str, ...]):
-        frozen = FrozenBatchNorm.from_batch_norm(bn, trainable_affine=trainable_affine)
+        act = _act(bn)
+        cls = norm_act_class(FrozenBatchNorm) if act else FrozenBatchNorm
+        frozen = cls.from_batch_norm(bn, trainable_affine=trainable_affine)
+        if act:
+            frozen.activation = act["activation"]
         carried = tuple(n for n in ("weight", "bias", "running_mean", "running_var")
                         if getattr(bn, n, None) is not None) + ("eps",)
-        return frozen, ConvertedLayer(names, type(bn).__name__, "FrozenBatchNorm", bn.num_features,
+        return frozen, ConvertedLayer(names, type(bn).__name__, type(frozen).__name__, bn.num_features,
                                       carried=carried, dropped=("momentum",))
 
     model, report = _replace(model, match, build, inplace)
@@ -327,6 +465,9 @@ def unfreeze_batch_norm(model: nn.Module, *, bn_class: type | None = None, inpla
     def build(frozen: FrozenBatchNorm, names: tuple[str, ...]):
         cls = bn_class or frozen.source_class or nn.BatchNorm2d
         extra = {"bias": False} if frozen.affine and frozen.bias is None else {}
+        if isinstance(frozen, NormAct):
+            cls = norm_act_class(cls)
+            extra.update(_act(frozen))
         bn = cls(frozen.num_features, eps=frozen.eps, momentum=frozen.source_momentum, affine=frozen.affine,
                  **_factory(frozen), **extra)
         with torch.no_grad():
@@ -337,7 +478,7 @@ def unfreeze_batch_norm(model: nn.Module, *, bn_class: type | None = None, inpla
                 bn.weight.copy_(frozen.weight)
                 if frozen.bias is not None:
                     bn.bias.copy_(frozen.bias)
-        return bn, ConvertedLayer(names, "FrozenBatchNorm", cls.__name__, frozen.num_features)
+        return bn, ConvertedLayer(names, type(frozen).__name__, cls.__name__, frozen.num_features)
 
     model, _ = _replace(model, lambda m: isinstance(m, FrozenBatchNorm), build, inplace)
     return model
@@ -359,8 +500,9 @@ def convert_sync_batchnorm(model: nn.Module, process_group=None, *, inplace: boo
 
     def build(bn: nn.Module, names: tuple[str, ...]):
         has_bias = getattr(bn, "bias", None) is not None
-        sync = SyncBatchNorm(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
-                             process_group=process_group, bias=has_bias or not bn.affine, **_factory(bn))
+        cls = norm_act_class(SyncBatchNorm) if isinstance(bn, NormAct) else SyncBatchNorm
+        sync = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
+                             process_group=process_group, bias=has_bias or not bn.affine, **_factory(bn), **_act(bn))
         with torch.no_grad():
             if bn.affine:
                 _copy_param(sync.weight, bn.weight)
@@ -370,7 +512,7 @@ def convert_sync_batchnorm(model: nn.Module, process_group=None, *, inplace: boo
                 sync.running_mean.copy_(bn.running_mean)
                 sync.running_var.copy_(bn.running_var)
                 sync.num_batches_tracked.copy_(bn.num_batches_tracked)
-        return sync, ConvertedLayer(names, type(bn).__name__, "SyncBatchNorm", bn.num_features)
+        return sync, ConvertedLayer(names, type(bn).__name__, cls.__name__, bn.num_features)
 
     model, _ = _replace(model, match, build, inplace)
     return model

@@ -8,19 +8,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .reference import ACTIVATIONS
+from .args import check_activation
 
-__all__ = ["ACTIVATIONS", "check_activation", "apply_activation", "memory_format", "group_norm_plain"]
+__all__ = ["apply_activation", "memory_format", "group_norm_plain"]
 
-_ACT_FNS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
-
-
-def check_activation(activation) -> None:
-    """Raise ValueError unless ``activation`` is None or one of ``ACTIVATIONS``."""
-    if activation is not None and activation not in _ACT_FNS:
-        raise ValueError(
-            f"unknown activation {activation!r}; expected None or one of {', '.join(map(repr, ACTIVATIONS))}"
-        )
+_ACT_FNS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}  # groupnorm.args.ACTIVATIONS as torch functions
 
 
 def apply_activation(y: torch.Tensor, activation) -> torch.Tensor:

@@ -37,6 +37,8 @@ import math
 
 import numpy as np
 
+from .args import ACTIVATIONS, check_activation, resolve_num_groups
+
 __all__ = [
     "ACTIVATIONS",
     "activation",
@@ -59,8 +61,6 @@ __all__ = [
     "weight_standardize",
     "weight_standardize_backward",
 ]
-
-ACTIVATIONS = ("relu", "silu", "gelu")
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 
@@ -92,27 +92,6 @@ def _bcast(p: np.ndarray, ndim: int) -> np.ndarray:
     return p.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def resolve_num_groups(num_channels: int, num_groups=None, group_size=None) -> int:
-    """Number of groups G from exactly one of ``num_groups`` (G) or ``group_size`` (channels per group)."""
-    if (num_groups is None) == (group_size is None):
-        raise ValueError(
-            f"give exactly one of num_groups and group_size, got num_groups={num_groups}, group_size={group_size}"
-        )
-    if not isinstance(num_channels, (int, np.integer)) or isinstance(num_channels, bool) or num_channels <= 0:
-        raise ValueError(f"num_channels must be a positive integer, got num_channels={num_channels!r}")
-    if num_groups is not None:
-        if not isinstance(num_groups, (int, np.integer)) or isinstance(num_groups, bool) or num_groups <= 0:
-            raise ValueError(f"num_groups must be a positive integer, got num_groups={num_groups!r}")
-        if num_channels % num_groups:
-            raise ValueError(f"num_groups={num_groups} does not divide num_channels={num_channels}")
-        return int(num_groups)
-    if not isinstance(group_size, (int, np.integer)) or isinstance(group_size, bool) or group_size <= 0:
-        raise ValueError(f"group_size must be a positive integer, got group_size={group_size!r}")
-    if num_channels % group_size:
-        raise ValueError(f"group_size={group_size} does not divide num_channels={num_channels}")
-    return int(num_channels // group_size)
-
-
 # ----------------------------------------------------------------------------------------------- activations
 def activation(y, name):
     """Elementwise activation ``z = f(y)`` for name in None (identity), "relu", "silu", "gelu" (exact, erf)."""
@@ -125,7 +104,8 @@ def activation(y, name):
         return y / (1.0 + np.exp(-y))
     if name == "gelu":
         return 0.5 * y * (1.0 + _erf(y / math.sqrt(2.0)).astype(np.float64))
-    raise ValueError(f"unknown activation {name!r}; expected one of None, {', '.join(map(repr, ACTIVATIONS))}")
+    check_activation(name)  # raises: name is none of the above
+    raise AssertionError(f"activation {name!r} is valid but has no formula here")
 
 
 def activation_backward(dz, y, name):
@@ -143,7 +123,8 @@ def activation_backward(dz, y, name):
         cdf = 0.5 * (1.0 + _erf(y / math.sqrt(2.0)).astype(np.float64))
         pdf = np.exp(-0.5 * y * y) / math.sqrt(2.0 * math.pi)
         return dz * (cdf + y * pdf)
-    raise ValueError(f"unknown activation {name!r}; expected one of None, {', '.join(map(repr, ACTIVATIONS))}")
+    check_activation(name)  # raises: name is none of the above
+    raise AssertionError(f"activation {name!r} is valid but has no formula here")
 
 
 # ----------------------------------------------------------------------------------------------- shared core

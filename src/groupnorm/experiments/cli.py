@@ -1,6 +1,6 @@
 """``groupnorm reproduce`` and ``groupnorm report``: the paper's experiments from the command line.
 
-    groupnorm reproduce --experiment {table1,table2,table3,curves,noniid,ghost,all}
+    groupnorm reproduce --experiment {table1,table2,table3,curves,noniid,ghost,lrsweep,control,vgg,all}
                         --preset {smoke,quick,full,cifar10,cifar10-resnet20,imagenet} [--arch NAME]
                         [--data-dir DIR] [--dataset {auto,idx,cifar10,cifar100,imagefolder}] [--image-size S]
                         [--data-workers N] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]

@@ -11,7 +11,16 @@ Experiments:
 - ``table2``: BN and GN at each ``b`` of the preset's batch list (Table 2, Figure 1; Figure 5 curves).
 - ``table3``: GN with G groups (64 .. 1 = LN) and with K channels per group (64 .. 1 = IN) at b = 32.
 - ``curves``: the runs behind Figures 4 and 5 (table1's and table2's largest and smallest batch).
-- ``all``: the union. Runs that two experiments share (e.g. GN at b=32) are trained once.
+- ``noniid``: BN, GN and SyncBN with each worker's b images from ``classes_per_worker`` classes (noniid.py).
+- ``ghost``: the global batch and lr fixed, BN statistics over ``norm_batch`` images (the fixed-steps view of
+  Table 2); GN and SyncBN references.
+- ``lrsweep``: BN and GN at b = 32 for each base learning rate of the preset, validated on held-out *training*
+  images (``holdout``), never on the reported validation images; the presets' per-norm learning rates are the
+  sweep's argmins (docs/results/README.md).
+- ``control``: BN at the largest and smallest b trained ``control_factor`` (2) times as many epochs: the
+  convergence control of the report (their error may change by at most 1 point).
+- ``vgg``: the VGG-style network without normalization, with BN and with GN (Figure 3; vgg.py).
+- ``all``: the preset's ``all_experiments``. Runs that two experiments share (e.g. GN at b=32) are trained once.
 """
 from __future__ import annotations
 
@@ -20,9 +29,9 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from .archs import ARCHS, DEFAULT_ARCH
+from .archs import ARCHS, DEFAULT_ARCH, SHAPE_FIELDS
 
-EXPERIMENTS = ("table1", "table2", "table3", "curves", "noniid", "ghost", "all")
+EXPERIMENTS = ("table1", "table2", "table3", "curves", "noniid", "ghost", "lrsweep", "control", "vgg", "all")
 PRESET_NAMES = ("smoke", "quick", "full", "cifar10", "cifar10-resnet20", "imagenet")
 
 
@@ -68,7 +77,6 @@ class RunConfig:
     """Everything that determines a run's numbers (paths and the launcher do not)."""
 
     norm: str = "gn"
-    arch: str = DEFAULT_ARCH      # a key of models.ARCHS; widths, blocks and stem_stride shape resnet_small only
     groups: int | None = 32
     group_size: int | None = None
     batch_per_worker: int = 32
@@ -91,6 +99,12 @@ class RunConfig:
     norm_batch: int | None = None          # BN statistics over groups of this many images (ghost BN); = the
     #                                        global batch: BN synchronized across all workers (SyncBN)
     classes_per_worker: int | None = None  # each worker's b images drawn from this many classes (noniid)
+    # Later fields, also left out of the identity at their defaults (older keys hold):
+    first_stride: int = 1       # stride of the ResNet's first stage (models.ResNet)
+    holdout: bool = False       # validate on held-out training images, not the test split (lrsweep; holdout.py)
+    arch: str = DEFAULT_ARCH    # a key of archs.ARCHS: "resnet" (the small ResNet shaped by widths, blocks,
+    #                             stem_stride, first_stride), "vgg" (vgg.VGG, no residuals: Figure 3), or a
+    #                             named ResNet (resnet20 .. resnet101, resnet18_cifar, ...: models.py)
     experiment: str = field(default="", compare=False)  # who asked for it first; not part of the identity
 
     @property
@@ -124,8 +138,11 @@ class RunConfig:
     def label(self) -> str:
         """Short human name of the run, for progress bars and messages: e.g. ``GN G=32 b=8 s=0``."""
         extra = (f" norm_batch={self.norm_batch}" if self.kind == "BN" and self.norm_batch is not None else "") \
-            + (f" c={self.classes_per_worker}" if self.classes_per_worker is not None else "")
-        return run_label(self.kind, self.canonical_groups(), self.batch_per_worker, self.seed) + extra
+            + (f" c={self.classes_per_worker}" if self.classes_per_worker is not None else "") \
+            + (f" lr={self.base_lr:g} holdout" if self.holdout else "") \
+            + (f" epochs={self.epochs}" if self.experiment == "control" else "")
+        arch = {DEFAULT_ARCH: "", "vgg": "VGG "}.get(self.arch, f"{self.arch} ")
+        return arch + run_label(self.kind, self.canonical_groups(), self.batch_per_worker, self.seed) + extra
 
     def canonical_groups(self) -> tuple:
         """(groups, group_size) as the run's identity and its results row have them (LN is G=1, IN is K=1)."""
@@ -138,23 +155,24 @@ class RunConfig:
         d.pop("experiment")
         norm, (g, k) = canonical_norm(d["norm"], d["groups"], d["group_size"])
         d.update(norm=norm, groups=g, group_size=k, widths=list(self.widths), blocks=list(self.blocks))
-        if d["arch"] == DEFAULT_ARCH:
-            d.pop("arch")  # the harness's first model: older keys hold
-        else:
-            for name in ("widths", "blocks", "stem_stride"):  # fixed by the named arch
+        if self.arch in ARCHS and not ARCHS[self.arch].config_fields:
+            for name in ("widths", "blocks", "stem_stride"):  # a named ResNet fixes them (validate: at defaults)
                 d.pop(name)
         if d["norm_batch"] is None or d["norm_batch"] == self.batch_per_worker:
             d.pop("norm_batch")  # BN per worker: the standard run
         if d["classes_per_worker"] is None:
             d.pop("classes_per_worker")
+        for name, default in (("first_stride", 1), ("holdout", False), ("arch", DEFAULT_ARCH)):
+            if d[name] == default:
+                d.pop(name)
         return d
 
     def shape_overrides(self) -> dict:
-        """The ``widths``, ``blocks`` and ``stem_stride`` that shape this run's arch: all three for
-        ``resnet_small``, none for a named arch (which fixes them)."""
-        if self.arch != DEFAULT_ARCH:
-            return {}
-        return dict(widths=tuple(self.widths), blocks=tuple(self.blocks), stem_stride=self.stem_stride)
+        """The shape fields (``archs.SHAPE_FIELDS``) this run's arch takes from the config, for
+        :func:`groupnorm.experiments.models.build_model`: all four for ``resnet``, widths and blocks for
+        ``vgg``, none for a named ResNet (which fixes them)."""
+        return {n: tuple(v) if isinstance(v, (list, tuple)) else v
+                for n in ARCHS[self.arch].config_fields for v in [getattr(self, n)]}
 
     @property
     def bn_batch(self) -> int | None:
@@ -173,13 +191,14 @@ class RunConfig:
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r} must be a positive integer")
         if self.arch not in ARCHS:
-            raise ValueError(f"arch={self.arch!r} is not one of {', '.join(ARCHS)}")
-        if self.arch != DEFAULT_ARCH:
-            default = RunConfig()
-            changed = [n for n in ("widths", "blocks", "stem_stride") if getattr(self, n) != getattr(default, n)]
-            if changed:
-                raise ValueError(f"arch={self.arch!r} fixes its shape; {', '.join(changed)} apply to "
-                                 f"{DEFAULT_ARCH!r} only")
+            raise ValueError(f"arch={self.arch!r} must be one of {', '.join(ARCHS)}")
+        if self.first_stride not in (1, 2):
+            raise ValueError(f"first_stride={self.first_stride!r} must be 1 or 2")
+        fixed = () if ARCHS[self.arch].config_fields else SHAPE_FIELDS  # a named ResNet's
+        changed = [n for n in fixed if getattr(self, n) != getattr(_DEFAULT, n)]
+        if changed:
+            raise ValueError(f"arch={self.arch!r} fixes its shape; {', '.join(changed)} apply to "
+                             f"{DEFAULT_ARCH!r} only")
         if self.schedule not in ("cosine", "step"):
             raise ValueError(f"schedule={self.schedule!r} must be 'cosine' or 'step'")
         if self.norm_batch is not None:
@@ -211,8 +230,18 @@ class RunConfig:
         return cls(**d)
 
 
+_DEFAULT = RunConfig()  # the dataclass's defaults (a named ResNet's shape fields stay at them)
+
+
 @dataclass(frozen=True)
 class Preset:
+    """A preset: the protocol (``base``), the settings of each experiment and the seeds.
+
+    ``lr_by_norm``: base learning rate (per ``lr_ref_batch`` images) per norm family: ``bn`` (BN, SyncBN,
+    ghost BN), ``gn`` (GN, LN, IN, GN+WS: the GN family shares GN's), ``none`` (VGG without normalization);
+    norms not named use ``base.base_lr``. ``seeds_by_experiment``: experiments run with fewer seeds than
+    ``seeds`` (the lr sweep, Figure 3, the long control)."""
+
     name: str
     base: RunConfig
     seeds: int
@@ -223,12 +252,48 @@ class Preset:
     table1_batch: int = 32
     noniid_classes: tuple = (1, 2, 10)              # classes per worker (10 = i.i.d.)
     noniid_batch: int = 8                           # images per worker in noniid
-    ghost_norm_batches: tuple = (32, 16, 8, 4, 2)   # BN statistics groups at the fixed global batch W x table1_batch
+    noniid_norms: tuple = ("bn", "gn", "syncbn")
+    ghost_norm_batches: tuple = (32, 16, 8, 4, 2)   # BN statistics groups at the fixed global batch W x ghost_batch
+    ghost_batch: int | None = None                  # images per worker in ghost (None: table1_batch)
+    group_workers: int | None = None                # workers of noniid and ghost (None: the protocol's)
+    lr_by_norm: tuple = ()                          # ((family, base_lr), ...), see the class docstring
+    lrsweep_lrs: tuple = (0.2, 0.4, 0.8, 1.6, 3.2)  # base learning rates per 256 images tried by lrsweep
+    control_factor: int = 2                         # the control runs' epochs: this times the protocol's
+    vgg_norms: tuple = ("none", "bn", "gn")
+    vgg_widths: tuple = (64, 128, 256)
+    vgg_blocks: tuple = (2, 2, 2)
+    seeds_by_experiment: tuple = (("lrsweep", 1), ("vgg", 1))
     all_experiments: tuple = ("table2", "noniid", "ghost", "table1", "table3", "curves")  # what "all" means
     dataset: str = "Fashion-MNIST"                  # what it trains on (its arch is base.arch)
     needs_data_dir: bool = False                    # no default directory: --data-dir is required
     data_format: str = "auto"                       # --dataset unless given (dataspec.FORMATS)
 
+    def base_lr(self, norm: str) -> float:
+        """The base learning rate of ``norm`` (a config name: bn, gn, ln, in, gn+ws, none, ...)."""
+        family = {"ln": "gn", "in": "gn", "gn+ws": "gn", "bn-frozen": "bn"}.get(norm, norm)
+        return dict(self.lr_by_norm).get(family, self.base.base_lr)
+
+    def seeds_of(self, experiment: str, seeds: int) -> int:
+        return min(seeds, dict(self.seeds_by_experiment).get(experiment, seeds))
+
+
+# The protocol of quick and full (one protocol, so quick's runs are a subset of full's and a full run can start
+# from quick's rows). Widths: 64 channels in every layer at least, so G=32 leaves >= 2 channels per group
+# everywhere (Table 3 measures grouping, not InstanceNorm); the first stage at stride 2 (28 -> 14 -> 7 -> 4)
+# keeps 64 channels as cheap as the old 32-channel 14x14 stage. One worker for Tables 1-3 (the global batch is
+# b): with 8 workers the 3,000 training images gave 12 optimizer steps per epoch at b=32, far too few to
+# converge in any affordable number of epochs (a probe at 4 workers: 59% error after 3 epochs); one worker gives
+# 93 per epoch. BN's statistics are per worker either way, which is what Table 2 varies. noniid and ghost need
+# several workers (a worker's classes; SyncBN across workers): 4 workers x 8 images, the same global batch of
+# 32. 8 epochs for every setting (the paper's protocol: epochs fixed, so b=2 takes 16x the steps of b=32;
+# ``ghost`` is the fixed-steps view); cosine schedule after a 1-epoch warmup. Learning rates: the lr sweep on
+# held-out training images (``--experiment lrsweep``), see docs/results/README.md.
+PROTOCOL = RunConfig(workers=1, epochs=8, train_size=3000, val_size=2000, widths=(64, 128), blocks=(1, 1),
+                     stem_stride=2, first_stride=2, warmup_epochs=1.0, base_lr=0.1)
+# The lr sweep's argmins (docs/results/full: BN 19.0% and GN 20.5% held-out error at 3.2 per 256, the top of the
+# swept range 0.2-3.2 for both; a wider sweep is left to a later session). VGG without normalization: not swept,
+# 0.4 per 256 (a plain deep net needs a smaller rate than a normalized one).
+PROTOCOL_LR = (("bn", 3.2), ("gn", 3.2), ("none", 0.4))
 
 PRESETS = {
     # Seconds: a handful of tiny runs, for the tests.
@@ -238,23 +303,22 @@ PRESETS = {
                   warmup_epochs=0.5, base_lr=0.2),
         seeds=1, table1_norms=("bn", "gn"), table2_batches=(8, 2), table3_groups=(8, 1),
         table3_group_sizes=(4,), table1_batch=8, noniid_classes=(1, 10), noniid_batch=4,
-        ghost_norm_batches=(8, 2), all_experiments=("table2", "table1", "table3", "curves")),
-    # The README's main job: <= 15 minutes on 2 cores. BN vs GN at 32, 8 and 2 images/worker, the four norms
-    # (Table 3 only from the runs these share: G=32, G=1=LN, K=1=IN). 4 workers rather than the paper's 8 so
-    # that 10k images give enough optimizer steps (78 per epoch at 32 images/worker).
+        ghost_norm_batches=(8, 2), lrsweep_lrs=(0.1, 0.4), vgg_widths=(8, 16), vgg_blocks=(1, 1),
+        all_experiments=("table2", "table1", "table3", "curves")),
+    # The README's main job (<= 15 minutes on 2 idle cores; docs/results/README.md has the measured time): the
+    # two ends of Table 2 (BN and GN at 32 and 2 images per worker) and noniid (BN, GN) at 1 and 10 classes per
+    # worker, 3 seeds. Same protocol as full, which adds SyncBN to noniid and the 2x-longer control.
     "quick": Preset(
-        "quick",
-        RunConfig(workers=4, epochs=3, train_size=10000, val_size=2000, base_lr=0.8, warmup_epochs=0.5),
-        seeds=1, table1_norms=("bn", "ln", "in", "gn"), table2_batches=(32, 8, 2),
-        table3_groups=(32, 1), table3_group_sizes=(1,),
-        noniid_classes=(1, 10), all_experiments=("table2", "table1", "table3", "curves")),  # 15-min budget
-    # As close to the paper's protocol as this machine allows: 8 workers, all batch sizes, all group divisions,
-    # 8 epochs; seeds run one after the other (all settings of seed 0 first), so a partial run is a full table.
+        "quick", PROTOCOL, seeds=3, group_workers=4, ghost_batch=8, table1_norms=("bn", "gn"), table2_batches=(32, 2), table3_groups=(32,),
+        table3_group_sizes=(), noniid_classes=(1, 10), noniid_norms=("bn", "gn"), lr_by_norm=PROTOCOL_LR,
+        all_experiments=("table2", "noniid")),
+    # Every experiment on the same protocol, 3 seeds (lr sweep and Figure 3: one); seeds run one after the other
+    # (all settings of seed 0 first), so a partial run is a full table. ~2.5 hours on 2 cores; resumable.
     "full": Preset(
-        "full",
-        RunConfig(workers=8, epochs=8, train_size=10000, val_size=5000, base_lr=0.8, warmup_epochs=0.5),
-        seeds=2, table1_norms=("bn", "ln", "in", "gn", "gn+ws"), table2_batches=(32, 16, 8, 4, 2),
-        table3_groups=(64, 32, 16, 8, 4, 2, 1), table3_group_sizes=(64, 32, 16, 8, 4, 2, 1)),
+        "full", PROTOCOL, seeds=3, group_workers=4, ghost_batch=8, table1_norms=("bn", "ln", "in", "gn", "gn+ws"),
+        table2_batches=(32, 16, 8, 4, 2), table3_groups=(64, 32, 16, 8, 4, 2, 1),
+        table3_group_sizes=(64, 32, 16, 8, 4, 2, 1), lr_by_norm=PROTOCOL_LR,
+        all_experiments=("lrsweep", "table2", "noniid", "ghost", "control", "table1", "table3", "vgg")),
     # What a GPU user runs (see docs/harness.md): the paper's protocol, data sets in their official formats.
     # CIFAR-10 (50k training images, validation on the 10k test images): 8 workers, the paper's b list, its
     # schedule in epochs (100 epochs, lr x0.1 at 30/60/90) and its lr 0.1 per 256 images, weight decay 1e-4.
@@ -321,7 +385,8 @@ def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None
     """The runs of one experiment (or ``all``), each seed, duplicates (by key) removed, in a stable order.
 
     ``seeds``, ``workers``, ``epochs``, ``batches`` (Table 2's images per worker) and ``arch`` override the
-    preset's (a named arch replaces the preset's ``resnet_small`` widths, blocks and stem stride).
+    preset's (a named arch replaces the preset's ``resnet`` widths, blocks and strides).
+    Every run gets its norm's learning rate (``Preset.base_lr``) unless its experiment sets one (lrsweep).
     """
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
@@ -331,9 +396,10 @@ def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None
     over_base = {k: v for k, v in (("workers", workers), ("epochs", epochs)) if v is not None}
     if arch is not None:
         over_base["arch"] = arch
-        if arch != DEFAULT_ARCH:
-            default = RunConfig()
-            over_base.update(widths=default.widths, blocks=default.blocks, stem_stride=default.stem_stride)
+        if arch not in ARCHS:
+            raise ValueError(f"arch={arch!r} must be one of {', '.join(ARCHS)}")
+        if not ARCHS[arch].config_fields:  # a named ResNet: the preset's small-ResNet shape does not apply
+            over_base.update({n: getattr(_DEFAULT, n) for n in SHAPE_FIELDS})
     base = dataclasses.replace(preset.base, **over_base)
     if batches is not None:
         if not batches or any(not isinstance(b, int) or b < 1 for b in batches):
@@ -341,6 +407,15 @@ def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None
         preset = dataclasses.replace(preset, table2_batches=tuple(batches))
     b1 = preset.table1_batch
     big, small = max(preset.table2_batches), min(preset.table2_batches)
+    nb = preset.noniid_batch
+    gw = preset.group_workers or base.workers  # noniid's and ghost's workers
+    if workers is not None:
+        gw = workers
+    gb = preset.ghost_batch or b1
+    noniid_norm = {"bn": dict(norm="bn"), "gn": dict(norm="gn"), "syncbn": dict(norm="bn", norm_batch=gw * nb)}
+    for n in preset.noniid_norms:
+        if n not in noniid_norm:
+            raise ValueError(f"noniid norm {n!r} must be one of {', '.join(noniid_norm)}")
     plan: dict[str, list[dict]] = {
         "table1": [dict(norm=n, batch_per_worker=b1) for n in preset.table1_norms],
         "table2": [dict(norm=n, batch_per_worker=b) for n in ("bn", "gn") for b in preset.table2_batches],
@@ -349,19 +424,29 @@ def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None
         "curves": [dict(norm=n, batch_per_worker=b1) for n in preset.table1_norms]
         + [dict(norm=n, batch_per_worker=b) for n in ("bn", "gn") for b in (big, small)],
         # BN, GN, and BN synchronized over all workers (norm_batch = the global batch), per classes_per_worker
-        "noniid": [dict(norm=n, batch_per_worker=preset.noniid_batch, classes_per_worker=c, norm_batch=nb)
-                   for c in preset.noniid_classes
-                   for n, nb in (("bn", None), ("gn", None), ("bn", base.workers * preset.noniid_batch))],
-        # the global batch W x b1 and the lr fixed; BN statistics over norm_batch images; GN and SyncBN references
-        "ghost": [dict(norm="bn", batch_per_worker=b1, norm_batch=nb) for nb in preset.ghost_norm_batches]
-        + [dict(norm="gn", batch_per_worker=b1), dict(norm="bn", batch_per_worker=b1, norm_batch=base.workers * b1)],
+        "noniid": [dict(noniid_norm[n], batch_per_worker=nb, classes_per_worker=c, workers=gw)
+                   for c in preset.noniid_classes for n in preset.noniid_norms],
+        # the global batch W x gb and the lr fixed; BN statistics over norm_batch images; GN and SyncBN references
+        "ghost": [dict(norm="bn", batch_per_worker=gb, norm_batch=g, workers=gw) for g in preset.ghost_norm_batches]
+        + [dict(norm="gn", batch_per_worker=gb, workers=gw),
+           dict(norm="bn", batch_per_worker=gb, norm_batch=gw * gb, workers=gw)],
+        "lrsweep": [dict(norm=n, batch_per_worker=b1, base_lr=lr, holdout=True)
+                    for n in ("bn", "gn") for lr in preset.lrsweep_lrs],
+        "control": [dict(norm="bn", batch_per_worker=b, epochs=base.epochs * preset.control_factor)
+                    for b in (big, small)],
+        "vgg": [dict(norm=n, batch_per_worker=b1, arch="vgg", widths=preset.vgg_widths, blocks=preset.vgg_blocks,
+                     first_stride=1) for n in preset.vgg_norms],
     }
     # Table 2 (the paper's main claim) first, so that a partial run of a preset answers it first.
     names = list(preset.all_experiments) if experiment == "all" else [experiment]
     out, seen = [], set()
     for seed in range(n_seeds):
         for name in names:
+            if seed >= preset.seeds_of(name, n_seeds):
+                continue
             for over in plan[name]:
+                over = dict(over)
+                over.setdefault("base_lr", preset.base_lr(over["norm"]))
                 cfg = dataclasses.replace(base, seed=seed, experiment=name, **over)
                 cfg.validate()
                 if cfg.key() not in seen:

@@ -230,9 +230,21 @@ def load_full(data: "DataSpec | str | None"):
     return _cache[spec]
 
 
-def load_data(data: "DataSpec | str | None", train_size: int | None, val_size: int | None):
-    """The training subset and the validation subset (of the test split), cached per process."""
+def load_data(data: "DataSpec | str | None", train_size: int | None, val_size: int | None,
+              holdout: bool = False):
+    """The training subset and the validation subset (of the test split), cached per process.
+
+    ``holdout``: both from the training split instead (:func:`groupnorm.experiments.holdout.holdout_split`):
+    training images from the rest, validation images from the held-out part, for choosing hyper-parameters
+    without looking at the reported validation images (``--experiment lrsweep``)."""
     train, test = load_full(data)
+    if holdout:
+        from .holdout import holdout_split
+
+        key = (as_spec(data), "holdout")
+        if key not in _cache:
+            _cache[key] = holdout_split(train)
+        train, test = _cache[key]
     return subset(train, train_size, seed=0), subset(test, val_size, seed=1)
 
 

@@ -4,7 +4,7 @@
 arch               block       widths x blocks              stem            short-  params    for
                                                                             cut     (bn)
 =================  ==========  ===========================  ==============  ======  ========  ==============
-``resnet_small``   basic       config's (32,64,128) x 1     3x3, stride     B                 28x28 (default)
+``resnet``         basic       config's (32,64,128) x 1     3x3, stride     B                 28x28 (default)
                                                             config's (2)
 ``resnet20/32/56`` basic       (16,32,64) x n, n = 3/5/9    3x3             A       269,722   CIFAR, 32x32
 ``resnet18/34``    basic       (64..512) x (2,2,2,2) /      7x7 + max-pool  B       11.69M /  ImageNet
@@ -21,8 +21,12 @@ zero channels appended and stride-2 subsampling where the shape changes; 269,722
 conv, projection shortcuts; the counts above, for 1000 classes, equal torchvision's exactly); the ``_cifar``
 variants swap the ImageNet stem for a 3x3 stride-1 conv without max-pool (32x32 inputs keep 32x32 in the first
 stage). Parameter counts are for ``norm="bn"``; GN, LN and IN have the same (a per-channel gamma and beta).
+``vgg`` (Figure 3's network without residuals, shaped by the config's widths and blocks) is
+:class:`groupnorm.experiments.vgg.VGG`.
 """
 from __future__ import annotations
+
+from torch import nn
 
 from .archs import ARCHS, DEFAULT_ARCH, arch_shape
 from .resnets import BasicBlock, Bottleneck, ResNet
@@ -33,26 +37,35 @@ __all__ = ["ARCHS", "DEFAULT_ARCH", "ResNet", "BasicBlock", "Bottleneck", "arch_
 
 def build_model(arch: str, norm: str, in_channels: int, num_classes: int, *, groups: int | None = 32,
                 group_size: int | None = None, workers: int = 1, widths: tuple | None = None,
-                blocks: tuple | None = None, stem_stride: int | None = None) -> ResNet:
+                blocks: tuple | None = None, stem_stride: int | None = None,
+                first_stride: int | None = None) -> nn.Module:
     """The model ``arch`` (a key of ``ARCHS``) for (N, in_channels, H, W) images and ``num_classes`` classes.
 
     ``norm``, ``groups``, ``group_size`` and ``workers`` (emulated workers of per-worker BN) go to every norm
-    (:func:`groupnorm.nn.make_norm`). ``widths``, ``blocks`` and ``stem_stride`` shape ``resnet_small`` only
-    (required there); the named ResNets fix them, and passing them is an error.
+    (:func:`groupnorm.nn.make_norm`). ``widths``, ``blocks``, ``stem_stride`` and ``first_stride`` shape the
+    archs that take them from the run's config (``resnet``: all four, required; ``vgg``: widths and blocks);
+    the named ResNets fix them, and passing one is an error.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     a = ARCHS[arch]
-    given = {k: v for k, v in (("widths", widths), ("blocks", blocks), ("stem_stride", stem_stride))
-             if v is not None}
-    if a.widths is not None and given:
-        raise ValueError(f"arch {arch!r} fixes its widths, blocks and stem stride; got {given}")
-    if a.widths is None and len(given) != 3:
-        raise ValueError(f"arch {arch!r} needs widths, blocks and stem_stride (got {given})")
+    given = {k: v for k, v in (("widths", widths), ("blocks", blocks), ("stem_stride", stem_stride),
+                               ("first_stride", first_stride)) if v is not None}
+    extra = sorted(set(given) - set(a.config_fields))
+    if extra:
+        raise ValueError(f"arch {arch!r} fixes {', '.join(extra)}; got {given}")
+    missing = [f for f in a.config_fields if f not in given]
+    if missing:
+        raise ValueError(f"arch {arch!r} needs {', '.join(missing)} (got {given})")
+    norm_kw = dict(groups=groups, group_size=group_size, workers=workers, in_channels=in_channels,
+                   num_classes=num_classes)
+    if a.block == "vgg":
+        from .vgg import VGG
+
+        return VGG(norm, tuple(given["widths"]), tuple(given["blocks"]), **norm_kw)
     return ResNet(norm, tuple(given.get("widths", a.widths)), tuple(given.get("blocks", a.blocks)),
-                  groups=groups, group_size=group_size, workers=workers,
-                  stem_stride=given.get("stem_stride", a.stem_stride or 1), in_channels=in_channels,
-                  num_classes=num_classes, block=a.block, stem=a.stem, shortcut=a.shortcut)
+                  stem_stride=given.get("stem_stride", a.stem_stride), first_stride=given.get("first_stride", 1),
+                  block=a.block, stem=a.stem, shortcut=a.shortcut, **norm_kw)
 
 
 def _named(arch: str):

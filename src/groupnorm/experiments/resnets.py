@@ -5,7 +5,8 @@ choices (shapes for an (N, C_in, H, W) input)::
 
     stem "3x3":   conv3x3(C_in -> w0, stride s) - norm - ReLU                         H -> H/s
     stem "7x7":   conv7x7(C_in -> w0, stride 2, pad 3) - norm - ReLU - maxpool3x3(stride 2, pad 1)   H -> H/4
-    stage i (widths w_i, d_i blocks; stride 2 in the first block of every stage after the first):
+    stage i (widths w_i, d_i blocks; stride 2 in the first block of every stage after the first, and
+             ``first_stride`` (default 1) in the first stage's):
         basic:      conv3x3(stride) - norm - ReLU - conv3x3 - norm(gamma=0)             ; out channels w_i
         bottleneck: conv1x1 - norm - ReLU - conv3x3(stride) - norm - ReLU - conv1x1(x4) - norm(gamma=0)
                     ; out channels 4 w_i (the stride on the 3x3 conv, as torchvision's "ResNet v1.5")
@@ -18,9 +19,9 @@ choices (shapes for an (N, C_in, H, W) input)::
 The basic and bottleneck blocks, the "7x7" stem and shortcut "B" are torchvision's: with ``norm="bn"`` the
 parameter counts equal torchvision's resnet18/34/50/101 (tested). As in the GN paper, every norm's gamma starts
 at 1 except each residual block's last norm, whose gamma starts at 0 (each block starts as the identity).
-A norm directly followed by ReLU is built with the ReLU fused (GN/LN/IN run norm + ReLU in one kernel), and
-with GN/LN/IN a block's end, ReLU(norm(out) + shortcut), is one call with the shortcut as the residual (one pass
-over memory instead of three). With ``norm="gn+ws"`` every convolution is weight-standardized. Convolutions
+Every norm is built with the ReLU that follows it (``make_norm``'s norm-with-activation modules; GN/LN/IN run
+norm + ReLU in one kernel), and a block's end, ReLU(norm(out) + shortcut), is one call with the shortcut as the
+residual, whatever the norm (GN/LN/IN fuse all three in one pass over memory instead of three). With ``norm="gn+ws"`` every convolution is weight-standardized. Convolutions
 have no bias (the norms' beta plays that role), except with ``norm="none"``. Init: Kaiming-normal (fan-out)
 convolutions, the linear layer N(0, 0.01) with zero bias (Goyal et al., which the GN paper follows).
 """
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import groupnorm.nn as gnn
-from groupnorm.nn.factory import make_norm, norm_weight, uses_weight_standardization
+from groupnorm.nn.factory import make_norm, uses_weight_standardization
 
 STEMS = ("3x3", "7x7")
 BLOCKS = ("basic", "bottleneck")
@@ -48,15 +49,10 @@ class _Block(nn.Module):
     and the shortcut. Subclasses build their convs and norms, call :meth:`_init_end` and end with :meth:`_end`."""
 
     def _init_end(self, name: str, cin: int, cout: int, stride: int, norm_kw: dict, conv, shortcut: str) -> None:
-        """Registers the last norm as ``name``, then the shortcut and the final ReLU."""
+        """Registers the last norm as ``name`` (built with its ReLU: it runs relu(norm(out) + shortcut) in one
+        call, which GN/LN/IN fuse in one pass over memory), then the shortcut."""
         bias = norm_kw["name"] == "none"
-        last = make_norm(num_channels=cout, **norm_kw)
-        setattr(self, name, last)
-        # GN, LN and IN (groupnorm's GroupNorm) end the block in one call, relu(norm(out) + shortcut), which the
-        # compiled kernels fuse (one pass instead of three); other norms add and apply ReLU as usual
-        self.fused_end = isinstance(last, gnn.GroupNorm)
-        if self.fused_end:
-            last.activation = "relu"
+        setattr(self, name, make_norm(num_channels=cout, activation="relu", **norm_kw))
         self.shortcut = None
         self.pad_shortcut = None  # option A: (stride, channels to append)
         if stride != 1 or cin != cout:
@@ -67,7 +63,6 @@ class _Block(nn.Module):
                 raise ValueError(f"shortcut 'A' cannot map {cin} to {cout} channels (it only appends zeros)")
             else:
                 self.pad_shortcut = (stride, cout - cin)
-        self.relu = nn.ReLU(inplace=True)
 
     def _short(self, x):
         if self.shortcut is not None:
@@ -78,10 +73,7 @@ class _Block(nn.Module):
         return x
 
     def _end(self, last: nn.Module, out, x):
-        sc = self._short(x)
-        if self.fused_end:
-            return last(out, residual=sc)
-        return self.relu(last(out) + sc)
+        return last(out, residual=self._short(x))
 
 
 class BasicBlock(_Block):
@@ -141,7 +133,9 @@ class ResNet(nn.Module):
         blocks: residual blocks per stage (same length as ``widths``).
         groups, group_size: GN's G or channels per group K.
         workers: emulated workers for per-worker BN statistics.
-        stem_stride: stride of the "3x3" stem conv (2 halves the resolution and the cost).
+        stem_stride: stride of the stem conv (2 halves the resolution and the cost; the "7x7" stem's is 2).
+        first_stride: stride of the first stage's first block (2: the first stage at half the stem's
+            resolution, for wide-but-cheap networks: 64 channels at 7x7 cost what 32 do at 14x14).
         in_channels, num_classes: the data's image channels and classes.
         block: "basic" or "bottleneck". stem: "3x3" or "7x7" (the ImageNet stem, with max-pool).
         shortcut: "B" (projection) or "A" (zero-padding) where a block changes the shape.
@@ -153,7 +147,8 @@ class ResNet(nn.Module):
 
     def __init__(self, norm: str = "gn", widths=(32, 64, 128), blocks=(1, 1, 1), *, groups: int | None = 32,
                  group_size: int | None = None, workers: int = 1, stem_stride: int = 1, in_channels: int = 1,
-                 num_classes: int = 10, block: str = "basic", stem: str = "3x3", shortcut: str = "B"):
+                 num_classes: int = 10, block: str = "basic", stem: str = "3x3", shortcut: str = "B",
+                 first_stride: int = 1):
         super().__init__()
         if len(widths) != len(blocks) or not widths:
             raise ValueError(f"widths={tuple(widths)} and blocks={tuple(blocks)} must be non-empty, same length")
@@ -171,14 +166,15 @@ class ResNet(nn.Module):
             self.stem = nn.Sequential(conv(in_channels, widths[0], 3, stride=stem_stride, padding=1, bias=bias),
                                       make_norm(num_channels=widths[0], activation="relu", **norm_kw))
         else:
-            self.stem = nn.Sequential(conv(in_channels, widths[0], 7, stride=2, padding=3, bias=bias),
+            self.stem = nn.Sequential(conv(in_channels, widths[0], 7, stride=stem_stride, padding=3, bias=bias),
                                       make_norm(num_channels=widths[0], activation="relu", **norm_kw),
                                       nn.MaxPool2d(3, stride=2, padding=1))
         cls = BasicBlock if block == "basic" else Bottleneck
         layers, cin = [], widths[0]
         for i, (w, d) in enumerate(zip(widths, blocks)):
             for j in range(d):
-                layers.append(cls(cin, w, 2 if (i > 0 and j == 0) else 1, norm_kw, conv, shortcut))
+                stride = (2 if i > 0 else first_stride) if j == 0 else 1
+                layers.append(cls(cin, w, stride, norm_kw, conv, shortcut))
                 cin = w * cls.expansion
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(cin, num_classes)
@@ -191,7 +187,7 @@ class ResNet(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         for block in self.layers:  # the paper's gamma init: 0 for the last norm of each residual block
-            w = norm_weight(block.last_norm)
+            w = getattr(block.last_norm, "weight", None)
             if w is not None:
                 nn.init.zeros_(w)
         nn.init.normal_(self.fc.weight, std=0.01)

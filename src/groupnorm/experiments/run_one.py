@@ -84,13 +84,13 @@ def main(argv=None) -> int:
         dist.init_process_group(backend_for(device))
         try:
             rank, world = dist.get_rank(), dist.get_world_size()
-            train, val = load_data(data, cfg.train_size, cfg.val_size)
+            train, val = load_data(data, cfg.train_size, cfg.val_size, cfg.holdout)
             train_run(cfg, train, val, args.out, rank=rank, world=world, launcher="torchrun",
                       progress=not args.progress_stdout, **run)
         finally:
             dist.destroy_process_group()
     else:
-        train, val = load_data(data, cfg.train_size, cfg.val_size)
+        train, val = load_data(data, cfg.train_size, cfg.val_size, cfg.holdout)
         train_run(cfg, train, val, args.out, progress=False, **run)
     return 0
 

@@ -144,7 +144,14 @@ def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None
     if max_runs is not None:
         todo = todo[:max_runs]
     # fail early and clearly on a bad data directory; the training split's size for the progress totals
-    available = len(load_full(data)[0]) if todo else 0
+    available = 0
+    if todo:
+        full_train = load_full(data)[0]
+        available = len(full_train)
+        too_many = [c for c in todo if (c.classes_per_worker or 0) > full_train.info.num_classes]
+        if too_many:
+            raise ValueError(f"classes_per_worker={too_many[0].classes_per_worker} ({too_many[0].label}) is more "
+                             f"than the {full_train.info.num_classes} classes of the data set in {data.data_dir}")
 
     def remaining_images(c: RunConfig) -> int:  # counting epochs already checkpointed as done
         ep = len(store.read_jsonl(os.path.join(store.run_dir(out, c.key()), "metrics.jsonl")))
@@ -184,7 +191,7 @@ def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None
             for i, (cfg, lock) in enumerate(claims):
                 try:
                     overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
-                    train, val = load_data(data, cfg.train_size, cfg.val_size)
+                    train, val = load_data(data, cfg.train_size, cfg.val_size, cfg.holdout)
                     train_run(cfg, train, val, out, progress=progress, on_images=overall.update,
                               channels_last=channels_last, lock_held=True, device=resolve_device(device), amp=amp)
                 finally:

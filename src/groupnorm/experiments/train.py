@@ -43,14 +43,15 @@ from .config import RunConfig
 from .bn_eval import bn_decomposition
 from .data import DataInfo, IDX_INFO, Split, epoch_batches
 from .devices import autocast, check_amp, device_name
-from .models import ResNet, arch_shape
+from .models import arch_shape
 from .models import build_model as build_arch
 
 
-def build_model(cfg: RunConfig, world: int = 1, info: DataInfo = IDX_INFO) -> ResNet:
-    """The run's model (``cfg.arch``, :func:`groupnorm.experiments.models.build_model`) for one of ``world``
-    processes, for the data set ``info`` describes (its channels and classes: ``in_channels``,
-    ``num_classes``). BN's statistics groups: ``cfg.bn_batch`` images each
+def build_model(cfg: RunConfig, world: int = 1, info: DataInfo = IDX_INFO) -> torch.nn.Module:
+    """The run's network (``cfg.arch``, :func:`groupnorm.experiments.models.build_model`: the small ResNet,
+    the VGG of Figure 3, or a named ResNet) for one of ``world`` processes, for the data set ``info`` describes
+    (its channels and classes: ``in_channels``, ``num_classes``). BN's statistics groups: ``cfg.bn_batch``
+    images each
     (a worker's b, or ``norm_batch``), so a process's share of the global batch holds
     ``(global_batch / world) / bn_batch`` of them; a group spanning processes (SyncBN with ``world > 1``) gets
     :class:`groupnorm.nn.SyncBatchNorm` (the group must then be the whole global batch)."""
@@ -232,11 +233,14 @@ def _train_run(job: TrainJob):
                    dynamic_ncols=True, desc=cfg.label)
     t_run = time.perf_counter()
     diverged = False
+    probe = _Probe(model, steps) if rank == 0 else None
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         t0 = time.perf_counter()
         # loss sum and wrong predictions (local), accumulated on the device (float64: CPU and CUDA have it)
         stats, count = torch.zeros(2, dtype=torch.float64, device=device), 0
+        if probe is not None:
+            probe.start_epoch()
         for s, (x, y) in enumerate(epoch_batches(train, gb, cfg.seed, epoch, augment=cfg.augment,
                                                     classes_per_worker=cfg.classes_per_worker,
                                                     workers=cfg.workers, part=(rank, world))):
@@ -245,6 +249,8 @@ def _train_run(job: TrainJob):
             for g in opt.param_groups:
                 g["lr"] = lr
             xs, ys = to_device(x, device, job.channels_last), y.to(device, non_blocking=True)
+            if probe is not None:
+                probe.arm(s, step)
             with autocast(device, job.amp):
                 logits = net(xs)
                 loss = F.cross_entropy(logits, ys)
@@ -279,7 +285,9 @@ def _train_run(job: TrainJob):
             history.append(dict(epoch=epoch + 1, train_loss=_finite(loss_sum / max(count, 1)),
                                 train_error=100.0 * wrong / max(count, 1), val_loss=_finite(val_loss),
                                 val_error=val_err, lr=lr, images_per_s=ips, train_s=train_s,
-                                wall_s=wall_before + time.perf_counter() - t_run))
+                                wall_s=wall_before + time.perf_counter() - t_run,
+                                **({} if probe is None or probe.layer is None
+                                   else dict(feature_percentiles=probe.samples))))
             store.write_jsonl(os.path.join(rdir, "metrics.jsonl"), history)
             store.save_checkpoint(ckpt_path, dict(model=model.state_dict(), optim=opt.state_dict(),
                                                   epoch=epoch + 1, history=history, config_key=key,
@@ -290,6 +298,8 @@ def _train_run(job: TrainJob):
             break
     if bar is not None:
         bar.close()
+    if probe is not None:
+        probe.close()
     if rank != 0:
         return None
     last = history[-1]
@@ -314,12 +324,55 @@ def _train_run(job: TrainJob):
                dataset=train.info.name, num_classes=train.info.num_classes, in_channels=train.info.channels,
                image_shape=list(train.info.image_shape),
                norm_batch=cfg.norm_batch, bn_batch=cfg.bn_batch, classes_per_worker=cfg.classes_per_worker,
+               arch=cfg.arch, holdout=cfg.holdout, base_lr=cfg.base_lr, first_stride=cfg.first_stride,
+               val_error_curve=[h["val_error"] for h in history],
+               train_error_curve=[h["train_error"] for h in history],
+               **_percentile_fields(history),
                **decomposition, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     store.atomic_write_bytes(os.path.join(rdir, "model.pt"), _state_bytes(model))
     store.append_result(out, row)
     if os.path.exists(ckpt_path):
         os.unlink(ckpt_path)
     return row
+
+
+class _Probe:
+    """Figure 3's measurement: percentiles of a model's ``probe`` layer output (``vgg.VGG.probe``, the late
+    conv before its norm) on the training batch of ``PROBES_PER_EPOCH`` evenly spaced steps of each epoch
+    (``samples``: ``[global step, p1, p20, p80, p99]`` lists). A model without ``probe``: does nothing."""
+
+    PROBES_PER_EPOCH = 8
+
+    def __init__(self, model: torch.nn.Module, steps_per_epoch: int):
+        self.layer = getattr(model, "probe", None)
+        self.every = max(1, steps_per_epoch // self.PROBES_PER_EPOCH)
+        self.samples: list = []
+        self._step = None
+        self._hook = None if self.layer is None else self.layer.register_forward_hook(self._record)
+
+    def start_epoch(self) -> None:
+        self.samples = []
+
+    def arm(self, s: int, step: int) -> None:
+        """Record the next forward of the layer if step ``s`` of the epoch is a probe step."""
+        self._step = step if s % self.every == 0 else None
+
+    def _record(self, module, inputs, output) -> None:
+        if self._step is not None:
+            from .vgg import response_percentiles
+
+            self.samples.append([self._step] + response_percentiles(output))
+            self._step = None
+
+    def close(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+
+
+def _percentile_fields(history: list[dict]) -> dict:
+    """``feature_percentiles`` for the row: every epoch's samples, in order ({} if none were taken)."""
+    samples = [s for h in history for s in h.get("feature_percentiles", [])]
+    return dict(feature_percentiles=samples) if samples else {}
 
 
 def _kernels_available() -> bool:

@@ -1,16 +1,16 @@
-"""Compiled CPU kernels for GroupNorm with a fused activation (forward and backward).
+"""Compiled CPU kernels for GroupNorm with a fused activation and residual (forward and backward).
 
-``groupnorm.functional.group_norm`` calls :func:`try_group_norm` (:func:`can_handle`, then the kernels) and
-takes the plain PyTorch path when it declines. The kernels (C++ in ``csrc/``, no PyTorch headers, OpenMP threads,
-AVX-512 / AVX2 / baseline code chosen at run time) are registered as the custom ops
-``torch.ops.groupnorm.gn_forward`` / ``gn_backward`` (see ``ops.py``), so autograd, ``torch.compile`` and
-``gradcheck`` work through them. In eager mode :func:`group_norm` calls the same code through a
-``torch.autograd.Function`` (the op dispatcher's Python layers cost more than a small GN).
+``groupnorm.functional.group_norm`` asks :func:`kernel_for` (the one decision) and calls the operator it returns
+(which checks the arguments) or checks them itself and takes the plain PyTorch path. The kernels (C++ in ``csrc/``, OpenMP threads, AVX-512 / AVX2 /
+baseline code chosen at run time, no PyTorch headers) are PyTorch operators registered from C++
+(``csrc/gn_torch_ops.cpp``: ``torch.ops.groupnorm.gn_forward`` / ``gn_backward`` with CPU, Meta and autograd
+kernels; see ``ops.py``), so a call costs what a native ATen operator costs, and autograd, ``torch.compile``,
+fake tensors, ``gradcheck`` and double backward work through them.
 
 Covered: CPU tensors of rank >= 2 (N, C, *spatial), float32 / float64 / bfloat16 / float16 (half types and
 float32 accumulate in float32 lanes folded into float64 sums), contiguous or channels-last (any rank; other
 strides are copied to contiguous first), weight / bias of x's dtype or None, activation None / "relu" /
-"silu" / "gelu" (exact, erf). Threads: ``torch.get_num_threads()``.
+"silu" / "gelu" (exact, erf), a residual of x's shape and dtype. Threads: ``torch.get_num_threads()``.
 
 Switches: the environment variable ``GROUPNORM_DISABLE_KERNELS=1`` (read at every call) forces the plain
 path; :func:`set_isa` forces an instruction-set level (0 baseline, 1 AVX2, 2 AVX-512, 3 AVX-512 with AVX512_BF16 for
@@ -22,36 +22,42 @@ import os
 
 import torch
 
+from .._compat import functorch_transforms_active, in_onnx_export
+from ..args import activation_code
 from . import _lib
 
-__all__ = ["is_available", "can_handle", "group_norm", "try_group_norm", "disabled", "load_error", "isa", "set_isa", "ISA_NAMES"]
+__all__ = ["is_available", "kernel_for", "can_handle", "group_norm", "disabled", "load_error", "isa", "set_isa",
+           "ISA_NAMES"]
 
 ISA_NAMES = _lib.ISA_NAMES
-_ACTS = (None, "relu", "silu", "gelu")
-
-try:  # registering the ops needs torch.library.custom_op (torch >= 2.4)
-    from . import ops as _ops
-except (ImportError, AttributeError) as exc:  # pragma: no cover - old torch
-    _ops = None
-    _ops_error = f"torch {torch.__version__} lacks torch.library.custom_op: {exc}"
-else:
-    _ops_error = None
-
 
 _available = None  # True / False once known (a loaded library stays loaded)
+_ops_error = None
+_gn_forward = _gn_forward_call = None  # torch.ops.groupnorm.gn_forward.default and its C++ callable
 
 
 def is_available() -> bool:
-    """True if the compiled kernel library loaded and its custom ops are registered."""
-    global _available
+    """True if the compiled kernel library loaded and registered its operators."""
+    global _available, _ops_error, _gn_forward, _gn_forward_call
     if _available is None:
-        _available = _ops is not None and _lib.is_loaded()
+        ok = _lib.is_loaded()
+        if ok:
+            try:
+                _gn_forward = torch.ops.groupnorm.gn_forward.default
+                _gn_forward_call = _gn_forward._op  # what OpOverload.__call__ calls, without its Python frame
+                from . import ops
+
+                ops.register()
+            except (AttributeError, RuntimeError) as exc:  # a library built without its operator unit
+                _ops_error, ok = f"the kernels' PyTorch operators are not registered: {exc}", False
+        _available = ok
     return _available
 
 
 def load_error() -> str | None:
     """Why the kernels are not available (None if they are)."""
-    return _ops_error or _lib.load_error()
+    is_available()
+    return _lib.load_error() or _ops_error
 
 
 _ENV_KEY = "GROUPNORM_DISABLE_KERNELS"
@@ -66,30 +72,6 @@ def disabled() -> bool:
     if _ENV_DATA is not None and _ENV_DATA_KEY not in _ENV_DATA:  # the usual case, in ~50 ns
         return False
     return os.environ.get(_ENV_KEY, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-_onnx_flags = None
-
-
-def _in_onnx_export() -> bool:
-    """``torch.onnx.is_in_onnx_export()`` without its two imports per call (~5 us); falls back to it."""
-    global _onnx_flags
-    if _onnx_flags is None:
-        try:
-            from torch.onnx._internal.exporter import _flags
-            from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
-
-            _onnx_flags = (GLOBALS, _flags)
-            _onnx_flags[0].in_onnx_export, _onnx_flags[1]._is_onnx_exporting  # noqa: B018 - attributes exist
-        except (ImportError, AttributeError):  # another torch release: the public function
-            _onnx_flags = False
-    if _onnx_flags is False:
-        return torch.onnx.is_in_onnx_export()
-    if _is_compiling():  # traced by dynamo (torch.compile, torch.export, the dynamo ONNX exporter):
-        # only that exporter's flag applies, and dynamo reads a module global without a graph break (the
-        # TorchScript exporter's flag is a property dynamo will not trace)
-        return bool(_onnx_flags[1]._is_onnx_exporting)
-    return bool(_onnx_flags[0].in_onnx_export or _onnx_flags[1]._is_onnx_exporting)
 
 
 def isa() -> int:
@@ -110,83 +92,65 @@ _DTYPES = _lib.DTYPES
 # convolutions between GN layers evict the interpreter's data); dynamo recognizes these functions by identity
 _is_scripting, _is_tracing = torch.jit.is_scripting, torch.jit.is_tracing
 _is_compiling = torch.compiler.is_compiling
-_functorch_active = torch._C._are_functorch_transforms_active
+_functorch_active = functorch_transforms_active
+_in_onnx_export = in_onnx_export
 
 
-def can_handle(x, weight, bias, activation, residual=None) -> bool:
-    """Whether :func:`group_norm` takes this call; False for anything the kernels do not cover.
+def kernel_for(x, weight=None, bias=None, residual=None):
+    """The one decision between the kernels and the plain path: the callable that runs this call through the
+    kernels' operator, ``f(x, num_groups, weight, bias, eps, activation_code, residual) -> (y, mean, rstd)``, or
+    None for the plain path. It looks only at what decides that (any value may come in: a non-tensor gives
+    None); the operator checks the rest (rank, G dividing C, the shapes, eps) and raises the same errors the
+    plain path's checks raise.
 
-    False when: ``GROUPNORM_DISABLE_KERNELS=1``; the library did not load; x is not a dense CPU tensor of a
-    supported dtype with rank >= 2 and at least one element; weight / bias are not None or CPU tensors of x's
-    dtype and shape (C,); a residual is not None or a dense CPU tensor of x's dtype and shape; the activation
-    is not None / relu / silu / gelu; during ONNX export or TorchScript
-    tracing / scripting (they need standard ops); under functorch transforms (``torch.func.vmap``, ``grad``, ...).
+    None when: ``GROUPNORM_DISABLE_KERNELS=1``; the library did not load; x is not a dense CPU tensor of a
+    kernel dtype with at least one element; weight / bias / residual are not None or dense CPU tensors of x's
+    dtype; during ONNX export or TorchScript tracing / scripting (they need standard ops); under functorch
+    transforms (``torch.func.vmap``, ``grad``, ...), which the plain path composes with. The callable is the
+    ``OpOverload`` while dynamo traces (``torch.compile``), else its C++ entry (no Python frame).
     """
     # one function, no helpers: inside a training step every Python call costs several times what it costs in a
     # tight loop (cold caches), and this runs once per GN call
-    if not (_available or is_available()) or (_ENV_DATA is None or _ENV_DATA_KEY in _ENV_DATA) and disabled():
-        return False
-    if not isinstance(x, _TENSOR) or not x.is_cpu or x.layout is not _STRIDED:
-        return False
+    if not _available or (_ENV_DATA is None or _ENV_DATA_KEY in _ENV_DATA) and disabled():
+        return None
+    if x.__class__ is not _TENSOR and not isinstance(x, _TENSOR) or not x.is_cpu or x.layout is not _STRIDED:
+        return None
+    if _is_scripting() or _is_tracing():
+        return None
     dtype = x.dtype
-    shape = x.shape
-    if dtype not in _DTYPES or len(shape) < 2 or x.numel() == 0 or activation not in _ACTS:
-        return False
-    c = shape[1]
-    for p in (weight, bias):  # is_cpu / shape == (c,) rather than device.type / tuple(shape): ~1 us less each
-        if p is not None and not (isinstance(p, _TENSOR) and p.is_cpu and p.layout is _STRIDED and p.dtype is dtype
-                                  and p.shape == (c,)):
-            return False
-    if residual is not None and not (isinstance(residual, _TENSOR) and residual.is_cpu
-                                     and residual.layout is _STRIDED and residual.dtype is dtype
-                                     and residual.shape == shape):
-        return False
-    if _is_scripting() or _is_tracing() or _in_onnx_export():
-        return False
+    if dtype not in _DTYPES or x.numel() == 0:
+        return None
+    for p in (weight, bias, residual):
+        if p is not None and not (isinstance(p, _TENSOR) and p.is_cpu and p.layout is _STRIDED and p.dtype is dtype):
+            return None
+    compiling = _is_compiling()
+    if _in_onnx_export(compiling):
+        return None
+    if compiling:
+        return _gn_forward
     # vmap / grad / jvp: the plain path composes with them (dynamo, which traces this, handles functorch itself)
-    return _is_compiling() or not _functorch_active()
+    return None if _functorch_active() else _gn_forward_call
 
 
-def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, activation=None, *,
-               residual=None, validated: bool = False):
+def can_handle(x, weight=None, bias=None, residual=None) -> bool:
+    """Whether the kernels take this call: ``kernel_for(x, weight, bias, residual) is not None``."""
+    return kernel_for(x, weight, bias, residual) is not None
+
+
+def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, activation=None, *, residual=None):
     """``act(GroupNorm(x) [+ residual])`` through the compiled kernels (differentiable); see the module docstring.
 
-    x: (N, C, *spatial); weight, bias: (C,) or None; residual: None or x's shape and dtype (any strides; it is
-    added before the activation, as at the end of a ResNet block); returns a tensor with x's shape, dtype and
-    memory format. Raises TypeError / ValueError for bad arguments and RuntimeError if the kernels are not
-    available. ``validated=True`` (for callers that have checked the arguments, num_groups dividing C
-    included, and got True from :func:`can_handle`) skips the second validation in eager mode.
+    x: (N, C, *spatial) on CPU; weight, bias: (C,) of x's dtype or None; residual: None or x's shape and dtype
+    (any strides; added before the activation, as at the end of a ResNet block); returns a tensor with x's
+    shape, dtype and memory format. Raises TypeError / ValueError for bad arguments (the operator's checks) and
+    RuntimeError if the kernels are not available. ``groupnorm.functional.group_norm`` is the call that also
+    takes the plain path where the kernels do not apply.
     """
     if not is_available():
         raise RuntimeError(f"groupnorm compiled kernels are not available: {load_error()}")
-    if activation not in _ACTS:
-        raise ValueError(f"activation must be None, 'relu', 'silu' or 'gelu', got {activation!r}")
-    return _run(x, num_groups, weight, bias, eps, activation, residual, validated)
+    return _gn_forward(x, num_groups, weight, bias, eps, activation_code(activation), residual)[0]
 
 
-def _run(x, num_groups, weight, bias, eps, activation, residual, validated):
-    """The kernels' forward: the custom op when dynamo traces (fake kernel + registered autograd), else the
-    eager path (an ``autograd.Function`` over the same code, without the op dispatcher's Python layers)."""
-    if _is_compiling():
-        return _ops.gn_forward(x, num_groups, weight, bias, float(eps), activation or "none", residual)[0]
-    return _ops.group_norm_eager(x, num_groups, weight, bias, float(eps), activation or "none", validated, residual)
-
-
-_INF = float("inf")
-
-
-def try_group_norm(x, num_groups, weight, bias, eps, activation, residual=None):
-    """``act(GroupNorm(x) [+ residual])`` through the kernels if they take this call, else None (nothing was
-    checked beyond that).
-
-    Taken when :func:`can_handle` says yes, ``num_groups`` is a positive int dividing C and ``eps`` a finite
-    non-negative float or int. ``groupnorm.functional.group_norm`` calls it first and, on None, checks its
-    arguments (raising errors that name the bad value) and takes the plain path: for the usual call the checks
-    here are the only ones, which keeps a small GN's Python overhead near ``F.group_norm``'s.
-    """
-    if not can_handle(x, weight, bias, activation, residual):
-        return None
-    if (num_groups.__class__ is not int or num_groups < 1 or x.shape[1] % num_groups
-            or eps.__class__ not in (float, int) or not 0 <= eps < _INF):
-        return None
-    return _run(x, num_groups, weight, bias, eps, activation, residual, True)
+# loaded at import, not at the first call: that call may come while dynamo traces (torch.compile of a fresh
+# process), which cannot trace an import
+is_available()

@@ -18,7 +18,6 @@ EXT_NAME = "groupnorm.kernels._gn_kernels"
 ABI_VERSION = 3
 
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
-ACTIVATIONS = {None: 0, "none": 0, "relu": 1, "silu": 2, "gelu": 3}
 LAYOUT_NCS, LAYOUT_NSC = 0, 1
 ISA_NAMES = {0: "baseline x86-64 / generic", 1: "AVX2+FMA (x86-64-v3)", 2: "AVX-512 (x86-64-v4)",
              3: "AVX-512 + AVX512_BF16 (bfloat16 data; other dtypes: AVX-512)"}
@@ -77,6 +76,16 @@ def max_compiled_isa() -> int:
     return _require().max_compiled_isa()
 
 
+def cache_sizes() -> tuple[int, int, int]:
+    """(L1 data, L2, last-level) cache sizes in bytes that the kernels' blocking is chosen from."""
+    return tuple(_require().cache_sizes())
+
+
+def set_cache_sizes(l1: int = 0, l2: int = 0, l3: int = 0) -> None:
+    """Override the cache sizes the blocking uses (0: the detected size), e.g. to test the tiled paths."""
+    _require().set_cache_sizes(int(l1), int(l2), int(l3))
+
+
 def _require():
     lib = _load()
     if lib is None:
@@ -114,7 +123,7 @@ def _check(rc: int, what: str) -> None:
 
 
 def forward(x, num_groups, weight, bias, eps, act, y, mean, rstd, layout, nthreads, residual=None) -> None:
-    """Raw call: all tensors on CPU, x / y / residual in ``layout``; mean / rstd float64 contiguous (N * G)
+    """Raw call (act: the activation's code): all tensors on CPU, x / y / residual in ``layout``; mean / rstd float64 contiguous (N * G)
     tensors or raw pointers (int) to N * G doubles, or both None (statistics not returned); residual (x's
     shape and dtype) or None: ``y = act(GN(x) + residual)``."""
     shape = x.shape
@@ -125,7 +134,7 @@ def forward(x, num_groups, weight, bias, eps, act, y, mean, rstd, layout, nthrea
     # pointers written out (no helper call per pointer): this runs once per GN call
     rc = _fwd_call(DTYPES[x.dtype], layout, n, c, s, num_groups, x.data_ptr(),
                    None if weight is None else weight.data_ptr(), None if bias is None else bias.data_ptr(),
-                   None if residual is None else residual.data_ptr(), eps, ACTIVATIONS[act], y.data_ptr(),
+                   None if residual is None else residual.data_ptr(), eps, act, y.data_ptr(),
                    mean if mean is None or mean.__class__ is int else mean.data_ptr(),
                    rstd if rstd is None or rstd.__class__ is int else rstd.data_ptr(), nthreads)
     if rc:
@@ -148,7 +157,7 @@ def backward(dy, x, mean, rstd, num_groups, weight, bias, act, dx, dw, db, layou
                    None if dresidual is None else dresidual.data_ptr(),
                    mean if mean.__class__ is int else mean.data_ptr(), rstd if rstd.__class__ is int else rstd.data_ptr(),
                    None if weight is None else weight.data_ptr(), None if bias is None else bias.data_ptr(),
-                   ACTIVATIONS[act], None if dx is None else dx.data_ptr(), None if dw is None else dw.data_ptr(),
+                   act, None if dx is None else dx.data_ptr(), None if dw is None else dw.data_ptr(),
                    None if db is None else db.data_ptr(), nthreads)
     if rc:
         _check(rc, "backward")

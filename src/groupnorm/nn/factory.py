@@ -20,18 +20,19 @@ a 32-channel layer gives one channel per group, ``group_size=64`` on it gives on
 paper's Table 3 does implicitly (ResNet-50's narrowest layers have 64 channels, so ``group_size=64`` there is one
 group). Any other ``C`` not divisible by ``G`` (or ``K``) is an error naming both numbers.
 
-``activation`` (None or ``"relu"``, ``"silu"``, ``"gelu"``) is fused into GN/LN/IN (the compiled kernels run
-norm + activation in one pass); for the others it is a separate module after the norm.
+Every name gives one kind of module, a norm with its activation (:mod:`groupnorm.nn.norm_act`): it has an
+``activation`` attribute (None or ``"relu"``, ``"silu"``, ``"gelu"``), the norm's ``weight`` (gamma; absent for
+``none``) and ``forward(x, residual=None) = act(norm(x) [+ residual])``. GN/LN/IN fuse all three in one pass
+(the compiled kernels); the BN variants and ``none`` apply the add and the activation after the norm.
 """
 from __future__ import annotations
 
 from torch import nn
 
 from .group_norm import GroupNorm
-from .worker_bn import WorkerBatchNorm2d
+from .norm_act import BatchNormAct2d, FrozenBatchNormAct, IdentityAct
 
 NORM_NAMES = ("bn", "gn", "gn+ws", "ln", "in", "bn-frozen", "none")
-_ACT = {None: None, "relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU}
 
 
 def uses_weight_standardization(name: str) -> bool:
@@ -55,14 +56,6 @@ def _gn_groups(num_channels: int, groups: int | None, group_size: int | None) ->
     return g
 
 
-def _with_act(module: nn.Module, activation: str | None) -> nn.Module:
-    if activation not in _ACT:
-        raise ValueError(f"activation={activation!r} is not one of {list(_ACT)}")
-    if activation is None:
-        return module
-    return nn.Sequential(module, _ACT[activation](inplace=True) if activation == "relu" else _ACT[activation]())
-
-
 def make_norm(name: str, num_channels: int, *, groups: int | None = 32, group_size: int | None = None,
               activation: str | None = None, workers: int = 1, eps: float = 1e-5,
               momentum: float = 0.1) -> nn.Module:
@@ -77,8 +70,10 @@ def make_norm(name: str, num_channels: int, *, groups: int | None = 32, group_si
         eps, momentum: as in torch's norm layers (momentum only for BN).
 
     Returns:
-        An ``nn.Module`` mapping (N, C, H, W) to the same shape. For GN/LN/IN and for BN without activation the
-        norm module itself (with ``.weight``); otherwise ``nn.Sequential(norm, activation)``.
+        A norm-with-activation module mapping (N, C, H, W) to the same shape, called as ``m(x)`` or
+        ``m(x, residual=r)`` (``act(norm(x) + r)``): ``GroupNorm`` (gn, gn+ws, ln, in), ``BatchNormAct2d``
+        (bn), ``FrozenBatchNormAct`` (bn-frozen) or ``IdentityAct`` (none). Its ``weight`` is gamma (None or
+        absent for ``none``).
     """
     if not isinstance(num_channels, int) or num_channels < 1:
         raise ValueError(f"num_channels={num_channels!r} must be a positive integer")
@@ -90,22 +85,11 @@ def make_norm(name: str, num_channels: int, *, groups: int | None = 32, group_si
     if name == "in":
         return GroupNorm(num_channels, num_channels, eps=eps, activation=activation)
     if name == "bn":
-        return _with_act(WorkerBatchNorm2d(num_channels, workers=workers, eps=eps, momentum=momentum), activation)
+        return BatchNormAct2d(num_channels, workers, eps, momentum, activation=activation)
     if name == "bn-frozen":
-        import groupnorm.nn as gnn  # late: FrozenBatchNorm is another module's export
-
-        frozen = getattr(gnn, "FrozenBatchNorm", None)
-        if frozen is None:
-            raise ValueError("norm 'bn-frozen' needs groupnorm.nn.FrozenBatchNorm, which this install lacks")
         # trainable affine: from scratch, frozen statistics (0, 1) make this a learned per-channel affine
-        return _with_act(frozen(num_channels, eps=eps, trainable_affine=True), activation)
+        return FrozenBatchNormAct(num_channels, eps, trainable_affine=True, activation=activation)
     if name == "none":
-        return _with_act(nn.Identity(), activation)
+        return IdentityAct(activation=activation)
     raise ValueError(f"unknown norm {name!r}; choose one of {', '.join(NORM_NAMES)}")
 
-
-def norm_weight(module: nn.Module):
-    """The affine weight (gamma) of a module made by :func:`make_norm`, or None (``none``, no affine)."""
-    if isinstance(module, nn.Sequential):
-        module = module[0]
-    return getattr(module, "weight", None)

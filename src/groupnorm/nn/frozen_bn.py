@@ -23,6 +23,11 @@ class FrozenBatchNorm(nn.Module):
     ``num_batches_tracked``), so a BatchNorm state_dict loads into it and back. One class serves every rank:
     the input is ``(N, C)`` or ``(N, C, *)``.
 
+    torch has no frozen BatchNorm class to subclass. This one is a plain ``nn.Module``, deliberately not a
+    ``torch.nn.modules.batchnorm._BatchNorm`` (as detectron2's and torchvision's ``FrozenBatchNorm2d``): code
+    that finds BatchNorms by that base class re-estimates, synchronizes or re-freezes their statistics
+    (``groupnorm.precise_bn``, ``convert_sync_batchnorm``, ``freeze_batch_norm``), which must not touch these.
+
     Args:
         num_features: number of channels C.
         eps: added to the running variance. Default: 1e-5.

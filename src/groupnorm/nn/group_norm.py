@@ -7,7 +7,7 @@ from torch import nn
 from .. import functional as GF
 
 
-class GroupNorm(nn.Module):
+class GroupNorm(nn.GroupNorm):
     r"""Group Normalization (Wu & He, ECCV 2018), optionally fused with an activation.
 
     .. math::
@@ -19,11 +19,19 @@ class GroupNorm(nn.Module):
     per-channel (``weight`` and ``bias``, shape ``(C,)``), initialised to ones and zeros, exactly as in
     ``torch.nn.GroupNorm``, whose state_dict this module loads and produces.
 
+    It *is* a ``torch.nn.GroupNorm`` (a subclass: same positional constructor, attributes, state_dict keys and
+    ``extra_repr``), so code that finds norm layers by type (weight-decay exclusion, freezing utilities, model
+    summaries) treats it as one. With ``activation=None`` and no residual it computes what
+    ``torch.nn.GroupNorm`` computes (within float rounding; through the compiled kernels where they apply).
+
     Args:
         num_groups: number of groups G (divides ``num_channels``). Exactly one of this and ``group_size``.
         num_channels: number of channels C expected in the input.
         eps: added to the variance for numerical stability. Default: 1e-5.
         affine: learnable per-channel ``weight`` and ``bias``. Default: True.
+        device: of ``weight`` and ``bias``, as in every ``torch.nn`` layer.
+        dtype: of ``weight`` and ``bias``.
+        bias: with ``affine``, also learn ``bias`` (beta), as torch's ``bias=`` keyword. Default: True.
         group_size: channels per group, ``C // G`` (keyword only); ``group_size=16`` with 256 channels is G=16.
         activation: None, ``"relu"``, ``"silu"`` or ``"gelu"``, applied after the affine (keyword only).
 
@@ -42,35 +50,21 @@ class GroupNorm(nn.Module):
 
     __constants__ = ["num_groups", "num_channels", "eps", "affine", "activation"]
 
-    def __init__(self, num_groups=None, num_channels=None, eps: float = 1e-5, affine: bool = True, *,
-                 group_size=None, activation=None, device=None, dtype=None):
-        super().__init__()
+    def __init__(self, num_groups=None, num_channels=None, eps: float = 1e-5, affine: bool = True,
+                 device=None, dtype=None, *, bias: bool = True, group_size=None, activation=None):
         if num_channels is None:
             raise ValueError("GroupNorm needs num_channels")
-        self.num_groups = GF.resolve_num_groups(num_channels, num_groups, group_size)
+        groups = GF.resolve_num_groups(num_channels, num_groups, group_size)
         GF.check_activation(activation)
-        self.num_channels = int(num_channels)
-        self.eps = float(eps)
-        self.affine = bool(affine)
-        self.activation = activation
-        if self.affine:
-            factory = {"device": device, "dtype": dtype}
-            self.weight = nn.Parameter(torch.empty(self.num_channels, **factory))
-            self.bias = nn.Parameter(torch.empty(self.num_channels, **factory))
-        else:
-            self.register_parameter("weight", None)
+        super().__init__(groups, int(num_channels), float(eps), bool(affine), device=device, dtype=dtype)
+        if self.affine and not bias:  # torch < 2.13 has no bias= keyword: drop beta here, for every version
             self.register_parameter("bias", None)
-        self.reset_parameters()
+        self.activation = activation
 
     @property
     def group_size(self) -> int:
         """Channels per group, ``num_channels // num_groups``."""
         return self.num_channels // self.num_groups
-
-    def reset_parameters(self) -> None:
-        if self.affine:
-            nn.init.ones_(self.weight)
-            nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``act(GN(x) [+ residual])``; residual (x's shape and dtype) is added before the activation, as
@@ -84,7 +78,7 @@ class GroupNorm(nn.Module):
                              residual=residual)
 
     def extra_repr(self) -> str:
-        s = f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        s = super().extra_repr()
         if self.activation is not None:
             s += f", activation={self.activation!r}"
         return s

@@ -147,6 +147,12 @@ class SyncBatchNorm(_BatchNorm):
         - Input: ``(N, C)`` or ``(N, C, *)``; N may be 0 on some workers.
         - Output: same shape as the input.
 
+    It subclasses torch's ``_BatchNorm`` (so ``isinstance(m, torch.nn.modules.batchnorm._BatchNorm)`` holds, and
+    the state_dict is a BatchNorm's), deliberately *not* ``torch.nn.SyncBatchNorm``: torch 2.13's
+    ``DistributedDataParallel`` raises "SyncBatchNorm layers only work with GPU modules" for any CPU model
+    containing an ``isinstance(m, torch.nn.SyncBatchNorm)`` layer (``_passing_sync_batchnorm_handle``), which
+    would defeat this class's purpose (DDP over gloo on CPU).
+
     Examples::
 
         >>> bn = SyncBatchNorm(64)                       # inside a gloo or nccl process group

@@ -80,6 +80,15 @@ GN_EXPORT int gn_get_isa(void);
 /* Highest level compiled into this library (depends on the build machine's architecture). */
 GN_EXPORT int gn_max_compiled_isa(void);
 
+/* The cache sizes the kernels' blocking is chosen from (gn_runtime.h), in bytes: out[0] L1 data, out[1] L2,
+ * out[2] the last-level cache as this CPU's cores see it (per core share times the cores that share it, as the
+ * OS reports it). Detected once from /sys/devices/system/cpu/cpu0/cache (Linux), else sysconf, else 32 KiB /
+ * 1 MiB / 8 MiB. Results depend on them only through the rounding of partial sums (never on the thread count).
+ * gn_set_cache_sizes overrides them (a value <= 0: the detected one), e.g. to test the blocking paths with
+ * small inputs; returns GN_OK. */
+GN_EXPORT void gn_get_cache_sizes(int64_t out[3]);
+GN_EXPORT int gn_set_cache_sizes(int64_t l1, int64_t l2, int64_t l3);
+
 GN_EXPORT int gn_forward(const gn_fwd_args *args);
 GN_EXPORT int gn_backward(const gn_bwd_args *args);
 

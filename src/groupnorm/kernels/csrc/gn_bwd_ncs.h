@@ -93,7 +93,7 @@ static int bwd_ncs(const BwdArgs<T> &p) {
     double *Bb = Ab + N * C;
     nt = nthreads_for(items, nt, N * C * S);
     const i64 chunk = ncs_items_per_chunk(D * S);
-    const bool nts = dx && nt_output<T>(N * C * S);
+    const bool nts = dx && nt_output<T>(N * C * S, nt, caches());
     int err = GN_OK;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {

@@ -186,8 +186,9 @@ static int bwd_nsc(const BwdArgs<T> &p) {
     const T *dy = p.dy, *x = p.x, *res = p.r, *w = p.w, *b = p.b;
     const double *mean = p.mean, *rstd = p.rstd;
     T *dres = p.dr, *dx = p.dx, *dw = p.dw, *db = p.db;
-    NscPlan P = nsc_plan(N, C, S, G, p.nt);
-    P.nts = dx && nt_output<T>(N * S * C) && nt_rows_ok(dx, C);
+    const Caches cs = caches();
+    NscPlan P = nsc_plan(N, C, S, G, (i64)sizeof(T), p.nt, cs);
+    P.nts = dx && nt_output<T>(N * S * C, P.nt, cs) && nt_rows_ok(dx, C);
     A *coef = (A *)malloc(sizeof(A) * (size_t)(N * C * 6));
     double *part = (double *)malloc(sizeof(double) * (size_t)(N * P.K * C * 2));
     double *Ab = (double *)malloc(sizeof(double) * (size_t)(N * C * 2));

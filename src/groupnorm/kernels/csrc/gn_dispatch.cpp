@@ -4,7 +4,10 @@
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "gn_api.h"
 
@@ -131,6 +134,72 @@ static void pick(int dtype, fwd_fn *f, bwd_fn *b) {
     }
 }
 
+/* ---------------------------------------------------------------- cache sizes */
+/* "32K", "1024K", "32M", "512" -> bytes (0 if unreadable) */
+static int64_t parse_size(const char *s) {
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || v <= 0) return 0;
+    if (*end == 'K' || *end == 'k') v <<= 10;
+    else if (*end == 'M' || *end == 'm') v <<= 20;
+    else if (*end == 'G' || *end == 'g') v <<= 30;
+    return (int64_t)v;
+}
+static int read_line(const char *path, char *buf, size_t n) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    const int ok = fgets(buf, (int)n, f) != NULL;
+    fclose(f);
+    return ok;
+}
+/* /sys first: glibc's sysconf reports AMD's L3 as the whole package's (320 MiB on a VM whose cores see 32 MiB) */
+static void detect_caches(int64_t c[3]) {
+    c[0] = c[1] = c[2] = 0;
+    for (int i = 0; i < 16; ++i) {
+        char path[96], level[16], type[32], size[32];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", i);
+        if (!read_line(path, level, sizeof level)) break;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/type", i);
+        if (!read_line(path, type, sizeof type) || strncmp(type, "Instruction", 11) == 0) continue;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        if (!read_line(path, size, sizeof size)) continue;
+        const int lv = atoi(level);
+        const int64_t bytes = parse_size(size);
+        if (lv >= 1 && lv <= 3 && bytes > 0) c[lv - 1] = bytes;
+        else if (lv > 3 && bytes > c[2]) c[2] = bytes; /* an L4 is the last level */
+    }
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
+    const int names[3] = {_SC_LEVEL1_DCACHE_SIZE, _SC_LEVEL2_CACHE_SIZE, _SC_LEVEL3_CACHE_SIZE};
+    for (int l = 0; l < 3; ++l)
+        if (c[l] <= 0) {
+            const long v = sysconf(names[l]);
+            c[l] = v > 0 ? (int64_t)v : 0;
+        }
+#endif
+    const int64_t fallback[3] = {32 << 10, 1 << 20, 8 << 20};
+    for (int l = 0; l < 3; ++l)
+        if (c[l] < 4096 || c[l] > ((int64_t)1 << 40)) c[l] = fallback[l];
+    if (c[2] < c[1]) c[2] = c[1]; /* no L3: the L2 is the last level */
+}
+static int64_t g_cache_override[3] = {0, 0, 0};
+
+void gn_get_cache_sizes(int64_t out[3]) {
+    static int64_t detected[3];
+    static int once = (detect_caches(detected), 1); /* thread-safe initialization (C++11) */
+    (void)once;
+    for (int l = 0; l < 3; ++l) {
+        const int64_t o = __atomic_load_n(&g_cache_override[l], __ATOMIC_RELAXED);
+        out[l] = o > 0 ? o : detected[l];
+    }
+}
+
+int gn_set_cache_sizes(int64_t l1, int64_t l2, int64_t l3) {
+    const int64_t v[3] = {l1, l2, l3};
+    for (int l = 0; l < 3; ++l) __atomic_store_n(&g_cache_override[l], v[l] > 0 ? v[l] : 0, __ATOMIC_RELAXED);
+    return GN_OK;
+}
+
+/* ---------------------------------------------------------------- argument checks and calls */
 static int check_shape(const gn_shape *sh) {
     const int64_t N = sh->N, C = sh->C, S = sh->S, G = sh->G;
     if (sh->dtype < GN_F32 || sh->dtype > GN_F16 || sh->layout < GN_LAYOUT_NCS || sh->layout > GN_LAYOUT_NSC)

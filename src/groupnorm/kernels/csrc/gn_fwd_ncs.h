@@ -57,7 +57,7 @@ static int fwd_ncs(const FwdArgs<T> &p) {
     const i64 D = C / G, L = D * S, items = N * G;
     nt = nthreads_for(items, nt, N * C * S);
     const i64 chunk = ncs_items_per_chunk(L);
-    const bool nts = nt_output<T>(N * C * S);
+    const bool nts = nt_output<T>(N * C * S, nt, caches());
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
     FtzGuard ftz;

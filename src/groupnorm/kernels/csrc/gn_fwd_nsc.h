@@ -1,7 +1,7 @@
 /* Forward, channels-last layout (N, S, C): rows of C channels; per chunk of rows, per-channel shifted sums
  * (four rows at a time, folded into double every FLUSH rows); per sample, the chunks' sums combined into each
  * channel's mean and M2, then each group's (Chan et al.); then y row by row. The schedules (whole samples per
- * thread, or chunks of all samples in three phases) are gn_runtime.h's NscPlan.
+ * thread, or chunks of all samples in three phases) are gn_runtime.h's nsc_plan.
  */
 #ifndef GN_FWD_NSC_H
 #define GN_FWD_NSC_H
@@ -60,6 +60,18 @@ static inline void nsc_row_apply(const T *GN_R xr, const T *GN_R rr, const A *GN
         if (RES) v += ld(rr + c);
         st(yr + c, act_f<ACT, A>(v));
     }
+}
+
+/* Four consecutive rows (stride C): on AVX-512 each vector's coefficients are loaded once for the four. */
+template <typename T, typename A, int ACT, bool RES>
+static inline void nsc_row4_apply(const T *GN_R xr, const T *GN_R rr, const A *GN_R mf, const A *GN_R a,
+                                  const A *GN_R bb, T *GN_R yr, i64 C, bool nt) {
+#ifdef GN_AVX512
+    if constexpr (std::is_same<A, float>::value)
+        return v512::nsc_row4_apply<T, ACT, RES>(xr, rr, mf, a, bb, yr, C, nt);
+#endif
+    for (int r = 0; r < 4; ++r)
+        nsc_row_apply<T, A, ACT, RES>(xr + r * C, RES ? rr + r * C : nullptr, mf, a, bb, yr + r * C, C, nt);
 }
 
 /* Per-channel shifted sums of chunk k of sample n into part[(n*K + k)][2][C]; scratch has 3 * C values. */
@@ -125,7 +137,15 @@ template <typename T, typename A, int ACT>
 static void nsc_apply_chunk(const NscPlan &P, const T *x, const T *res, i64 n, i64 k, const A *coef, T *y) {
     const i64 C = P.C, r0 = k * P.R, r1 = r0 + P.R < P.S ? r0 + P.R : P.S;
     const A *mf = coef + n * 3 * C, *a = mf + C, *bb = mf + 2 * C;
-    for (i64 r = r0; r < r1; ++r) {
+    i64 r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const i64 o = (n * P.S + r) * C;
+        if (res)
+            nsc_row4_apply<T, A, ACT, true>(x + o, res + o, mf, a, bb, y + o, C, P.nts);
+        else
+            nsc_row4_apply<T, A, ACT, false>(x + o, nullptr, mf, a, bb, y + o, C, P.nts);
+    }
+    for (; r < r1; ++r) {
         const i64 o = (n * P.S + r) * C;
         if (res)
             nsc_row_apply<T, A, ACT, true>(x + o, res + o, mf, a, bb, y + o, C, P.nts);
@@ -143,8 +163,9 @@ static int fwd_nsc(const FwdArgs<T> &p) {
     T *y = p.y;
     double *mean = p.mean, *rstd = p.rstd;
     const double eps = p.eps;
-    NscPlan P = nsc_plan(N, C, S, p.G, p.nt);
-    P.nts = nt_output<T>(N * S * C) && nt_rows_ok(y, C);
+    const Caches cs = caches();
+    NscPlan P = nsc_plan(N, C, S, p.G, (i64)sizeof(T), p.nt, cs);
+    P.nts = nt_output<T>(N * S * C, P.nt, cs) && nt_rows_ok(y, C);
     double *part = (double *)malloc(sizeof(double) * (size_t)(N * P.K * 2 * C));
     A *coef = (A *)malloc(sizeof(A) * (size_t)(N * 3 * C));
     int err = (part && coef) ? GN_OK : GN_ENOMEM;

@@ -5,6 +5,7 @@
  *   forward(dtype, layout, N, C, S, G, x, w, b, r, eps, act, y, mean, rstd, nthreads) -> int (gn_forward's code)
  *   backward(dtype, layout, N, C, S, G, dy, x, r, dr, mean, rstd, w, b, act, dx, dw, db, nthreads) -> int
  *   abi_version() / get_isa() / max_compiled_isa() -> int;  set_isa(level) -> int (gn_set_isa's result)
+ *   cache_sizes() -> (l1, l2, l3) bytes;  set_cache_sizes(l1, l2, l3) (<= 0: the detected size)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h> /* first, as Python asks */
@@ -83,6 +84,18 @@ static PyObject *py_set_isa(PyObject *, PyObject *arg) {
     return PyLong_FromLong(gn_set_isa(level));
 }
 
+static PyObject *py_cache_sizes(PyObject *, PyObject *) {
+    int64_t c[3];
+    gn_get_cache_sizes(c);
+    return Py_BuildValue("(LLL)", (long long)c[0], (long long)c[1], (long long)c[2]);
+}
+static PyObject *py_set_cache_sizes(PyObject *, PyObject *const *a, Py_ssize_t na) {
+    if (na != 3) { PyErr_Format(PyExc_TypeError, "set_cache_sizes takes 3 arguments, got %zd", na); return NULL; }
+    int64_t v[3];
+    if (py_i64(a[0], &v[0]) || py_i64(a[1], &v[1]) || py_i64(a[2], &v[2])) return NULL;
+    return PyLong_FromLong(gn_set_cache_sizes(v[0], v[1], v[2]));
+}
+
 static PyMethodDef gn_methods[] = {
     {"forward", (PyCFunction)(void (*)(void))py_forward, METH_FASTCALL, "gn_forward of gn_api.h"},
     {"backward", (PyCFunction)(void (*)(void))py_backward, METH_FASTCALL, "gn_backward of gn_api.h"},
@@ -90,6 +103,9 @@ static PyMethodDef gn_methods[] = {
     {"set_isa", py_set_isa, METH_O, "gn_set_isa: -1 for the best level; returns the level or a negative error"},
     {"get_isa", py_get_isa, METH_NOARGS, "gn_get_isa: the instruction-set level in use"},
     {"max_compiled_isa", py_max_compiled_isa, METH_NOARGS, "the highest level compiled into the library"},
+    {"cache_sizes", py_cache_sizes, METH_NOARGS, "gn_get_cache_sizes: (L1 data, L2, last level) in bytes"},
+    {"set_cache_sizes", (PyCFunction)(void (*)(void))py_set_cache_sizes, METH_FASTCALL,
+     "gn_set_cache_sizes(l1, l2, l3): override the sizes the blocking uses (<= 0: the detected one)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef gn_module = {PyModuleDef_HEAD_INIT, "_gn_kernels", "groupnorm compiled kernels", -1,

@@ -12,6 +12,7 @@
 
 #include "gn_api.h"
 #include "gn_convert.h"
+#include "gn_math.h" /* FLUSH */
 #include "gn_v512.h" /* GN_AVX512 when this level has AVX-512 */
 
 #if defined(__SSE__) || defined(__x86_64__)
@@ -50,16 +51,32 @@ template <typename A> struct ThreadScratch {
     ThreadScratch &operator=(const ThreadScratch &) = delete;
 };
 
-/* Non-temporal stores for outputs of NT_BYTES or more (AVX-512 levels): a plain store first reads the line it
- * writes, one more memory stream; measured here on a 25 MB read+write stream, 1.27x faster. Smaller outputs
- * keep plain stores (they stay in cache for whatever reads them next). After its non-temporal stores a thread
- * fences (they are weakly ordered) before the region's closing barrier. */
-enum { NT_BYTES = 4 << 20 }; /* 4 MiB: two cores' L2 here; 8 MiB was tried: mid-size outputs (5-7 MB) were 1.3-1.7x faster at 4 */
-template <typename T> static inline bool nt_output(i64 elems) {
+/* The cache sizes the blocking below is chosen from (gn_api.h: detected once, or set by gn_set_cache_sizes). */
+struct Caches {
+    i64 l1, l2, l3;
+};
+static inline Caches caches() {
+    int64_t c[3];
+    gn_get_cache_sizes(c);
+    return Caches{c[0], c[1], c[2]};
+}
+
+/* Non-temporal stores (AVX-512 levels) for an output larger than the L2 caches of the nt threads that write it:
+ * it cannot stay in their private caches, and a plain store first reads the line it writes (one more memory
+ * stream; 1.27x faster on a 25 MB read+write stream). The last-level cache is not counted on: it is shared with
+ * the other cores (and, on a VM, tenants), and on the AMD EPYC of docs/kernels.md (32 MiB L3) outputs of 5-13
+ * MB that fit in it were 10-25% slower with plain stores (three alternating bench runs). A smaller output keeps
+ * plain stores and stays in cache for the next layer (on the Sapphire Rapids VM this replaced a constant 4 MiB,
+ * its two cores' L2; streaming from 1 MiB made a training step slower there). After its non-temporal stores a
+ * thread fences (they are weakly ordered) before the region's closing barrier. The stores' values are the same
+ * either way, so results do not depend on the thread count through this choice. */
+template <typename T> static inline bool nt_output(i64 elems, int nt, const Caches &cs) {
 #ifdef GN_AVX512
-    return !std::is_same<T, double>::value && elems * (i64)sizeof(T) >= (i64)NT_BYTES;
+    return !std::is_same<T, double>::value && elems * (i64)sizeof(T) > (i64)(nt < 1 ? 1 : nt) * cs.l2;
 #else
     (void)elems;
+    (void)nt;
+    (void)cs;
     return false;
 #endif
 }
@@ -99,30 +116,40 @@ static inline i64 ncs_items_per_chunk(i64 group_len) {
     return c < 1 ? 1 : c;
 }
 
-/* Channels-last layout: rows of a sample are cut into chunks of a size that depends only on (S, C), never on the thread count, and
- * partial sums are combined in chunk order: results are bitwise the same for any number of threads and for
- * both schedules below. Schedules: with many samples (N >= 4 * threads) each thread takes whole samples
- * (stats, then apply: no barrier at all); otherwise chunks of all samples are shared out dynamically in three
- * phases with two barriers. Dynamic scheduling lets a thread that was descheduled (a busy machine) hand its
- * remaining items to the others instead of holding everyone at the next barrier. */
-static inline i64 nsc_rows_per_chunk(i64 S, i64 C) {
-    /* ~64K values per chunk: the per-chunk work over C (shift, zeroing, folding into double) stays small
-     * next to the rows, and a sample of a UNet / ResNet activation still gives ~10-20 chunks to share out */
-    i64 r = ((i64)65536 + C - 1) / (C > 0 ? C : 1);
-    if (r < 1) r = 1;
-    if (r > S) r = S;
-    return r;
+/* Channels-last layout. A sample's S rows are cut into K chunks of R rows (R a multiple of FLUSH, so each chunk
+ * is whole FLUSH blocks but the last), and each channel's shifted sums are accumulated per chunk and the
+ * chunks' sums added in chunk order: the arithmetic depends only on (S, C, the dtype, the L2 size), never on the
+ * thread count or on the schedule below. R: a chunk of about L2 / 2 bytes (the per-channel accumulators and the
+ * next rows also sit in L2), at least FLUSH rows: fewer chunks cost less per-chunk work (measured on the AMD
+ * EPYC of docs/kernels.md: 1 MiB L2, chunks of L2 / 16, / 4 and whole samples, one thread: each larger step
+ * 2-15% faster), but at most about S / 8 rows (rounded up to FLUSH), so that a single sample still gives the
+ * threads several items (a (1, 1280, 16, 16) bfloat16 sample would otherwise be one chunk: one thread). */
+static inline i64 nsc_rows_per_chunk(i64 S, i64 C, i64 elem, const Caches &cs) {
+    const i64 row = C * elem > 0 ? C * elem : 1;
+    i64 r = cs.l2 / 2 / row;
+    const i64 eighth = (S + 7) / 8;
+    r = r < eighth ? r : eighth;
+    r = (r + FLUSH - 1) / FLUSH * FLUSH;
+    if (r < FLUSH) r = FLUSH;
+    return r < S ? r : S;
 }
 
+/* Schedules (forward and backward): with many samples (N >= 4 * threads) each thread takes whole samples
+ * (sums, then output: no barrier at all; the second read of a sample comes from L2 or L3); otherwise chunks of
+ * all samples are shared out dynamically in three phases with two barriers (sums, per-sample reduction,
+ * output). Dynamic scheduling lets a thread that was descheduled (a busy machine) hand its remaining items to
+ * the others instead of holding everyone at the next barrier. (Tiles of a sample's channels sized to fit L2,
+ * so that the second read comes from L2, were tried: they read each row's tile at a stride of C, and were
+ * 5-40% slower than whole rows on the AMD EPYC of docs/kernels.md, where the second read from L3 is cheap.) */
 struct NscPlan {
     i64 N, C, S, G, D, R, K; /* K chunks of R rows per sample */
     int per_sample, nt;
     bool nts; /* non-temporal stores for the output rows (set by the caller) */
 };
-static inline NscPlan nsc_plan(i64 N, i64 C, i64 S, i64 G, int nt) {
+static inline NscPlan nsc_plan(i64 N, i64 C, i64 S, i64 G, i64 elem, int nt, const Caches &cs) {
     NscPlan p;
     p.N = N; p.C = C; p.S = S; p.G = G; p.D = C / G;
-    p.R = nsc_rows_per_chunk(S, C);
+    p.R = nsc_rows_per_chunk(S, C, elem, cs);
     p.K = (S + p.R - 1) / p.R;
     p.per_sample = N >= 4 * (i64)(nt < 1 ? 1 : nt);
     p.nt = nthreads_for(p.per_sample ? N : N * p.K, nt, N * C * S);

@@ -338,6 +338,24 @@ static inline void nsc_row_apply(const T *xr, const T *rr, const float *mf, cons
                                    _mm512_maskz_loadu_ps(m, bb + c), rr, c, m);
     });
 }
+/* Four consecutive rows (stride C) with each vector's coefficients loaded once for the four (the single-row loop
+ * loads three coefficient vectors per data vector: for bfloat16, three times the data's own bytes). Same values
+ * as nsc_row_apply. nt: every vector whole and aligned (nt_rows_ok), streamed. */
+template <typename T, int ACT, bool RES>
+static inline void nsc_row4_apply(const T *xr, const T *rr, const float *mf, const float *a, const float *bb, T *yr,
+                                  i64 C, bool nt) {
+    for_vectors(0, C, [&](i64 c, __mmask16 m) {
+        const vf vm = _mm512_maskz_loadu_ps(m, mf + c), va = _mm512_maskz_loadu_ps(m, a + c),
+                 vb = _mm512_maskz_loadu_ps(m, bb + c);
+        for (int r = 0; r < 4; ++r) {
+            const vf v = apply_vec<ACT, RES>(load(xr + r * C + c, m), vm, va, vb, RES ? rr + r * C : nullptr, c, m);
+            if (nt && m == (__mmask16)0xffff)
+                stream(yr + r * C + c, v);
+            else
+                store(yr + r * C + c, v, m);
+        }
+    });
+}
 template <typename T, int ACT>
 static inline void nsc_row_dx(const T *xr, const T *gr, const float *mf, const float *a, const float *bb,
                               const float *al, const float *k1, const float *k2, T *o, i64 C, bool nt) {

@@ -222,13 +222,23 @@ int main(void) {
                         run_case(dt, layout, sh[0], sh[1], sh[2], sh[3], act, affine, nt, mask, res);
                         ++cases;
                     }
-        /* outputs of 4 MiB or more: non-temporal stores (AVX-512 levels), rows of 65537 values (unaligned) */
+        /* small caches: channels-last chunks of FLUSH rows, non-temporal stores for outputs over 16 KiB per
+         * thread (then the detected sizes again) */
+        gn_set_cache_sizes(4096, 16384, 65536);
+        for (int dt = 0; dt < 4; ++dt)
+            for (int layout = 0; layout < 2; ++layout) {
+                run_case(dt, layout, 1, 32, 300, 8, GN_ACT_SILU, 1, 2, 7, 1);
+                run_case(dt, layout, 8, 48, 130, 16, GN_ACT_NONE, 1, 2, 7, 0);
+                cases += 2;
+            }
+        /* long outputs with non-temporal stores (AVX-512 levels), rows of 65537 values (unaligned) */
         for (int layout = 0; layout < 2; ++layout) {
             run_case(GN_F32, layout, 1, 32, 65537, 4, GN_ACT_SILU, 1, 2, 7, 0);
             run_case(GN_BF16, layout, 2, 32, 65537, 8, GN_ACT_NONE, 1, 2, 7, 0);
             run_case(GN_F32, layout, 1, 32, 65537, 4, GN_ACT_RELU, 1, 2, 7, 1);
             cases += 3;
         }
+        gn_set_cache_sizes(0, 0, 0);
     }
     if (fails) { fprintf(stderr, "FAILED: %d mismatches in %d cases\n", fails, cases); return 1; }
     printf("OK %d\n", cases);

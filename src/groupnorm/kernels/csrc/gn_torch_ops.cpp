@@ -1,0 +1,440 @@
+/* The compiled kernels as PyTorch operators, registered from C++ (TORCH_LIBRARY): the thin unit that knows
+ * PyTorch (the kernels behind gn_api.h know nothing of it).
+ *
+ *   groupnorm::gn_forward(Tensor x, int num_groups, Tensor? weight, Tensor? bias, float eps, int activation,
+ *                         Tensor? residual=None) -> (Tensor y, Tensor mean, Tensor rstd)
+ *       y = act((x - mean) * rstd * weight + bias [+ residual]); x is (N, C, *spatial), y has x's shape, dtype and
+ *       strides; mean, rstd are float64 (N, G); activation is gn_api.h's GN_ACT_* code (groupnorm.args).
+ *   groupnorm::gn_backward(Tensor dy, Tensor x, Tensor mean, Tensor rstd, Tensor? weight, Tensor? bias,
+ *                          int num_groups, int activation, bool need_dx, bool need_dw, bool need_db,
+ *                          Tensor? residual=None) -> (Tensor dx, Tensor dweight, Tensor dbias, Tensor dv)
+ *       an output not needed is undefined (None in Python), as for aten::native_group_norm_backward;
+ *       dv = dy * act'(pre-activation), the residual's gradient, is returned with a residual and an
+ *       activation (else undefined: with no activation the residual's gradient is dy).
+ *   groupnorm::gn_plain(same arguments as gn_forward) -> Tensor y
+ *       the plain PyTorch path, implemented in Python (groupnorm.kernels.ops, CompositeImplicitAutograd);
+ *       the differentiable formula a create_graph=True backward goes through (double backward).
+ *
+ * Kernels: CPU (the C API), Meta (shapes only: fake tensors and torch.compile) and Autograd (gn_forward's
+ * backward node, GNBackward below: the C backward, or gn_plain's graph when the backward itself is recorded).
+ * Every operator checks its arguments and raises TypeError / ValueError naming the bad value, so a bad call
+ * never reaches the compiled code. */
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/util/irange.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+
+#include "gn_api.h"
+
+namespace {
+
+using at::Tensor;
+using c10::SymInt;
+using std::optional;
+using torch::autograd::variable_list;
+
+/* ------------------------------------------------------------------------------------ messages, Python-style */
+std::string dtype_name(c10::ScalarType t) {
+    switch (t) {
+    case at::kFloat: return "torch.float32";
+    case at::kDouble: return "torch.float64";
+    case at::kBFloat16: return "torch.bfloat16";
+    case at::kHalf: return "torch.float16";
+    case at::kLong: return "torch.int64";
+    case at::kInt: return "torch.int32";
+    case at::kShort: return "torch.int16";
+    case at::kChar: return "torch.int8";
+    case at::kByte: return "torch.uint8";
+    case at::kBool: return "torch.bool";
+    case at::kComplexFloat: return "torch.complex64";
+    case at::kComplexDouble: return "torch.complex128";
+    default: return std::string("torch.") + c10::toString(t);
+    }
+}
+
+std::string shape_str(c10::SymIntArrayRef s) {
+    std::ostringstream o;
+    o << "(";
+    for (const auto i : c10::irange(s.size())) o << (i ? ", " : "") << s[i];
+    o << (s.size() == 1 ? ",)" : ")");
+    return o.str();
+}
+
+std::string float_repr(double v) { /* Python's repr of a float: shortest round trip, "1.0" not "1" */
+    if (std::isnan(v)) return "nan";
+    if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+    char buf[40];
+    for (int p = 1; p <= 17; ++p) {
+        std::snprintf(buf, sizeof buf, "%.*g", p, v);
+        if (std::strtod(buf, nullptr) == v) break;
+    }
+    std::string s(buf);
+    if (s.find_first_of(".e") == std::string::npos) s += ".0";
+    return s;
+}
+
+/* ------------------------------------------------------------------------------------ argument checks */
+bool kernel_dtype(c10::ScalarType t) {
+    return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
+}
+
+int dtype_code(c10::ScalarType t) {
+    return t == at::kFloat ? GN_F32 : t == at::kDouble ? GN_F64 : t == at::kBFloat16 ? GN_BF16 : GN_F16;
+}
+
+void check_tensor(const Tensor& t, const char* name, const Tensor& x) {
+    TORCH_CHECK_VALUE(t.layout() == at::kStrided, name, " must be a dense (strided) tensor, got layout ", t.layout());
+    TORCH_CHECK_VALUE(t.device() == x.device(), name, " is on ", t.device(), " but x is on ", x.device());
+    TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), name, " has dtype ", dtype_name(t.scalar_type()),
+                     " but x has dtype ", dtype_name(x.scalar_type()), "; they must match");
+}
+
+void check_forward(const Tensor& x, int64_t G, const optional<Tensor>& w, const optional<Tensor>& b, double eps,
+                   int64_t act, const optional<Tensor>& r) {
+    TORCH_CHECK_VALUE(x.device().is_cpu() || x.device().is_meta(),
+                      "groupnorm kernels run on CPU only; x is on ", x.device());
+    TORCH_CHECK_VALUE(x.layout() == at::kStrided, "x must be a dense (strided) tensor, got layout ", x.layout());
+    TORCH_CHECK_TYPE(kernel_dtype(x.scalar_type()), "x has dtype ", dtype_name(x.scalar_type()),
+                     "; the kernels support torch.float32, torch.float64, torch.bfloat16, torch.float16");
+    const auto sizes = x.sym_sizes();
+    TORCH_CHECK_VALUE(sizes.size() >= 2, "x must have shape (N, C, *spatial) with rank >= 2, got shape ",
+                      shape_str(sizes));
+    TORCH_CHECK_VALUE(x.sym_numel() != 0, "x is empty (shape ", shape_str(sizes),
+                      "); the kernels need at least one element");
+    const SymInt& C = sizes[1];
+    TORCH_CHECK_VALUE(G >= 1, "num_groups must be a positive int, got num_groups=", G);
+    TORCH_CHECK_VALUE(C % G == 0, "num_groups=", G, " does not divide num_channels=", C);
+    for (const auto& [p, name] : {std::pair{&w, "weight"}, std::pair{&b, "bias"}}) {
+        if (!p->has_value()) continue;
+        const Tensor& t = **p;
+        check_tensor(t, name, x);
+        TORCH_CHECK_VALUE(t.dim() == 1 && t.sym_size(0) == C, name, " must have shape (", C,
+                          ",) for an input with ", C, " channels, got ", shape_str(t.sym_sizes()));
+    }
+    TORCH_CHECK_VALUE(eps >= 0 && std::isfinite(eps), "eps must be a finite non-negative number, got eps=",
+                      float_repr(eps));
+    TORCH_CHECK_VALUE(act >= GN_ACT_NONE && act <= GN_ACT_GELU, "activation must be a code ", int(GN_ACT_NONE), "..",
+                      int(GN_ACT_GELU), " of groupnorm.args.ACTIVATION_CODES, got activation=", act);
+    if (r.has_value()) {
+        check_tensor(*r, "residual", x);
+        TORCH_CHECK_VALUE(r->sym_sizes() == sizes, "residual has shape ", shape_str(r->sym_sizes()),
+                          " but x has shape ", shape_str(sizes));
+    }
+}
+
+void check_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                    const optional<Tensor>& w, const optional<Tensor>& b, int64_t G, int64_t act,
+                    const optional<Tensor>& r) {
+    check_forward(x, G, w, b, 0.0, act, r);
+    check_tensor(dy, "dy", x);
+    TORCH_CHECK_VALUE(dy.sym_sizes() == x.sym_sizes(), "dy has shape ", shape_str(dy.sym_sizes()),
+                      " but x has shape ", shape_str(x.sym_sizes()));
+    for (const auto& [t, name] : {std::pair{&mean, "mean"}, std::pair{&rstd, "rstd"}}) {
+        TORCH_CHECK_VALUE(t->layout() == at::kStrided && t->device() == x.device(), name,
+                          " must be a dense tensor on x's device (", x.device(), ")");
+        TORCH_CHECK_TYPE(t->scalar_type() == at::kDouble, name, " has dtype ", dtype_name(t->scalar_type()),
+                         " but the statistics are torch.float64");
+        TORCH_CHECK_VALUE(t->dim() == 2 && t->sym_size(0) == x.sym_size(0) && t->sym_size(1) == G, name,
+                          " must have shape (", x.sym_size(0), ", ", G, "), got ", shape_str(t->sym_sizes()));
+    }
+}
+
+/* ------------------------------------------------------------------------------------ layouts */
+/* GN_LAYOUT_NCS if x is contiguous, GN_LAYOUT_NSC if it is channels-last dense (N, *spatial, C), else -1. */
+int layout_of(const Tensor& x) {
+    if (x.is_contiguous()) return GN_LAYOUT_NCS;
+    const int64_t d = x.dim();
+    if (d < 3) return -1;
+    const auto sz = x.sizes(), st = x.strides();
+    int64_t expect = 1;  /* the strides of x.movedim(1, -1).contiguous(), ignoring dimensions of size 1 */
+    if (sz[1] != 1 && st[1] != expect) return -1;
+    expect *= sz[1];
+    for (int64_t i = d - 1; i >= 2; --i) {
+        if (sz[i] != 1 && st[i] != expect) return -1;
+        expect *= sz[i];
+    }
+    if (sz[0] != 1 && st[0] != expect) return -1;
+    return GN_LAYOUT_NSC;
+}
+
+/* t (N, C, *spatial) with the strides of `layout` (a copy only if needed). */
+Tensor to_layout(const Tensor& t, int layout) {
+    if (layout == GN_LAYOUT_NCS) return t.contiguous();
+    if (layout_of(t) == GN_LAYOUT_NSC) return t;
+    return t.movedim(1, -1).contiguous().movedim(-1, 1);
+}
+
+const void* ptr(const optional<Tensor>& t) { return t.has_value() ? t->const_data_ptr() : nullptr; }
+const void* ptr(const Tensor& t) { return t.defined() ? t.const_data_ptr() : nullptr; }
+void* mut_ptr(const Tensor& t) { return t.defined() ? t.mutable_data_ptr() : nullptr; }
+
+void check_rc(int rc, const char* what) {
+    if (rc == GN_ENOMEM) throw std::bad_alloc();
+    TORCH_CHECK(rc == GN_OK, "groupnorm kernel ", what, ": ", rc == GN_EINVAL ? "invalid argument" : "error code ", rc);
+}
+
+/* The C API's shape and options for x (N, C, *spatial) in `layout`; threads: torch's intra-op count. */
+gn_shape shape_of(const Tensor& x, int layout, int64_t G, int64_t act) {
+    gn_shape sh{};
+    sh.dtype = dtype_code(x.scalar_type());
+    sh.layout = layout;
+    sh.act = int(act);
+    sh.nthreads = at::get_num_threads();
+    sh.N = x.size(0);
+    sh.C = x.size(1);
+    sh.S = x.numel() / (sh.N * sh.C);
+    sh.G = G;
+    return sh;
+}
+
+optional<Tensor> contiguous(const optional<Tensor>& t) {
+    return t.has_value() ? optional<Tensor>(t->contiguous()) : std::nullopt;
+}
+
+/* ------------------------------------------------------------------------------------ CPU kernels */
+std::tuple<Tensor, Tensor, Tensor> forward_cpu(const Tensor& x, int64_t G, const optional<Tensor>& w,
+                                               const optional<Tensor>& b, double eps, int64_t act,
+                                               const optional<Tensor>& r) {
+    check_forward(x, G, w, b, eps, act, r);
+    const int64_t N = x.size(0);
+    Tensor y = at::empty_like(x);  /* x's strides when x is dense (what the Meta kernel promises) */
+    int layout = layout_of(x);
+    Tensor xin = x, out = y;
+    if (layout < 0) {  /* odd strides: computed on a contiguous copy, then copied into y */
+        layout = GN_LAYOUT_NCS;
+        xin = x.contiguous();
+        if (!y.is_contiguous()) out = at::empty_like(xin);
+    }
+    const auto wc = contiguous(w), bc = contiguous(b);
+    const optional<Tensor> rc = r.has_value() ? optional<Tensor>(to_layout(*r, layout)) : std::nullopt;
+    auto opts = x.options().dtype(at::kDouble);
+    Tensor mean = at::empty({N, G}, opts), rstd = at::empty({N, G}, opts);
+    gn_fwd_args a{};
+    a.sh = shape_of(x, layout, G, act);
+    a.eps = eps;
+    a.x = ptr(xin), a.w = ptr(wc), a.b = ptr(bc), a.r = ptr(rc), a.y = mut_ptr(out);
+    a.mean = mean.mutable_data_ptr<double>(), a.rstd = rstd.mutable_data_ptr<double>();
+    check_rc(gn_forward(&a), "forward");
+    if (!out.is_same(y)) y.copy_(out);
+    return {y, mean, rstd};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(const Tensor& dy, const Tensor& x, const Tensor& mean,
+                                                        const Tensor& rstd, const optional<Tensor>& w,
+                                                        const optional<Tensor>& b, int64_t G, int64_t act,
+                                                        bool need_dx, bool need_dw, bool need_db,
+                                                        const optional<Tensor>& r) {
+    check_backward(dy, x, mean, rstd, w, b, G, act, r);
+    const int64_t C = x.size(1);
+    int layout = layout_of(x);
+    const bool odd = layout < 0;
+    if (odd) layout = GN_LAYOUT_NCS;  /* odd strides: computed on contiguous copies */
+    const Tensor xin = odd ? x.contiguous() : x, dyin = to_layout(dy, layout);
+    const Tensor m = mean.contiguous(), rs = rstd.contiguous();
+    const auto wc = contiguous(w), bc = contiguous(b);
+    /* dx and dv in x's own strides (what the Meta kernel promises), or contiguous buffers copied into them */
+    Tensor dx = need_dx ? at::empty_like(xin) : Tensor();
+    Tensor dw = need_dw ? at::empty({C}, x.options()) : Tensor();
+    Tensor db = need_db ? at::empty({C}, x.options()) : Tensor();
+    optional<Tensor> rin;
+    Tensor dv;
+    if (r.has_value() && act != GN_ACT_NONE) {  /* dv is computed into its own buffer (x's layout) */
+        rin = to_layout(*r, layout);
+        dv = at::empty_like(xin);
+    }
+    gn_bwd_args a{};
+    a.sh = shape_of(x, layout, G, act);
+    a.dy = ptr(dyin), a.x = ptr(xin), a.r = ptr(rin), a.w = ptr(wc), a.b = ptr(bc);
+    a.mean = m.const_data_ptr<double>(), a.rstd = rs.const_data_ptr<double>();
+    a.dr = mut_ptr(dv), a.dx = mut_ptr(dx), a.dw = mut_ptr(dw), a.db = mut_ptr(db);
+    check_rc(gn_backward(&a), "backward");
+    auto in_x_strides = [&](Tensor t) {
+        if (!odd || !t.defined()) return t;
+        Tensor ref = at::empty_like(x);
+        return ref.strides() == t.strides() ? t : ref.copy_(t);
+    };
+    return {in_x_strides(dx), dw, db, in_x_strides(dv)};
+}
+
+/* ------------------------------------------------------------------------------------ Meta kernels */
+std::tuple<Tensor, Tensor, Tensor> forward_meta(const Tensor& x, int64_t G, const optional<Tensor>& w,
+                                                const optional<Tensor>& b, double eps, int64_t act,
+                                                const optional<Tensor>& r) {
+    check_forward(x, G, w, b, eps, act, r);
+    auto opts = x.options().dtype(at::kDouble);
+    return {at::empty_like(x), at::empty_symint({x.sym_size(0), G}, opts), at::empty_symint({x.sym_size(0), G}, opts)};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> backward_meta(const Tensor& dy, const Tensor& x, const Tensor& mean,
+                                                         const Tensor& rstd, const optional<Tensor>& w,
+                                                         const optional<Tensor>& b, int64_t G, int64_t act,
+                                                         bool need_dx, bool need_dw, bool need_db,
+                                                         const optional<Tensor>& r) {
+    check_backward(dy, x, mean, rstd, w, b, G, act, r);
+    auto chan = [&] { return at::empty_symint({x.sym_size(1)}, x.options()); };
+    return {need_dx ? at::empty_like(x) : Tensor(), need_dw ? chan() : Tensor(), need_db ? chan() : Tensor(),
+            r.has_value() && act != GN_ACT_NONE ? at::empty_like(x) : Tensor()};
+}
+
+/* ------------------------------------------------------------------------------------ autograd */
+const c10::TypedOperatorHandle<decltype(forward_cpu)>& forward_op() {
+    static const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("groupnorm::gn_forward", "").typed<decltype(forward_cpu)>();
+    return op;
+}
+
+const c10::TypedOperatorHandle<decltype(backward_cpu)>& backward_op() {
+    static const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("groupnorm::gn_backward", "").typed<decltype(backward_cpu)>();
+    return op;
+}
+
+using plain_fn = Tensor(const Tensor&, int64_t, const optional<Tensor>&, const optional<Tensor>&, double, int64_t,
+                        const optional<Tensor>&);
+
+const c10::TypedOperatorHandle<plain_fn>& plain_op() {
+    static const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("groupnorm::gn_plain", "").typed<plain_fn>();
+    return op;
+}
+
+/* The backward of gn_forward's y; next edges: x, weight, bias, residual (an empty edge where absent). */
+struct GNBackward : public torch::autograd::Node {
+    torch::autograd::SavedVariable x_, mean_, rstd_, w_, b_, r_;
+    int64_t G = 0, act = 0;
+    double eps = 0;
+    bool has_w = false, has_b = false, has_r = false;
+
+    std::string name() const override { return "GroupNormBackward (groupnorm kernels)"; }
+
+    void release_variables() override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        x_.reset_data();
+        mean_.reset_data();
+        rstd_.reset_data();
+        w_.reset_data();
+        b_.reset_data();
+        r_.reset_data();
+    }
+
+    variable_list apply(variable_list&& grads) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const Tensor& dy = grads[0];
+        variable_list out(4);
+        const bool need[4] = {task_should_compute_output(0), has_w && task_should_compute_output(1),
+                              has_b && task_should_compute_output(2), has_r && task_should_compute_output(3)};
+        if (!dy.defined() || !(need[0] || need[1] || need[2] || need[3])) return out;
+        const Tensor x = x_.unpack();
+        const optional<Tensor> w = has_w ? optional<Tensor>(w_.unpack()) : std::nullopt;
+        const optional<Tensor> b = has_b ? optional<Tensor>(b_.unpack()) : std::nullopt;
+        /* the residual enters the backward only through the activation's derivative (saved only then) */
+        const bool r_saved = has_r && act != GN_ACT_NONE;
+        const optional<Tensor> r = r_saved ? optional<Tensor>(r_.unpack()) : std::nullopt;
+        if (at::GradMode::is_enabled()) {
+            /* create_graph=True: the gradient must itself be differentiable; recomputed through gn_plain */
+            variable_list inputs;
+            const Tensor* cand[4] = {&x, w ? &*w : nullptr, b ? &*b : nullptr, r ? &*r : nullptr};
+            for (int i = 0; i < 4; ++i)
+                if (need[i] && cand[i]) inputs.push_back(*cand[i]);
+            variable_list g;
+            if (!inputs.empty()) {
+                Tensor y = plain_op().call(x, G, w, b, eps, act, r);
+                g = torch::autograd::grad({y}, inputs, {dy}, /*retain_graph=*/true, /*create_graph=*/true,
+                                          /*allow_unused=*/true);
+            }
+            size_t k = 0;
+            for (int i = 0; i < 4; ++i)
+                if (need[i] && cand[i]) out[i] = g[k++];
+            if (need[3] && !r_saved) out[3] = dy;  /* no activation: d(residual) = dy */
+            return out;
+        }
+        const Tensor mean = mean_.unpack(), rstd = rstd_.unpack();
+        at::AutoDispatchBelowADInplaceOrView guard;  /* grad mode is off: straight to the CPU kernel */
+        auto [dx, dw, db, dv] = backward_op().call(dy, x, mean, rstd, w, b, G, act, need[0], need[1], need[2], r);
+        if (need[0]) out[0] = dx;
+        if (need[1]) out[1] = dw;
+        if (need[2]) out[2] = db;
+        if (need[3]) out[3] = r_saved ? dv : dy;
+        return out;
+    }
+};
+
+std::tuple<Tensor, Tensor, Tensor> forward_autograd(const Tensor& x, int64_t G, const optional<Tensor>& w,
+                                                    const optional<Tensor>& b, double eps, int64_t act,
+                                                    const optional<Tensor>& r) {
+    const bool grad = torch::autograd::compute_requires_grad(x, w, b, r);
+    Tensor y, mean, rstd;
+    {
+        at::AutoDispatchBelowADInplaceOrView guard;
+        std::tie(y, mean, rstd) = forward_op().call(x, G, w, b, eps, act, r);
+    }
+    if (grad) {
+        auto node = c10::make_intrusive<GNBackward>();
+        node->set_next_edges(torch::autograd::collect_next_edges(x, w, b, r));
+        node->x_ = torch::autograd::SavedVariable(x, false);
+        node->mean_ = torch::autograd::SavedVariable(mean, false);
+        node->rstd_ = torch::autograd::SavedVariable(rstd, false);
+        if (w.has_value()) node->w_ = torch::autograd::SavedVariable(*w, false);
+        if (b.has_value()) node->b_ = torch::autograd::SavedVariable(*b, false);
+        if (r.has_value() && act != GN_ACT_NONE) node->r_ = torch::autograd::SavedVariable(*r, false);
+        node->G = G;
+        node->act = act;
+        node->eps = eps;
+        node->has_w = w.has_value();
+        node->has_b = b.has_value();
+        node->has_r = r.has_value();
+        torch::autograd::set_history(y, node);
+    }
+    return {y, mean, rstd};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> backward_autograd(const Tensor& dy, const Tensor& x, const Tensor& mean,
+                                                             const Tensor& rstd, const optional<Tensor>& w,
+                                                             const optional<Tensor>& b, int64_t G, int64_t act,
+                                                             bool need_dx, bool need_dw, bool need_db,
+                                                             const optional<Tensor>& r) {
+    TORCH_CHECK(!torch::autograd::compute_requires_grad(dy, x, mean, rstd, w, b, r),
+                "groupnorm::gn_backward is not differentiable; a create_graph=True backward of gn_forward goes "
+                "through groupnorm::gn_plain instead (call gn_backward under torch.no_grad())");
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return backward_op().call(dy, x, mean, rstd, w, b, G, act, need_dx, need_dw, need_db, r);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(groupnorm, m) {
+    m.def("gn_forward(Tensor x, int num_groups, Tensor? weight, Tensor? bias, float eps, int activation, "
+          "Tensor? residual=None) -> (Tensor, Tensor, Tensor)");
+    m.def("gn_backward(Tensor dy, Tensor x, Tensor mean, Tensor rstd, Tensor? weight, Tensor? bias, int num_groups, "
+          "int activation, bool need_dx, bool need_dw, bool need_db, Tensor? residual=None) "
+          "-> (Tensor, Tensor, Tensor, Tensor)");
+    m.def("gn_plain(Tensor x, int num_groups, Tensor? weight, Tensor? bias, float eps, int activation, "
+          "Tensor? residual=None) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(groupnorm, CPU, m) {
+    m.impl("gn_forward", forward_cpu);
+    m.impl("gn_backward", backward_cpu);
+}
+
+TORCH_LIBRARY_IMPL(groupnorm, Meta, m) {
+    m.impl("gn_forward", forward_meta);
+    m.impl("gn_backward", backward_meta);
+}
+
+TORCH_LIBRARY_IMPL(groupnorm, Autograd, m) {
+    m.impl("gn_forward", forward_autograd);
+    m.impl("gn_backward", backward_autograd);
+}
