@@ -1,24 +1,31 @@
 """``groupnorm reproduce`` and ``groupnorm report``: the paper's experiments from the command line.
 
     groupnorm reproduce --experiment {table1,table2,table3,curves,noniid,ghost,lrsweep,control,vgg,all}
-                        --preset {smoke,quick,full}
+                        --preset {smoke,quick,full,cifar10,cifar10-resnet20,imagenet} [--arch NAME]
                         [--data-dir DIR] [--dataset {auto,idx,cifar10,cifar100,imagefolder}] [--image-size S]
                         [--data-workers N] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
                         [--epochs E] [--batches B1,B2,..] [--jobs J] [--threads T] [--channels-last]
                         [--device {auto,cpu,cuda}] [--amp {none,bf16}] [--max-runs N]
-                        [--no-progress] [--no-report]
+                        [--no-progress] [--no-report] [--executor {local,slurm,submitit-local}]
+                        [--slurm-partition P] [--slurm-account A] [--slurm-time MIN] [--slurm-gpus-per-node G]
+                        [--slurm-cpus-per-task C] [--slurm-mem GB] [--slurm-array-parallelism N]
+                        [--slurm-folder DIR] [--wait]
     groupnorm report OUT
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
 
+from .archs import ARCHS
 from .config import EXPERIMENTS, PRESET_NAMES
 from .dataspec import add_data_arguments, spec_from_args
 from .devices import AMP_MODES, DEVICES
+
+EXECUTORS = ("local", "slurm", "submitit-local")
 
 
 def _positive(text: str) -> int:
@@ -51,7 +58,11 @@ def register(subparsers) -> None:
                     "OUT/report.md and its plots.")
     p.add_argument("--experiment", choices=EXPERIMENTS, default="all")
     p.add_argument("--preset", choices=PRESET_NAMES, default="quick",
-                   help="smoke: seconds (tests); quick: <= 15 min on 2 cores; full: closest to the paper (hours)")
+                   help="smoke: seconds (tests); quick: <= 15 min on 2 cores; full: closest to the paper on this CPU "
+                        "(hours); cifar10, cifar10-resnet20, imagenet: the paper's protocol on a GPU "
+                        "(needs --data-dir; see docs/harness.md)")
+    p.add_argument("--arch", choices=tuple(ARCHS), default=None,
+                   help="the model (default: the preset's); the table is in groupnorm.experiments.models")
     add_data_arguments(p)
     p.add_argument("--out", default=None, help="output directory (default runs/PRESET)")
     p.add_argument("--seeds", type=_positive, default=None, help="seeds per setting (default: the preset's)")
@@ -74,6 +85,25 @@ def register(subparsers) -> None:
     p.add_argument("--amp", choices=AMP_MODES, default="none",
                    help="bf16: forward pass and loss under bfloat16 autocast (GPUs; CPUs with AVX512-BF16/AMX)")
     p.add_argument("--max-runs", type=_positive, default=None, help="stop after this many newly trained runs")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: train here (default); slurm: submit the runs without a row as one Slurm job array "
+                        "through submitit, one run per task (see docs/harness.md); submitit-local: the same job "
+                        "array as processes of this machine (submitit's local executor; waits)")
+    s = p.add_argument_group("Slurm (--executor slurm)")
+    s.add_argument("--slurm-partition", default=None, help="partition of the array tasks")
+    s.add_argument("--slurm-account", default=None, help="account charged for the array tasks")
+    s.add_argument("--slurm-time", type=_positive, default=24 * 60, help="time limit of one task in minutes "
+                   "(a task that reaches it is requeued and resumes its run from its last epoch; default 1440)")
+    s.add_argument("--slurm-gpus-per-node", type=int, default=None,
+                   help="GPUs per task (default 1 with --launcher emulate, the run's workers with torchrun; 0 on "
+                        "CPU nodes)")
+    s.add_argument("--slurm-cpus-per-task", type=_positive, default=None, help="CPUs per task")
+    s.add_argument("--slurm-mem", type=float, default=None, help="memory per task in GB")
+    s.add_argument("--slurm-array-parallelism", type=_positive, default=None,
+                   help="at most this many tasks of the array running at once")
+    s.add_argument("--slurm-folder", default=None, help="submitit's folder for pickles and logs, on a file system "
+                   "the nodes share; %%j is the job id (default OUT/slurm/%%j)")
+    s.add_argument("--wait", action="store_true", help="wait for the submitted runs, then write the report")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.set_defaults(func=run_reproduce)
@@ -86,7 +116,7 @@ def register(subparsers) -> None:
 
 
 def run_reproduce(args) -> int:
-    from .config import experiment_configs, get_preset
+    from .config import experiment_configs, get_preset, preset_data_dir
     from .report import write_report
     from .runner import run_sweep
 
@@ -95,16 +125,36 @@ def run_reproduce(args) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     preset = get_preset(args.preset)
+    preset_data_dir(preset, args.data_dir)
+    data = spec_from_args(args)
+    if data.dataset == "auto" and preset.data_format != "auto":  # the preset's format: errors say what it needs
+        data = dataclasses.replace(data, dataset=preset.data_format)
     out = args.out or os.path.join("runs", args.preset)
     configs = experiment_configs(args.experiment, preset, seeds=args.seeds, workers=args.workers,
-                                 epochs=args.epochs, batches=args.batches)
-    from .devices import resolve_device
+                                 epochs=args.epochs, batches=args.batches, arch=args.arch)
+    # the device stays a name ("auto" included): each process, here or on a cluster node, resolves it itself
+    sweep = dict(data=data, launcher=args.launcher, threads=args.threads, channels_last=args.channels_last,
+                 device=args.device, amp=args.amp)
+    if args.executor == "local":
+        from .devices import resolve_device
 
-    device = resolve_device(args.device).type
-    jobs = args.jobs or (1 if device == "cuda" else min(2, os.cpu_count() or 1))  # one run at a time per GPU
-    run_sweep(configs, out, data=spec_from_args(args), launcher=args.launcher, progress=not args.no_progress,
-              max_runs=args.max_runs, jobs=jobs, threads=args.threads, channels_last=args.channels_last,
-              device=device, amp=args.amp)
+        on_gpu = resolve_device(args.device).type == "cuda"
+        run_sweep(configs, out, progress=not args.no_progress, max_runs=args.max_runs,
+                  jobs=args.jobs or (1 if on_gpu else min(2, os.cpu_count() or 1)), **sweep)  # one run per GPU
+    else:
+        from . import slurm
+
+        options = slurm.SlurmOptions(
+            partition=args.slurm_partition, account=args.slurm_account, time_min=args.slurm_time,
+            gpus_per_node=args.slurm_gpus_per_node, cpus_per_task=args.slurm_cpus_per_task, mem_gb=args.slurm_mem,
+            array_parallelism=args.slurm_array_parallelism, folder=args.slurm_folder)
+        jobs = slurm.submit_sweep(configs, out, sweep, options, max_runs=args.max_runs,
+                                  cluster="slurm" if args.executor == "slurm" else "local")
+        if jobs and not (args.wait or args.executor == "submitit-local"):
+            print(f"[reproduce] when they have finished: groupnorm report {out} (the same command again submits "
+                  f"the runs that still have no row)", file=sys.stderr)
+            return 0
+        slurm.wait_for_runs(jobs)
     if not args.no_report:
         path = write_report(out)
         print(f"[reproduce] report: {path}", file=sys.stderr)

@@ -29,9 +29,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from .archs import ARCHS, DEFAULT_ARCH, SHAPE_FIELDS
+
 EXPERIMENTS = ("table1", "table2", "table3", "curves", "noniid", "ghost", "lrsweep", "control", "vgg", "all")
-ARCHS = ("resnet", "vgg")
-PRESET_NAMES = ("smoke", "quick", "full")
+PRESET_NAMES = ("smoke", "quick", "full", "cifar10", "cifar10-resnet20", "imagenet")
 
 
 def canonical_norm(norm: str, groups: int | None, group_size: int | None) -> tuple[str, tuple]:
@@ -101,7 +102,9 @@ class RunConfig:
     # Later fields, also left out of the identity at their defaults (older keys hold):
     first_stride: int = 1       # stride of the ResNet's first stage (models.ResNet)
     holdout: bool = False       # validate on held-out training images, not the test split (lrsweep; holdout.py)
-    arch: str = "resnet"        # "resnet" (models.ResNet) or "vgg" (vgg.VGG, no residuals: Figure 3)
+    arch: str = DEFAULT_ARCH    # a key of archs.ARCHS: "resnet" (the small ResNet shaped by widths, blocks,
+    #                             stem_stride, first_stride), "vgg" (vgg.VGG, no residuals: Figure 3), or a
+    #                             named ResNet (resnet20 .. resnet101, resnet18_cifar, ...: models.py)
     experiment: str = field(default="", compare=False)  # who asked for it first; not part of the identity
 
     @property
@@ -138,7 +141,7 @@ class RunConfig:
             + (f" c={self.classes_per_worker}" if self.classes_per_worker is not None else "") \
             + (f" lr={self.base_lr:g} holdout" if self.holdout else "") \
             + (f" epochs={self.epochs}" if self.experiment == "control" else "")
-        arch = "VGG " if self.arch == "vgg" else ""
+        arch = {DEFAULT_ARCH: "", "vgg": "VGG "}.get(self.arch, f"{self.arch} ")
         return arch + run_label(self.kind, self.canonical_groups(), self.batch_per_worker, self.seed) + extra
 
     def canonical_groups(self) -> tuple:
@@ -152,14 +155,24 @@ class RunConfig:
         d.pop("experiment")
         norm, (g, k) = canonical_norm(d["norm"], d["groups"], d["group_size"])
         d.update(norm=norm, groups=g, group_size=k, widths=list(self.widths), blocks=list(self.blocks))
+        if self.arch in ARCHS and not ARCHS[self.arch].config_fields:
+            for name in ("widths", "blocks", "stem_stride"):  # a named ResNet fixes them (validate: at defaults)
+                d.pop(name)
         if d["norm_batch"] is None or d["norm_batch"] == self.batch_per_worker:
             d.pop("norm_batch")  # BN per worker: the standard run
         if d["classes_per_worker"] is None:
             d.pop("classes_per_worker")
-        for name, default in (("first_stride", 1), ("holdout", False), ("arch", "resnet")):
+        for name, default in (("first_stride", 1), ("holdout", False), ("arch", DEFAULT_ARCH)):
             if d[name] == default:
                 d.pop(name)
         return d
+
+    def shape_overrides(self) -> dict:
+        """The shape fields (``archs.SHAPE_FIELDS``) this run's arch takes from the config, for
+        :func:`groupnorm.experiments.models.build_model`: all four for ``resnet``, widths and blocks for
+        ``vgg``, none for a named ResNet (which fixes them)."""
+        return {n: tuple(v) if isinstance(v, (list, tuple)) else v
+                for n in ARCHS[self.arch].config_fields for v in [getattr(self, n)]}
 
     @property
     def bn_batch(self) -> int | None:
@@ -181,6 +194,11 @@ class RunConfig:
             raise ValueError(f"arch={self.arch!r} must be one of {', '.join(ARCHS)}")
         if self.first_stride not in (1, 2):
             raise ValueError(f"first_stride={self.first_stride!r} must be 1 or 2")
+        fixed = () if ARCHS[self.arch].config_fields else SHAPE_FIELDS  # a named ResNet's
+        changed = [n for n in fixed if getattr(self, n) != getattr(_DEFAULT, n)]
+        if changed:
+            raise ValueError(f"arch={self.arch!r} fixes its shape; {', '.join(changed)} apply to "
+                             f"{DEFAULT_ARCH!r} only")
         if self.schedule not in ("cosine", "step"):
             raise ValueError(f"schedule={self.schedule!r} must be 'cosine' or 'step'")
         if self.norm_batch is not None:
@@ -210,6 +228,9 @@ class RunConfig:
         d = dict(d)
         d["widths"], d["blocks"] = tuple(d["widths"]), tuple(d["blocks"])
         return cls(**d)
+
+
+_DEFAULT = RunConfig()  # the dataclass's defaults (a named ResNet's shape fields stay at them)
 
 
 @dataclass(frozen=True)
@@ -243,6 +264,9 @@ class Preset:
     vgg_blocks: tuple = (2, 2, 2)
     seeds_by_experiment: tuple = (("lrsweep", 1), ("vgg", 1))
     all_experiments: tuple = ("table2", "noniid", "ghost", "table1", "table3", "curves")  # what "all" means
+    dataset: str = "Fashion-MNIST"                  # what it trains on (its arch is base.arch)
+    needs_data_dir: bool = False                    # no default directory: --data-dir is required
+    data_format: str = "auto"                       # --dataset unless given (dataspec.FORMATS)
 
     def base_lr(self, norm: str) -> float:
         """The base learning rate of ``norm`` (a config name: bn, gn, ln, in, gn+ws, none, ...)."""
@@ -295,7 +319,58 @@ PRESETS = {
         table2_batches=(32, 16, 8, 4, 2), table3_groups=(64, 32, 16, 8, 4, 2, 1),
         table3_group_sizes=(64, 32, 16, 8, 4, 2, 1), lr_by_norm=PROTOCOL_LR,
         all_experiments=("lrsweep", "table2", "noniid", "ghost", "control", "table1", "table3", "vgg")),
+    # What a GPU user runs (see docs/harness.md): the paper's protocol, data sets in their official formats.
+    # CIFAR-10 (50k training images, validation on the 10k test images): 8 workers, the paper's b list, its
+    # schedule in epochs (100 epochs, lr x0.1 at 30/60/90) and its lr 0.1 per 256 images, weight decay 1e-4.
+    # ResNet-18 with the 3x3 stem: 64..512 channels, so GN's 32 groups hold 2..16 channels as in ResNet-50.
+    "cifar10": Preset(
+        "cifar10",
+        RunConfig(arch="resnet18_cifar", workers=8, epochs=100, train_size=None, val_size=None, base_lr=0.1,
+                  warmup_epochs=1.0, schedule="step"),
+        seeds=3, table1_norms=("bn", "ln", "in", "gn"), table2_batches=(32, 16, 8, 4, 2),
+        table3_groups=(64, 32, 16, 8, 4, 2, 1), table3_group_sizes=(64, 32, 16, 8, 4, 2, 1),
+        dataset="CIFAR-10", needs_data_dir=True, data_format="cifar10"),
+    # The same with He et al.'s ResNet-20 (0.27M parameters, about 14x cheaper a step than ResNet-18): 16..64
+    # channels, so GN uses 8 groups (2..8 channels per group; 32 groups would be InstanceNorm in its first two
+    # stages). Table 3 from G=16 (its widest division of the 16-channel layers) down.
+    "cifar10-resnet20": Preset(
+        "cifar10-resnet20",
+        RunConfig(arch="resnet20", groups=8, workers=8, epochs=100, train_size=None, val_size=None, base_lr=0.1,
+                  warmup_epochs=1.0, schedule="step"),
+        seeds=3, table1_norms=("bn", "ln", "in", "gn"), table2_batches=(32, 16, 8, 4, 2),
+        table3_groups=(16, 8, 4, 2, 1), table3_group_sizes=(16, 8, 4, 2, 1),
+        dataset="CIFAR-10", needs_data_dir=True, data_format="cifar10"),
+    # The paper's Sec. 4.1 on ImageNet (an ImageFolder directory: train/<class>/, val/<class>/): ResNet-50,
+    # 8 workers (one GPU each with --launcher torchrun), 100 epochs, lr 0.1 per 256 images (linear scaling
+    # rule), x0.1 at epochs 30, 60, 90, weight decay 1e-4, and a 5-epoch linear warmup (Goyal et al., whose
+    # details the paper says it follows). One seed: each run is days of 8 GPUs.
+    "imagenet": Preset(
+        "imagenet",
+        RunConfig(arch="resnet50", workers=8, epochs=100, train_size=None, val_size=None, base_lr=0.1,
+                  warmup_epochs=5.0, schedule="step"),
+        seeds=1, table1_norms=("bn", "ln", "in", "gn"), table2_batches=(32, 16, 8, 4, 2),
+        table3_groups=(64, 32, 16, 8, 4, 2, 1), table3_group_sizes=(64, 32, 16, 8, 4, 2, 1),
+        all_experiments=("table2", "table1", "table3", "curves"), dataset="ImageNet", needs_data_dir=True,
+        data_format="imagefolder"),
 }
+
+
+DATA_DIR_HINTS = {
+    "CIFAR-10": "the directory with CIFAR-10's data_batch_1..5, test_batch and batches.meta (or the extracted "
+                "cifar-10-batches-py above them)",
+    "ImageNet": "an ImageFolder directory: train/<class>/*.JPEG and val/<class>/*.JPEG",
+}
+
+
+def preset_data_dir(preset: Preset, data_dir: str | None) -> str | None:
+    """``data_dir``, checked against the preset: one whose data set has no default directory on this machine
+    (``needs_data_dir``) raises an error naming the preset, its data set and the directory it needs when
+    ``data_dir`` is None (``$GROUPNORM_DATA``, the Fashion-MNIST default's override, does not count)."""
+    if data_dir is None and preset.needs_data_dir:
+        hint = DATA_DIR_HINTS.get(preset.dataset, f"a directory with {preset.dataset}")
+        raise ValueError(f"preset {preset.name!r} trains {preset.base.arch} on {preset.dataset}, which has no "
+                         f"default directory: pass --data-dir DIR, {hint}")
+    return data_dir
 
 
 def get_preset(name: str) -> Preset:
@@ -305,10 +380,12 @@ def get_preset(name: str) -> Preset:
 
 
 def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None, workers: int | None = None,
-                       epochs: int | None = None, batches: tuple | None = None) -> list[RunConfig]:
+                       epochs: int | None = None, batches: tuple | None = None,
+                       arch: str | None = None) -> list[RunConfig]:
     """The runs of one experiment (or ``all``), each seed, duplicates (by key) removed, in a stable order.
 
-    ``seeds``, ``workers``, ``epochs`` and ``batches`` (Table 2's images per worker) override the preset's.
+    ``seeds``, ``workers``, ``epochs``, ``batches`` (Table 2's images per worker) and ``arch`` override the
+    preset's (a named arch replaces the preset's ``resnet`` widths, blocks and strides).
     Every run gets its norm's learning rate (``Preset.base_lr``) unless its experiment sets one (lrsweep).
     """
     if experiment not in EXPERIMENTS:
@@ -317,6 +394,12 @@ def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None
     if n_seeds < 1:
         raise ValueError(f"seeds={n_seeds} must be at least 1")
     over_base = {k: v for k, v in (("workers", workers), ("epochs", epochs)) if v is not None}
+    if arch is not None:
+        over_base["arch"] = arch
+        if arch not in ARCHS:
+            raise ValueError(f"arch={arch!r} must be one of {', '.join(ARCHS)}")
+        if not ARCHS[arch].config_fields:  # a named ResNet: the preset's small-ResNet shape does not apply
+            over_base.update({n: getattr(_DEFAULT, n) for n in SHAPE_FIELDS})
     base = dataclasses.replace(preset.base, **over_base)
     if batches is not None:
         if not batches or any(not isinstance(b, int) or b < 1 for b in batches):

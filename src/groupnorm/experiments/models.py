@@ -1,106 +1,93 @@
-"""ResNets for 28x28 single-channel images, taking the normalization by name (``groupnorm.nn.make_norm``).
+"""The harness's models by name (``--arch``), built by :func:`build_model` from :class:`resnets.ResNet`.
 
-Architecture (pre-GN-paper standard ResNet with basic blocks, He et al. 2016)::
+=================  ==========  ===========================  ==============  ======  ========  ==============
+arch               block       widths x blocks              stem            short-  params    for
+                                                                            cut     (bn)
+=================  ==========  ===========================  ==============  ======  ========  ==============
+``resnet``         basic       config's (32,64,128) x 1     3x3, stride     B                 28x28 (default)
+                                                            config's (2)
+``resnet20/32/56`` basic       (16,32,64) x n, n = 3/5/9    3x3             A       269,722   CIFAR, 32x32
+``resnet18/34``    basic       (64..512) x (2,2,2,2) /      7x7 + max-pool  B       11.69M /  ImageNet
+                               (3,4,6,3)                                            21.80M
+``resnet50/101``   bottleneck  (64..512) x (3,4,6,3) /      7x7 + max-pool  B       25.56M /  ImageNet
+                               (3,4,23,3)                                           44.55M
+``resnet18_cifar``  basic      as resnet18 / resnet50       3x3 stride 1,   B                 CIFAR, 32x32
+``resnet50_cifar``  bottleneck                              no max-pool
+=================  ==========  ===========================  ==============  ======  ========  ==============
 
-    stem:   conv3x3(1 -> w0, stride s) - norm - ReLU                    28x28 -> 28/s
-    stage i (widths w0, w1, ...; blocks per stage d_i; stride 2 from the second stage on, and ``first_stride``
-             for the first stage):
-        block:  conv3x3 - norm - ReLU - conv3x3 - norm(gamma = 0) ; + shortcut ; ReLU
-                shortcut = identity, or conv1x1(stride) - norm when the shape changes
-    head:   global average pool - linear(w_last -> 10)
-
-As in the GN paper, every norm's gamma starts at 1 except the last norm of each residual block, whose gamma
-starts at 0 (so each block starts as the identity). Every norm is built with the ReLU that follows it
-(``make_norm``'s norm-with-activation modules), and a block's end, ReLU(norm(out) + shortcut), is one call
-with the shortcut as the residual, whatever the norm (GN/LN/IN fuse all three in one pass over memory). With ``norm="gn+ws"`` every convolution is weight-standardized.
-Convolutions have no bias (the norms' beta plays that role), except with ``norm="none"``.
-
-The default width (32, 64, 128) is the smallest that lets GN use 32 groups in every layer with at least one
-channel per group, and 1..64 channels per group across the network (Table 3).
+``resnet20/32/56`` are He et al. (2016)'s CIFAR networks (Sec. 4.2: 6n+2 layers, shortcut "A": identity, with
+zero channels appended and stride-2 subsampling where the shape changes; 269,722 parameters for resnet20 with
+10 classes, their "0.27M"). ``resnet18/34/50/101`` are torchvision's (same blocks, stride on the bottleneck's 3x3
+conv, projection shortcuts; the counts above, for 1000 classes, equal torchvision's exactly); the ``_cifar``
+variants swap the ImageNet stem for a 3x3 stride-1 conv without max-pool (32x32 inputs keep 32x32 in the first
+stage). Parameter counts are for ``norm="bn"``; GN, LN and IN have the same (a per-channel gamma and beta).
+``vgg`` (Figure 3's network without residuals, shaped by the config's widths and blocks) is
+:class:`groupnorm.experiments.vgg.VGG`.
 """
 from __future__ import annotations
 
 from torch import nn
 
-import groupnorm.nn as gnn
-from groupnorm.nn.factory import make_norm, uses_weight_standardization
+from .archs import ARCHS, DEFAULT_ARCH, arch_shape
+from .resnets import BasicBlock, Bottleneck, ResNet
 
-from .data import NUM_CLASSES
-
-
-def _conv_class(norm: str):
-    if uses_weight_standardization(norm):
-        return gnn.WSConv2d
-    return nn.Conv2d
+__all__ = ["ARCHS", "DEFAULT_ARCH", "ResNet", "BasicBlock", "Bottleneck", "arch_shape", "build_model",
+           "resnet20", "resnet32", "resnet56", "resnet18", "resnet34", "resnet50", "resnet101", "resnet18_cifar", "resnet50_cifar"]
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, norm_kw: dict, conv):
-        super().__init__()
-        bias = norm_kw["name"] == "none"
-        self.conv1 = conv(cin, cout, 3, stride=stride, padding=1, bias=bias)
-        self.norm1 = make_norm(num_channels=cout, activation="relu", **norm_kw)
-        self.conv2 = conv(cout, cout, 3, stride=1, padding=1, bias=bias)
-        self.norm2 = make_norm(num_channels=cout, activation="relu", **norm_kw)  # relu(norm2(out) + shortcut)
-        self.shortcut = None
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(conv(cin, cout, 1, stride=stride, bias=bias),
-                                          make_norm(num_channels=cout, **norm_kw))
+def build_model(arch: str, norm: str, in_channels: int, num_classes: int, *, groups: int | None = 32,
+                group_size: int | None = None, workers: int = 1, widths: tuple | None = None,
+                blocks: tuple | None = None, stem_stride: int | None = None,
+                first_stride: int | None = None) -> nn.Module:
+    """The model ``arch`` (a key of ``ARCHS``) for (N, in_channels, H, W) images and ``num_classes`` classes.
 
-    def forward(self, x):
-        out = self.conv2(self.norm1(self.conv1(x)))
-        sc = x if self.shortcut is None else self.shortcut(x)
-        return self.norm2(out, residual=sc)
-
-
-class ResNet(nn.Module):
-    """ResNet for (N, 1, 28, 28) inputs -> (N, 10) logits; see the module docstring.
-
-    Args:
-        norm: a ``make_norm`` name (bn, gn, gn+ws, ln, in, bn-frozen, none).
-        widths: channels of the stem and of each stage.
-        blocks: residual blocks per stage (same length as ``widths``).
-        groups, group_size: GN's G or channels per group K.
-        workers: emulated workers for per-worker BN statistics.
-        stem_stride: stride of the stem conv (2 halves the resolution and the cost).
-        first_stride: stride of the first stage's first block (2: the first stage at half the stem's
-            resolution, for wide-but-cheap networks: 64 channels at 7x7 cost what 32 do at 14x14).
+    ``norm``, ``groups``, ``group_size`` and ``workers`` (emulated workers of per-worker BN) go to every norm
+    (:func:`groupnorm.nn.make_norm`). ``widths``, ``blocks``, ``stem_stride`` and ``first_stride`` shape the
+    archs that take them from the run's config (``resnet``: all four, required; ``vgg``: widths and blocks);
+    the named ResNets fix them, and passing one is an error.
     """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    a = ARCHS[arch]
+    given = {k: v for k, v in (("widths", widths), ("blocks", blocks), ("stem_stride", stem_stride),
+                               ("first_stride", first_stride)) if v is not None}
+    extra = sorted(set(given) - set(a.config_fields))
+    if extra:
+        raise ValueError(f"arch {arch!r} fixes {', '.join(extra)}; got {given}")
+    missing = [f for f in a.config_fields if f not in given]
+    if missing:
+        raise ValueError(f"arch {arch!r} needs {', '.join(missing)} (got {given})")
+    norm_kw = dict(groups=groups, group_size=group_size, workers=workers, in_channels=in_channels,
+                   num_classes=num_classes)
+    if a.block == "vgg":
+        from .vgg import VGG
 
-    def __init__(self, norm: str = "gn", widths=(32, 64, 128), blocks=(1, 1, 1), *, groups: int | None = 32,
-                 group_size: int | None = None, workers: int = 1, stem_stride: int = 1, in_channels: int = 1,
-                 num_classes: int = NUM_CLASSES, first_stride: int = 1):
-        super().__init__()
-        if len(widths) != len(blocks) or not widths:
-            raise ValueError(f"widths={tuple(widths)} and blocks={tuple(blocks)} must be non-empty, same length")
-        norm_kw = dict(name=norm, groups=groups, group_size=group_size, workers=workers)
-        conv = _conv_class(norm)
-        bias = norm == "none"
-        self.stem = nn.Sequential(conv(in_channels, widths[0], 3, stride=stem_stride, padding=1, bias=bias),
-                                  make_norm(num_channels=widths[0], activation="relu", **norm_kw))
-        layers, cin = [], widths[0]
-        for i, (w, d) in enumerate(zip(widths, blocks)):
-            for j in range(d):
-                stride = (2 if i > 0 else first_stride) if j == 0 else 1
-                layers.append(BasicBlock(cin, w, stride, norm_kw, conv))
-                cin = w
-        self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(cin, num_classes)
-        self._init(norm)
+        return VGG(norm, tuple(given["widths"]), tuple(given["blocks"]), **norm_kw)
+    return ResNet(norm, tuple(given.get("widths", a.widths)), tuple(given.get("blocks", a.blocks)),
+                  stem_stride=given.get("stem_stride", a.stem_stride), first_stride=given.get("first_stride", 1),
+                  block=a.block, stem=a.stem, shortcut=a.shortcut, **norm_kw)
 
-    def _init(self, norm: str) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        for block in self.layers:  # the paper's gamma init: 0 for the last norm of each residual block
-            w = getattr(block.norm2, "weight", None)
-            if w is not None:
-                nn.init.zeros_(w)
-        nn.init.normal_(self.fc.weight, std=0.01)
-        nn.init.zeros_(self.fc.bias)
 
-    def forward(self, x):
-        x = self.layers(self.stem(x))
-        return self.fc(x.mean(dim=(2, 3)))
+def _named(arch: str):
+    default_classes = ARCHS[arch].num_classes
+
+    def constructor(norm: str = "gn", *, in_channels: int = 3, num_classes: int = default_classes,
+                    **kwargs) -> ResNet:
+        return build_model(arch, norm, in_channels, num_classes, **kwargs)
+
+    constructor.__name__ = constructor.__qualname__ = arch
+    constructor.__doc__ = (f"``build_model({arch!r}, norm, in_channels, num_classes, **kwargs)``: see the module "
+                           f"table (defaults: 3 input channels, {default_classes} classes). ``kwargs``: groups, "
+                           f"group_size, workers.")
+    return constructor
+
+
+resnet20 = _named("resnet20")
+resnet32 = _named("resnet32")
+resnet56 = _named("resnet56")
+resnet18 = _named("resnet18")
+resnet34 = _named("resnet34")
+resnet50 = _named("resnet50")
+resnet101 = _named("resnet101")
+resnet18_cifar = _named("resnet18_cifar")
+resnet50_cifar = _named("resnet50_cifar")

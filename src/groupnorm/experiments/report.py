@@ -15,6 +15,7 @@ import statistics
 from collections import Counter, defaultdict
 
 from . import store
+from .archs import DEFAULT_ARCH
 from .config import norm_kind
 from .report_bn import is_standard, sections
 from .report_stats import CONVERGENCE_POINTS, cell, ci95, control_check, converged, paired
@@ -25,7 +26,8 @@ PAPER_TABLE2 = {"BN": {32: 23.6, 16: 23.7, 8: 24.8, 4: 27.3, 2: 34.7},
                 "GN": {32: 24.1, 16: 24.2, 8: 24.0, 4: 24.2, 2: 24.1}}
 PAPER_TABLE3_G = {64: 24.6, 32: 24.1, 16: 24.6, 8: 24.4, 4: 24.6, 2: 24.7, 1: 25.3}
 PAPER_TABLE3_K = {64: 24.4, 32: 24.5, 16: 24.2, 8: 24.3, 4: 24.8, 2: 25.6, 1: 28.4}
-PROTOCOL_FIELDS = ("train_size", "val_size", "widths", "blocks")
+PROTOCOL_FIELDS = ("train_size", "val_size", "arch", "widths", "blocks")
+_ROW_DEFAULTS = {"arch": DEFAULT_ARCH}  # rows written before the field existed
 
 
 def kind(row: dict) -> str:
@@ -35,7 +37,7 @@ def kind(row: dict) -> str:
 
 
 def _protocol(row: dict) -> tuple:
-    return tuple(str(row.get(f)) for f in PROTOCOL_FIELDS)
+    return tuple(str(row.get(f, _ROW_DEFAULTS.get(f))) for f in PROTOCOL_FIELDS)
 
 
 def _stats(vals: list[float]) -> tuple[float, float, int]:

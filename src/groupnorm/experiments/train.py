@@ -43,13 +43,15 @@ from .config import RunConfig
 from .bn_eval import bn_decomposition
 from .data import DataInfo, IDX_INFO, Split, epoch_batches
 from .devices import autocast, check_amp, device_name
-from .models import ResNet
+from .models import arch_shape
+from .models import build_model as build_arch
 
 
 def build_model(cfg: RunConfig, world: int = 1, info: DataInfo = IDX_INFO) -> torch.nn.Module:
-    """The run's network (``cfg.arch``: the ResNet, or the VGG of Figure 3) for one of ``world`` processes, for
-    the data set ``info`` describes (its channels and classes: ``in_channels``, ``num_classes``). BN's
-    statistics groups: ``cfg.bn_batch`` images each
+    """The run's network (``cfg.arch``, :func:`groupnorm.experiments.models.build_model`: the small ResNet,
+    the VGG of Figure 3, or a named ResNet) for one of ``world`` processes, for the data set ``info`` describes
+    (its channels and classes: ``in_channels``, ``num_classes``). BN's statistics groups: ``cfg.bn_batch``
+    images each
     (a worker's b, or ``norm_batch``), so a process's share of the global batch holds
     ``(global_batch / world) / bn_batch`` of them; a group spanning processes (SyncBN with ``world > 1``) gets
     :class:`groupnorm.nn.SyncBatchNorm` (the group must then be the whole global batch)."""
@@ -65,15 +67,8 @@ def build_model(cfg: RunConfig, world: int = 1, info: DataInfo = IDX_INFO) -> to
             slices, sync = 1, world > 1
         else:
             slices = local // cfg.bn_batch
-    if cfg.arch == "vgg":
-        from .vgg import VGG
-
-        model = VGG(cfg.norm, cfg.widths, cfg.blocks, groups=cfg.groups, group_size=cfg.group_size,
-                    workers=slices, in_channels=info.channels, num_classes=info.num_classes)
-    else:
-        model = ResNet(cfg.norm, cfg.widths, cfg.blocks, groups=cfg.groups, group_size=cfg.group_size,
-                       workers=slices, stem_stride=cfg.stem_stride, first_stride=cfg.first_stride,
-                       in_channels=info.channels, num_classes=info.num_classes)
+    model = build_arch(cfg.arch, cfg.norm, info.channels, info.num_classes, groups=cfg.groups,
+                       group_size=cfg.group_size, workers=slices, **cfg.shape_overrides())
     if sync:
         from groupnorm.convert import convert_sync_batchnorm
 
@@ -321,8 +316,8 @@ def _train_run(job: TrainJob):
                images_per_s=sum(h["train_s"] * h["images_per_s"] for h in history)
                / max(sum(h["train_s"] for h in history), 1e-9),
                wall_s=wall_before + time.perf_counter() - t_run, config_key=key, launcher=job.launcher,
-               processes=world, train_size=len(train), val_size=len(val), widths=list(cfg.widths),
-               blocks=list(cfg.blocks), torch=torch.__version__, machine=platform.machine(),
+               processes=world, train_size=len(train), val_size=len(val), arch=cfg.arch,
+               **arch_shape(cfg.arch, cfg.widths, cfg.blocks), torch=torch.__version__, machine=platform.machine(),
                threads=torch.get_num_threads(), gn_kernels=_kernels_available(),
                memory_format=memory_format_name(job.channels_last), device=str(device),
                device_name=device_name(device), amp=job.amp,
