@@ -324,7 +324,7 @@ def _train_run(job: TrainJob):
                dataset=train.info.name, num_classes=train.info.num_classes, in_channels=train.info.channels,
                image_shape=list(train.info.image_shape),
                norm_batch=cfg.norm_batch, bn_batch=cfg.bn_batch, classes_per_worker=cfg.classes_per_worker,
-               arch=cfg.arch, holdout=cfg.holdout, base_lr=cfg.base_lr, first_stride=cfg.first_stride,
+               holdout=cfg.holdout, base_lr=cfg.base_lr, first_stride=cfg.first_stride,
                val_error_curve=[h["val_error"] for h in history],
                train_error_curve=[h["train_error"] for h in history],
                **_percentile_fields(history),
