@@ -266,7 +266,8 @@ def _train_run(job: TrainJob):
                 bar.update(1)
                 if s % 10 == 0:
                     el = time.perf_counter() - t0
-                    bar.set_postfix(loss=f"{lv:.3f}", img_s=f"{(s + 1) * gb / max(el, 1e-9):.0f}", refresh=False)
+                    bar.set_postfix(loss=f"{lv:.3f}", img_s=f"{(s + 1) * gb / max(el, 1e-9):.0f}",
+                                    refresh=s == 0)  # shown at once, not only at the next timed refresh
             if job.on_images is not None and rank == 0:
                 job.on_images(gb)
             if distributed:
