@@ -15,34 +15,15 @@ A script that prints numbers (benchmarks are never timed tests).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 
 import torch
 
+from groupnorm.hostinfo import cpu_model, load_average
+
 SHAPES = [(1, 64, 8, 8), (2, 32, 14, 14), (8, 256, 7, 7), (32, 128, 4, 4)]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
-def load() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
 def median_per_call(fns: dict, repeats: int, inner: int) -> dict:
@@ -113,7 +94,7 @@ def main(argv=None) -> int:
     via = f"kernels ({kernels.ISA_NAMES[kernels.isa()]})" if kernels.is_available() and not kernels.disabled() \
         else f"plain path ({kernels.load_error() or 'GROUPNORM_DISABLE_KERNELS'})"
     print(f"CPU: {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads; ours via {via}")
-    print(f"medians of {args.repeats} interleaved rounds of {args.inner} calls; load average before: {load()}")
+    print(f"medians of {args.repeats} interleaved rounds of {args.inner} calls; load average before: {load_average()}")
     print("| input, G=min(32,C) | layout | fwd+bwd ours / torch (us) | ratio | fwd ours / torch (us) | ratio |")
     print("| --- | --- | --- | --- | --- | --- |")
     for shape in SHAPES:
@@ -122,7 +103,7 @@ def main(argv=None) -> int:
             (ob, tb), (of, tf) = r["fwd_bwd_us"], r["fwd_us"]
             print(f"| {tuple(shape)} | {r['layout']} | {ob:.1f} / {tb:.1f} | {tb / ob:.2f}x | {of:.1f} / {tf:.1f} "
                   f"| {tf / of:.2f}x |", flush=True)
-    print(f"load average after: {load()}")
+    print(f"load average after: {load_average()}")
     return 0
 
 

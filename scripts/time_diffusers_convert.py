@@ -24,30 +24,12 @@ at every parallel region and the timings measure the load, not the layers.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 
 import torch
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load() -> str:
-    try:
-        return "%.2f %.2f %.2f" % os.getloadavg()
-    except OSError:
-        return "unknown"
+from groupnorm.hostinfo import cpu_model, load_average
 
 
 def build(name: str):
@@ -136,7 +118,7 @@ def main() -> None:
     print(f"cpu: {cpu_model()}")
     print(f"torch {torch.__version__}, diffusers {diffusers.__version__}, threads {torch.get_num_threads()}, "
           f"groupnorm kernels isa {kernels.ISA_NAMES[kernels.isa()]}")
-    print(f"load average (1, 5, 15 min) at start: {load()}")
+    print(f"load average (1, 5, 15 min) at start: {load_average()}")
     print(f"batch 1 x 3 x 64 x 64, inference mode; {args.repeats} interleaved rounds of {args.iters} forwards each")
     print()
     print(f"{'model':<14} {'dtype':<9} {'layout':<14} {'torch ms':>9} {'ours ms':>9} {'torch/ours':>10} "
@@ -159,7 +141,7 @@ def main() -> None:
                 print(f"{name:<14} {dname:<9} {lname:<14} {tm:9.1f} {om:9.1f} {ratio:10.3f} "
                       f"{f'({lo:.3f}-{hi:.3f})':>13} {100 * gn:6.1f} {100 * silu:6.1f}", flush=True)
     print()
-    print(f"load average (1, 5, 15 min) at end: {load()}")
+    print(f"load average (1, 5, 15 min) at end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 
 import torch
+
+from groupnorm.hostinfo import cpu_model
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("none", "bf16")
@@ -77,11 +78,4 @@ def device_name(device: torch.device) -> str:
     """A human name of the hardware: the GPU's name, or the CPU model (from /proc/cpuinfo where there is one)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_model()
