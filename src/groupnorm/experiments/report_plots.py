@@ -20,6 +20,14 @@ from .report_bn import bn_batch, ghost_rows, noniid_rows
 from .report_stats import ci95
 
 
+def _save(fig, plt, out: str, name: str, dpi: int = 120) -> str:
+    """Lay out ``fig``, write it to ``out/name`` and close it; returns ``name``."""
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, name), dpi=dpi)
+    plt.close(fig)
+    return name
+
+
 def _stats(vals):
     m, h, n = ci95(vals)
     return m, (0.0 if n < 2 else h), n
@@ -95,10 +103,7 @@ def plot_all(out: str, res, b1: int | None, kind, t3_rows, paper_t3: tuple, role
             ax.grid(alpha=0.3)
             ax.legend()
         fig.suptitle(title)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, name), dpi=120)
-        plt.close(fig)
-        made.append(name)
+        made.append(_save(fig, plt, out, name))
 
     if b1 is not None:
         curves_fig([(k, res.find(k, b1, any_groups=True)) for k in ("BN", "LN", "IN", "GN", "GN+WS")],
@@ -129,10 +134,7 @@ def plot_all(out: str, res, b1: int | None, kind, t3_rows, paper_t3: tuple, role
                 ax.grid(alpha=0.3)
             axes[0].set_ylabel("validation error (%)")
             fig.suptitle(f"Table 3: group division (GN, {b1} images/worker)")
-            fig.tight_layout()
-            fig.savefig(os.path.join(out, "table3_groups.png"), dpi=120)
-            plt.close(fig)
-            made.append("table3_groups.png")
+            made.append(_save(fig, plt, out, "table3_groups.png"))
     made += _plot_noniid(out, res.rows, kind, plt) + _plot_ghost(out, res.rows, kind, plt)
     made += _plot_decomposition(out, res.rows, kind, plt) + _plot_fig3(out, roles.get("vgg", []), kind, plt)
     return made
@@ -166,10 +168,7 @@ def _plot_noniid(out, rows, kind, plt) -> list[str]:
     ax.set_ylabel("validation error (%)")
     ax.set_title(f"Non-i.i.d. worker batches ({non[0]['batch_per_worker']} images/worker)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "noniid.png"), dpi=120)
-    plt.close(fig)
-    return ["noniid.png"]
+    return [_save(fig, plt, out, "noniid.png")]
 
 
 def _plot_ghost(out, rows, kind, plt) -> list[str]:
@@ -192,10 +191,7 @@ def _plot_ghost(out, rows, kind, plt) -> list[str]:
     ax.set_ylabel("validation error (%)")
     ax.set_title(f"Ghost BN: global batch {ghost[0]['global_batch']}, lr fixed")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "ghost.png"), dpi=120)
-    plt.close(fig)
-    return ["ghost.png"]
+    return [_save(fig, plt, out, "ghost.png")]
 
 
 def _plot_decomposition(out, rows, kind, plt) -> list[str]:
@@ -216,10 +212,7 @@ def _plot_decomposition(out, rows, kind, plt) -> list[str]:
     ax.set_ylabel("validation error (%)")
     ax.set_title("BN's error, three ways of normalizing at test time")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "bn_decomposition.png"), dpi=120)
-    plt.close(fig)
-    return ["bn_decomposition.png"]
+    return [_save(fig, plt, out, "bn_decomposition.png")]
 
 
 def _plot_fig3(out, vgg_rows, kind, plt) -> list[str]:
@@ -254,8 +247,5 @@ def _plot_fig3(out, vgg_rows, kind, plt) -> list[str]:
     ax.set_title("training (dashed) and validation error")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "fig3_vgg.png"), dpi=110)
-    plt.close(fig)
-    return ["fig3_vgg.png"]
+    return [_save(fig, plt, out, "fig3_vgg.png", dpi=110)]
 
