@@ -1,4 +1,5 @@
-"""``groupnorm bench`` end to end on tiny cases: table, JSON (written per case, resumable), argument errors."""
+"""``groupnorm bench`` end to end on tiny cases: table, JSON (written atomically per case, resumable, with the
+run's commit, CPU, load and times), argument errors."""
 import json
 
 import pytest
@@ -24,9 +25,33 @@ def test_bench_writes_table_and_json(tmp_path, capsys):
         assert case["ms"][key] > 0
     assert case["speedup"]["fwd"] == pytest.approx(case["ms"]["torch_fwd"] / case["ms"]["ours_fwd"])
     assert case["speedup"]["res_relu_vs_eager"] == pytest.approx(case["ms"]["torch_res"] / case["ms"]["ours_res"])
+    _check_meta(doc["meta"], threads=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]  # written atomically: no temporary left
     # --resume skips every case already measured
     assert cli.main(argv + ["--resume"]) == 0
     assert len(json.loads(out.read_text())["cases"]) == 8
+
+
+def _check_meta(meta, threads):
+    """The JSON's record of the run: the code (commit), the machine, the software, the times."""
+    import subprocess
+    from pathlib import Path
+
+    import torch
+
+    import groupnorm.bench
+    from groupnorm.hostinfo import cpu_model
+
+    assert meta["format"] == groupnorm.bench.JSON_FORMAT
+    assert meta["cpu"] == cpu_model() and meta["torch"] == torch.__version__ and meta["threads"] == threads
+    assert meta["load_average_start"] and meta["load_average_end"]
+    assert meta["started_utc"].endswith("Z") and meta["finished_utc"] >= meta["started_utc"]
+    src = Path(groupnorm.bench.__file__).resolve().parent
+    head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert meta["commit"] == head.stdout.strip() and isinstance(meta["dirty"], bool)
+    else:
+        assert meta["commit"] is None
 
 
 @pytest.mark.parametrize("args, msg", [
@@ -67,3 +92,20 @@ def test_bench_e2e_both_memory_formats(tmp_path, capsys):
     assert e["speedup_best"] == pytest.approx(min(ms["plain"], ms["plain_cl"]) / min(ms["kernels"], ms["kernels_cl"]))
     for k in ("kernels", "plain"):
         assert e["best"][k] == ("channels_last" if ms[k + "_cl"] < ms[k] else "contiguous")
+
+
+def test_git_commit_outside_a_checkout_is_none(tmp_path, monkeypatch):
+    from groupnorm.bench import git_commit
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert git_commit(tmp_path) == {"commit": None, "dirty": None}
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git at all
+    assert git_commit() == {"commit": None, "dirty": None}
+
+
+def test_bench_resume_refuses_a_file_of_another_format(tmp_path, capsys):
+    out = tmp_path / "old.json"
+    out.write_text(json.dumps({"meta": {"cpu": "x"}, "cases": [], "e2e": None}))
+    assert cli.main(["bench", "--shapes", "2,8,4,4", "--groups", "4", "--repeats", "1", "--no-compile",
+                     "--json", str(out), "--resume"]) == 2
+    assert "written by another version of the bench" in capsys.readouterr().err

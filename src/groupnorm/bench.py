@@ -14,9 +14,12 @@ For each case (shape, dtype, layout; G groups, affine) it times, in one loop tha
   close the forward is to memory speed.
 
 Ratios are ``median(theirs) / median(ours)`` (above 1: ours is faster). ``--json FILE`` writes the results
-(rewritten after each case, so an interrupted run keeps what it measured; ``--resume`` skips cases already
-in the file). ``--e2e`` also times one training step of a small ResNet with GN+ReLU (fused) with the kernels and
-with ``GROUPNORM_DISABLE_KERNELS=1``, in contiguous and channels-last memory formats (:func:`bench_e2e`).
+atomically (rewritten after each case, so an interrupted run keeps what it measured; ``--resume`` skips cases
+already in the file), with ``meta``: the git commit of the code measured (and whether its folder has
+uncommitted changes), the CPU model, torch's version and threads, the kernels' instruction-set level, the load
+average at the start and at the last write, and the UTC times. ``--e2e`` also times one training step of the
+harness's small ResNet with GN+ReLU (fused) with the kernels and with ``GROUPNORM_DISABLE_KERNELS=1``, in
+contiguous and channels-last memory formats (:func:`bench_e2e`).
 
 Allocator: every contender allocates its output (25 MB for the largest fp32 case). With glibc's defaults, freed
 blocks at the top of the heap are given back to the system once enough is free, and the next allocation
@@ -28,13 +31,13 @@ the defaults.
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import ctypes
+import datetime
 import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -48,6 +51,11 @@ DEFAULT_SHAPES = [
 ]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 LAYOUTS = ("contiguous", "channels_last")
+GRID_DTYPES = "fp32,bf16"
+JSON_FORMAT = 2
+"""``meta.format`` of the JSON this bench writes (2: the commit / CPU / time fields in ``meta``); ``--resume``
+takes only files of this format."""
+_DISABLE_ENV = "GROUPNORM_DISABLE_KERNELS"
 
 
 def keep_freed_memory() -> bool:
@@ -84,7 +92,8 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
     return shapes
 
 
-def _to_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
+def to_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """x in the memory layout named ``contiguous`` or ``channels_last`` (channels innermost, any rank)."""
     return x.movedim(1, -1).contiguous().movedim(-1, 1) if layout == "channels_last" else x.contiguous()
 
 
@@ -99,33 +108,62 @@ def naive_group_norm(x, num_groups, weight, bias, eps=1e-5):
     return xv.reshape(x.shape) * weight.reshape(shape) + bias.reshape(shape)
 
 
-def interleaved(fns: dict, repeats: int, warmup: int) -> dict:
-    """Median seconds of each callable, timed in rotating order within each round."""
+def torch_gn_silu(x, groups, w, b):
+    """GN followed by SiLU as a user writes it with torch: ``F.silu(F.group_norm(x, G, w, b))``."""
+    return F.silu(F.group_norm(x, groups, w, b, 1e-5))
+
+
+def torch_gn_add_relu(x, groups, w, b, res):
+    """A ResNet block's end as torchvision writes it: ``out = GN(x); out += identity; out.relu_()`` (no grad)."""
+    out = F.group_norm(x, groups, w, b, 1e-5)
+    out += res
+    return out.relu_()
+
+
+def interleaved(fns: dict, repeats: int, warmup: int, inner: int = 1) -> dict:
+    """Median seconds per call of each callable: ``warmup`` untimed rounds, then ``repeats`` timed rounds in
+    which each callable runs ``inner`` times back to back, the callables in an order that rotates each round."""
     names = list(fns)
     for _ in range(warmup):
         for k in names:
-            fns[k]()
+            for _ in range(inner):
+                fns[k]()
     times = {k: [] for k in names}
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for k in order:
+            f = fns[k]
             t0 = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - t0)
+            for _ in range(inner):
+                f()
+            times[k].append((time.perf_counter() - t0) / inner)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) -> dict:
-    from . import functional, kernels
-
+def _inputs(shape, dtype, layout):
+    """x, weight, bias, dy, residual of one case (seeded: every contender and every run sees the same data)."""
     gen = torch.Generator().manual_seed(0)
-    x = _to_layout(torch.randn(shape, generator=gen).to(dtype), layout)
+    x = to_layout(torch.randn(shape, generator=gen).to(dtype), layout)
     c = shape[1]
     w = (torch.rand(c, generator=gen) + 0.5).to(dtype)
     b = (torch.randn(c, generator=gen) * 0.1).to(dtype)
-    dy = _to_layout(torch.randn(shape, generator=gen).to(dtype), layout)
+    dy = to_layout(torch.randn(shape, generator=gen).to(dtype), layout)
+    res = to_layout(torch.randn(shape, generator=gen).to(dtype), layout)
+    return x, w, b, dy, res
+
+
+def _case_fields(shape, dtype, layout, groups) -> dict:
+    return {"shape": list(shape), "dtype": str(dtype).replace("torch.", ""), "layout": layout, "groups": groups}
+
+
+def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) -> dict:
+    """One case of the default grid (the module docstring's contenders): medians in ``ms``, ``speedup`` =
+    torch / ours, the copy bandwidth and ours as a percentage of it."""
+    from . import functional, kernels
+
+    x, w, b, dy, res = _inputs(shape, dtype, layout)
     out = torch.empty_like(x)
-    if not kernels.can_handle(x, w, b):
+    if not kernels.can_handle(x, w, b, res):
         raise RuntimeError(f"the kernels do not take this case (available: {kernels.is_available()}, "
                            f"{kernels.load_error() or 'GROUPNORM_DISABLE_KERNELS set?'})")
     xg, wg, bg = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
@@ -136,40 +174,28 @@ def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) 
     def torch_fb():
         torch.autograd.grad(F.group_norm(xg, groups, wg, bg, 1e-5), (xg, wg, bg), dy)
 
-    def eager_silu(t):
-        return F.silu(F.group_norm(t, groups, w, b, 1e-5))
-
-    res = _to_layout(torch.randn(shape, generator=gen).to(dtype), layout)
-    if not kernels.can_handle(x, w, b, res):
-        raise RuntimeError("the kernels do not take this case with a residual")
-
-    def eager_res_relu():  # a ResNet block's end as torchvision writes it: out += identity; relu(inplace)
-        out = F.group_norm(x, groups, w, b, 1e-5)
-        out += res
-        return out.relu_()
-
     fns = {
         "copy": lambda: out.copy_(x),
         "ours_fwd": lambda: functional.group_norm(x, groups, w, b, 1e-5),
         "torch_fwd": lambda: F.group_norm(x, groups, w, b, 1e-5),
         "ours_silu": lambda: functional.group_norm(x, groups, w, b, 1e-5, activation="silu"),
-        "torch_silu": lambda: eager_silu(x),
+        "torch_silu": lambda: torch_gn_silu(x, groups, w, b),
         "naive_fwd": lambda: naive_group_norm(x, groups, w, b),
         "ours_res": lambda: functional.group_norm(x, groups, w, b, 1e-5, activation="relu", residual=res),
-        "torch_res": eager_res_relu,
+        "torch_res": lambda: torch_gn_add_relu(x, groups, w, b, res),
     }
     if use_compile:
         torch._dynamo.reset()  # a fresh compile per case (else dynamo's recompile limit falls back to eager)
-        compiled = torch.compile(eager_silu, dynamic=False)
+        compiled = torch.compile(torch_gn_silu, dynamic=False)
         with torch.no_grad():
-            compiled(x)  # compile outside the timed loop
-        fns["compile_silu"] = lambda: compiled(x)
+            compiled(x, groups, w, b)  # compile outside the timed loop
+        fns["compile_silu"] = lambda: compiled(x, groups, w, b)
     with torch.no_grad():
         t = interleaved(fns, repeats, warmup)
     t.update(interleaved({"ours_fb": ours_fb, "torch_fb": torch_fb}, max(3, repeats // 2), max(1, warmup // 2)))
     nbytes = x.numel() * x.element_size()
-    res = {
-        "shape": list(shape), "dtype": str(dtype).replace("torch.", ""), "layout": layout, "groups": groups,
+    rec = {
+        **_case_fields(shape, dtype, layout, groups),
         "mbytes": nbytes / 1e6, "ms": {k: v * 1e3 for k, v in t.items()},
         "copy_gbps": 2 * nbytes / t["copy"] / 1e9, "ours_fwd_gbps": 2 * nbytes / t["ours_fwd"] / 1e9,
         "speedup": {
@@ -180,98 +206,44 @@ def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) 
             "res_relu_vs_eager": t["torch_res"] / t["ours_res"],
         },
     }
-    res["ours_fwd_pct_copy"] = 100 * res["ours_fwd_gbps"] / res["copy_gbps"]
+    rec["ours_fwd_pct_copy"] = 100 * rec["ours_fwd_gbps"] / rec["copy_gbps"]
     if "compile_silu" in t:
-        res["speedup"]["silu_vs_compile"] = t["compile_silu"] / t["ours_silu"]
-    return res
+        rec["speedup"]["silu_vs_compile"] = t["compile_silu"] / t["ours_silu"]
+    return rec
 
 
 def _key(r) -> str:
-    return f"{tuple(r['shape'])}|{r['dtype']}|{r['layout']}|{r['groups']}"
+    return f"{tuple(r['shape'])}|{r.get('dtype')}|{r['layout']}|{r['groups']}"
 
 
 def format_table(results: list[dict]) -> str:
-    """Markdown table: medians in ms (ours / torch) and speedups."""
+    """Markdown table of the default grid: medians in ms (ours / torch) and speedups."""
     head = ("| (N,C,*S) G | dtype | layout | fwd ours / torch ms (x) | % copy BW | fwd+bwd ours / torch ms (x) "
             "| GN+SiLU ours / eager / compile ms (x eager, x compile) | GN+add+ReLU ours / eager ms (x) | naive ms |")
     lines = [head, "|" + " --- |" * 9]
     for r in results:
         ms, sp = r["ms"], r["speedup"]
-        comp = f"{ms['compile_silu']:.2f}" if "compile_silu" in ms else "-"
+        comp = f"{ms['compile_silu']:.2f}" if "compile_silu" in ms else "-"  # (--no-compile)
         compx = f"{sp['silu_vs_compile']:.2f}" if "silu_vs_compile" in sp else "-"
-        resid = (f"{ms['ours_res']:.2f} / {ms['torch_res']:.2f} ({sp['res_relu_vs_eager']:.2f})"
-                 if "ours_res" in ms else "-")  # (JSON files of earlier versions lack it)
         lines.append(
             f"| {tuple(r['shape'])} {r['groups']} | {r['dtype']} | {r['layout']} "
             f"| {ms['ours_fwd']:.2f} / {ms['torch_fwd']:.2f} ({sp['fwd']:.2f}) | {r['ours_fwd_pct_copy']:.0f}% "
             f"| {ms['ours_fb']:.2f} / {ms['torch_fb']:.2f} ({sp['fwd+bwd']:.2f}) "
             f"| {ms['ours_silu']:.2f} / {ms['torch_silu']:.2f} / {comp} ({sp['silu_vs_eager']:.2f}, {compx}) "
-            f"| {resid} | {ms['naive_fwd']:.2f} |")
+            f"| {ms['ours_res']:.2f} / {ms['torch_res']:.2f} ({sp['res_relu_vs_eager']:.2f}) "
+            f"| {ms['naive_fwd']:.2f} |")
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------ end to end
-class _SmallResNet(torch.nn.Module):
-    """conv-GN-ReLU stem and 3 stages of two basic blocks (GN+ReLU fused), global pool, linear: 28x28x1 input."""
-
-    def __init__(self, widths=(32, 64, 128), groups=8, num_classes=10):
-        super().__init__()
-        from .nn import GroupNorm
-
-        def gn(c, act="relu"):
-            return GroupNorm(groups, c, activation=act)
-
-        layers = [torch.nn.Conv2d(1, widths[0], 3, padding=1, bias=False), gn(widths[0])]
-        cin = widths[0]
-        for i, cout in enumerate(widths):
-            for j in range(2):
-                stride = 2 if (j == 0 and i > 0) else 1
-                layers.append(_Block(cin, cout, stride, gn))
-                cin = cout
-        self.body = torch.nn.Sequential(*layers)
-        self.fc = torch.nn.Linear(cin, num_classes)
-
-    def forward(self, x):
-        return self.fc(self.body(x).mean(dim=(2, 3)))
-
-
-class _Block(torch.nn.Module):
-    def __init__(self, cin, cout, stride, gn):
-        super().__init__()
-        self.c1 = torch.nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.n1 = gn(cout)
-        self.c2 = torch.nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.n2 = gn(cout, None)
-        self.short = (torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 1, stride, bias=False), gn(cout, None))
-                      if stride != 1 or cin != cout else torch.nn.Identity())
-
-    def forward(self, x):
-        return F.relu(self.n2(self.c2(self.n1(self.c1(x)))) + self.short(x))
-
-
-def build_e2e_model():
-    """(model, description): the reproduction's GN ResNet when ``groupnorm.experiments`` provides one."""
-    try:
-        from .experiments import models
-    except ImportError:
-        models = None
-    if models is not None:
-        for name in ("build_model", "make_model", "create_model"):
-            fn = getattr(models, name, None)
-            if fn is None:
-                continue
-            with contextlib.suppress(TypeError, ValueError):
-                return fn(norm="gn"), f"groupnorm.experiments.models.{name}(norm='gn')"
-        if hasattr(models, "ResNet"):
-            with contextlib.suppress(TypeError, ValueError):
-                return models.ResNet(norm="gn"), "groupnorm.experiments.models.ResNet(norm='gn')"
-    return _SmallResNet(), "bench.py's own small ResNet (conv-GN+ReLU, 3 stages x 2 basic blocks, widths 32/64/128)"
+E2E_MODEL = ("groupnorm.experiments.models.ResNet(norm='gn') (widths 32/64/128, one basic block per stage, "
+             "GN+ReLU fused)")
 
 
 def bench_e2e(repeats: int, warmup: int, batch: int = 32) -> dict:
-    """One training step (forward, backward, SGD step) of the GN ResNet, with the kernels and with
-    ``GROUPNORM_DISABLE_KERNELS=1``, in both memory formats: four contenders timed in interleaved rounds, the
-    same weights and batch in each.
+    """One training step (forward, backward, SGD step) of the harness's default GN ResNet (:data:`E2E_MODEL`)
+    on (batch, 1, 28, 28) inputs, with the kernels and with ``GROUPNORM_DISABLE_KERNELS=1``, in both memory
+    formats: four contenders timed in interleaved rounds, the same weights and batch in each.
 
     Channels-last is how a user who wants speed runs convolutions on a CPU (oneDNN's convolutions are faster
     in it), and it is where torch's own GroupNorm is slowest, so both formats are reported. Returns ``ms``:
@@ -281,8 +253,10 @@ def bench_e2e(repeats: int, warmup: int, batch: int = 32) -> dict:
     """
     import copy
 
+    from .experiments.models import ResNet
+
     torch.manual_seed(0)
-    model, desc = build_e2e_model()
+    model = ResNet(norm="gn")
     model.train()
     model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
     x = torch.randn(batch, 1, 28, 28)
@@ -299,40 +273,77 @@ def bench_e2e(repeats: int, warmup: int, batch: int = 32) -> dict:
     def contender(m, inp, disable):
         def run():
             if disable:
-                os.environ["GROUPNORM_DISABLE_KERNELS"] = "1"
+                os.environ[_DISABLE_ENV] = "1"
             else:
-                os.environ.pop("GROUPNORM_DISABLE_KERNELS", None)
+                os.environ.pop(_DISABLE_ENV, None)
             step(m, inp)
         return run
 
-    saved = os.environ.get("GROUPNORM_DISABLE_KERNELS")
+    saved = os.environ.get(_DISABLE_ENV)
     try:
         t = interleaved({"kernels": contender(model, x, False), "plain": contender(model, x, True),
                          "kernels_cl": contender(model_cl, x_cl, False), "plain_cl": contender(model_cl, x_cl, True)},
                         repeats, warmup)
     finally:
         if saved is None:
-            os.environ.pop("GROUPNORM_DISABLE_KERNELS", None)
+            os.environ.pop(_DISABLE_ENV, None)
         else:
-            os.environ["GROUPNORM_DISABLE_KERNELS"] = saved
+            os.environ[_DISABLE_ENV] = saved
     best = {k: ("channels_last" if t[k + "_cl"] < t[k] else "contiguous") for k in ("kernels", "plain")}
     fastest = {k: min(t[k], t[k + "_cl"]) for k in ("kernels", "plain")}
-    return {"model": desc, "batch": batch, "ms": {k: v * 1e3 for k, v in t.items()},
+    return {"model": E2E_MODEL, "batch": batch, "ms": {k: v * 1e3 for k, v in t.items()},
             "speedup": t["plain"] / t["kernels"], "speedup_channels_last": t["plain_cl"] / t["kernels_cl"],
             "speedup_best": fastest["plain"] / fastest["kernels"], "best": best}
 
 
 def format_e2e(e: dict) -> str:
     """The end-to-end result as printed lines (a JSON record of :func:`bench_e2e`)."""
-    ms = e["ms"]
-    lines = [f"end to end ({e['model']}, batch {e['batch']}, one SGD step), kernels vs GROUPNORM_DISABLE_KERNELS=1:",
-             f"  contiguous:    kernels {ms['kernels']:.1f} ms, plain {ms['plain']:.1f} ms, {e['speedup']:.2f}x"]
-    if "kernels_cl" in ms:  # records before the channels-last contenders have only the contiguous pair
-        b = e["best"]
-        lines += [f"  channels_last: kernels {ms['kernels_cl']:.1f} ms, plain {ms['plain_cl']:.1f} ms, "
-                  f"{e['speedup_channels_last']:.2f}x",
-                  f"  fastest of each: kernels ({b['kernels']}) vs plain ({b['plain']}), {e['speedup_best']:.2f}x"]
-    return "\n".join(lines)
+    ms, b = e["ms"], e["best"]
+    return "\n".join([
+        f"end to end ({e['model']}, batch {e['batch']}, one SGD step), kernels vs GROUPNORM_DISABLE_KERNELS=1:",
+        f"  contiguous:    kernels {ms['kernels']:.1f} ms, plain {ms['plain']:.1f} ms, {e['speedup']:.2f}x",
+        f"  channels_last: kernels {ms['kernels_cl']:.1f} ms, plain {ms['plain_cl']:.1f} ms, "
+        f"{e['speedup_channels_last']:.2f}x",
+        f"  fastest of each: kernels ({b['kernels']}) vs plain ({b['plain']}), {e['speedup_best']:.2f}x"])
+
+
+# ------------------------------------------------------------------------------------------ records
+def git_commit(path: str | os.PathLike | None = None) -> dict:
+    """``{"commit": sha, "dirty": bool}`` of the git checkout holding ``path`` (default: this package's
+    folder, i.e. the code being measured); ``dirty``: tracked files under that folder differ from the commit.
+    Both None where there is no git or no checkout (an installed wheel): not an error."""
+    where = str(path if path is not None else Path(__file__).resolve().parent)
+
+    def git(*args):
+        return subprocess.run(["git", "-C", where, *args], capture_output=True, text=True, timeout=10, check=True
+                              ).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "."))
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": sha, "dirty": dirty}
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (``2026-12-02T19:50:00Z``)."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_meta(args, keep_memory: bool) -> dict:
+    """What the JSON's ``meta`` records about the run: the code (commit), the machine (CPU model, load
+    average), the software (torch, threads, kernel level) and the settings; ``finished_utc`` and
+    ``load_average_end`` are updated at every write."""
+    from . import kernels
+    from .hostinfo import cpu_model, load_average
+
+    return {"format": JSON_FORMAT, **git_commit(), "cpu": cpu_model(), "machine": platform.machine(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "isa": kernels.ISA_NAMES[kernels.isa()] if kernels.is_available() else None,
+            "keep_memory": keep_memory, "repeats": args.repeats, "warmup": args.warmup,
+            "started_utc": utc_now(), "finished_utc": None,
+            "load_average_start": load_average(), "load_average_end": None}
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -342,7 +353,8 @@ def register(subparsers) -> None:
     p.add_argument("--shapes", default=None,
                    help="';'-separated shapes N,C,H,W (default: ResNet-50 stages, diffusion UNet, video)")
     p.add_argument("--groups", type=int, default=32, help="number of groups G (default 32)")
-    p.add_argument("--dtypes", default="fp32,bf16", help="comma-separated from fp32,bf16,fp16,fp64 (default fp32,bf16)")
+    p.add_argument("--dtypes", default=GRID_DTYPES,
+                   help=f"comma-separated from fp32,bf16,fp16,fp64 (default {GRID_DTYPES})")
     p.add_argument("--layouts", default=",".join(LAYOUTS), help="comma-separated from contiguous,channels_last")
     p.add_argument("--repeats", type=int, default=30, help="timed rounds per case (default 30)")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds per case (default 3)")
@@ -358,10 +370,20 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _parse_list(text: str, allowed, what: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    for s in items:
+        if s not in allowed:
+            raise ValueError(f"unknown {what} {s!r}; expected some of {', '.join(allowed)}")
+    return items
+
+
 def run(args) -> int:
     from tqdm import tqdm
 
     from . import kernels
+    from .atomic import atomic_write_bytes
+    from .hostinfo import load_average
 
     if not kernels.is_available():
         raise RuntimeError(f"the compiled kernels are not available: {kernels.load_error()}")
@@ -369,14 +391,8 @@ def run(args) -> int:
         raise RuntimeError("GROUPNORM_DISABLE_KERNELS is set: unset it to benchmark the kernels")
     if args.repeats < 1 or args.warmup < 0:
         raise ValueError(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
-    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    for d in dtypes:
-        if d not in DTYPES:
-            raise ValueError(f"unknown dtype {d!r}; expected some of {', '.join(DTYPES)}")
-    layouts = [s.strip() for s in args.layouts.split(",") if s.strip()]
-    for s in layouts:
-        if s not in LAYOUTS:
-            raise ValueError(f"unknown layout {s!r}; expected some of {', '.join(LAYOUTS)}")
+    dtypes = _parse_list(args.dtypes, DTYPES, "dtype")
+    layouts = _parse_list(args.layouts, LAYOUTS, "layout")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
@@ -387,28 +403,31 @@ def run(args) -> int:
             raise ValueError(f"--groups={args.groups} does not divide num_channels={s[1]} of shape {s}")
 
     kept = False if args.no_keep_memory else keep_freed_memory()
-    doc = {"meta": {"keep_memory": kept, "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor()
-                    or platform.machine(), "isa": kernels.ISA_NAMES[kernels.isa()], "repeats": args.repeats,
-                    "warmup": args.warmup}, "cases": [], "e2e": None}
+    doc = {"meta": run_meta(args, kept), "cases": [], "e2e": None}
     if args.resume and args.json and args.json.exists():
         old = json.loads(args.json.read_text())
-        doc["cases"] = old.get("cases", [])
-        doc["e2e"] = old.get("e2e")
-    done = {_key(r) for r in doc["cases"]}
+        if old.get("meta", {}).get("format") != JSON_FORMAT:
+            raise ValueError(f"{args.json} was written by another version of the bench (meta.format "
+                             f"{old.get('meta', {}).get('format')!r}, this one writes {JSON_FORMAT}): "
+                             "write to a new --json file")
+        for k in ("cases", "e2e"):
+            doc[k] = old[k]
+        doc["meta"]["resumed_from"] = old["meta"]
 
     def save():
         if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-            tmp.write_text(json.dumps(doc, indent=1))
-            tmp.replace(args.json)
+            doc["meta"].update(finished_utc=utc_now(), load_average_end=load_average())
+            atomic_write_bytes(str(args.json), json.dumps(doc, indent=1).encode())
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, kernels: {doc['meta']['isa']}; "
-          f"medians of {args.repeats} interleaved rounds; freed memory kept: {'yes' if kept else 'no'}")
+    m = doc["meta"]
+    commit = f"{m['commit'][:12]}{' (uncommitted changes)' if m['dirty'] else ''}" if m["commit"] else "unknown"
+    print(f"CPU: {m['cpu']}; torch {m['torch']}, {m['threads']} threads, kernels: {m['isa']}; commit {commit}; "
+          f"medians of {args.repeats} interleaved rounds; freed memory kept: {'yes' if kept else 'no'}; "
+          f"load average: {m['load_average_start']}")
+    done = {_key(r) for r in doc["cases"]}
     cases = [] if args.e2e_only else [(s, d, lay) for s in shapes for d in dtypes for lay in layouts]
     for shape, d, lay in tqdm(cases, desc="bench", unit="case", disable=not cases):
-        key = f"{tuple(shape)}|{str(DTYPES[d]).replace('torch.', '')}|{lay}|{args.groups}"
-        if key in done:
+        if _key(_case_fields(shape, DTYPES[d], lay, args.groups)) in done:
             continue
         doc["cases"].append(bench_case(shape, DTYPES[d], lay, args.groups, args.repeats, args.warmup,
                                        use_compile=not args.no_compile))
@@ -419,4 +438,6 @@ def run(args) -> int:
         doc["e2e"] = bench_e2e(args.repeats, args.warmup)
         save()
         print("\n" + format_e2e(doc["e2e"]))
+    save()
+    print(f"load average at the end: {load_average()}")
     return 0
