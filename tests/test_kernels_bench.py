@@ -1,5 +1,5 @@
 """``groupnorm bench`` end to end on tiny cases: table, JSON (written atomically per case, resumable, with the
-run's commit, CPU, load and times), argument errors."""
+run's commit, CPU, load and times), the --plain section, argument errors."""
 import json
 
 import pytest
@@ -92,6 +92,41 @@ def test_bench_e2e_both_memory_formats(tmp_path, capsys):
     assert e["speedup_best"] == pytest.approx(min(ms["plain"], ms["plain_cl"]) / min(ms["kernels"], ms["kernels_cl"]))
     for k in ("kernels", "plain"):
         assert e["best"][k] == ("channels_last" if ms[k + "_cl"] < ms[k] else "contiguous")
+
+
+def test_bench_plain_section_runs_the_plain_path(tmp_path, capsys, monkeypatch):
+    import os
+
+    from groupnorm import functional
+
+    calls = []
+    real = functional.group_norm_plain
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(functional, "group_norm_plain", counting)
+    monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
+    out = tmp_path / "plain.json"
+    assert cli.main(["bench", "--plain", "--shapes", "2,8,4,4", "--groups", "4", "--repeats", "2", "--warmup", "0",
+                     "--threads", "1", "--json", str(out)]) == 0
+    assert "GROUPNORM_DISABLE_KERNELS" not in os.environ  # set for the section only
+    # 3 pairs x (2 rounds) x 6 cases (fp32, bf16, fp16 by default; both layouts), all through the plain path
+    assert len(calls) == 3 * 2 * 6
+    assert "plain path (GROUPNORM_DISABLE_KERNELS=1)" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["cases"] == []
+    assert sorted((r["dtype"], r["layout"]) for r in doc["plain"]) == sorted(
+        (d, lay) for d in ("float32", "bfloat16", "float16") for lay in ("contiguous", "channels_last"))
+    for r in doc["plain"]:
+        ms, sp = r["ms"], r["speedup"]
+        assert min(ms.values()) > 0 and min(sp.values()) > 0
+        assert sp["fwd"] == pytest.approx(ms["torch_fwd"] / ms["plain_fwd"])
+        assert sp["silu"] == pytest.approx(ms["torch_silu"] / ms["plain_silu"])
+        assert sp["res_relu"] == pytest.approx(ms["torch_res"] / ms["plain_res"])
+    _check_meta(doc["meta"], threads=1)
+
 
 
 def test_git_commit_outside_a_checkout_is_none(tmp_path, monkeypatch):

@@ -1,7 +1,9 @@
 """``groupnorm bench``: the compiled GroupNorm kernels against PyTorch, with medians of interleaved timings.
 
-For each case (shape, dtype, layout; G groups, affine) it times, in one loop that alternates the contenders
-(so that drift and other processes hit all of them alike):
+Sections (the default grid unless ``--plain`` or ``--e2e-only`` picks others; ``--e2e`` adds one):
+
+The default grid. For each case (shape, dtype, layout; G groups, affine) it times, in one loop that alternates
+the contenders (so that drift and other processes hit all of them alike):
 
 * ``fwd``: ours (``groupnorm.functional.group_norm``, the user-facing call, which takes the kernels) vs ``torch.nn.functional.group_norm``, under ``no_grad``;
 * ``fwd+bwd``: the same with x, weight, bias requiring grad, forward then ``autograd.grad`` for all three;
@@ -12,6 +14,12 @@ For each case (shape, dtype, layout; G groups, affine) it times, in one loop tha
 * ``copy``: ``y.copy_(x)``, whose bytes moved (read x, write y) per second is the bandwidth reference; our
   forward moves the same bytes (one read of x, one write of y) at best, so ours-GB/s / copy-GB/s says how
   close the forward is to memory speed.
+
+``--plain`` (:func:`bench_plain_case`): the plain PyTorch path (what every CUDA tensor and every case the
+kernels decline gets), run on CPU with ``GROUPNORM_DISABLE_KERNELS=1``, against the torch composite a user
+writes, under ``no_grad``: our GN alone vs ``F.group_norm``, ours with ``activation="silu"`` vs
+``F.silu(F.group_norm(...))``, ours with ``activation="relu", residual=r`` vs the torchvision block end above;
+default dtypes fp32, bf16, fp16.
 
 Ratios are ``median(theirs) / median(ours)`` (above 1: ours is faster). ``--json FILE`` writes the results
 atomically (rewritten after each case, so an interrupted run keeps what it measured; ``--resume`` skips cases
@@ -31,6 +39,7 @@ the defaults.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime
 import json
@@ -52,9 +61,10 @@ DEFAULT_SHAPES = [
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 LAYOUTS = ("contiguous", "channels_last")
 GRID_DTYPES = "fp32,bf16"
+PLAIN_DTYPES = "fp32,bf16,fp16"
 JSON_FORMAT = 2
-"""``meta.format`` of the JSON this bench writes (2: the commit / CPU / time fields in ``meta``); ``--resume``
-takes only files of this format."""
+"""``meta.format`` of the JSON this bench writes (2: the commit / CPU / time fields in ``meta``, sections ``cases``,
+``plain``, ``e2e``); ``--resume`` takes only files of this format."""
 _DISABLE_ENV = "GROUPNORM_DISABLE_KERNELS"
 
 
@@ -140,6 +150,20 @@ def interleaved(fns: dict, repeats: int, warmup: int, inner: int = 1) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+@contextlib.contextmanager
+def kernels_disabled():
+    """``GROUPNORM_DISABLE_KERNELS=1`` inside the block (read at every call: the plain path), restored after."""
+    saved = os.environ.get(_DISABLE_ENV)
+    os.environ[_DISABLE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(_DISABLE_ENV, None)
+        else:
+            os.environ[_DISABLE_ENV] = saved
+
+
 def _inputs(shape, dtype, layout):
     """x, weight, bias, dy, residual of one case (seeded: every contender and every run sees the same data)."""
     gen = torch.Generator().manual_seed(0)
@@ -212,6 +236,32 @@ def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) 
     return rec
 
 
+def bench_plain_case(shape, dtype, layout, groups, repeats, warmup) -> dict:
+    """One case of the plain-path section: ``groupnorm.functional.group_norm`` with ``GROUPNORM_DISABLE_KERNELS=1``
+    (the plain PyTorch path) against the torch composite a user writes, under ``no_grad``, three pairs timed in
+    one interleaved loop: GN alone (``plain_fwd`` / ``torch_fwd``: ``F.group_norm``), GN+SiLU (``plain_silu`` /
+    ``torch_silu``: :func:`torch_gn_silu`), GN+add+ReLU (``plain_res`` / ``torch_res``: :func:`torch_gn_add_relu`).
+    Returns medians in ``ms`` and ``speedup`` = torch composite / ours (above 1: the plain path is faster)."""
+    from . import functional, kernels
+
+    x, w, b, _, res = _inputs(shape, dtype, layout)
+    fns = {
+        "plain_fwd": lambda: functional.group_norm(x, groups, w, b, 1e-5),
+        "torch_fwd": lambda: F.group_norm(x, groups, w, b, 1e-5),
+        "plain_silu": lambda: functional.group_norm(x, groups, w, b, 1e-5, activation="silu"),
+        "torch_silu": lambda: torch_gn_silu(x, groups, w, b),
+        "plain_res": lambda: functional.group_norm(x, groups, w, b, 1e-5, activation="relu", residual=res),
+        "torch_res": lambda: torch_gn_add_relu(x, groups, w, b, res),
+    }
+    with kernels_disabled(), torch.no_grad():
+        if kernels.kernel_for(x, w, b, res) is not None:
+            raise RuntimeError("the kernels still take the call with GROUPNORM_DISABLE_KERNELS=1")
+        t = interleaved(fns, repeats, warmup)
+    return {**_case_fields(shape, dtype, layout, groups), "ms": {k: v * 1e3 for k, v in t.items()},
+            "speedup": {"fwd": t["torch_fwd"] / t["plain_fwd"], "silu": t["torch_silu"] / t["plain_silu"],
+                        "res_relu": t["torch_res"] / t["plain_res"]}}
+
+
 def _key(r) -> str:
     return f"{tuple(r['shape'])}|{r.get('dtype')}|{r['layout']}|{r['groups']}"
 
@@ -232,6 +282,20 @@ def format_table(results: list[dict]) -> str:
             f"| {ms['ours_silu']:.2f} / {ms['torch_silu']:.2f} / {comp} ({sp['silu_vs_eager']:.2f}, {compx}) "
             f"| {ms['ours_res']:.2f} / {ms['torch_res']:.2f} ({sp['res_relu_vs_eager']:.2f}) "
             f"| {ms['naive_fwd']:.2f} |")
+    return "\n".join(lines)
+
+
+def format_plain_table(results: list[dict]) -> str:
+    """Markdown table of the plain-path section: ours (plain path) / torch composite ms and torch / ours."""
+    lines = ["| (N,C,*S) G | dtype | layout | GN plain / torch ms (x) | GN+SiLU plain / torch ms (x) "
+             "| GN+add+ReLU plain / torch ms (x) |", "|" + " --- |" * 6]
+    for r in results:
+        ms, sp = r["ms"], r["speedup"]
+        lines.append(
+            f"| {tuple(r['shape'])} {r['groups']} | {r['dtype']} | {r['layout']} "
+            f"| {ms['plain_fwd']:.2f} / {ms['torch_fwd']:.2f} ({sp['fwd']:.2f}) "
+            f"| {ms['plain_silu']:.2f} / {ms['torch_silu']:.2f} ({sp['silu']:.2f}) "
+            f"| {ms['plain_res']:.2f} / {ms['torch_res']:.2f} ({sp['res_relu']:.2f}) |")
     return "\n".join(lines)
 
 
@@ -351,15 +415,19 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="benchmark the compiled GroupNorm kernels against PyTorch",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", default=None,
-                   help="';'-separated shapes N,C,H,W (default: ResNet-50 stages, diffusion UNet, video)")
+                   help="';'-separated shapes N,C,H,W for the default grid and --plain (default: ResNet-50 "
+                        "stages, diffusion UNet, video)")
     p.add_argument("--groups", type=int, default=32, help="number of groups G (default 32)")
-    p.add_argument("--dtypes", default=GRID_DTYPES,
-                   help=f"comma-separated from fp32,bf16,fp16,fp64 (default {GRID_DTYPES})")
+    p.add_argument("--dtypes", default=None,
+                   help=f"comma-separated from fp32,bf16,fp16,fp64 (default {GRID_DTYPES}; {PLAIN_DTYPES} for --plain)")
     p.add_argument("--layouts", default=",".join(LAYOUTS), help="comma-separated from contiguous,channels_last")
     p.add_argument("--repeats", type=int, default=30, help="timed rounds per case (default 30)")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds per case (default 3)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's current setting)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile contender (slow to compile)")
+    p.add_argument("--plain", action="store_true",
+                   help="the plain path (GROUPNORM_DISABLE_KERNELS=1) against torch's composite, instead of the "
+                        "default grid")
     p.add_argument("--e2e", action="store_true", help="also time a ResNet training step with and without kernels")
     p.add_argument("--e2e-only", action="store_true", help="only the end-to-end training step")
     p.add_argument("--json", type=Path, default=None, help="write results to this JSON file (after each case)")
@@ -385,33 +453,37 @@ def run(args) -> int:
     from .atomic import atomic_write_bytes
     from .hostinfo import load_average
 
-    if not kernels.is_available():
-        raise RuntimeError(f"the compiled kernels are not available: {kernels.load_error()}")
-    if kernels.disabled():
-        raise RuntimeError("GROUPNORM_DISABLE_KERNELS is set: unset it to benchmark the kernels")
+    grid = not (args.plain or args.e2e_only)
+    if grid or args.e2e or args.e2e_only:  # the sections that time the kernels
+        if not kernels.is_available():
+            raise RuntimeError(f"the compiled kernels are not available: {kernels.load_error()}")
+        if kernels.disabled():
+            raise RuntimeError("GROUPNORM_DISABLE_KERNELS is set: unset it to benchmark the kernels")
     if args.repeats < 1 or args.warmup < 0:
         raise ValueError(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
-    dtypes = _parse_list(args.dtypes, DTYPES, "dtype")
+    grid_dtypes = _parse_list(args.dtypes or GRID_DTYPES, DTYPES, "dtype")
+    plain_dtypes = _parse_list(args.dtypes or PLAIN_DTYPES, DTYPES, "dtype")
     layouts = _parse_list(args.layouts, LAYOUTS, "layout")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     shapes = parse_shapes(args.shapes) if args.shapes else DEFAULT_SHAPES
-    for s in shapes:
-        if s[1] % args.groups:
-            raise ValueError(f"--groups={args.groups} does not divide num_channels={s[1]} of shape {s}")
+    if grid or args.plain:
+        for s in shapes:
+            if s[1] % args.groups:
+                raise ValueError(f"--groups={args.groups} does not divide num_channels={s[1]} of shape {s}")
 
     kept = False if args.no_keep_memory else keep_freed_memory()
-    doc = {"meta": run_meta(args, kept), "cases": [], "e2e": None}
+    doc = {"meta": run_meta(args, kept), "cases": [], "plain": [], "e2e": None}
     if args.resume and args.json and args.json.exists():
         old = json.loads(args.json.read_text())
         if old.get("meta", {}).get("format") != JSON_FORMAT:
             raise ValueError(f"{args.json} was written by another version of the bench (meta.format "
                              f"{old.get('meta', {}).get('format')!r}, this one writes {JSON_FORMAT}): "
                              "write to a new --json file")
-        for k in ("cases", "e2e"):
-            doc[k] = old[k]
+        for k in ("cases", "plain", "e2e"):
+            doc[k] = old.get(k, doc[k])
         doc["meta"]["resumed_from"] = old["meta"]
 
     def save():
@@ -424,16 +496,28 @@ def run(args) -> int:
     print(f"CPU: {m['cpu']}; torch {m['torch']}, {m['threads']} threads, kernels: {m['isa']}; commit {commit}; "
           f"medians of {args.repeats} interleaved rounds; freed memory kept: {'yes' if kept else 'no'}; "
           f"load average: {m['load_average_start']}")
-    done = {_key(r) for r in doc["cases"]}
-    cases = [] if args.e2e_only else [(s, d, lay) for s in shapes for d in dtypes for lay in layouts]
-    for shape, d, lay in tqdm(cases, desc="bench", unit="case", disable=not cases):
-        if _key(_case_fields(shape, DTYPES[d], lay, args.groups)) in done:
+    jobs = []  # (section, key, thunk)
+    if grid:
+        jobs += [("cases", _key(_case_fields(s, DTYPES[d], lay, args.groups)),
+                  lambda s=s, d=d, lay=lay: bench_case(s, DTYPES[d], lay, args.groups, args.repeats, args.warmup,
+                                                       use_compile=not args.no_compile))
+                 for s in shapes for d in grid_dtypes for lay in layouts]
+    if args.plain:
+        jobs += [("plain", _key(_case_fields(s, DTYPES[d], lay, args.groups)),
+                  lambda s=s, d=d, lay=lay: bench_plain_case(s, DTYPES[d], lay, args.groups, args.repeats,
+                                                             args.warmup))
+                 for s in shapes for d in plain_dtypes for lay in layouts]
+    done = {(sec, _key(r)) for sec in ("cases", "plain") for r in doc[sec]}
+    for section, key, thunk in tqdm(jobs, desc="bench", unit="case", disable=not jobs):
+        if (section, key) in done:
             continue
-        doc["cases"].append(bench_case(shape, DTYPES[d], lay, args.groups, args.repeats, args.warmup,
-                                       use_compile=not args.no_compile))
+        doc[section].append(thunk())
         save()
-    if doc["cases"]:
+    if grid and doc["cases"]:
         print(format_table(doc["cases"]))
+    if args.plain and doc["plain"]:
+        print("\nplain path (GROUPNORM_DISABLE_KERNELS=1) against torch's composite, no grad; (x) = torch / ours:")
+        print(format_plain_table(doc["plain"]))
     if args.e2e or args.e2e_only:
         doc["e2e"] = bench_e2e(args.repeats, args.warmup)
         save()
