@@ -1,5 +1,5 @@
 """``groupnorm bench`` end to end on tiny cases: table, JSON (written atomically per case, resumable, with the
-run's commit, CPU, load and times), the --plain section, argument errors."""
+run's commit, CPU, load and times), the --small and --plain sections, argument errors."""
 import json
 
 import pytest
@@ -94,6 +94,28 @@ def test_bench_e2e_both_memory_formats(tmp_path, capsys):
         assert e["best"][k] == ("channels_last" if ms[k + "_cl"] < ms[k] else "contiguous")
 
 
+def test_bench_small_grid_has_the_issues_eight_cases(tmp_path, capsys):
+    from groupnorm.bench_small import SMALL_SHAPES
+
+    out = tmp_path / "small.json"
+    assert cli.main(["bench", "--small", "--repeats", "1", "--warmup", "0", "--inner", "2", "--threads", "1",
+                     "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| (1, 64, 8, 8) 32 | channels_last |" in text
+    doc = json.loads(out.read_text())
+    assert doc["cases"] == [] and doc["plain"] == []  # --small replaces the default grid
+    small = doc["small"]
+    assert SMALL_SHAPES == [(1, 64, 8, 8), (2, 32, 14, 14), (8, 256, 7, 7), (32, 128, 4, 4)]
+    assert sorted((tuple(r["shape"]), r["layout"]) for r in small) == sorted(
+        (s, lay) for s in SMALL_SHAPES for lay in ("contiguous", "channels_last"))
+    for r in small:
+        assert r["groups"] == min(32, r["shape"][1]) and r["dtype"] == "float32"
+        assert set(r["us"]) == {"ours_fb", "torch_fb", "ours_fwd", "torch_fwd"} and min(r["us"].values()) > 0
+        assert r["speedup"]["fwd+bwd"] == pytest.approx(r["us"]["torch_fb"] / r["us"]["ours_fb"])
+        assert r["speedup"]["fwd"] == pytest.approx(r["us"]["torch_fwd"] / r["us"]["ours_fwd"])
+    assert doc["meta"]["inner"] == 2
+
+
 def test_bench_plain_section_runs_the_plain_path(tmp_path, capsys, monkeypatch):
     import os
 
@@ -116,7 +138,7 @@ def test_bench_plain_section_runs_the_plain_path(tmp_path, capsys, monkeypatch):
     assert len(calls) == 3 * 2 * 6
     assert "plain path (GROUPNORM_DISABLE_KERNELS=1)" in capsys.readouterr().out
     doc = json.loads(out.read_text())
-    assert doc["cases"] == []
+    assert doc["cases"] == [] and doc["small"] == []
     assert sorted((r["dtype"], r["layout"]) for r in doc["plain"]) == sorted(
         (d, lay) for d in ("float32", "bfloat16", "float16") for lay in ("contiguous", "channels_last"))
     for r in doc["plain"]:

@@ -1,6 +1,6 @@
 """``groupnorm bench``: the compiled GroupNorm kernels against PyTorch, with medians of interleaved timings.
 
-Sections (the default grid unless ``--plain`` or ``--e2e-only`` picks others; ``--e2e`` adds one):
+Sections (the default grid unless ``--small``, ``--plain`` or ``--e2e-only`` picks others; ``--e2e`` adds one):
 
 The default grid. For each case (shape, dtype, layout; G groups, affine) it times, in one loop that alternates
 the contenders (so that drift and other processes hit all of them alike):
@@ -14,6 +14,10 @@ the contenders (so that drift and other processes hit all of them alike):
 * ``copy``: ``y.copy_(x)``, whose bytes moved (read x, write y) per second is the bandwidth reference; our
   forward moves the same bytes (one read of x, one write of y) at best, so ours-GB/s / copy-GB/s says how
   close the forward is to memory speed.
+
+``--small`` (:mod:`groupnorm.bench_small`): the per-call cost of one layer on small feature maps, autograd
+forward+backward (and the forward alone) of ``groupnorm.nn.GroupNorm`` against ``torch.nn.GroupNorm``, in
+microseconds per call.
 
 ``--plain`` (:func:`bench_plain_case`): the plain PyTorch path (what every CUDA tensor and every case the
 kernels decline gets), run on CPU with ``GROUPNORM_DISABLE_KERNELS=1``, against the torch composite a user
@@ -64,7 +68,7 @@ GRID_DTYPES = "fp32,bf16"
 PLAIN_DTYPES = "fp32,bf16,fp16"
 JSON_FORMAT = 2
 """``meta.format`` of the JSON this bench writes (2: the commit / CPU / time fields in ``meta``, sections ``cases``,
-``plain``, ``e2e``); ``--resume`` takes only files of this format."""
+``plain``, ``small``, ``e2e``); ``--resume`` takes only files of this format."""
 _DISABLE_ENV = "GROUPNORM_DISABLE_KERNELS"
 
 
@@ -405,7 +409,7 @@ def run_meta(args, keep_memory: bool) -> dict:
     return {"format": JSON_FORMAT, **git_commit(), "cpu": cpu_model(), "machine": platform.machine(),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "isa": kernels.ISA_NAMES[kernels.isa()] if kernels.is_available() else None,
-            "keep_memory": keep_memory, "repeats": args.repeats, "warmup": args.warmup,
+            "keep_memory": keep_memory, "repeats": args.repeats, "warmup": args.warmup, "inner": args.inner,
             "started_utc": utc_now(), "finished_utc": None,
             "load_average_start": load_average(), "load_average_end": None}
 
@@ -423,11 +427,16 @@ def register(subparsers) -> None:
     p.add_argument("--layouts", default=",".join(LAYOUTS), help="comma-separated from contiguous,channels_last")
     p.add_argument("--repeats", type=int, default=30, help="timed rounds per case (default 30)")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds per case (default 3)")
+    p.add_argument("--inner", type=int, default=50,
+                   help="calls of each contender per round in --small, timed together (default 50)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's current setting)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile contender (slow to compile)")
+    p.add_argument("--small", action="store_true",
+                   help="the small-shape grid instead of the default one: one layer's forward+backward, "
+                        "groupnorm.nn.GroupNorm vs torch.nn.GroupNorm, microseconds per call (fixed shapes, fp32)")
     p.add_argument("--plain", action="store_true",
                    help="the plain path (GROUPNORM_DISABLE_KERNELS=1) against torch's composite, instead of the "
-                        "default grid")
+                        "default grid (with --small: both)")
     p.add_argument("--e2e", action="store_true", help="also time a ResNet training step with and without kernels")
     p.add_argument("--e2e-only", action="store_true", help="only the end-to-end training step")
     p.add_argument("--json", type=Path, default=None, help="write results to this JSON file (after each case)")
@@ -451,16 +460,18 @@ def run(args) -> int:
 
     from . import kernels
     from .atomic import atomic_write_bytes
+    from .bench_small import SMALL_SHAPES, bench_small_case, format_small_table
     from .hostinfo import load_average
 
-    grid = not (args.plain or args.e2e_only)
-    if grid or args.e2e or args.e2e_only:  # the sections that time the kernels
+    grid = not (args.small or args.plain or args.e2e_only)
+    if grid or args.small or args.e2e or args.e2e_only:  # the sections that time the kernels
         if not kernels.is_available():
             raise RuntimeError(f"the compiled kernels are not available: {kernels.load_error()}")
         if kernels.disabled():
             raise RuntimeError("GROUPNORM_DISABLE_KERNELS is set: unset it to benchmark the kernels")
-    if args.repeats < 1 or args.warmup < 0:
-        raise ValueError(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
+    if args.repeats < 1 or args.warmup < 0 or args.inner < 1:
+        raise ValueError(f"--repeats and --inner must be >= 1 and --warmup >= 0, got {args.repeats}, "
+                         f"{args.inner} and {args.warmup}")
     grid_dtypes = _parse_list(args.dtypes or GRID_DTYPES, DTYPES, "dtype")
     plain_dtypes = _parse_list(args.dtypes or PLAIN_DTYPES, DTYPES, "dtype")
     layouts = _parse_list(args.layouts, LAYOUTS, "layout")
@@ -475,14 +486,14 @@ def run(args) -> int:
                 raise ValueError(f"--groups={args.groups} does not divide num_channels={s[1]} of shape {s}")
 
     kept = False if args.no_keep_memory else keep_freed_memory()
-    doc = {"meta": run_meta(args, kept), "cases": [], "plain": [], "e2e": None}
+    doc = {"meta": run_meta(args, kept), "cases": [], "plain": [], "small": [], "e2e": None}
     if args.resume and args.json and args.json.exists():
         old = json.loads(args.json.read_text())
         if old.get("meta", {}).get("format") != JSON_FORMAT:
             raise ValueError(f"{args.json} was written by another version of the bench (meta.format "
                              f"{old.get('meta', {}).get('format')!r}, this one writes {JSON_FORMAT}): "
                              "write to a new --json file")
-        for k in ("cases", "plain", "e2e"):
+        for k in ("cases", "plain", "small", "e2e"):
             doc[k] = old.get(k, doc[k])
         doc["meta"]["resumed_from"] = old["meta"]
 
@@ -507,7 +518,11 @@ def run(args) -> int:
                   lambda s=s, d=d, lay=lay: bench_plain_case(s, DTYPES[d], lay, args.groups, args.repeats,
                                                              args.warmup))
                  for s in shapes for d in plain_dtypes for lay in layouts]
-    done = {(sec, _key(r)) for sec in ("cases", "plain") for r in doc[sec]}
+    if args.small:
+        jobs += [("small", _key(_case_fields(s, torch.float32, lay, min(32, s[1]))),
+                  lambda s=s, lay=lay: bench_small_case(s, lay, args.repeats, args.warmup, args.inner))
+                 for s in SMALL_SHAPES for lay in LAYOUTS]
+    done = {(sec, _key(r)) for sec in ("cases", "plain", "small") for r in doc[sec]}
     for section, key, thunk in tqdm(jobs, desc="bench", unit="case", disable=not jobs):
         if (section, key) in done:
             continue
@@ -518,6 +533,9 @@ def run(args) -> int:
     if args.plain and doc["plain"]:
         print("\nplain path (GROUPNORM_DISABLE_KERNELS=1) against torch's composite, no grad; (x) = torch / ours:")
         print(format_plain_table(doc["plain"]))
+    if args.small and doc["small"]:
+        print(f"\nsmall inputs, one layer, {args.inner} calls per round; (x) = torch / ours:")
+        print(format_small_table(doc["small"]))
     if args.e2e or args.e2e_only:
         doc["e2e"] = bench_e2e(args.repeats, args.warmup)
         save()
