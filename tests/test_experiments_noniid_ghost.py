@@ -32,6 +32,30 @@ def test_each_worker_draws_from_c_classes(c):
         assert max(seen) >= 5  # i.i.d.-like: many classes per worker
 
 
+@pytest.mark.parametrize("workers,c", [(10, 1), (5, 2), (4, 1), (3, 4), (10, 10)])
+def test_classes_are_dealt_evenly_over_the_workers(workers, c):
+    """Each worker holds c distinct classes and the global batch holds every class floor or ceil(W c / 10)
+    times (W c = 10: each class exactly once), so the optimizer's step stays class-diverse at c = 1."""
+    from groupnorm.experiments.noniid import deal_classes
+
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        dealt = deal_classes(10, workers, c, g)
+        assert len(dealt) == workers and all(len(set(d)) == c == len(d) for d in dealt)
+        counts = torch.bincount(torch.tensor([cl for d in dealt for cl in d]), minlength=10)
+        slots = workers * c
+        if slots % 10 == 0 or slots < 10:
+            assert counts.max() - counts.min() <= 1 and counts.max() == -(-slots // 10)
+
+
+def test_one_class_per_worker_keeps_the_global_batch_diverse():
+    sp = _split()
+    for x, y in epoch_batches(sp, 10 * 4, seed=0, epoch=0, classes_per_worker=1, workers=10):
+        per_worker = [set(y[k * 4:(k + 1) * 4].tolist()) for k in range(10)]
+        assert all(len(s) == 1 for s in per_worker)
+        assert set().union(*per_worker) == set(range(10))  # every class once in the step
+
+
 def test_sampler_is_deterministic_and_checks_c():
     lab = torch.arange(50) % 5
     a = worker_class_order(lab, 3, 2, 4, 2, torch.Generator().manual_seed(1))
@@ -78,7 +102,10 @@ def test_smoke_noniid_and_ghost_rows(tmp_path):
     for r in rows:
         if r["norm"] == "bn":
             assert 0 <= r["val_error_precise_bn"] <= 100 and 0 <= r["val_error_batch_stats"] <= 100
-            assert r["precise_bn_images"] == 128 and r["precise_bn_all_training_images"]
+            # the pool: all 320 training-split images of the sample (more than the run's 128), whole global
+            # batches of them
+            assert r["precise_bn_images"] == 320 // r["global_batch"] * r["global_batch"] > r["train_size"]
+            assert r["precise_bn_all_training_images"]
         else:
             assert "val_error_precise_bn" not in r
     text = open(os.path.join(out, "report.md")).read()

@@ -69,7 +69,7 @@ def test_config_identity_and_experiment_plans():
     assert all(c.holdout for c in sweep) and not any(c.holdout for c in cfgs if c.experiment != "lrsweep")
     assert sorted({c.base_lr for c in sweep}) == sorted(full.lrsweep_lrs)
     control = [c for c in cfgs if c.experiment == "control"]
-    assert sorted((c.batch_per_worker, c.epochs) for c in control) == [(2, 16), (32, 16)]
+    assert sorted((c.batch_per_worker, c.epochs) for c in control) == [(2, 32), (32, 32)]
     quick = experiment_configs("all", get_preset("quick"))
     # Table 2's ends and noniid (BN, GN) at 1 and 10 classes per worker, 3 seeds; every quick run is a full run
     assert len(quick) == 3 * (4 + 4) and {c.key() for c in quick} <= {c.key() for c in experiment_configs("all", full)}

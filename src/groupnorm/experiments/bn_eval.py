@@ -4,8 +4,10 @@ Three validation errors of the same trained weights, differing only in the stati
 
 - ``val_error``: the EMA running statistics (what training left in the buffers; computed by ``train``);
 - ``val_error_precise_bn``: population statistics recomputed with :func:`groupnorm.precise_bn` over
-  ``PRECISE_BN_IMAGES`` = 10,000 training images (training batches, as the run's workers see them), or over all
-  of them when the training set is smaller (``precise_bn_images`` in the row says how many);
+  ``PRECISE_BN_IMAGES`` = 10,000 images of the training split (the pool of
+  :func:`groupnorm.experiments.data.load_run_data`, which holds more than the run's training subset; batches
+  as the run's workers see them, non-i.i.d. ones included), or over all of them when there are fewer
+  (``precise_bn_images`` in the row says how many);
 - ``val_error_batch_stats``: each test batch normalized with its own statistics, over groups of the run's BN
   batch (b images per worker, ``norm_batch`` for ghost BN, the global batch for SyncBN): test images in batches
   of the training global batch, the last partial batch left out (``batch_stats_images`` says how many).
@@ -54,15 +56,17 @@ def _batch_stats_error(model: torch.nn.Module, val: Split, batch: int, fmt, amp:
 def bn_decomposition(model: torch.nn.Module, cfg, train: Split, val: Split, local_batch: int, fmt,
                      amp: str = "none") -> dict:
     """The row fields ``val_error_precise_bn``, ``precise_bn_images``, ``val_error_batch_stats`` and
-    ``batch_stats_images`` for a BN model (``{}`` for a model without BN). ``local_batch``: this process's
-    share of the global batch (the whole global batch with emulated workers). On the model's device, forward
-    passes under the ``amp`` autocast (precise BN's statistics are accumulated in float64 regardless)."""
+    ``batch_stats_images`` for a BN model (``{}`` for a model without BN). ``train``: the training-split images
+    precise BN draws from (the run's pool, :func:`groupnorm.experiments.data.load_run_data`). ``local_batch``:
+    this process's share of the global batch (the whole global batch with emulated workers). On the model's
+    device, forward passes under the ``amp`` autocast (precise BN's statistics are accumulated in float64
+    regardless)."""
     if not has_bn(model):
         return {}
     from .train import evaluate
 
     gb = cfg.global_batch
-    want = min(PRECISE_BN_IMAGES, cfg.images_per_epoch(len(train)))
+    want = min(PRECISE_BN_IMAGES, len(train) // gb * gb)  # whole global batches of the pool
     pm = copy.deepcopy(model)
     device = next(model.parameters()).device
     batches = ((x.to(device, non_blocking=True).contiguous(memory_format=fmt), y)

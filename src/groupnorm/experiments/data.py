@@ -237,15 +237,38 @@ def load_data(data: "DataSpec | str | None", train_size: int | None, val_size: i
     ``holdout``: both from the training split instead (:func:`groupnorm.experiments.holdout.holdout_split`):
     training images from the rest, validation images from the held-out part, for choosing hyper-parameters
     without looking at the reported validation images (``--experiment lrsweep``)."""
-    train, test = load_full(data)
-    if holdout:
-        from .holdout import holdout_split
-
-        key = (as_spec(data), "holdout")
-        if key not in _cache:
-            _cache[key] = holdout_split(train)
-        train, test = _cache[key]
+    train, test = _holdout(data) if holdout else load_full(data)
     return subset(train, train_size, seed=0), subset(test, val_size, seed=1)
+
+
+def _holdout(data) -> tuple:
+    """(rest, held) of the training split of ``data`` (:func:`groupnorm.experiments.holdout.holdout_split`),
+    cached per process."""
+    from .holdout import holdout_split
+
+    key = (as_spec(data), "holdout")
+    if key not in _cache:
+        _cache[key] = holdout_split(load_full(data)[0])
+    return _cache[key]
+
+
+POOL_IMAGES = 10000  # training-split images a run's precise BN may draw from (bn_eval.PRECISE_BN_IMAGES)
+
+
+def load_run_data(data: "DataSpec | str | None", cfg) -> tuple:
+    """(train, val, pool) for the run ``cfg`` (a RunConfig): :func:`load_data`'s training and validation
+    subsets, and ``pool``: ``POOL_IMAGES`` images of the same training split (or, with ``cfg.holdout``, of its
+    part outside the held-out images), a fixed seeded class-balanced draw that includes images the run did not
+    train on. Precise BN (:mod:`.bn_eval`) recomputes population statistics over the pool, since the run's own
+    training subset can be smaller than the 10,000 images Wu & Johnson's precise BN asks for; the pool never
+    holds validation (test-split or held-out) images."""
+    train, val = load_data(data, cfg.train_size, cfg.val_size, cfg.holdout)
+    full = _holdout(data)[0] if cfg.holdout else load_full(data)[0]
+    pkey = (as_spec(data), "pool", cfg.holdout)
+    if pkey not in _cache:
+        _cache[pkey] = subset(full, POOL_IMAGES, seed=2)
+    pool = _cache[pkey]
+    return train, val, (pool if len(pool) > len(train) else train)
 
 
 def subset(split, size: int | None, seed: int = 0):

@@ -95,7 +95,7 @@ def plot_all(out: str, res, b1: int | None, kind, t3_rows, paper_t3: tuple, role
             ep = list(range(1, len(c["val_error"]) + 1))
             axes[0].plot(ep, c["train_error"], marker=".", label=label)
             axes[1].plot(ep, c["val_error"], marker=".", label=label)
-        for ax, t in zip(axes, ("training error (train mode, augmented)", "validation error")):
+        for ax, t in zip(axes, ("training error (train mode)", "validation error")):
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.set_xlabel("epoch")
             ax.set_ylabel("error (%)")

@@ -23,7 +23,7 @@ import sys
 import torch
 
 from .config import RunConfig
-from .data import add_data_arguments, load_data, spec_from_args
+from .data import add_data_arguments, load_run_data, spec_from_args
 from .devices import AMP_MODES, DEVICES, backend_for, bind, local_rank, resolve_device
 from .train import train_run
 
@@ -84,14 +84,14 @@ def main(argv=None) -> int:
         dist.init_process_group(backend_for(device))
         try:
             rank, world = dist.get_rank(), dist.get_world_size()
-            train, val = load_data(data, cfg.train_size, cfg.val_size, cfg.holdout)
+            train, val, pool = load_run_data(data, cfg)
             train_run(cfg, train, val, args.out, rank=rank, world=world, launcher="torchrun",
-                      progress=not args.progress_stdout, **run)
+                      progress=not args.progress_stdout, pool=pool, **run)
         finally:
             dist.destroy_process_group()
     else:
-        train, val = load_data(data, cfg.train_size, cfg.val_size, cfg.holdout)
-        train_run(cfg, train, val, args.out, progress=False, **run)
+        train, val, pool = load_run_data(data, cfg)
+        train_run(cfg, train, val, args.out, progress=False, pool=pool, **run)
     return 0
 
 

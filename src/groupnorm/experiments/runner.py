@@ -16,7 +16,7 @@ import time
 
 from . import store
 from .config import RunConfig
-from .data import DataSpec, as_spec, load_data, load_full
+from .data import DataSpec, as_spec, load_full, load_run_data
 from .devices import check_amp, resolve_device
 from .train import memory_format_name, train_run
 
@@ -153,6 +153,9 @@ def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None
             raise ValueError(f"classes_per_worker={too_many[0].classes_per_worker} ({too_many[0].label}) is more "
                              f"than the {full_train.info.num_classes} classes of the data set in {data.data_dir}")
 
+    if jobs > 1:  # the longest runs (most optimizer steps) of each seed first, so no job idles at its end
+        todo.sort(key=lambda c: (c.seed, -c.epochs * (c.images_per_epoch(available) // c.global_batch)))
+
     def remaining_images(c: RunConfig) -> int:  # counting epochs already checkpointed as done
         ep = len(store.read_jsonl(os.path.join(store.run_dir(out, c.key()), "metrics.jsonl")))
         return max(0, c.epochs - ep) * c.images_per_epoch(available)
@@ -191,9 +194,10 @@ def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None
             for i, (cfg, lock) in enumerate(claims):
                 try:
                     overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
-                    train, val = load_data(data, cfg.train_size, cfg.val_size, cfg.holdout)
+                    train, val, pool = load_run_data(data, cfg)
                     train_run(cfg, train, val, out, progress=progress, on_images=overall.update,
-                              channels_last=channels_last, lock_held=True, device=resolve_device(device), amp=amp)
+                              channels_last=channels_last, lock_held=True, device=resolve_device(device), amp=amp,
+                              pool=pool)
                 finally:
                     lock.release()
                 finished += 1

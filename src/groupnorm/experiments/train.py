@@ -13,8 +13,9 @@ real workers (plain BN per process under DDP with ``broadcast_buffers=True``), a
 
 Schedule: ``lr = base_lr * W * b / 256`` (linear scaling rule), linear warmup over ``warmup_epochs``, then cosine
 to 0 or the paper's step decay (x0.1 at 30%, 60%, 90% of the steps); SGD momentum 0.9; weight decay on weights
-of rank >= 2 only. Per epoch: training loss/error (in train mode, on the augmented batches, as the paper's
-curves), validation loss/error (eval mode: BN uses running statistics), images/s, then an atomic checkpoint.
+of rank >= 2 only. Per epoch: training loss/error (in train mode, on the training batches, augmented if
+``cfg.augment``, as the paper's curves), validation loss/error (eval mode: BN uses running statistics),
+images/s, then an atomic checkpoint.
 
 Device and precision (:mod:`.devices`): the model, each batch and the loss live on ``device`` (a value, not a
 branch: CPU and CUDA run the same code), the forward pass and the loss under the ``amp`` autocast. On CUDA the
@@ -149,12 +150,13 @@ class TrainJob:
     channels_last: bool = False
     device: str = "cpu"
     amp: str = "none"
+    pool: Split | None = None
 
 
 def train_run(cfg: RunConfig, train: Split, val: Split, out: str, *, rank: int = 0, world: int = 1,
               progress: bool = True, on_images=None, launcher: str = "emulate", position: int = 1,
               channels_last: bool = False, lock_held: bool = False, device: str | torch.device = "cpu",
-              amp: str = "none") -> dict | None:
+              amp: str = "none", pool: Split | None = None) -> dict | None:
     """Train ``cfg`` (resuming from its checkpoint if any); return its results row on rank 0 (else None).
 
     ``train`` and ``val`` are the run's data (already cut to ``cfg.train_size`` / ``cfg.val_size``). Rank 0
@@ -163,11 +165,12 @@ def train_run(cfg: RunConfig, train: Split, val: Split, out: str, *, rank: int =
     training, if the run is finished) unless ``lock_held`` says that the caller (the sweep's process) holds it.
     ``on_images(n)`` is called after each step with the number of images processed (for a progress bar).
     ``channels_last``: model and batches in channels-last memory; ``device`` (a torch device, e.g. "cpu",
-    "cuda:1") and ``amp`` ("none" or "bf16"): see the module docstring.
+    "cuda:1") and ``amp`` ("none" or "bf16"): see the module docstring. ``pool``: the training-split images
+    precise BN draws from (:func:`groupnorm.experiments.data.load_run_data`; default: ``train``).
     """
     job = TrainJob(cfg, train, val, out, rank=rank, world=world, progress=progress, on_images=on_images,
                    launcher=launcher, position=position, channels_last=channels_last, device=str(device),
-                   amp=check_amp(amp))
+                   amp=check_amp(amp), pool=pool)
     if rank != 0 or lock_held:
         return _train_run(job)
     key = cfg.key()
@@ -306,7 +309,8 @@ def _train_run(job: TrainJob):
     last = history[-1]
     decomposition = {}
     if cfg.norm == "bn" and not diverged and not (world > 1 and cfg.bn_batch > local):
-        decomposition = bn_decomposition(model, cfg, train, val, local, fmt, amp=job.amp)
+        decomposition = bn_decomposition(model, cfg, train if job.pool is None else job.pool, val, local, fmt,
+                                         amp=job.amp)
     row = dict(experiment=cfg.experiment, norm=cfg.norm, groups=cfg.canonical()["groups"],
                group_size=cfg.canonical()["group_size"], batch_per_worker=cfg.batch_per_worker,
                workers=cfg.workers, global_batch=gb, seed=cfg.seed, epochs=cfg.epochs,
@@ -325,7 +329,7 @@ def _train_run(job: TrainJob):
                dataset=train.info.name, num_classes=train.info.num_classes, in_channels=train.info.channels,
                image_shape=list(train.info.image_shape),
                norm_batch=cfg.norm_batch, bn_batch=cfg.bn_batch, classes_per_worker=cfg.classes_per_worker,
-               holdout=cfg.holdout, base_lr=cfg.base_lr, first_stride=cfg.first_stride,
+               holdout=cfg.holdout, base_lr=cfg.base_lr, first_stride=cfg.first_stride, augment=cfg.augment,
                val_error_curve=[h["val_error"] for h in history],
                train_error_curve=[h["train_error"] for h in history],
                **_percentile_fields(history),
