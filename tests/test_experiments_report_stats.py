@@ -69,6 +69,10 @@ def test_verdict_rules():
     assert S.verdict_greater([-3.0, -4.0, -5.0], "x")[0].startswith("not reproduced (the opposite")
     assert S.verdict_greater([-1.0, 1.0, 0.5], "x")[0] == "not reproduced (no difference shown)"
     assert S.verdict_greater([3.0], "x")[0] == "not testable here"
+    # an interval holding 0 that lies below the paper's effect rules that effect out; one reaching it does not
+    v, ev = S.verdict_greater([-1.0, 1.0, 0.5], "x", paper=11.1)
+    assert v == "not reproduced (an effect as large as the paper's is ruled out)" and "+11.1 lies above" in ev
+    assert S.verdict_greater([-1.0, 9.0, 14.0], "x", paper=11.1)[0] == "not reproduced (no difference shown)"
     v, ev = S.verdict_equal([0.1, -0.1, 0.05], "x", 1.0)
     assert v == "reproduced" and "95% CI" in ev and "n=3" in ev
     assert S.verdict_equal([3.0, 3.2, 2.9], "x", 1.0)[0] == "not reproduced"

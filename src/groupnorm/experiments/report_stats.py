@@ -105,11 +105,12 @@ def _interval(diffs: list[float]) -> tuple[float, float, float]:
     return m, m - h, m + h
 
 
-def verdict_greater(diffs: list[float], what: str) -> tuple[str, str]:
+def verdict_greater(diffs: list[float], what: str, paper: float | None = None) -> tuple[str, str]:
     """Claim "``what`` is positive" from per-seed differences: (verdict, evidence).
 
     reproduced: the 95% interval lies above 0; not reproduced: it contains 0 or lies below; not testable
-    here: fewer than 2 paired seeds."""
+    here: fewer than 2 paired seeds. ``paper``: the paper's difference (points); when the interval holds 0 but
+    lies wholly below it, the verdict says that an effect as large as the paper's is ruled out."""
     if len(diffs) < 2:
         return "not testable here", f"{what}: {len(diffs)} paired seed(s), at least 2 needed for an interval"
     m, lo, hi = _interval(diffs)
@@ -118,6 +119,9 @@ def verdict_greater(diffs: list[float], what: str) -> tuple[str, str]:
         return "reproduced", ev
     if hi < 0:
         return "not reproduced (the opposite holds)", ev
+    if paper is not None and paper > hi:
+        return ("not reproduced (an effect as large as the paper's is ruled out)",
+                ev + f"; the paper's {paper:+.1f} lies above the interval")
     return "not reproduced (no difference shown)", ev
 
 
