@@ -73,6 +73,10 @@ def test_verdict_rules():
     v, ev = S.verdict_greater([-1.0, 1.0, 0.5], "x", paper=11.1)
     assert v == "not reproduced (an effect as large as the paper's is ruled out)" and "+11.1 lies above" in ev
     assert S.verdict_greater([-1.0, 9.0, 14.0], "x", paper=11.1)[0] == "not reproduced (no difference shown)"
+    assert S.verdict_greater([0.5, 0.7, 0.9], "x", paper=11.1)[0] == \
+        "direction reproduced, less than half the paper's effect"
+    assert S.verdict_greater([9.0, 11.0, 13.0], "x", paper=11.1)[0] == "reproduced"
+    assert S.verdict_greater([10.0, 10.1, 10.2], "x", paper=11.1)[0] == "reproduced"  # close to the paper's
     v, ev = S.verdict_equal([0.1, -0.1, 0.05], "x", 1.0)
     assert v == "reproduced" and "95% CI" in ev and "n=3" in ev
     assert S.verdict_equal([3.0, 3.2, 2.9], "x", 1.0)[0] == "not reproduced"

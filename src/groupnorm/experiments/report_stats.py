@@ -109,13 +109,17 @@ def verdict_greater(diffs: list[float], what: str, paper: float | None = None) -
     """Claim "``what`` is positive" from per-seed differences: (verdict, evidence).
 
     reproduced: the 95% interval lies above 0; not reproduced: it contains 0 or lies below; not testable
-    here: fewer than 2 paired seeds. ``paper``: the paper's difference (points); when the interval holds 0 but
-    lies wholly below it, the verdict says that an effect as large as the paper's is ruled out."""
+    here: fewer than 2 paired seeds. ``paper``: the paper's difference (points); when the interval lies wholly
+    below it and holds 0, an effect as large as the paper's is ruled out; when it lies above 0 but below half the
+    paper's effect, only the direction is reproduced."""
     if len(diffs) < 2:
         return "not testable here", f"{what}: {len(diffs)} paired seed(s), at least 2 needed for an interval"
     m, lo, hi = _interval(diffs)
     ev = f"{what} = {m:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}] (n={len(diffs)} seeds)"
     if lo > 0:
+        if paper is not None and hi < paper / 2:
+            return ("direction reproduced, less than half the paper's effect",
+                    ev + f"; the paper's {paper:+.1f} lies far above the interval")
         return "reproduced", ev
     if hi < 0:
         return "not reproduced (the opposite holds)", ev
