@@ -24,10 +24,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from groupnorm.bn_stats import precise_bn
 
-from .data import Split, epoch_batches
+from .data import POOL_IMAGES, Split, epoch_batches
 from .devices import autocast
 
-PRECISE_BN_IMAGES = 10000
+PRECISE_BN_IMAGES = POOL_IMAGES  # 10,000: the run's pool (data.load_run_data) holds as many
 PRECISE_BN_EPOCH = 1_000_000  # the (seed, epoch) generator of precise BN's batches: none of training's
 
 
@@ -78,5 +78,5 @@ def bn_decomposition(model: torch.nn.Module, cfg, train: Split, val: Split, loca
     _, err_precise = evaluate(pm, val, channels_last=fmt == torch.channels_last, amp=amp)
     err_batch, n_batch = _batch_stats_error(model, val, local_batch, fmt, amp)
     return dict(val_error_precise_bn=err_precise, precise_bn_images=used,
-                precise_bn_all_training_images=want < PRECISE_BN_IMAGES,
+                precise_bn_all_training_images=len(train) < PRECISE_BN_IMAGES,  # the pool ran short
                 val_error_batch_stats=err_batch, batch_stats_images=n_batch)

@@ -252,7 +252,7 @@ def _holdout(data) -> tuple:
     return _cache[key]
 
 
-POOL_IMAGES = 10000  # training-split images a run's precise BN may draw from (bn_eval.PRECISE_BN_IMAGES)
+POOL_IMAGES = 10000  # training-split images a run's precise BN draws from (bn_eval.PRECISE_BN_IMAGES)
 
 
 def load_run_data(data: "DataSpec | str | None", cfg) -> tuple:

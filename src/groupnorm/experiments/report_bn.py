@@ -5,6 +5,7 @@ These rows are kept out of Tables 1-3 (``is_standard``).
 """
 from __future__ import annotations
 
+from .bn_eval import PRECISE_BN_IMAGES
 from .report_stats import cell, paired
 
 
@@ -83,9 +84,12 @@ def sections(rows: list[dict], kind) -> list[str]:
                      f"{cell([r['val_error_precise_bn'] for r in rs])} | "
                      f"{cell([r['val_error_batch_stats'] for r in rs])} | "
                      f"{cell([r['val_error'] - r['val_error_precise_bn'] for r in rs], signed=True)} |")
-        allimg = any(r.get("precise_bn_all_training_images") for r in dec)
+        # the pool ran short of 10,000 when not even one more global batch would have fitted (rows before the
+        # flag's fix set it for 9,984 = 312 batches of 32, too)
+        allimg = any(r.get("precise_bn_all_training_images")
+                     and r["precise_bn_images"] + r["global_batch"] <= PRECISE_BN_IMAGES for r in dec)
         L += ["", f"Precise BN over {min(r['precise_bn_images'] for r in dec)}-"
-              f"{max(r['precise_bn_images'] for r in dec)} training images"
-              + (" (all of the training set, which is smaller than 10,000)" if allimg else "")
+              f"{max(r['precise_bn_images'] for r in dec)} training-split images (whole global batches)"
+              + (" (all the training images there are, fewer than 10,000)" if allimg else "")
               + "; batch statistics over test batches of the run's BN batch. Plot: `bn_decomposition.png`.", ""]
     return L
