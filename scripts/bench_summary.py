@@ -48,7 +48,7 @@ def summarize(docs: list[dict], floor: float = 0.97) -> tuple[str, int, int]:
                 by_key[k].append(r["speedup"])
         if not order:
             continue
-        lines += ["", f"### {title}: median of {len(docs)} run(s), (x) = torch / ours", "",
+        lines += ["", f"### {title}: median of {sum(1 for rows in runs if rows)} run(s), (x) = torch / ours", "",
                   "| (N,C,*S) | dtype | layout | G | " + " | ".join(names) + " | runs |",
                   "|" + " --- |" * (len(names) + 5)]
         for k in order:
