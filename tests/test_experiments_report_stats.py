@@ -126,3 +126,13 @@ def test_report_of_synthetic_rows_has_intervals_convergence_and_verdicts(tmp_pat
     assert "| BN | 14.00 | 0.4 | 0.8 |" in sweep
     assert os.path.basename(report.write_report(str(tmp_path))) == "report.md"
     assert (tmp_path / "fig1_batch_size.png").stat().st_size > 5000
+
+
+def test_table_cells_take_the_protocols_workers_only():
+    """A ghost run with per-worker BN at 4 workers x 8 (norm_batch = b) is another setting than Table 2's b=8 at
+    one worker: the table's cell keeps its 3 seeds instead of mixing in the ghost runs."""
+    rows = [_row("bn", 8, s, 10.0) for s in range(3)] + [_row("bn", 32, s, 9.0) for s in range(3)]
+    rows += [_row("bn", 8, s, 30.0, workers=4, global_batch=32, norm_batch=8, experiment="ghost", tag="g")
+             for s in range(3)]
+    res = _results(rows)
+    assert res.workers == 1 and [r["val_error"] for r in res.find("BN", 8)] == [10.0] * 3

@@ -71,10 +71,14 @@ class Results:
         self.other_protocols = sum(c for p, c in protos.items() if p != self.protocol)
         self.rows = [r for r in rows if _protocol(r) == self.protocol]
         self.by = defaultdict(list)
-        for r in self.rows:
-            if not is_standard(r):  # noniid / ghost rows have their own sections (report_bn)
-                continue
-            self.by[(kind(r), r["batch_per_worker"], r.get("groups"), r.get("group_size"))].append(r)
+        standard = [r for r in self.rows if is_standard(r)]  # noniid / ghost rows have their own sections
+        # Tables 1-3 at the protocol's worker count: a ghost run with per-worker BN (norm_batch = b) at other
+        # workers is another setting (global batch, lr, steps), not a second sample of the table's cell
+        counts = Counter(r["workers"] for r in standard)
+        self.workers = counts.most_common(1)[0][0] if counts else None
+        for r in standard:
+            if r["workers"] == self.workers:
+                self.by[(kind(r), r["batch_per_worker"], r.get("groups"), r.get("group_size"))].append(r)
 
     def find(self, k: str, b: int, groups=None, group_size=None, any_groups: bool = False) -> list[dict]:
         if any_groups:
