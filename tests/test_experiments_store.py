@@ -59,8 +59,8 @@ def test_config_identity_and_experiment_plans():
     full = get_preset("full")
     cfgs = experiment_configs("all", full, seeds=1)
     # 24 settings of Tables 1-3; noniid adds 3 norms x 3 class counts; ghost (4 workers x 8 images) 4 BN norm
-    # batches, SyncBN and GN; the lr sweep 2 norms x 5 rates; the control BN at b=32 and b=2; Figure 3's 3 VGGs
-    assert len(cfgs) == len({c.key() for c in cfgs}) == 24 + 9 + 6 + 10 + 2 + 3
+    # batches, SyncBN and GN; the lr sweep 2 norms x 6 rates; the control BN at b=32 and b=2; Figure 3's 3 VGGs
+    assert len(cfgs) == len({c.key() for c in cfgs}) == 24 + 9 + 6 + 12 + 2 + 3
     tables = [c for c in cfgs if c.experiment in ("table1", "table2", "table3")]
     assert len(tables) == 24 and all(c.norm_batch is None and c.classes_per_worker is None for c in tables)
     assert all(c.workers == 1 and min(c.widths) >= 64 for c in tables)  # G=32: >= 2 channels per group

@@ -229,8 +229,8 @@ def _plot_fig3(out, vgg_rows, kind, plt) -> list[str]:
     for ax, (k, r) in zip(axes, keep):
         fp = r["feature_percentiles"]
         steps = [p[0] for p in fp]
-        for i, (q, style) in enumerate(zip((1, 20, 80, 99), (":", "-", "-", ":"))):
-            ax.plot(steps, [p[1 + i] for p in fp], style, color="k", lw=1, label=f"{q}th")
+        for i, (q, style) in enumerate(zip(("1st", "20th", "80th", "99th"), (":", "-", "-", ":"))):
+            ax.plot(steps, [p[1 + i] for p in fp], style, color="k", lw=1, label=q)
         ax.fill_between(steps, [p[2] for p in fp], [p[3] for p in fp], color="tab:blue", alpha=0.2)
         ax.set_title(f"VGG, {k}: late conv, before norm")
         ax.set_xlabel("training step")
