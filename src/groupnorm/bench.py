@@ -347,16 +347,10 @@ def bench_e2e(repeats: int, warmup: int, batch: int = 32) -> dict:
             step(m, inp)
         return run
 
-    saved = os.environ.get(_DISABLE_ENV)
-    try:
+    with kernels_disabled():  # the contenders switch it per call; the caller's setting is restored after
         t = interleaved({"kernels": contender(model, x, False), "plain": contender(model, x, True),
                          "kernels_cl": contender(model_cl, x_cl, False), "plain_cl": contender(model_cl, x_cl, True)},
                         repeats, warmup)
-    finally:
-        if saved is None:
-            os.environ.pop(_DISABLE_ENV, None)
-        else:
-            os.environ[_DISABLE_ENV] = saved
     best = {k: ("channels_last" if t[k + "_cl"] < t[k] else "contiguous") for k in ("kernels", "plain")}
     fastest = {k: min(t[k], t[k + "_cl"]) for k in ("kernels", "plain")}
     return {"model": E2E_MODEL, "batch": batch, "ms": {k: v * 1e3 for k, v in t.items()},

@@ -293,8 +293,8 @@ class Preset:
 # augmentation the network fits its 3,000 images (training error ~0 by epoch 13) and held-out error is flat over
 # the last quarter and the same at 8 and 16 epochs: converged errors of the no-augmentation regime, higher than
 # augmentation's at 30 epochs (probes in docs/results/README.md). The 2x-longer ``control`` runs check that 16
-# epochs are enough. Learning rates: the lr sweep on held-out training
-# images (``--experiment lrsweep``), see docs/results/README.md.
+# epochs are enough. Learning rates: the lr sweep on held-out training images (``--experiment lrsweep``), see
+# docs/results/README.md.
 PROTOCOL = RunConfig(workers=1, epochs=16, train_size=3000, val_size=2000, widths=(64, 128), blocks=(1, 1),
                      stem_stride=2, first_stride=2, warmup_epochs=1.0, base_lr=0.1, augment=False)
 PROTOCOL_LRSWEEP = (0.4, 0.8, 1.6, 3.2, 6.4, 12.8)

@@ -237,13 +237,16 @@ def load_data(data: "DataSpec | str | None", train_size: int | None, val_size: i
     ``holdout``: both from the training split instead (:func:`groupnorm.experiments.holdout.holdout_split`):
     training images from the rest, validation images from the held-out part, for choosing hyper-parameters
     without looking at the reported validation images (``--experiment lrsweep``)."""
-    train, test = _holdout(data) if holdout else load_full(data)
+    train, test = _splits(data, holdout)
     return subset(train, train_size, seed=0), subset(test, val_size, seed=1)
 
 
-def _holdout(data) -> tuple:
-    """(rest, held) of the training split of ``data`` (:func:`groupnorm.experiments.holdout.holdout_split`),
+def _splits(data, holdout: bool) -> tuple:
+    """(training images, validation images) before subsetting: the data set's (train, test) splits, or with
+    ``holdout`` its training split cut into (rest, held) (:func:`groupnorm.experiments.holdout.holdout_split`),
     cached per process."""
+    if not holdout:
+        return load_full(data)
     from .holdout import holdout_split
 
     key = (as_spec(data), "holdout")
@@ -263,10 +266,9 @@ def load_run_data(data: "DataSpec | str | None", cfg) -> tuple:
     training subset can be smaller than the 10,000 images Wu & Johnson's precise BN asks for; the pool never
     holds validation (test-split or held-out) images."""
     train, val = load_data(data, cfg.train_size, cfg.val_size, cfg.holdout)
-    full = _holdout(data)[0] if cfg.holdout else load_full(data)[0]
     pkey = (as_spec(data), "pool", cfg.holdout)
     if pkey not in _cache:
-        _cache[pkey] = subset(full, POOL_IMAGES, seed=2)
+        _cache[pkey] = subset(_splits(data, cfg.holdout)[0], POOL_IMAGES, seed=2)
     pool = _cache[pkey]
     return train, val, (pool if len(pool) > len(train) else train)
 

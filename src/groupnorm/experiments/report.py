@@ -296,7 +296,7 @@ def build_report(out: str) -> tuple[str, Results]:
     L += [f"{len(rows)} finished runs ({len(res.rows)} of the main protocol, {len(roles['control'])} longer "
           f"controls, {len(roles['lrsweep'])} of the lr sweep, {len(roles['vgg'])} VGG); protocol: "
           f"{r0['epochs']} epochs, {r0['train_size']} training images, {r0['val_size']} validation images "
-          f"(from the test split), {'random crops and flips' if r0.get('augment', True) else 'no augmentation'}, "
+          f"(from the test split), {'random crops and flips' if r0.get('augment', _ROW_DEFAULTS['augment']) else 'no augmentation'}, "
           f"ResNet widths {r0['widths']} blocks {r0['blocks']}, seeds {seeds}. Sum of the "
           f"runs' wall times {wall / 60:.1f} min{_elapsed(rows)} ({r0.get('machine', '?')}, torch "
           f"{r0.get('torch', '?')}, {r0.get('threads', '?')} thread(s) per run).",
