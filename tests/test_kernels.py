@@ -324,34 +324,37 @@ def test_can_handle_and_disable_switch(monkeypatch):
 
 
 def test_functional_dispatches_to_kernels(monkeypatch):
-    """functional.group_norm asks kernel_for once and calls what it returns once, with normalized arguments."""
+    """functional.group_norm asks route once and calls what it returns once, with normalized arguments."""
     from groupnorm import functional
 
     calls, asked = [], []
-    real_for = functional._kernel_for
+    real_route = functional._route
 
-    def spy_for(*a):
+    def spy_route(*a):
         asked.append(1)
-        op = real_for(*a)
-        return None if op is None else (lambda *b: calls.append((b[1], b[5], b[4])) or op(*b))  # (G, code, eps)
+        how, op = real_route(*a)
+        if op is None:
+            return how, op
+        return how, (lambda *b: calls.append((how, b[1], b[5], b[4])) or op(*b))  # (route, G, code, eps)
 
-    monkeypatch.setattr(functional, "_kernel_for", spy_for)
+    monkeypatch.setattr(functional, "_route", spy_route)
     monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
+    K, P = kernels.KERNEL, kernels.PLAIN_OP
     x = torch.randn(2, 8, 4, 4)
     y = functional.group_norm(x, 4, activation="silu")
-    assert calls == [(4, 2, 1e-5)] and asked == [1]
+    assert calls == [(K, 4, 2, 1e-5)] and asked == [1]
     # group_size=, an int eps and a NumPy float eps take the kernels too, as G and a float
     y_gs = functional.group_norm(x, group_size=2, eps=np.float64(1e-5), activation="silu")
-    assert calls[-1] == (4, 2, 1e-5) and type(calls[-1][2]) is float
+    assert calls[-1] == (K, 4, 2, 1e-5) and type(calls[-1][3]) is float
     torch.testing.assert_close(y_gs, y, rtol=0, atol=0)
     functional.group_norm(x, 4, eps=0, activation="silu")
-    assert calls[-1] == (4, 2, 0.0) and type(calls[-1][2]) is float and len(calls) == 3 and len(asked) == 3
-    # declined cases take the plain path, asked once
+    assert calls[-1] == (K, 4, 2, 0.0) and type(calls[-1][3]) is float and len(calls) == 3 and len(asked) == 3
+    # declined cases take the plain path's operator, asked once
     functional.group_norm(x, 4, torch.ones(8, dtype=torch.float64))
-    assert len(calls) == 3 and len(asked) == 4
+    assert calls[-1] == (P, 4, 0, 1e-5) and len(asked) == 4
     monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "1")
     y_plain = functional.group_norm(x, 4, activation="silu")
-    assert len(calls) == 3 and len(asked) == 5
+    assert calls[-1] == (P, 4, 2, 1e-5) and len(calls) == 5 and len(asked) == 5
     torch.testing.assert_close(y, y_plain, rtol=1e-5, atol=1e-5)
 
 

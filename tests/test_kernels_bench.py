@@ -119,16 +119,21 @@ def test_bench_small_grid_has_the_issues_eight_cases(tmp_path, capsys):
 def test_bench_plain_section_runs_the_plain_path(tmp_path, capsys, monkeypatch):
     import os
 
-    from groupnorm import functional
+    from groupnorm import functional, kernels
 
     calls = []
-    real = functional.group_norm_plain
 
-    def counting(*a, **k):
-        calls.append(1)
-        return real(*a, **k)
+    def counting(real):
+        def call(*a, **k):
+            calls.append(1)
+            return real(*a, **k)
+        return call
 
-    monkeypatch.setattr(functional, "group_norm_plain", counting)
+    # the plain path: its C++ operator (the route's PLAIN_OP), or the Python form where the library did not build
+    if kernels.is_available():
+        monkeypatch.setattr(kernels, "_gn_plain_call", counting(kernels._gn_plain_call))
+    else:
+        monkeypatch.setattr(functional, "group_norm_plain", counting(functional.group_norm_plain))
     monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
     out = tmp_path / "plain.json"
     assert cli.main(["bench", "--plain", "--shapes", "2,8,4,4", "--groups", "4", "--repeats", "2", "--warmup", "0",

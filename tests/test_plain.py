@@ -1,21 +1,40 @@
-"""The plain path (``groupnorm.plain``, what GROUPNORM_DISABLE_KERNELS=1 and every declined case get): torch's own
-GN in the input's dtype, the large-mean shift only where torch's CPU kernel needs it, in place only without a graph.
+"""The plain path, both forms: the C++ operator ``groupnorm::gn_plain`` (what GROUPNORM_DISABLE_KERNELS=1 and
+every declined case get in eager mode) and the Python ``groupnorm.plain.group_norm_plain`` (tracing, functorch,
+no compiled library). Torch's own GN in the input's dtype, in place only without a graph; the operator shifts
+large means only where torch's CPU kernel needs it, the Python form always (by one value per group).
 
 Against the NumPy float64 reference: values at means up to 1e6 standard deviations in both layouts and three
 dtypes; gradients there; torch's result bit for bit below the shift threshold (the rule did not fire) and
 torch's error above the budget where the rule fires (it was needed); the static rule under vmap; residual and
-activation with and without a recorded graph.
+activation with and without a recorded graph; the route to each form.
 """
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from groupnorm import plain
+from groupnorm import functional, kernels, plain
 from groupnorm import reference as R
-from groupnorm.plain import ERROR_BUDGET, group_norm_plain, shift_threshold
+from groupnorm.args import activation_code
+from groupnorm.plain import ERROR_BUDGET, group_norm_plain
 
 HALF = (torch.bfloat16, torch.float16)
+needs_op = pytest.mark.skipif(not kernels.is_available(), reason=f"compiled library: {kernels.load_error()}")
+
+
+def plain_op(x, num_groups, weight=None, bias=None, eps=1e-5, activation=None, residual=None):
+    return torch.ops.groupnorm.gn_plain(x, num_groups, weight, bias, eps, activation_code(activation), residual)
+
+
+FORMS = [pytest.param(plain_op, id="op", marks=needs_op), pytest.param(group_norm_plain, id="py")]
+
+
+def shift_threshold(dtype, channels_last, positions):
+    """The documented error model (groupnorm.plain's docstring): torch's CPU GN errs by ~1.5e-7 r contiguous,
+    ~2e-5 r^2 channels-last (scaled by positions / 16384 beyond that run length)."""
+    if not channels_last:
+        return ERROR_BUDGET[dtype] / 1.5e-7
+    return (ERROR_BUDGET[dtype] / (2e-5 * max(1.0, positions / 16384))) ** 0.5
 
 
 def _input(shape, ratio, dtype, channels_last, seed=0):
@@ -31,57 +50,52 @@ def _allowed(dtype, ref):
     return ERROR_BUDGET[dtype] + torch.finfo(dtype).eps * float(np.abs(ref).max())
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("shape", [(2, 64, 16, 16), (1, 32, 96, 96), (2, 32, 4, 8, 8)])
-def test_large_means_within_budget(dtype, channels_last, shape):
+def test_large_means_within_budget(form, dtype, channels_last, shape):
     ratios = [0, 3, 30, 1e3] + ([1e5, 1e6] if dtype is not torch.float16 else [])
     for ratio in ratios:
         x = _input(shape, ratio, dtype, channels_last)
-        y = group_norm_plain(x, 32)
+        y = form(x, 32)
         assert y.dtype == dtype and y.is_contiguous(memory_format=plain.memory_format(x))
         ref = R.group_norm(x.double().numpy(), 32)
         err = float(np.abs(y.double().numpy() - ref).max())
         assert err <= _allowed(dtype, ref), (ratio, err)
 
 
+@needs_op
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_shift_only_where_torch_needs_it(dtype, channels_last):
-    """Below the threshold the plain path is torch's GN bit for bit; far above it torch exceeds the budget and
-    the plain path does not."""
+    """Below the threshold the operator is torch's GN bit for bit; far above it torch exceeds the budget and
+    the operator does not."""
     shape = (2, 64, 32, 32)
     limit = shift_threshold(dtype, channels_last, 32 * 32)
     below = _input(shape, 0.5 * limit if limit < 1e3 else 3.0, dtype, channels_last)
     w, b = torch.rand(64).to(dtype) + 0.5, torch.randn(64).to(dtype)
-    torch.testing.assert_close(group_norm_plain(below, 32, w, b), F.group_norm(below, 32, w, b), rtol=0, atol=0)
+    torch.testing.assert_close(plain_op(below, 32, w, b), F.group_norm(below, 32, w, b), rtol=0, atol=0)
     ratio = 30 * limit
     if dtype is not torch.float32 and not channels_last:
         pytest.skip(f"r = {ratio:.0f}: a contiguous half-type group is constant long before its threshold")
     above = _input(shape, ratio, dtype, channels_last)
     ref = R.group_norm(above.double().numpy(), 32)
     torch_err = float(np.abs(F.group_norm(above, 32).double().numpy() - ref).max())
-    ours_err = float(np.abs(group_norm_plain(above, 32).double().numpy() - ref).max())
+    ours_err = float(np.abs(plain_op(above, 32).double().numpy() - ref).max())
     assert torch_err > ERROR_BUDGET[dtype] and ours_err <= _allowed(dtype, ref), (torch_err, ours_err)
 
 
-def test_threshold_models():
-    # contiguous: error ~1.5e-7 r; channels-last: ~2e-5 r^2, growing with runs beyond 16384 positions
-    assert shift_threshold(torch.float32, False, 49) == pytest.approx(1e-4 / 1.5e-7)
-    assert shift_threshold(torch.float32, True, 49) == pytest.approx((1e-4 / 2e-5) ** 0.5)
-    assert shift_threshold(torch.float32, True, 4 * 16384) == pytest.approx((1e-4 / 8e-5) ** 0.5)
-    assert shift_threshold(torch.bfloat16, True, 49) > shift_threshold(torch.float32, True, 49)
-
-
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("act", [None, "silu", "relu"])
-def test_gradients_at_a_large_mean(channels_last, act):
+def test_gradients_at_a_large_mean(form, channels_last, act):
     x = _input((2, 16, 8, 8), 1e4, torch.float32, channels_last).requires_grad_(True)
     g = torch.Generator().manual_seed(1)
     w = (torch.rand(16, generator=g) + 0.5).requires_grad_(True)
     b = torch.randn(16, generator=g).requires_grad_(True)
     r = torch.randn(x.shape, generator=g).requires_grad_(True)
-    y = group_norm_plain(x, 4, w, b, activation=act, residual=r)
+    y = form(x, 4, w, b, activation=act, residual=r)
     dy = torch.randn(x.shape, generator=g)
     y.backward(dy)
     xn, wn, bn, rn = (t.detach().double().numpy() for t in (x, w, b, r))
@@ -92,9 +106,10 @@ def test_gradients_at_a_large_mean(channels_last, act):
         np.testing.assert_allclose(got.double().numpy(), want, atol=2e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("act", [None, "relu", "silu", "gelu"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_in_place_without_graph_equals_the_composite(act, dtype):
+def test_in_place_without_graph_equals_the_composite(form, act, dtype):
     """No graph recorded: the add and activation run in place on GN's output; same values as torch's composite,
     and neither the input nor the residual is touched."""
     x = _input((2, 8, 5, 5), 0.0, dtype, True)
@@ -105,14 +120,17 @@ def test_in_place_without_graph_equals_the_composite(act, dtype):
     want = want if act is None else getattr(F, act)(want)
     for mode in (torch.no_grad, torch.inference_mode, torch.enable_grad):
         with mode():
-            got = group_norm_plain(x, 4, w, b, activation=act, residual=r)
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
+            got = form(x, 4, w, b, activation=act, residual=r)
+        # the operator: torch's GN bit for bit; the Python form shifts (in float32 for bf16): within rounding
+        tol = dict(rtol=0, atol=0) if form is plain_op else {} if dtype is torch.float32 else dict(rtol=2**-7, atol=2**-6)
+        torch.testing.assert_close(got, want, **tol)
     assert torch.equal(x, x0) and torch.equal(r, r0)
 
 
-def test_residual_requiring_grad_alone_records_the_graph():
+@pytest.mark.parametrize("form", FORMS)
+def test_residual_requiring_grad_alone_records_the_graph(form):
     x, r = torch.randn(2, 8, 3, 3), torch.randn(2, 8, 3, 3, requires_grad=True)
-    y = group_norm_plain(x, 4, activation="silu", residual=r)
+    y = form(x, 4, activation="silu", residual=r)
     (dr,) = torch.autograd.grad(y.sum(), r)
     pre = F.group_norm(x, 4) + r.detach()
     torch.testing.assert_close(dr, torch.sigmoid(pre) * (1 + pre * (1 - torch.sigmoid(pre))))
@@ -128,7 +146,45 @@ def test_vmap_shifts_statically():
     assert float(np.abs(y.double().numpy() - ref).max()) < 1e-4
 
 
-def test_float64_and_empty_batch_untouched():
+@pytest.mark.parametrize("form", FORMS)
+def test_float64_and_empty_batch_untouched(form):
     x = _input((2, 8, 4, 4), 1e6, torch.float64, True)
-    torch.testing.assert_close(group_norm_plain(x, 4), F.group_norm(x, 4), rtol=0, atol=0)
-    assert group_norm_plain(torch.randn(0, 8, 3), 4).shape == (0, 8, 3)
+    torch.testing.assert_close(form(x, 4), F.group_norm(x, 4), rtol=0, atol=0)
+    assert form(torch.randn(0, 8, 3), 4).shape == (0, 8, 3)
+
+
+@needs_op
+def test_operator_double_backward_and_gradcheck():
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(2, 6, 3, 2, generator=g, dtype=torch.float64) + 5).requires_grad_(True)
+    w = (torch.rand(6, generator=g, dtype=torch.float64) + 0.5).requires_grad_(True)
+    b = torch.randn(6, generator=g, dtype=torch.float64).requires_grad_(True)
+    r = torch.randn(2, 6, 3, 2, generator=g, dtype=torch.float64).requires_grad_(True)
+    for act in (None, "silu", "gelu"):
+        f = lambda *t: plain_op(t[0], 3, t[1], t[2], activation=act, residual=t[3])  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x, w, b, r))
+        assert torch.autograd.gradgradcheck(f, (x, w, b, r))
+
+
+@needs_op
+def test_route_picks_each_form(monkeypatch):
+    """Eager, kernels declined or disabled: the C++ operator; without the compiled library, under vmap or while
+    tracing: the Python form (which the route's callers check and run)."""
+    x = torch.randn(2, 8, 3, 3)
+    assert kernels.route(x)[0] == kernels.KERNEL
+    assert kernels.route(x, torch.randn(8, dtype=torch.float64))[0] == kernels.PLAIN_OP  # mixed dtypes
+    assert kernels.route(x.to(torch.int32))[0] == kernels.PLAIN_OP  # its C++ checks name the dtype
+    assert kernels.route(x, "w")[0] == kernels.PLAIN_PY  # a non-tensor: the Python checks name it
+    torch.func.vmap(lambda t: _assert_route(t, kernels.PLAIN_PY))(x)
+    monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "1")
+    assert kernels.route(x)[0] == kernels.PLAIN_OP
+    monkeypatch.setattr(kernels, "_available", False)
+    assert kernels.route(x)[0] == kernels.PLAIN_PY
+    big = _input((2, 8, 6, 6), 1e5, torch.float32, True)  # no library: the Python form, shifted, still exact
+    ref = R.group_norm(big.double().numpy(), 4, activation="silu")
+    assert float(np.abs(functional.group_norm(big, 4, activation="silu").double().numpy() - ref).max()) < 1e-4
+
+
+def _assert_route(t, how):
+    assert kernels.route(t)[0] == how
+    return t

@@ -1,6 +1,7 @@
-"""Group normalization as a PyTorch function: one decision (``groupnorm.kernels.kernel_for``) picks the
-compiled kernels' operator or the plain path, and every argument is checked once, by the path that runs: the
-operator's C++ checks, or the checks here before the plain path (the same errors, naming the bad value).
+"""Group normalization as a PyTorch function: one decision (``groupnorm.kernels.route``) picks the compiled
+kernels' operator, the plain path's C++ operator or the plain path in Python, and every argument is checked
+once, by the path that runs: the operators' C++ checks, or the checks here before the Python path (the same
+errors, naming the bad value).
 
 .. math::
 
@@ -24,7 +25,8 @@ __all__ = ["ACTIVATIONS", "resolve_num_groups", "group_norm", "group_norm_plain"
 
 _TENSOR = torch.Tensor
 _INF = float("inf")
-_kernel_for = kernels.kernel_for
+_route = kernels.route
+_KERNEL, _PLAIN_OP = kernels.KERNEL, kernels.PLAIN_OP
 
 
 def _check_param(p, num_channels, name: str) -> None:
@@ -76,10 +78,12 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
     code = activation_code(activation)
     if eps.__class__ is not float:
         eps = check_eps(eps)
-    # the one decision; the operator checks what is left (rank, G dividing C, shapes, eps) in C++
-    op = _kernel_for(x, weight, bias, residual)
-    if op is not None:
+    # the one decision; the operators check what is left (rank, G dividing C, shapes, eps) in C++
+    how, op = _route(x, weight, bias, residual)
+    if how == _KERNEL:
         return op(x, g, weight, bias, eps, code, residual)[0]
+    if how == _PLAIN_OP:
+        return op(x, g, weight, bias, eps, code, residual)
     _check(x, g, weight, bias, eps, residual)
     return group_norm_plain(x, g, weight, bias, eps, activation, residual)
 
@@ -99,7 +103,7 @@ def _check_input(x) -> None:
 
 
 def _check(x, num_groups: int, weight, bias, eps: float, residual) -> None:
-    """The plain path's checks of what ``group_norm`` has not normalized (the kernels' operator makes the same)."""
+    """The Python path's checks of what ``group_norm`` has not normalized (the operators make the same)."""
     c = _num_channels(x)
     if num_groups < 1 or c % num_groups:
         resolve_num_groups(int(c), num_groups)  # raises, naming the value

@@ -1,11 +1,24 @@
-"""Compiled CPU kernels for GroupNorm with a fused activation and residual (forward and backward).
+"""Compiled CPU kernels for GroupNorm with a fused activation and residual (forward and backward), and the
+plain path's operator.
 
-``groupnorm.functional.group_norm`` asks :func:`kernel_for` (the one decision) and calls the operator it returns
-(which checks the arguments) or checks them itself and takes the plain PyTorch path. The kernels (C++ in ``csrc/``, OpenMP threads, AVX-512 / AVX2 /
-baseline code chosen at run time, no PyTorch headers) are PyTorch operators registered from C++
-(``csrc/gn_torch_ops.cpp``: ``torch.ops.groupnorm.gn_forward`` / ``gn_backward`` with CPU, Meta and autograd
-kernels; see ``ops.py``), so a call costs what a native ATen operator costs, and autograd, ``torch.compile``,
-fake tensors, ``gradcheck`` and double backward work through them.
+``groupnorm.functional.group_norm`` asks :func:`route` (the one decision) and calls the operator it returns
+(which checks the arguments in C++), or checks them itself and takes the plain path in Python. The kernels (C++
+in ``csrc/``, OpenMP threads, AVX-512 / AVX2 / baseline code chosen at run time, no PyTorch headers) are PyTorch
+operators registered from C++ (``csrc/gn_torch_ops.cpp``), so a call costs what a native ATen operator costs,
+and autograd, ``torch.compile``, fake tensors, ``gradcheck`` and double backward work through them:
+
+``groupnorm::gn_forward(x, num_groups, weight, bias, eps, activation, residual=None) -> (y, mean, rstd)``
+    ``y = act((x - mean) * rstd * weight + bias [+ residual])``; x is ``(N, C, *spatial)``, y has x's shape,
+    dtype and strides; ``activation`` is its code (``groupnorm.args.ACTIVATION_CODES``); mean and rstd are
+    float64 ``(N, G)``. CPU, Meta and Autograd kernels; the backward node calls gn_backward, or, when the
+    backward is itself recorded (``create_graph=True``), differentiates gn_plain (double backward, eager mode).
+``groupnorm::gn_backward(dy, x, mean, rstd, weight, bias, num_groups, activation, need_dx, need_dw, need_db,
+    residual=None) -> (dx, dweight, dbias, dv)``
+    an output not needed is None; ``dv = dy * act'(pre-activation)`` is the residual's gradient when there is
+    an activation (without one it is dy).
+``groupnorm::gn_plain(x, num_groups, weight, bias, eps, activation, residual=None) -> y``
+    the plain path on any device and dtype (CompositeImplicitAutograd over torch's GN, add and activation,
+    with the large-mean shift of ``groupnorm.plain``'s docstring on CPU).
 
 Covered: CPU tensors of rank >= 2 (N, C, *spatial), float32 / float64 / bfloat16 / float16 (half types and
 float32 accumulate in float32 lanes folded into float64 sums), contiguous or channels-last (any rank; other
@@ -26,7 +39,7 @@ from .._compat import functorch_transforms_active, in_onnx_export
 from ..args import activation_code
 from . import _lib
 
-__all__ = ["is_available", "kernel_for", "can_handle", "group_norm", "disabled", "load_error", "isa", "set_isa",
+__all__ = ["is_available", "route", "KERNEL", "PLAIN_OP", "PLAIN_PY", "kernel_for", "can_handle", "group_norm", "disabled", "load_error", "isa", "set_isa",
            "ISA_NAMES"]
 
 ISA_NAMES = _lib.ISA_NAMES
@@ -34,20 +47,19 @@ ISA_NAMES = _lib.ISA_NAMES
 _available = None  # True / False once known (a loaded library stays loaded)
 _ops_error = None
 _gn_forward = _gn_forward_call = None  # torch.ops.groupnorm.gn_forward.default and its C++ callable
+_gn_plain_call = None  # torch.ops.groupnorm.gn_plain.default's C++ callable
 
 
 def is_available() -> bool:
     """True if the compiled kernel library loaded and registered its operators."""
-    global _available, _ops_error, _gn_forward, _gn_forward_call
+    global _available, _ops_error, _gn_forward, _gn_forward_call, _gn_plain_call
     if _available is None:
         ok = _lib.is_loaded()
         if ok:
             try:
                 _gn_forward = torch.ops.groupnorm.gn_forward.default
                 _gn_forward_call = _gn_forward._op  # what OpOverload.__call__ calls, without its Python frame
-                from . import ops
-
-                ops.register()
+                _gn_plain_call = torch.ops.groupnorm.gn_plain.default._op
             except (AttributeError, RuntimeError) as exc:  # a library built without its operator unit
                 _ops_error, ok = f"the kernels' PyTorch operators are not registered: {exc}", False
         _available = ok
@@ -96,40 +108,61 @@ _functorch_active = functorch_transforms_active
 _in_onnx_export = in_onnx_export
 
 
-def kernel_for(x, weight=None, bias=None, residual=None):
-    """The one decision between the kernels and the plain path: the callable that runs this call through the
-    kernels' operator, ``f(x, num_groups, weight, bias, eps, activation_code, residual) -> (y, mean, rstd)``, or
-    None for the plain path. It looks only at what decides that (any value may come in: a non-tensor gives
-    None); the operator checks the rest (rank, G dividing C, the shapes, eps) and raises the same errors the
-    plain path's checks raise.
+KERNEL, PLAIN_OP, PLAIN_PY = 0, 1, 2
+"""What :func:`route` picks: the kernels' operator, the plain path's C++ operator, the plain path in Python."""
+_PY = (PLAIN_PY, None)
 
-    None when: ``GROUPNORM_DISABLE_KERNELS=1``; the library did not load; x is not a dense CPU tensor of a
-    kernel dtype with at least one element; weight / bias / residual are not None or dense CPU tensors of x's
-    dtype; during ONNX export or TorchScript tracing / scripting (they need standard ops); under functorch
-    transforms (``torch.func.vmap``, ``grad``, ...), which the plain path composes with. The callable is the
-    ``OpOverload`` while dynamo traces (``torch.compile``), else its C++ entry (no Python frame).
+
+def route(x, weight=None, bias=None, residual=None):
+    """The one decision, ``(how, op)``: ``(KERNEL, f)`` with ``f(x, num_groups, weight, bias, eps,
+    activation_code, residual) -> (y, mean, rstd)`` the kernels' operator; ``(PLAIN_OP, f)`` with the same
+    arguments returning ``y``, the plain path's C++ operator (``groupnorm::gn_plain``: torch's own GN, add and
+    activation, no Python between them); or ``(PLAIN_PY, None)``, the plain path in Python
+    (:func:`groupnorm.plain.group_norm_plain`, after ``groupnorm.functional``'s checks). Both operators check
+    their arguments in C++ and raise the errors the Python checks raise.
+
+    It looks only at what decides the route (any value may come in: a non-tensor goes to Python, whose checks
+    name it). PLAIN_PY when: the library did not load; x, weight, bias or residual is not None or a dense
+    (strided) tensor; during ONNX export or TorchScript tracing / scripting (they need standard ops); while
+    dynamo traces a case the kernels decline (``torch.compile``: the plain path is then traced as torch ops);
+    under functorch transforms (``torch.func.vmap``, ``grad``, ...), which the Python path composes with.
+    KERNEL when x is a CPU tensor of a kernel dtype with at least one element, weight / bias / residual are
+    None or CPU tensors of x's dtype, and ``GROUPNORM_DISABLE_KERNELS`` is not set; else PLAIN_OP. The
+    callable is the ``OpOverload`` while dynamo traces, else its C++ entry (no Python frame).
     """
     # one function, no helpers: inside a training step every Python call costs several times what it costs in a
     # tight loop (cold caches), and this runs once per GN call
-    if not _available or (_ENV_DATA is None or _ENV_DATA_KEY in _ENV_DATA) and disabled():
-        return None
-    if x.__class__ is not _TENSOR and not isinstance(x, _TENSOR) or not x.is_cpu or x.layout is not _STRIDED:
-        return None
+    if not _available:
+        return _PY
+    if x.__class__ is not _TENSOR and not isinstance(x, _TENSOR) or x.layout is not _STRIDED:
+        return _PY
     if _is_scripting() or _is_tracing():
-        return None
+        return _PY
+    kernel = x.is_cpu and x.dtype in _DTYPES and x.numel() != 0
     dtype = x.dtype
-    if dtype not in _DTYPES or x.numel() == 0:
-        return None
     for p in (weight, bias, residual):
-        if p is not None and not (isinstance(p, _TENSOR) and p.is_cpu and p.layout is _STRIDED and p.dtype is dtype):
-            return None
+        if p is not None:
+            if not isinstance(p, _TENSOR) or p.layout is not _STRIDED:
+                return _PY
+            if kernel and (p.dtype is not dtype or not p.is_cpu):
+                kernel = False
+    if kernel and (_ENV_DATA is None or _ENV_DATA_KEY in _ENV_DATA) and disabled():
+        kernel = False
     compiling = _is_compiling()
     if _in_onnx_export(compiling):
-        return None
+        return _PY
     if compiling:
-        return _gn_forward
-    # vmap / grad / jvp: the plain path composes with them (dynamo, which traces this, handles functorch itself)
-    return None if _functorch_active() else _gn_forward_call
+        return (KERNEL, _gn_forward) if kernel else _PY
+    # vmap / grad / jvp: the Python path composes with them (dynamo, which traces this, handles functorch itself)
+    if _functorch_active():
+        return _PY
+    return (KERNEL, _gn_forward_call) if kernel else (PLAIN_OP, _gn_plain_call)
+
+
+def kernel_for(x, weight=None, bias=None, residual=None):
+    """The kernels' operator if :func:`route` picks it for this call (see there), else None."""
+    how, op = route(x, weight, bias, residual)
+    return op if how == KERNEL else None
 
 
 def can_handle(x, weight=None, bias=None, residual=None) -> bool:

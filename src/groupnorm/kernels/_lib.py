@@ -4,7 +4,8 @@ calling it on tensors.
 The library has a plain C API (``csrc/gn_api.h``) and no PyTorch headers, so it does not tie the package to one
 torch release; ``csrc/gn_python.cpp`` makes it a Python module whose ``forward`` / ``backward`` take the API's
 arguments as ints (data pointers) and floats. This module knows the API's codes and turns tensors into (pointer,
-sizes, layout) arguments; it does not check user input beyond what the C side needs (``ops.py`` does that).
+sizes, layout) arguments; it does not check user input beyond what the C side needs (the operators of
+``csrc/gn_torch_ops.cpp`` do that).
 """
 from __future__ import annotations
 
