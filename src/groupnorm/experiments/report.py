@@ -26,8 +26,8 @@ PAPER_TABLE2 = {"BN": {32: 23.6, 16: 23.7, 8: 24.8, 4: 27.3, 2: 34.7},
                 "GN": {32: 24.1, 16: 24.2, 8: 24.0, 4: 24.2, 2: 24.1}}
 PAPER_TABLE3_G = {64: 24.6, 32: 24.1, 16: 24.6, 8: 24.4, 4: 24.6, 2: 24.7, 1: 25.3}
 PAPER_TABLE3_K = {64: 24.4, 32: 24.5, 16: 24.2, 8: 24.3, 4: 24.8, 2: 25.6, 1: 28.4}
-PROTOCOL_FIELDS = ("train_size", "val_size", "arch", "widths", "blocks", "augment")
-_ROW_DEFAULTS = {"arch": DEFAULT_ARCH, "augment": True}  # rows written before the field existed
+PROTOCOL_FIELDS = ("train_size", "val_size", "arch", "widths", "blocks", "augment", "schedule")
+_ROW_DEFAULTS = {"arch": DEFAULT_ARCH, "augment": True, "schedule": "cosine"}  # rows written before the field existed
 
 
 def kind(row: dict) -> str:

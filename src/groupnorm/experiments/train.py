@@ -330,6 +330,7 @@ def _train_run(job: TrainJob):
                image_shape=list(train.info.image_shape),
                norm_batch=cfg.norm_batch, bn_batch=cfg.bn_batch, classes_per_worker=cfg.classes_per_worker,
                holdout=cfg.holdout, base_lr=cfg.base_lr, first_stride=cfg.first_stride, augment=cfg.augment,
+               schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs,
                val_error_curve=[h["val_error"] for h in history],
                train_error_curve=[h["train_error"] for h in history],
                **_percentile_fields(history),
