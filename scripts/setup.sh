@@ -45,3 +45,5 @@ if [ ! -f .setup-stamp ] || [ "$(cat .setup-stamp)" != "$STAMP_SRC" ] || ! "$VPY
     echo "$STAMP_SRC" > .setup-stamp
 fi
 echo "[setup] ready: $("$VPY" -c 'import importlib.metadata as m; print("groupnorm", m.version("groupnorm"), "torch", m.version("torch"))')"
+# the kernels are an optional extension: a compile error is only a pip warning, so say it here
+"$VPY" -c 'from groupnorm import kernels as k; e = k.load_error(); e and print("[setup] warning: compiled kernels unavailable, plain PyTorch path only:", e)' || true

@@ -1,7 +1,7 @@
 """The plain path, both forms: the C++ operator ``groupnorm::gn_plain`` (what GROUPNORM_DISABLE_KERNELS=1 and
 every declined case get in eager mode) and the Python ``groupnorm.plain.group_norm_plain`` (tracing, functorch,
 no compiled library). Torch's own GN in the input's dtype, in place only without a graph; the operator shifts
-large means only where torch's CPU kernel needs it, the Python form always (by one value per group).
+large means only where torch's CPU kernel needs it, the Python form always (by the group's mean).
 
 Against the NumPy float64 reference: values at means up to 1e6 standard deviations in both layouts and three
 dtypes; gradients there; torch's result bit for bit below the shift threshold (the rule did not fire) and
@@ -137,8 +137,8 @@ def test_residual_requiring_grad_alone_records_the_graph(form):
 
 
 def test_vmap_shifts_statically():
-    """Under vmap no data-dependent branch is possible: the input is shifted by one of its own values per group,
-    which is exact at any mean."""
+    """Under vmap no data-dependent branch is possible: the input is always shifted by its group's mean, which
+    is exact at any mean."""
     x = _input((3, 2, 16, 8, 8), 1e5, torch.float32, False)  # 3 vmapped samples of (2, 16, 8, 8)
     x = x.contiguous()
     y = torch.func.vmap(lambda t: group_norm_plain(t, 4))(x)

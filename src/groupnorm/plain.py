@@ -23,8 +23,8 @@ threshold, which keeps the error below ``ERROR_BUDGET`` of the dtype at any mean
 inputs. Here no value can be read (a traced graph or a functorch transform cannot branch on data), so: while
 tracing no shift is applied (inductor decomposes GN into a Welford ``var_mean``; ONNX Runtime has its own
 kernel); otherwise (functorch, or no compiled library) a CPU float32 / bfloat16 / float16 input is always
-shifted by the first value of each group (detached: exact for any mean, one extra pass over x; float32 for
-the half types). CUDA's GN uses Welford (no shift needed); float64 has room to spare.
+shifted by its group's mean (detached; computed in float32, whose rounding leaves ``r`` below 0.1 at means of
+1e6 standard deviations; two extra passes over x; the GN itself in float32 for the half types). CUDA's GN uses Welford (no shift needed); float64 has room to spare.
 """
 from __future__ import annotations
 
@@ -87,10 +87,9 @@ def group_norm_plain(x, num_groups: int, weight=None, bias=None, eps: float = 1e
         x.requires_grad or any(t is not None and t.requires_grad for t in (weight, bias, residual)))
     if x.device.type != "cpu" or x.dtype not in _SHIFTED_DTYPES or x.numel() == 0 or _tracing():
         y = torch.group_norm(x, num_groups, _param(weight, x), _param(bias, x), eps)
-    else:  # functorch or no compiled library: no data-dependent branch, so shift by one value per group
-        cpg = x.shape[1] // num_groups
-        first = x[(slice(None), slice(None, None, cpg)) + (0,) * (x.dim() - 2)].detach()  # (N, G)
-        y = _shifted_group_norm(x, first, num_groups, weight, bias, eps)
+    else:  # functorch or no compiled library: no data-dependent branch, so always shift by the group's mean
+        k = x.detach().float().reshape(x.shape[0], num_groups, -1).mean(-1)  # (N, G), float32
+        y = _shifted_group_norm(x, k, num_groups, weight, bias, eps)
     if residual is not None:
         y = y + residual if record else y.add_(residual)
     if activation is not None:
