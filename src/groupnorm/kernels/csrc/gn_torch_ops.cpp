@@ -110,6 +110,24 @@ void check_tensor(const Tensor& t, const char* name, const Tensor& x) {
                      " but x has dtype ", dtype_name(x.scalar_type()), "; they must match");
 }
 
+/* The checks both operators make, with groupnorm.functional's messages: G against C (x's channels), the
+ * shapes of weight / bias, eps and the activation code. */
+void check_args(const SymInt& C, int64_t G, const optional<Tensor>& w, const optional<Tensor>& b, double eps,
+                int64_t act) {
+    TORCH_CHECK_VALUE(G >= 1, "num_groups must be a positive integer, got num_groups=", G);
+    TORCH_CHECK_VALUE(C % G == 0, "num_groups=", G, " does not divide num_channels=", C);
+    for (const auto& [p, name] : {std::pair{&w, "weight"}, std::pair{&b, "bias"}}) {
+        if (!p->has_value()) continue;
+        const Tensor& t = **p;
+        TORCH_CHECK_VALUE(t.dim() == 1 && t.sym_size(0) == C, name, " must have shape (", C,
+                          ",) for an input with ", C, " channels, got ", shape_str(t.sym_sizes()));
+    }
+    TORCH_CHECK_VALUE(eps >= 0 && std::isfinite(eps), "eps must be a finite non-negative number, got eps=",
+                      float_repr(eps));
+    TORCH_CHECK_VALUE(act >= GN_ACT_NONE && act <= GN_ACT_GELU, "activation must be a code ", int(GN_ACT_NONE), "..",
+                      int(GN_ACT_GELU), " of groupnorm.args.ACTIVATION_CODES, got activation=", act);
+}
+
 void check_forward(const Tensor& x, int64_t G, const optional<Tensor>& w, const optional<Tensor>& b, double eps,
                    int64_t act, const optional<Tensor>& r) {
     TORCH_CHECK_VALUE(x.device().is_cpu() || x.device().is_meta(),
@@ -122,20 +140,9 @@ void check_forward(const Tensor& x, int64_t G, const optional<Tensor>& w, const 
                       shape_str(sizes));
     TORCH_CHECK_VALUE(x.sym_numel() != 0, "x is empty (shape ", shape_str(sizes),
                       "); the kernels need at least one element");
-    const SymInt& C = sizes[1];
-    TORCH_CHECK_VALUE(G >= 1, "num_groups must be a positive int, got num_groups=", G);
-    TORCH_CHECK_VALUE(C % G == 0, "num_groups=", G, " does not divide num_channels=", C);
-    for (const auto& [p, name] : {std::pair{&w, "weight"}, std::pair{&b, "bias"}}) {
-        if (!p->has_value()) continue;
-        const Tensor& t = **p;
-        check_tensor(t, name, x);
-        TORCH_CHECK_VALUE(t.dim() == 1 && t.sym_size(0) == C, name, " must have shape (", C,
-                          ",) for an input with ", C, " channels, got ", shape_str(t.sym_sizes()));
-    }
-    TORCH_CHECK_VALUE(eps >= 0 && std::isfinite(eps), "eps must be a finite non-negative number, got eps=",
-                      float_repr(eps));
-    TORCH_CHECK_VALUE(act >= GN_ACT_NONE && act <= GN_ACT_GELU, "activation must be a code ", int(GN_ACT_NONE), "..",
-                      int(GN_ACT_GELU), " of groupnorm.args.ACTIVATION_CODES, got activation=", act);
+    for (const auto& [p, name] : {std::pair{&w, "weight"}, std::pair{&b, "bias"}})
+        if (p->has_value()) check_tensor(**p, name, x);
+    check_args(sizes[1], G, w, b, eps, act);
     if (r.has_value()) {
         check_tensor(*r, "residual", x);
         TORCH_CHECK_VALUE(r->sym_sizes() == sizes, "residual has shape ", shape_str(r->sym_sizes()),
@@ -395,21 +402,10 @@ void check_plain(const Tensor& x, int64_t G, const optional<Tensor>& w, const op
                       "got shape ", shape_str(sizes));
     TORCH_CHECK_TYPE(x.is_floating_point(), "group_norm expects a floating-point input, got dtype ",
                      dtype_name(x.scalar_type()));
-    const SymInt& C = sizes[1];
-    TORCH_CHECK_VALUE(G >= 1, "num_groups must be a positive integer, got num_groups=", G);
-    TORCH_CHECK_VALUE(C % G == 0, "num_groups=", G, " does not divide num_channels=", C);
-    for (const auto& [p, name] : {std::pair{&w, "weight"}, std::pair{&b, "bias"}}) {
-        if (!p->has_value()) continue;
-        const Tensor& t = **p;
-        TORCH_CHECK_VALUE(t.dim() == 1 && t.sym_size(0) == C, name, " must have shape (", C,
-                          ",) for an input with ", C, " channels, got ", shape_str(t.sym_sizes()));
-        TORCH_CHECK_TYPE(t.is_floating_point(), name, " must be floating point, got dtype ",
-                         dtype_name(t.scalar_type()));
-    }
-    TORCH_CHECK_VALUE(eps >= 0 && std::isfinite(eps), "eps must be a finite non-negative number, got eps=",
-                      float_repr(eps));
-    TORCH_CHECK_VALUE(act >= GN_ACT_NONE && act <= GN_ACT_GELU, "activation must be a code ", int(GN_ACT_NONE), "..",
-                      int(GN_ACT_GELU), " of groupnorm.args.ACTIVATION_CODES, got activation=", act);
+    check_args(sizes[1], G, w, b, eps, act);
+    for (const auto& [p, name] : {std::pair{&w, "weight"}, std::pair{&b, "bias"}})
+        TORCH_CHECK_TYPE(!p->has_value() || (*p)->is_floating_point(), name, " must be floating point, got dtype ",
+                         dtype_name((*p)->scalar_type()));
     if (r.has_value()) {
         TORCH_CHECK_VALUE(r->sym_sizes() == sizes, "residual has shape ", shape_str(r->sym_sizes()),
                           " but x has shape ", shape_str(sizes), "; they must match");
