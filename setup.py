@@ -112,10 +112,11 @@ class BuildKernels(build_ext):
 
 setup(
     ext_modules=[
-        # setup.py among the dependencies: a change of flags here relinks the library (distutils skips the link
-        # when the library is newer than the sources and depends, even though the objects were recompiled)
-        Extension(KERNEL_EXT, sources=[f"{CSRC}/gn_dispatch.cpp", f"{CSRC}/gn_python.cpp"], depends=HEADERS + ["setup.py"],
-                  optional=True),
+        # every unit BuildKernels compiles and setup.py among the dependencies: a change of one of them or of the
+        # flags here relinks the library (distutils skips the link when the library is newer than the sources
+        # and depends, even though the objects were recompiled)
+        Extension(KERNEL_EXT, sources=[f"{CSRC}/gn_dispatch.cpp", f"{CSRC}/gn_python.cpp"],
+                  depends=HEADERS + [TORCH_UNIT, *X86_LEVELS, "setup.py"], optional=True),
     ],
     cmdclass={"build_ext": BuildKernels},
 )
