@@ -84,7 +84,7 @@ def test_configs_carry_the_fields_and_keep_old_keys():
     assert {c.workers for c in ghost} == {4}
     # one global batch; one lr for the BN runs (only norm_batch changes), GN's own tuned lr for its reference
     assert len({c.global_batch for c in ghost}) == 1 and len({c.lr for c in ghost if c.norm == "bn"}) == 1
-    assert {c.base_lr for c in ghost if c.norm == "gn"} == {full.base_lr("gn")}
+    assert {c.base_lr for c in ghost if c.norm == "gn"} == {dict(full.lr_by_norm)["gn"]}
     non = experiment_configs("noniid", get_preset("full"), seeds=1)
     assert sorted({c.classes_per_worker for c in non}) == [1, 2, 10]
     assert {c.kind for c in non} == {"BN", "GN", "SyncBN"}

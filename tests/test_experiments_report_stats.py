@@ -136,3 +136,25 @@ def test_table_cells_take_the_protocols_workers_only():
              for s in range(3)]
     res = _results(rows)
     assert res.workers == 1 and [r["val_error"] for r in res.find("BN", 8)] == [10.0] * 3
+
+
+def test_rows_at_a_superseded_learning_rate_leave_the_tables():
+    """A preset whose lr for a setting changed re-runs it into the same directory: the tables take the rows of the
+    most recent rate and the report names the ones left out; the sweep table lists each variant with the rates
+    the main runs used."""
+    old = [_row("gn", 32, s, 20.0, groups=1, base_lr=6.4, experiment="table1", tag="o",
+                finished_at="2026-12-01T10:00:00Z") for s in range(3)]
+    new = [_row("gn", 32, s, 12.0, groups=1, base_lr=1.6, experiment="table1", tag="n",
+                finished_at="2026-12-07T10:00:00Z") for s in range(3)]
+    gn = [_row("gn", 32, s, 11.0) for s in range(3)]
+    sweep = [_row("gn", 32, 0, e, groups=1, holdout=True, base_lr=lr, experiment="lrsweep", tag=f"h{lr}")
+             for lr, e in ((1.6, 13.0), (6.4, 18.0))]
+    kept, superseded = report.current_lr(old + new + gn)
+    assert {r["base_lr"] for r in kept if r["groups"] == 1} == {1.6} and superseded == old
+    assert len(kept) == 6
+    rows = old + new + gn + sweep
+    roles = report.split_roles(rows)
+    assert roles["superseded"] == old and len(roles["main"]) == 6
+    table = report._lrsweep(roles["lrsweep"], roles["main"])
+    assert "| LN | 13.00 | 18.00 | 1.6 | 1.6 |" in table
+    assert report.row_variant(gn[0]) == "GN G=32" and report.row_variant(_row("gn", 32, group_size=4)) == "GN K=4"

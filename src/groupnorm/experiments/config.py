@@ -65,11 +65,17 @@ def norm_kind(norm: str, groups: int | None = None, group_size: int | None = Non
     return "GN" + ws
 
 
-def run_label(kind: str, groups_and_size: tuple, batch_per_worker: int, seed: int) -> str:
-    """``GN G=32 b=8 s=0``, ``GN K=4 b=32 s=1``, ``BN b=2 s=0``: the run as messages and progress bars name it."""
+def variant_label(kind: str, groups_and_size: tuple) -> str:
+    """``GN G=32``, ``GN K=4``, ``GN+WS G=32``, ``LN``, ``IN``, ``BN``: the normalization a run uses, as the lr
+    sweep, the presets' per-variant learning rates and the run labels name it."""
     g, k = groups_and_size
     gk = f" K={k}" if k not in (None, 1) else (f" G={g}" if kind.startswith("GN") and g is not None else "")
-    return f"{kind}{gk} b={batch_per_worker} s={seed}"
+    return kind + gk
+
+
+def run_label(kind: str, groups_and_size: tuple, batch_per_worker: int, seed: int) -> str:
+    """``GN G=32 b=8 s=0``, ``GN K=4 b=32 s=1``, ``BN b=2 s=0``: the run as messages and progress bars name it."""
+    return f"{variant_label(kind, groups_and_size)} b={batch_per_worker} s={seed}"
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,11 @@ class RunConfig:
     def kind(self) -> str:
         return norm_kind(self.norm, *self.canonical_groups(), norm_batch=self.norm_batch,
                          global_batch=self.global_batch)
+
+    @property
+    def variant(self) -> str:
+        """The normalization variant (``variant_label``): what the lr sweep tunes a learning rate for."""
+        return variant_label(self.kind, self.canonical_groups())
 
     @property
     def label(self) -> str:
@@ -238,9 +249,11 @@ class Preset:
     """A preset: the protocol (``base``), the settings of each experiment and the seeds.
 
     ``lr_by_norm``: base learning rate (per ``lr_ref_batch`` images) per norm family: ``bn`` (BN, SyncBN,
-    ghost BN), ``gn`` (GN, LN, IN, GN+WS: the GN family shares GN's), ``none`` (VGG without normalization);
-    norms not named use ``base.base_lr``. ``seeds_by_experiment``: experiments run with fewer seeds than
-    ``seeds`` (the lr sweep, Figure 3, the long control)."""
+    ghost BN), ``gn`` (GN, LN, IN, GN+WS), ``none`` (VGG without normalization); norms not named use
+    ``base.base_lr``. ``lr_by_variant``: per variant (``RunConfig.variant``: ``LN``, ``GN G=4``, ``GN K=16``,
+    ...), before the family's. ``lrsweep_variants``: (norm, groups, group_size) of the variants the lr sweep
+    tunes besides BN and GN (at ``lrsweep_variant_lrs``, or ``lrsweep_lrs`` when empty).
+    ``seeds_by_experiment``: experiments run with fewer seeds than ``seeds`` (the lr sweep, Figure 3)."""
 
     name: str
     base: RunConfig
@@ -259,6 +272,9 @@ class Preset:
     group_workers: int | None = None                # workers of noniid and ghost (None: the protocol's)
     lr_by_norm: tuple = ()                          # ((family, base_lr), ...), see the class docstring
     lrsweep_lrs: tuple = (0.2, 0.4, 0.8, 1.6, 3.2)  # base learning rates per 256 images tried by lrsweep
+    lr_by_variant: tuple = ()                       # ((variant, base_lr), ...), see the class docstring
+    lrsweep_variants: tuple = ()                    # ((norm, groups, group_size), ...) swept besides BN and GN
+    lrsweep_variant_lrs: tuple = ()                 # their base learning rates (empty: lrsweep_lrs)
     control_factor: int = 2                         # the control runs' epochs: this times the protocol's
     vgg_norms: tuple = ("none", "bn", "gn")
     vgg_widths: tuple = (64, 128, 256)
@@ -269,9 +285,13 @@ class Preset:
     needs_data_dir: bool = False                    # no default directory: --data-dir is required
     data_format: str = "auto"                       # --dataset unless given (dataspec.FORMATS)
 
-    def base_lr(self, norm: str) -> float:
-        """The base learning rate of ``norm`` (a config name: bn, gn, ln, in, gn+ws, none, ...)."""
-        family = {"ln": "gn", "in": "gn", "gn+ws": "gn", "bn-frozen": "bn"}.get(norm, norm)
+    def base_lr(self, cfg: "RunConfig") -> float:
+        """The base learning rate of ``cfg``'s normalization: its variant's (``lr_by_variant``), else its norm
+        family's (``lr_by_norm``), else ``base.base_lr``."""
+        variants = dict(self.lr_by_variant)
+        if cfg.variant in variants:
+            return variants[cfg.variant]
+        family = {"ln": "gn", "in": "gn", "gn+ws": "gn", "bn-frozen": "bn"}.get(cfg.norm, cfg.norm)
         return dict(self.lr_by_norm).get(family, self.base.base_lr)
 
     def seeds_of(self, experiment: str, seeds: int) -> int:
@@ -305,6 +325,13 @@ PROTOCOL_LRSWEEP = (0.4, 0.8, 1.6, 3.2, 6.4, 12.8)
 # 16.20 / 15.65 / 15.70 / 15.43 / 19.00 -> 6.4. Both inside the swept range. VGG without normalization: not
 # swept, 0.4 per 256 (a plain deep net needs a smaller rate than a normalized one).
 PROTOCOL_LR = (("bn", 1.6), ("gn", 6.4), ("none", 0.4))
+# The variants of Tables 1 and 3 besides GN G=32 get their own sweep (full's lrsweep): at GN's 6.4, LN and GN with
+# few, large groups do not fit their training images (LN: 19% training error). G=32 is GN; G=1 is LN, K=1 is IN.
+PROTOCOL_SWEEP_VARIANTS = (("ln", None, None), ("in", None, None), ("gn+ws", 32, None),
+                           *(("gn", g, None) for g in (64, 16, 8, 4, 2)),
+                           *(("gn", None, k) for k in (64, 32, 16, 8, 4, 2)))
+PROTOCOL_VARIANT_LRSWEEP = (0.4, 0.8, 1.6, 3.2, 6.4)
+PROTOCOL_LR_VARIANT = ()
 
 PRESETS = {
     # Seconds: a handful of tiny runs, for the tests.
@@ -333,6 +360,8 @@ PRESETS = {
         table1_norms=("bn", "ln", "in", "gn", "gn+ws"), lrsweep_lrs=PROTOCOL_LRSWEEP,
         table2_batches=(32, 16, 8, 4, 2), table3_groups=(64, 32, 16, 8, 4, 2, 1),
         table3_group_sizes=(64, 32, 16, 8, 4, 2, 1), lr_by_norm=PROTOCOL_LR,
+        lr_by_variant=PROTOCOL_LR_VARIANT, lrsweep_variants=PROTOCOL_SWEEP_VARIANTS,
+        lrsweep_variant_lrs=PROTOCOL_VARIANT_LRSWEEP,
         all_experiments=("lrsweep", "table2", "noniid", "ghost", "control", "table1", "table3", "vgg")),
     # What a GPU user runs (see docs/harness.md): the paper's protocol, data sets in their official formats.
     # CIFAR-10 (50k training images, validation on the 10k test images): 8 workers, the paper's b list, its
@@ -447,7 +476,9 @@ def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None
         + [dict(norm="gn", batch_per_worker=gb, workers=gw),
            dict(norm="bn", batch_per_worker=gb, norm_batch=gw * gb, workers=gw)],
         "lrsweep": [dict(norm=n, batch_per_worker=b1, base_lr=lr, holdout=True)
-                    for n in ("bn", "gn") for lr in preset.lrsweep_lrs],
+                    for n in ("bn", "gn") for lr in preset.lrsweep_lrs]
+        + [dict(norm=n, groups=g, group_size=k, batch_per_worker=b1, base_lr=lr, holdout=True)
+           for n, g, k in preset.lrsweep_variants for lr in preset.lrsweep_variant_lrs or preset.lrsweep_lrs],
         "control": [dict(norm="bn", batch_per_worker=b, epochs=base.epochs * preset.control_factor)
                     for b in (big, small)],
         "vgg": [dict(norm=n, batch_per_worker=b1, arch="vgg", widths=preset.vgg_widths, blocks=preset.vgg_blocks,
@@ -461,9 +492,9 @@ def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None
             if seed >= preset.seeds_of(name, n_seeds):
                 continue
             for over in plan[name]:
-                over = dict(over)
-                over.setdefault("base_lr", preset.base_lr(over["norm"]))
                 cfg = dataclasses.replace(base, seed=seed, experiment=name, **over)
+                if "base_lr" not in over:
+                    cfg = dataclasses.replace(cfg, base_lr=preset.base_lr(cfg))
                 cfg.validate()
                 if cfg.key() not in seen:
                     seen.add(cfg.key())

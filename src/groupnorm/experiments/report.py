@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 
 from . import store
 from .archs import DEFAULT_ARCH
-from .config import norm_kind
+from .config import norm_kind, variant_label
 from .report_bn import is_standard, sections
 from .report_stats import CONVERGENCE_POINTS, cell, ci95, control_check, converged, paired
 
@@ -54,12 +54,29 @@ def split_roles(rows: list[dict]) -> dict:
     """Rows by role: ``main`` (ResNet, test-split validation, the most common epoch count), ``control`` (ResNet
     at other epoch counts), ``lrsweep`` (``holdout`` rows) and ``vgg``."""
     sweep = [r for r in rows if r.get("holdout")]
-    vgg = [r for r in rows if not r.get("holdout") and r.get("arch", "resnet") == "vgg"]
-    res = [r for r in rows if not r.get("holdout") and r.get("arch", "resnet") != "vgg"]
+    rows, superseded = current_lr(r for r in rows if not r.get("holdout"))
+    vgg = [r for r in rows if r.get("arch", "resnet") == "vgg"]
+    res = [r for r in rows if r.get("arch", "resnet") != "vgg"]
     counts = Counter(r["epochs"] for r in res if r.get("experiment") != "control") or Counter(r["epochs"] for r in res)
     epochs = counts.most_common(1)[0][0] if counts else None
     return dict(main=[r for r in res if r["epochs"] == epochs], control=[r for r in res if r["epochs"] != epochs],
-                lrsweep=sweep, vgg=vgg)
+                lrsweep=sweep, vgg=vgg, superseded=superseded)
+
+
+def current_lr(rows) -> tuple[list[dict], list[dict]]:
+    """(kept, superseded): where one setting (all but seed and learning rate, in one protocol) has rows at several
+    base learning rates, only those at the rate of its most recently finished run are kept. A preset whose
+    learning rate for a setting changed (a new lr sweep) re-runs it at the new rate into the same directory; the
+    old rows are another experiment, not more seeds of this one."""
+    rows = list(rows)
+    latest: dict = {}
+    for r in rows:
+        key = (_protocol(r), r.get("arch"), _setting(r)[:-1])
+        lr_seen = latest.setdefault(key, {})
+        lr_seen[r.get("base_lr")] = max(lr_seen.get(r.get("base_lr"), ""), r.get("finished_at", ""))
+    keep = {key: max(lrs, key=lrs.get) for key, lrs in latest.items()}
+    kept = [r for r in rows if keep[(_protocol(r), r.get("arch"), _setting(r)[:-1])] == r.get("base_lr")]
+    return kept, [r for r in rows if keep[(_protocol(r), r.get("arch"), _setting(r)[:-1])] != r.get("base_lr")]
 
 
 class Results:
@@ -206,26 +223,49 @@ def _table3(res: Results, b1: int, r0: dict) -> list[str]:
                 "group everywhere). Plot: `table3_groups.png`.", ""]
 
 
-def _lrsweep(rows: list[dict], used: dict) -> list[str]:
+def row_variant(row: dict) -> str:
+    """A results row's normalization variant (``GN G=4``, ``LN``, ...: :func:`config.variant_label`)."""
+    return variant_label(kind(row), (row.get("groups"), row.get("group_size")))
+
+
+def _lrsweep(rows: list[dict], main: list[dict]) -> list[str]:
+    """The sweep's table: held-out error per variant and base lr, its argmin, and the rates the main runs of
+    the sweep's batch size used (``main``)."""
     if not rows:
         return []
+    b = rows[0]["batch_per_worker"]
     lrs = sorted({r["base_lr"] for r in rows})
-    kinds = [k for k in ("BN", "GN") if any(kind(r) == k for r in rows)]
+    variants = list(dict.fromkeys(row_variant(r) for r in sorted(rows, key=lambda r: _variant_order(row_variant(r)))))
+    used = defaultdict(set)
+    for r in main:
+        if is_standard(r) and r["batch_per_worker"] == b:
+            used[row_variant(r)].add(r["base_lr"])
     L = ["## Learning-rate sweep (held-out training images, not the reported validation set)", "",
-         f"{rows[0]['batch_per_worker']} images per worker, {rows[0]['workers']} worker(s), the main protocol's "
+         f"{b} images per worker, {rows[0]['workers']} worker(s), the main protocol's "
          f"epochs and data; validation on {rows[0]['val_size']} images held out of the training split "
          "(`holdout`), so the choice does not look at the images the tables report. Base learning rate per 256 "
-         "images (linear scaling).", "",
-         "| norm | " + " | ".join(f"{lr:g}" for lr in lrs) + " | best | used by the runs |",
+         "images (linear scaling); mean ± 95% interval over the sweep's seeds.", "",
+         "| variant | " + " | ".join(f"{lr:g}" for lr in lrs) + " | best | used by the runs |",
          "|---|" + "---|" * (len(lrs) + 2)]
-    for k in kinds:
-        errs = {lr: [r["val_error"] for r in rows if kind(r) == k and r["base_lr"] == lr] for lr in lrs}
-        have = {lr: statistics.fmean(v) for lr, v in errs.items() if v}
-        best = min(have, key=have.get) if have else None
-        L.append(f"| {k} | " + " | ".join(_cell(errs[lr]) for lr in lrs)
-                 + f" | {best:g} | {used.get(k, '–')} |")
-    return L + ["", "The paper uses 0.1 per 256 for both (tuned for BN) and notes that BN's hyper-parameters may "
-                "not suit GN; the presets use each norm's best (LN, IN and GN+WS take GN's).", ""]
+    for v in variants:
+        errs = {lr: [r["val_error"] for r in rows if row_variant(r) == v and r["base_lr"] == lr] for lr in lrs}
+        have = {lr: statistics.fmean(e) for lr, e in errs.items() if e}
+        best = min(have, key=have.get)
+        u = ", ".join(f"{x:g}" for x in sorted(used.get(v, ()))) or "–"
+        L.append(f"| {v} | " + " | ".join(_cell(errs[lr]) if errs[lr] else "–" for lr in lrs)
+                 + f" | {best:g} | {u} |")
+    return L + ["", "The paper uses 0.1 per 256 for every norm (tuned for BN) and notes that BN's "
+                "hyper-parameters may not suit GN; the presets use each variant's best (variants not swept take "
+                "their family's: BN's for BN kinds, GN's for the GN family).", ""]
+
+
+def _variant_order(v: str) -> tuple:
+    """Sweep table order: BN, GN G=32, LN, IN, GN+WS, then G and K from large to small."""
+    head = ("BN", "GN G=32", "LN", "IN", "GN+WS G=32")
+    if v in head:
+        return (0, head.index(v), 0)
+    name, _, val = v.partition(" ")
+    return (1 if "G=" in val else 2, -int(val.split("=")[1]) if "=" in val else 0, name)
 
 
 def _convergence(main: list[dict], control: list[dict], read_metrics) -> tuple[list[str], list[str]]:
@@ -307,6 +347,10 @@ def build_report(out: str) -> tuple[str, Results]:
           "error %, 8 workers, 100 epochs): the trends are comparable, the absolute values are not.", ""]
     if res.other_protocols:
         L += [f"({res.other_protocols} rows of another protocol in this directory are not shown.)", ""]
+    if roles["superseded"]:
+        names = sorted({f"{setting_name(r)} at base lr {r.get('base_lr')}" for r in roles["superseded"]})
+        L += [f"({len(roles['superseded'])} rows at a learning rate the preset no longer uses are not shown: "
+              + ", ".join(names) + ".)", ""]
     div = [r for r in rows if r.get("diverged")]
     if div:
         L += ["Diverged runs (loss became non-finite; their error is the one measured when they stopped): "
@@ -321,8 +365,7 @@ def build_report(out: str) -> tuple[str, Results]:
     if b1 is not None:
         L += _table1(res, b1) + _table3(res, b1, r0)
     L += sections(res.rows, kind)
-    L += _lrsweep(roles["lrsweep"], {kind(r): f"{r['base_lr']:g}" for r in res.rows
-                                     if kind(r) in ("BN", "GN") and is_standard(r)})
+    L += _lrsweep(roles["lrsweep"], res.rows)
     L += conv_lines
     L += _fig3(roles["vgg"])
     L += ["## All runs", "",
