@@ -230,6 +230,36 @@ def test_torch_compile_fullgraph_as_a_fresh_process_first_call():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=600)
 
 
+@pytest.mark.slow  # torch.compile
+def test_torch_compile_decomposes_the_entry_into_what_eager_runs(monkeypatch):
+    """Under torch.compile the C++ entry is traced too: AOT autograd decomposes it, at trace time, into the
+    kernels' gn_forward where they take the call and into torch's own GN where they do not (the switch set)."""
+    from torch._functorch.aot_autograd import aot_module_simplified
+
+    from groupnorm import functional
+
+    def graph_of(fn, *args):
+        torch._dynamo.reset()
+        seen = []
+
+        def backend(gm, inputs):
+            return aot_module_simplified(gm, inputs, fw_compiler=lambda g, _: seen.append(g.code) or g)
+
+        out = torch.compile(fn, backend=backend, fullgraph=True)(*args)
+        torch.testing.assert_close(out, fn(*args), rtol=1e-5, atol=1e-6)
+        return seen[0]
+
+    x = torch.randn(2, 8, 5, 5, requires_grad=True)
+    f = lambda t: functional.group_norm(t, 4, activation="silu")  # noqa: E731
+    monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
+    code = graph_of(f, x)
+    assert "groupnorm.gn_forward" in code and "native_group_norm" not in code
+    monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "1")
+    code = graph_of(f, x)
+    assert "groupnorm.gn_forward" not in code and "native_group_norm" in code
+    torch._dynamo.reset()
+
+
 @pytest.mark.slow  # torch.compile / subprocess
 def test_torch_compile_inductor_forward():
     x, w, b, _ = make_case((2, 8, 5, 5), torch.float32, True)
@@ -339,22 +369,23 @@ def test_functional_dispatches_to_kernels(monkeypatch):
 
     monkeypatch.setattr(functional, "_route", spy_route)
     monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
-    K, P = kernels.KERNEL, kernels.PLAIN_OP
+    E = kernels.ENTRY
     x = torch.randn(2, 8, 4, 4)
     y = functional.group_norm(x, 4, activation="silu")
-    assert calls == [(K, 4, 2, 1e-5)] and asked == [1]
+    assert calls == [(E, 4, 2, 1e-5)] and asked == [1]
     # group_size=, an int eps and a NumPy float eps take the kernels too, as G and a float
     y_gs = functional.group_norm(x, group_size=2, eps=np.float64(1e-5), activation="silu")
-    assert calls[-1] == (K, 4, 2, 1e-5) and type(calls[-1][3]) is float
+    assert calls[-1] == (E, 4, 2, 1e-5) and type(calls[-1][3]) is float
     torch.testing.assert_close(y_gs, y, rtol=0, atol=0)
     functional.group_norm(x, 4, eps=0, activation="silu")
-    assert calls[-1] == (K, 4, 2, 0.0) and type(calls[-1][3]) is float and len(calls) == 3 and len(asked) == 3
-    # declined cases take the plain path's operator, asked once
-    functional.group_norm(x, 4, torch.ones(8, dtype=torch.float64))
-    assert calls[-1] == (P, 4, 0, 1e-5) and len(asked) == 4
+    assert calls[-1] == (E, 4, 2, 0.0) and type(calls[-1][3]) is float and len(calls) == 3 and len(asked) == 3
+    # declined cases go through the same entry (which runs the plain operator), asked once
+    w64 = torch.ones(8, dtype=torch.float64)
+    functional.group_norm(x, 4, w64)
+    assert calls[-1] == (E, 4, 0, 1e-5) and len(asked) == 4 and not kernels.kernel_takes(x, w64)
     monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "1")
     y_plain = functional.group_norm(x, 4, activation="silu")
-    assert calls[-1] == (P, 4, 2, 1e-5) and len(calls) == 5 and len(asked) == 5
+    assert calls[-1] == (E, 4, 2, 1e-5) and len(calls) == 5 and len(asked) == 5 and not kernels.kernel_takes(x)
     torch.testing.assert_close(y, y_plain, rtol=1e-5, atol=1e-5)
 
 

@@ -123,15 +123,17 @@ def test_bench_plain_section_runs_the_plain_path(tmp_path, capsys, monkeypatch):
 
     calls = []
 
-    def counting(real):
+    def counting(real, takes=lambda *a: False):
         def call(*a, **k):
-            calls.append(1)
+            calls.append(takes(*a))
             return real(*a, **k)
         return call
 
-    # the plain path: its C++ operator (the route's PLAIN_OP), or the Python form where the library did not build
+    # the plain path: the C++ entry with the kernels declining (its predicate false at each call), or the Python
+    # form where the library did not build
     if kernels.is_available():
-        monkeypatch.setattr(kernels, "_gn_plain_call", counting(kernels._gn_plain_call))
+        monkeypatch.setattr(kernels, "_group_norm_call", counting(
+            kernels._group_norm_call, lambda x, g, w, b, eps, act, r: kernels.kernel_takes(x, w, b, r)))
     else:
         monkeypatch.setattr(functional, "group_norm_plain", counting(functional.group_norm_plain))
     monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
@@ -140,7 +142,7 @@ def test_bench_plain_section_runs_the_plain_path(tmp_path, capsys, monkeypatch):
                      "--threads", "1", "--json", str(out)]) == 0
     assert "GROUPNORM_DISABLE_KERNELS" not in os.environ  # set for the section only
     # 3 pairs x (2 rounds) x 6 cases (fp32, bf16, fp16 by default; both layouts), all through the plain path
-    assert len(calls) == 3 * 2 * 6
+    assert calls == [False] * (3 * 2 * 6)
     assert "plain path (GROUPNORM_DISABLE_KERNELS=1)" in capsys.readouterr().out
     doc = json.loads(out.read_text())
     assert doc["cases"] == [] and doc["small"] == []

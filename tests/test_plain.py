@@ -168,16 +168,27 @@ def test_operator_double_backward_and_gradcheck():
 
 @needs_op
 def test_route_picks_each_form(monkeypatch):
-    """Eager, kernels declined or disabled: the C++ operator; without the compiled library, under vmap or while
-    tracing: the Python form (which the route's callers check and run)."""
+    """Eager: the C++ entry, which runs the kernels where its predicate holds and the plain operator otherwise
+    (kernels declined or disabled); without the compiled library, under vmap or while tracing: the Python form
+    (which the route's callers check and run)."""
     x = torch.randn(2, 8, 3, 3)
-    assert kernels.route(x)[0] == kernels.KERNEL
-    assert kernels.route(x, torch.randn(8, dtype=torch.float64))[0] == kernels.PLAIN_OP  # mixed dtypes
-    assert kernels.route(x.to(torch.int32))[0] == kernels.PLAIN_OP  # its C++ checks name the dtype
+    monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
+    assert kernels.route(x)[0] == kernels.ENTRY and kernels.kernel_takes(x)
+    w64 = torch.randn(8, dtype=torch.float64)
+    assert kernels.route(x, w64)[0] == kernels.ENTRY and not kernels.kernel_takes(x, w64)  # mixed dtypes: plain
+    assert kernels.route(x.to(torch.int32))[0] == kernels.ENTRY  # its C++ checks name the dtype
     assert kernels.route(x, "w")[0] == kernels.PLAIN_PY  # a non-tensor: the Python checks name it
     torch.func.vmap(lambda t: _assert_route(t, kernels.PLAIN_PY))(x)
-    monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "1")
-    assert kernels.route(x)[0] == kernels.PLAIN_OP
+    for value, takes in (("1", False), (" TRUE ", False), ("on", False), ("0", True), ("", True), ("no", True)):
+        monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", value)
+        assert kernels.route(x)[0] == kernels.ENTRY and kernels.kernel_takes(x) is takes
+        assert kernels.disabled() is not takes  # Python's reading of the switch agrees with the C++ one
+    xg = x.clone().requires_grad_(True)
+    monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "yes")
+    assert "groupnorm kernels" not in functional.group_norm(xg, 4).grad_fn.name()  # the plain operator ran
+    monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "0")
+    assert "groupnorm kernels" in functional.group_norm(xg, 4).grad_fn.name()
+    assert "groupnorm kernels" not in functional.group_norm(xg, 4, w64.float().double()).grad_fn.name()
     monkeypatch.setattr(kernels, "_available", False)
     assert kernels.route(x)[0] == kernels.PLAIN_PY
     big = _input((2, 8, 6, 6), 1e5, torch.float32, True)  # no library: the Python form, shifted, still exact

@@ -1,7 +1,7 @@
-"""Group normalization as a PyTorch function: one decision (``groupnorm.kernels.route``) picks the compiled
-kernels' operator, the plain path's C++ operator or the plain path in Python, and every argument is checked
-once, by the path that runs: the operators' C++ checks, or the checks here before the Python path (the same
-errors, naming the bad value).
+"""Group normalization as a PyTorch function: one decision (``groupnorm.kernels.route``) picks the C++ entry
+``groupnorm::group_norm`` (which itself picks the compiled kernels or torch's own GN) or the plain path in Python,
+and every argument is checked once, by the path that runs: the operators' C++ checks, or the checks here before
+the Python path (the same errors, naming the bad value).
 
 .. math::
 
@@ -26,7 +26,7 @@ __all__ = ["ACTIVATIONS", "resolve_num_groups", "group_norm", "group_norm_plain"
 _TENSOR = torch.Tensor
 _INF = float("inf")
 _route = kernels.route
-_KERNEL, _PLAIN_OP = kernels.KERNEL, kernels.PLAIN_OP
+_ENTRY = kernels.ENTRY
 
 
 def _check_param(p, num_channels, name: str) -> None:
@@ -78,11 +78,10 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
     code = activation_code(activation)
     if eps.__class__ is not float:
         eps = check_eps(eps)
-    # the one decision; the operators check what is left (rank, G dividing C, shapes, eps) in C++
+    # the C++ entry (it decides kernels or plain, and checks what is left: rank, G dividing C, shapes, eps) or
+    # the Python path
     how, op = _route(x, weight, bias, residual)
-    if how == _KERNEL:
-        return op(x, g, weight, bias, eps, code, residual)[0]
-    if how == _PLAIN_OP:
+    if how == _ENTRY:
         return op(x, g, weight, bias, eps, code, residual)
     _check(x, g, weight, bias, eps, residual)
     return group_norm_plain(x, g, weight, bias, eps, activation, residual)

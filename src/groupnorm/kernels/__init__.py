@@ -1,8 +1,9 @@
 """Compiled CPU kernels for GroupNorm with a fused activation and residual (forward and backward), and the
 plain path's operator.
 
-``groupnorm.functional.group_norm`` asks :func:`route` (the one decision) and calls the operator it returns
-(which checks the arguments in C++), or checks them itself and takes the plain path in Python. The kernels (C++
+``groupnorm.functional.group_norm`` asks :func:`route` and calls the C++ entry ``groupnorm::group_norm`` it
+returns (which checks the arguments and decides kernels or plain in C++), or checks them itself and takes the
+plain path in Python (tracing, ONNX export, functorch, no library). The kernels (C++
 in ``csrc/``, OpenMP threads, AVX-512 / AVX2 / baseline code chosen at run time, no PyTorch headers) are PyTorch
 operators registered from C++ (``csrc/gn_torch_ops.cpp``), so a call costs what a native ATen operator costs,
 and autograd, ``torch.compile``, fake tensors, ``gradcheck`` and double backward work through them:
@@ -19,14 +20,18 @@ and autograd, ``torch.compile``, fake tensors, ``gradcheck`` and double backward
 ``groupnorm::gn_plain(x, num_groups, weight, bias, eps, activation, residual=None) -> y``
     the plain path on any device and dtype (CompositeImplicitAutograd over torch's GN, add and activation,
     with the large-mean shift of ``groupnorm.plain``'s docstring on CPU).
+``groupnorm::group_norm(x, num_groups, weight, bias, eps, activation, residual=None) -> y``
+    the one entry (CompositeImplicitAutograd): gn_forward's y where the kernels take the call, else gn_plain's.
+``groupnorm::kernel_takes(x, weight, bias, residual) -> bool``
+    the entry's predicate (:func:`kernel_takes`).
 
 Covered: CPU tensors of rank >= 2 (N, C, *spatial), float32 / float64 / bfloat16 / float16 (half types and
 float32 accumulate in float32 lanes folded into float64 sums), contiguous or channels-last (any rank; other
 strides are copied to contiguous first), weight / bias of x's dtype or None, activation None / "relu" /
 "silu" / "gelu" (exact, erf), a residual of x's shape and dtype. Threads: ``torch.get_num_threads()``.
 
-Switches: the environment variable ``GROUPNORM_DISABLE_KERNELS=1`` (read at every call) forces the plain
-path; :func:`set_isa` forces an instruction-set level (0 baseline, 1 AVX2, 2 AVX-512, 3 AVX-512 with AVX512_BF16 for
+Switches: the environment variable ``GROUPNORM_DISABLE_KERNELS=1`` (read by the C++ entry at every call)
+forces the plain path; :func:`set_isa` forces an instruction-set level (0 baseline, 1 AVX2, 2 AVX-512, 3 AVX-512 with AVX512_BF16 for
 bfloat16 data) for testing.
 """
 from __future__ import annotations
@@ -39,7 +44,7 @@ from .._compat import functorch_transforms_active, in_onnx_export
 from ..args import activation_code
 from . import _lib
 
-__all__ = ["is_available", "route", "KERNEL", "PLAIN_OP", "PLAIN_PY", "kernel_for", "can_handle", "group_norm", "disabled", "load_error", "isa", "set_isa",
+__all__ = ["is_available", "route", "ENTRY", "PLAIN_PY", "kernel_takes", "kernel_for", "can_handle", "group_norm", "disabled", "load_error", "isa", "set_isa",
            "ISA_NAMES"]
 
 ISA_NAMES = _lib.ISA_NAMES
@@ -47,19 +52,23 @@ ISA_NAMES = _lib.ISA_NAMES
 _available = None  # True / False once known (a loaded library stays loaded)
 _ops_error = None
 _gn_forward = _gn_forward_call = None  # torch.ops.groupnorm.gn_forward.default and its C++ callable
-_gn_plain_call = None  # torch.ops.groupnorm.gn_plain.default's C++ callable
+_group_norm_op = _group_norm_call = None  # torch.ops.groupnorm.group_norm.default (the one entry) and its C++ callable
+_kernel_takes_call = None  # torch.ops.groupnorm.kernel_takes.default's C++ callable
 
 
 def is_available() -> bool:
     """True if the compiled kernel library loaded and registered its operators."""
-    global _available, _ops_error, _gn_forward, _gn_forward_call, _gn_plain_call
+    global _available, _ops_error, _gn_forward, _gn_forward_call, _group_norm_op, _group_norm_call, \
+        _kernel_takes_call
     if _available is None:
         ok = _lib.is_loaded()
         if ok:
             try:
                 _gn_forward = torch.ops.groupnorm.gn_forward.default
                 _gn_forward_call = _gn_forward._op  # what OpOverload.__call__ calls, without its Python frame
-                _gn_plain_call = torch.ops.groupnorm.gn_plain.default._op
+                _group_norm_op = torch.ops.groupnorm.group_norm.default
+                _group_norm_call = _group_norm_op._op
+                _kernel_takes_call = torch.ops.groupnorm.kernel_takes.default._op
             except (AttributeError, RuntimeError) as exc:  # a library built without its operator unit
                 _ops_error, ok = f"the kernels' PyTorch operators are not registered: {exc}", False
         _available = ok
@@ -108,27 +117,23 @@ _functorch_active = functorch_transforms_active
 _in_onnx_export = in_onnx_export
 
 
-KERNEL, PLAIN_OP, PLAIN_PY = 0, 1, 2
-"""What :func:`route` picks: the kernels' operator, the plain path's C++ operator, the plain path in Python."""
+ENTRY, PLAIN_PY = 0, 2
+"""What :func:`route` picks: the one C++ entry (``groupnorm::group_norm``), or the plain path in Python."""
 _PY = (PLAIN_PY, None)
 
 
 def route(x, weight=None, bias=None, residual=None):
-    """The one decision, ``(how, op)``: ``(KERNEL, f)`` with ``f(x, num_groups, weight, bias, eps,
-    activation_code, residual) -> (y, mean, rstd)`` the kernels' operator; ``(PLAIN_OP, f)`` with the same
-    arguments returning ``y``, the plain path's C++ operator (``groupnorm::gn_plain``: torch's own GN, add and
-    activation, no Python between them); or ``(PLAIN_PY, None)``, the plain path in Python
-    (:func:`groupnorm.plain.group_norm_plain`, after ``groupnorm.functional``'s checks). Both operators check
-    their arguments in C++ and raise the errors the Python checks raise.
+    """The one Python decision, ``(how, op)``: ``(ENTRY, f)`` with ``f(x, num_groups, weight, bias, eps,
+    activation_code, residual) -> y`` the C++ entry ``groupnorm::group_norm``, which decides kernels or plain
+    (``kernel_takes`` in ``csrc/gn_torch_ops.cpp``, the one predicate; :func:`kernel_takes` asks it) and checks
+    the arguments with the errors the Python checks raise; or ``(PLAIN_PY, None)``, the plain path in Python
+    (:func:`groupnorm.plain.group_norm_plain`, after ``groupnorm.functional``'s checks).
 
-    It looks only at what decides the route (any value may come in: a non-tensor goes to Python, whose checks
-    name it). PLAIN_PY when: the library did not load; x, weight, bias or residual is not None or a dense
-    (strided) tensor; during ONNX export or TorchScript tracing / scripting (they need standard ops); while
-    dynamo traces a case the kernels decline (``torch.compile``: the plain path is then traced as torch ops);
-    under functorch transforms (``torch.func.vmap``, ``grad``, ...), which the Python path composes with.
-    KERNEL when x is a CPU tensor of a kernel dtype with at least one element, weight / bias / residual are
-    None or CPU tensors of x's dtype, and ``GROUPNORM_DISABLE_KERNELS`` is not set; else PLAIN_OP. The
-    callable is the ``OpOverload`` while dynamo traces, else its C++ entry (no Python frame).
+    PLAIN_PY when: the library did not load; x, weight, bias or residual is not None or a dense (strided)
+    tensor (a non-tensor goes to Python, whose checks name it); during ONNX export or TorchScript tracing /
+    scripting (they need standard ops); under functorch transforms (``torch.func.vmap``, ``grad``, ...), which
+    the Python path composes with. Else ENTRY: the ``OpOverload`` while dynamo traces (``torch.compile``; AOT
+    autograd decomposes it into gn_forward or torch's ops at trace time), else its C++ entry (no Python frame).
     """
     # one function, no helpers: inside a training step every Python call costs several times what it costs in a
     # tight loop (cold caches), and this runs once per GN call
@@ -136,38 +141,40 @@ def route(x, weight=None, bias=None, residual=None):
         return _PY
     if x.__class__ is not _TENSOR and not isinstance(x, _TENSOR) or x.layout is not _STRIDED:
         return _PY
+    for p in (weight, bias, residual):
+        if p is not None and (not isinstance(p, _TENSOR) or p.layout is not _STRIDED):
+            return _PY
     if _is_scripting() or _is_tracing():
         return _PY
-    kernel = x.is_cpu and x.dtype in _DTYPES and x.numel() != 0
-    dtype = x.dtype
-    for p in (weight, bias, residual):
-        if p is not None:
-            if not isinstance(p, _TENSOR) or p.layout is not _STRIDED:
-                return _PY
-            if kernel and (p.dtype is not dtype or not p.is_cpu):
-                kernel = False
-    if kernel and (_ENV_DATA is None or _ENV_DATA_KEY in _ENV_DATA) and disabled():
-        kernel = False
     compiling = _is_compiling()
     if _in_onnx_export(compiling):
         return _PY
     if compiling:
-        return (KERNEL, _gn_forward) if kernel else _PY
+        return (ENTRY, _group_norm_op)
     # vmap / grad / jvp: the Python path composes with them (dynamo, which traces this, handles functorch itself)
     if _functorch_active():
         return _PY
-    return (KERNEL, _gn_forward_call) if kernel else (PLAIN_OP, _gn_plain_call)
+    return (ENTRY, _group_norm_call)
+
+
+def kernel_takes(x, weight=None, bias=None, residual=None) -> bool:
+    """Whether a ``groupnorm.functional.group_norm`` call with these tensors runs the compiled kernels now:
+    :func:`route` picks the C++ entry and the entry's predicate (x a non-empty dense CPU tensor of a kernel dtype,
+    weight / bias / residual None or CPU tensors of x's dtype, ``GROUPNORM_DISABLE_KERNELS`` not set) holds."""
+    if route(x, weight, bias, residual)[0] != ENTRY or _is_compiling():
+        return False
+    return _kernel_takes_call(x, weight, bias, residual)
 
 
 def kernel_for(x, weight=None, bias=None, residual=None):
-    """The kernels' operator if :func:`route` picks it for this call (see there), else None."""
-    how, op = route(x, weight, bias, residual)
-    return op if how == KERNEL else None
+    """The kernels' operator (``gn_forward``'s C++ entry, returning ``(y, mean, rstd)``) if the call runs the
+    kernels (:func:`kernel_takes`), else None."""
+    return _gn_forward_call if kernel_takes(x, weight, bias, residual) else None
 
 
 def can_handle(x, weight=None, bias=None, residual=None) -> bool:
-    """Whether the kernels take this call: ``kernel_for(x, weight, bias, residual) is not None``."""
-    return kernel_for(x, weight, bias, residual) is not None
+    """Whether the kernels take this call: :func:`kernel_takes`."""
+    return kernel_takes(x, weight, bias, residual)
 
 
 def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, activation=None, *, residual=None):

@@ -14,6 +14,11 @@
  *   groupnorm::gn_plain(same arguments as gn_forward) -> Tensor y
  *       the plain path from torch's own operators (CompositeImplicitAutograd, below; any device);
  *       the differentiable formula a create_graph=True backward goes through (double backward).
+ *   groupnorm::group_norm(same arguments as gn_forward) -> Tensor y
+ *       the one entry of eager calls: gn_forward's y where the kernels take the call (kernel_takes), else
+ *       gn_plain (CompositeImplicitAutograd: what it calls records the graph).
+ *   groupnorm::kernel_takes(Tensor x, Tensor? weight, Tensor? bias, Tensor? residual) -> bool
+ *       group_norm's predicate, for introspection (groupnorm.kernels.kernel_takes).
  *
  * Kernels: CPU (the C API), Meta (shapes only: fake tensors and torch.compile) and Autograd (gn_forward's
  * backward node, GNBackward below: the C backward, or gn_plain's graph when the backward itself is recorded).
@@ -38,6 +43,7 @@
 #include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -470,6 +476,40 @@ const c10::TypedOperatorHandle<plain_fn>& plain_op() {
     return op;
 }
 
+/* ------------------------------------------------------------------------------------ the one entry */
+/* GROUPNORM_DISABLE_KERNELS set to 1 / true / yes / on (any case, surrounding blanks ignored), read at every call
+ * as groupnorm.kernels.disabled() reads it (Python's os.environ writes through to the C environment). */
+bool kernels_disabled() {
+    const char* v = std::getenv("GROUPNORM_DISABLE_KERNELS");
+    if (v == nullptr) return false;
+    std::string s(v);
+    const auto first = s.find_first_not_of(" \t\n\r\f\v");
+    if (first == std::string::npos) return false;
+    s = s.substr(first, s.find_last_not_of(" \t\n\r\f\v") - first + 1);
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s == "1" || s == "true" || s == "yes" || s == "on";
+}
+
+/* Whether the kernels take the call (groupnorm.kernels.route's KERNEL rule): x a non-empty dense CPU tensor of a
+ * kernel dtype, weight / bias / residual absent or dense CPU tensors of x's dtype, the switch not set. */
+bool kernel_takes(const Tensor& x, const optional<Tensor>& w, const optional<Tensor>& b, const optional<Tensor>& r) {
+    if (!x.is_cpu() || x.layout() != at::kStrided || !kernel_dtype(x.scalar_type()) || x.sym_numel() == 0)
+        return false;
+    for (const optional<Tensor>* p : {&w, &b, &r})
+        if (p->has_value() && (!(*p)->is_cpu() || (*p)->layout() != at::kStrided ||
+                               (*p)->scalar_type() != x.scalar_type()))
+            return false;
+    return !kernels_disabled();
+}
+
+/* groupnorm::group_norm: the kernels' operator where they take the call, else the plain path's; one dispatcher
+ * entry from Python. CompositeImplicitAutograd: the operator it calls records the graph. */
+Tensor group_norm_entry(const Tensor& x, int64_t G, const optional<Tensor>& w, const optional<Tensor>& b,
+                        double eps, int64_t act, const optional<Tensor>& r) {
+    if (kernel_takes(x, w, b, r)) return std::get<0>(forward_op().call(x, G, w, b, eps, act, r));
+    return plain_composite(x, G, w, b, eps, act, r);
+}
+
 /* The backward of gn_forward's y; next edges: x, weight, bias, residual (an empty edge where absent). */
 struct GNBackward : public torch::autograd::Node {
     torch::autograd::SavedVariable x_, mean_, rstd_, w_, b_, r_;
@@ -582,6 +622,9 @@ TORCH_LIBRARY(groupnorm, m) {
           "-> (Tensor, Tensor, Tensor, Tensor)");
     m.def("gn_plain(Tensor x, int num_groups, Tensor? weight, Tensor? bias, float eps, int activation, "
           "Tensor? residual=None) -> Tensor");
+    m.def("group_norm(Tensor x, int num_groups, Tensor? weight, Tensor? bias, float eps, int activation, "
+          "Tensor? residual=None) -> Tensor");
+    m.def("kernel_takes(Tensor x, Tensor? weight, Tensor? bias, Tensor? residual) -> bool");
 }
 
 TORCH_LIBRARY_IMPL(groupnorm, CPU, m) {
@@ -596,6 +639,8 @@ TORCH_LIBRARY_IMPL(groupnorm, Meta, m) {
 
 TORCH_LIBRARY_IMPL(groupnorm, CompositeImplicitAutograd, m) {
     m.impl("gn_plain", plain_composite);
+    m.impl("group_norm", group_norm_entry);
+    m.impl("kernel_takes", kernel_takes);
 }
 
 TORCH_LIBRARY_IMPL(groupnorm, Autograd, m) {
