@@ -49,6 +49,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import time
@@ -136,15 +137,18 @@ def torch_gn_add_relu(x, groups, w, b, res):
 
 def interleaved(fns: dict, repeats: int, warmup: int, inner: int = 1) -> dict:
     """Median seconds per call of each callable: ``warmup`` untimed rounds, then ``repeats`` timed rounds in
-    which each callable runs ``inner`` times back to back, the callables in an order that rotates each round."""
+    which each callable runs ``inner`` times back to back, the callables in a fresh random order each round
+    (seeded: the same sequence every run), so that no callable always follows the same other one (whose
+    allocations and cache footprint it would inherit)."""
     names = list(fns)
+    rng = random.Random(0)
     for _ in range(warmup):
         for k in names:
             for _ in range(inner):
                 fns[k]()
     times = {k: [] for k in names}
     for r in range(repeats):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = rng.sample(names, len(names))
         for k in order:
             f = fns[k]
             t0 = time.perf_counter()
