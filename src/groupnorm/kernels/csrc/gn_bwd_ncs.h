@@ -104,24 +104,25 @@ static int bwd_ncs(const BwdArgs<T> &p) {
 #pragma omp for schedule(dynamic, chunk)
     for (i64 it = 0; it < items; ++it) {
         if (!cf) continue;
-        const i64 n = it / G, g = it % G, c0 = g * D;
+        /* block `it` = (n, g): its channels n * C + g * D .. are it * D .. (no division on the loads' path) */
+        const i64 g = it % G, c0 = g * D, nc0 = it * D;
         const double mu = mean[it], rs = rstd[it];
         double delta;
         const A mf = round_mean<A>(mu, &delta);
         A *ca = cf, *cbb = cf + D, *cal = cf + 2 * D;
         channel_coefs<T, A>(mu, rs, w, b, c0, D, ca, cbb, cal);
         for (i64 cc = 0; cc < D; ++cc) {
-            const i64 c = c0 + cc, off = (n * C + c) * S;
+            const i64 off = (nc0 + cc) * S;
             double sa, sb;
             bwd_row_sums_any<T, A, ACT>(dy + off, x + off, r ? r + off : nullptr, dr ? dr + off : nullptr, S, mf,
                                         ca[cc], cbb[cc], &sa, &sb);
-            Ab[n * C + c] = sa;
-            Bb[n * C + c] = sb - delta * sa; /* centred on the exact mean */
+            Ab[nc0 + cc] = sa;
+            Bb[nc0 + cc] = sb - delta * sa; /* centred on the exact mean */
         }
         if (!dx) continue;
-        const GroupBwd k = group_bwd_coef<T>(w, c0, D, S, Ab + n * C + c0, Bb + n * C + c0, mu, rs, delta);
+        const GroupBwd k = group_bwd_coef<T>(w, c0, D, S, Ab + nc0, Bb + nc0, mu, rs, delta);
         const A k1 = (A)k.k1, k2 = (A)k.k2;
-        const i64 off = (n * C + c0) * S;
+        const i64 off = nc0 * S;
         if constexpr (ACT != GN_ACT_NONE)
             if (dr) { /* dv is in dr: dx as for no activation */
                 ncs_rows_dx<T, A, GN_ACT_NONE>(x + off, dr + off, dx + off, D, S, mf, ca, cbb, cal, k1, k2, nts);

@@ -63,9 +63,11 @@ static int fwd_ncs(const FwdArgs<T> &p) {
     FtzGuard ftz;
 #pragma omp for schedule(dynamic, chunk)
     for (i64 it = 0; it < items; ++it) {
-        const i64 n = it / G, g = it % G;
-        const T *xg = x + (n * C + g * D) * S;
-        T *yg = y + (n * C + g * D) * S;
+        /* block `it` = (n, g) starts at (n * C + g * D) * S = it * L; the division for g (its channels' weights)
+         * is off the path of the first loads */
+        const i64 g = it % G;
+        const T *xg = x + it * L;
+        T *yg = y + it * L;
         const A K = ld(xg);
         double s1, s2;
         shifted_sums<T, A>(xg, L, K, &s1, &s2);
@@ -83,7 +85,7 @@ static int fwd_ncs(const FwdArgs<T> &p) {
             channel_coefs<T, A>(mu, rs, w, b, g * D + cb, nb, ca, cbb, (A *)nullptr);
             const i64 o = cb * S;
             if (r)
-                ncs_rows_apply<T, A, ACT, true>(xg + o, r + (n * C + g * D) * S + o, yg + o, nb, S, mf, ca, cbb, nts);
+                ncs_rows_apply<T, A, ACT, true>(xg + o, r + it * L + o, yg + o, nb, S, mf, ca, cbb, nts);
             else
                 ncs_rows_apply<T, A, ACT, false>(xg + o, nullptr, yg + o, nb, S, mf, ca, cbb, nts);
         }
