@@ -43,7 +43,8 @@ X86_LEVELS = {  # source -> flags
 OPTIONAL_LEVELS = {f"{CSRC}/gn_isa_avx512bf16.cpp": ("GN_HAVE_AVX512BF16", "1")}
 # The thin unit that registers the kernels as PyTorch operators (TORCH_LIBRARY, autograd, Meta): the only source
 # that includes PyTorch's headers, compiled with torch's include directories and C++ standard, in parallel with
-# the levels (its ~40-90 s are the longest compile), and linked against libtorch / libc10.
+# the levels (its ~40-90 s are the longest compile), and linked against libtorch / libc10 / libtorch_python (its
+# CPython entry point, gn_py_group_norm).
 TORCH_UNIT = f"{CSRC}/gn_torch_ops.cpp"
 
 
@@ -56,7 +57,7 @@ def _torch_build_args():
     flags = ["-O2", "-g0", "-std=c++20", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wno-unused-parameter",
              f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-DTORCH_EXTENSION_NAME=_gn_kernels"]
     return (cpp_extension.include_paths() + [CSRC], flags, cpp_extension.library_paths(),
-            ["c10", "torch", "torch_cpu"])
+            ["c10", "torch", "torch_cpu", "torch_python"])
 
 
 def _is_x86_64() -> bool:

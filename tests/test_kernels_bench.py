@@ -132,8 +132,9 @@ def test_bench_plain_section_runs_the_plain_path(tmp_path, capsys, monkeypatch):
     # the plain path: the C++ entry with the kernels declining (its predicate false at each call), or the Python
     # form where the library did not build
     if kernels.is_available():
-        monkeypatch.setattr(kernels, "_group_norm_call", counting(
-            kernels._group_norm_call, lambda x, g, w, b, eps, act, r: kernels.kernel_takes(x, w, b, r)))
+        takes = lambda x, g, w, b, eps, act, r: kernels.kernel_takes(x, w, b, r)  # noqa: E731
+        for name in ("_group_norm_call", "_group_norm_fast"):  # boxed (subclasses) and unboxed (plain tensors)
+            monkeypatch.setattr(kernels, name, counting(getattr(kernels, name), takes))
     else:
         monkeypatch.setattr(functional, "group_norm_plain", counting(functional.group_norm_plain))
     monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)

@@ -199,3 +199,51 @@ def test_route_picks_each_form(monkeypatch):
 def _assert_route(t, how):
     assert kernels.route(t)[0] == how
     return t
+
+
+@needs_op
+def test_route_calls_the_entry_unboxed_for_plain_tensors_only(monkeypatch):
+    """Plain tensors and parameters in eager mode: the library's ``group_norm`` (the entry operator called
+    unboxed); a tensor subclass or an active TorchFunctionMode: the OpOverload's C++ entry, through which
+    ``__torch_function__`` sees the operator. Both give the same values and the same errors."""
+    from torch.overrides import TorchFunctionMode
+
+    monkeypatch.delenv("GROUPNORM_DISABLE_KERNELS", raising=False)
+    x = torch.randn(2, 8, 3, 3)
+    w = torch.nn.Parameter(torch.rand(8) + 0.5)
+    fast, boxed = kernels._group_norm_fast, kernels._group_norm_call
+    assert fast is not boxed and kernels.route(x, w)[1] is fast
+
+    class Sub(torch.Tensor):
+        pass
+
+    assert kernels.route(x.as_subclass(Sub), w)[1] is boxed
+    assert kernels.route(x, w.detach().as_subclass(Sub))[1] is boxed
+    seen = []
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        assert kernels.route(x, w)[1] is boxed
+        y_mode = functional.group_norm(x, 4, w, activation="silu")
+    assert any("group_norm" in s for s in seen)
+    y = functional.group_norm(x, 4, w, activation="silu")
+    torch.testing.assert_close(y, y_mode, rtol=0, atol=0)
+    ref = R.group_norm(x.double().numpy(), 4, w.detach().double().numpy(), activation="silu")
+    assert float(np.abs(y.detach().double().numpy() - ref).max()) < 1e-5
+    # the binding's own argument handling
+    with pytest.raises(TypeError, match="7 arguments, got 2"):
+        fast(x, 4)
+    with pytest.raises(TypeError, match="weight must be a torch.Tensor or None, got list"):
+        fast(x, 4, [1.0] * 8, None, 1e-5, 0, None)
+    with pytest.raises(TypeError, match="expects a torch.Tensor, got str"):
+        fast("x", 4, None, None, 1e-5, 0, None)
+    with pytest.raises(ValueError, match="num_groups=3 does not divide num_channels=8"):
+        fast(x, 3, None, None, 1e-5, 0, None)
+    # gradients flow through the unboxed call as through the operator
+    xg = x.clone().requires_grad_(True)
+    fast(xg, 4, w, None, 1e-5, 0, None).sum().backward()
+    assert xg.grad is not None and w.grad is not None

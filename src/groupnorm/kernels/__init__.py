@@ -54,12 +54,13 @@ _ops_error = None
 _gn_forward = _gn_forward_call = None  # torch.ops.groupnorm.gn_forward.default and its C++ callable
 _group_norm_op = _group_norm_call = None  # torch.ops.groupnorm.group_norm.default (the one entry) and its C++ callable
 _kernel_takes_call = None  # torch.ops.groupnorm.kernel_takes.default's C++ callable
+_group_norm_fast = None  # the library's group_norm: the same operator called unboxed (plain tensors, eager)
 
 
 def is_available() -> bool:
     """True if the compiled kernel library loaded and registered its operators."""
     global _available, _ops_error, _gn_forward, _gn_forward_call, _group_norm_op, _group_norm_call, \
-        _kernel_takes_call
+        _kernel_takes_call, _group_norm_fast
     if _available is None:
         ok = _lib.is_loaded()
         if ok:
@@ -69,6 +70,7 @@ def is_available() -> bool:
                 _group_norm_op = torch.ops.groupnorm.group_norm.default
                 _group_norm_call = _group_norm_op._op
                 _kernel_takes_call = torch.ops.groupnorm.kernel_takes.default._op
+                _group_norm_fast = getattr(_lib._load(), "group_norm", _group_norm_call)
             except (AttributeError, RuntimeError) as exc:  # a library built without its operator unit
                 _ops_error, ok = f"the kernels' PyTorch operators are not registered: {exc}", False
         _available = ok
@@ -114,6 +116,8 @@ _DTYPES = _lib.DTYPES
 _is_scripting, _is_tracing = torch.jit.is_scripting, torch.jit.is_tracing
 _is_compiling = torch.compiler.is_compiling
 _functorch_active = functorch_transforms_active
+_torch_function_mode = torch._C._is_torch_function_mode_enabled
+_PARAMETER = torch.nn.Parameter
 _in_onnx_export = in_onnx_export
 
 
@@ -133,17 +137,23 @@ def route(x, weight=None, bias=None, residual=None):
     tensor (a non-tensor goes to Python, whose checks name it); during ONNX export or TorchScript tracing /
     scripting (they need standard ops); under functorch transforms (``torch.func.vmap``, ``grad``, ...), which
     the Python path composes with. Else ENTRY: the ``OpOverload`` while dynamo traces (``torch.compile``; AOT
-    autograd decomposes it into gn_forward or torch's ops at trace time), else its C++ entry (no Python frame).
+    autograd decomposes it into gn_forward or torch's ops at trace time); for plain tensors and parameters with no
+    TorchFunctionMode active, the library's ``group_norm`` (the same operator called unboxed, as torch's own
+    bindings call theirs); else its C++ entry (``OpOverload._op``: no Python frame, arguments boxed).
     """
     # one function, no helpers: inside a training step every Python call costs several times what it costs in a
     # tight loop (cold caches), and this runs once per GN call
     if not _available:
         return _PY
-    if x.__class__ is not _TENSOR and not isinstance(x, _TENSOR) or x.layout is not _STRIDED:
+    plain = x.__class__ is _TENSOR  # no subclass (its __torch_function__ needs the OpOverload's Python path)
+    if not plain and not isinstance(x, _TENSOR) or x.layout is not _STRIDED:
         return _PY
     for p in (weight, bias, residual):
-        if p is not None and (not isinstance(p, _TENSOR) or p.layout is not _STRIDED):
-            return _PY
+        if p is not None:
+            if not isinstance(p, _TENSOR) or p.layout is not _STRIDED:
+                return _PY
+            if p.__class__ is not _TENSOR and p.__class__ is not _PARAMETER:
+                plain = False
     if _is_scripting() or _is_tracing():
         return _PY
     compiling = _is_compiling()
@@ -154,6 +164,8 @@ def route(x, weight=None, bias=None, residual=None):
     # vmap / grad / jvp: the Python path composes with them (dynamo, which traces this, handles functorch itself)
     if _functorch_active():
         return _PY
+    if plain and not _torch_function_mode():  # the operator called unboxed: no boxing of the arguments
+        return (ENTRY, _group_norm_fast)
     return (ENTRY, _group_norm_call)
 
 

@@ -6,6 +6,8 @@
  *   backward(dtype, layout, N, C, S, G, dy, x, r, dr, mean, rstd, w, b, act, dx, dw, db, nthreads) -> int
  *   abi_version() / get_isa() / max_compiled_isa() -> int;  set_isa(level) -> int (gn_set_isa's result)
  *   cache_sizes() -> (l1, l2, l3) bytes;  set_cache_sizes(l1, l2, l3) (<= 0: the detected size)
+ *   group_norm(x, num_groups, weight, bias, eps, activation, residual) -> Tensor: groupnorm::group_norm called
+ *       unboxed (gn_torch_ops.cpp defines it; groupnorm.kernels.route hands it to functional.group_norm)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h> /* first, as Python asks */
@@ -96,7 +98,12 @@ static PyObject *py_set_cache_sizes(PyObject *, PyObject *const *a, Py_ssize_t n
     return PyLong_FromLong(gn_set_cache_sizes(v[0], v[1], v[2]));
 }
 
+/* defined in gn_torch_ops.cpp (the unit with PyTorch's headers): the entry operator, called unboxed */
+extern "C" PyObject *gn_py_group_norm(PyObject *, PyObject *const *, Py_ssize_t);
+
 static PyMethodDef gn_methods[] = {
+    {"group_norm", (PyCFunction)(void (*)(void))gn_py_group_norm, METH_FASTCALL,
+     "group_norm(x, num_groups, weight, bias, eps, activation, residual): the operator groupnorm::group_norm"},
     {"forward", (PyCFunction)(void (*)(void))py_forward, METH_FASTCALL, "gn_forward of gn_api.h"},
     {"backward", (PyCFunction)(void (*)(void))py_backward, METH_FASTCALL, "gn_backward of gn_api.h"},
     {"abi_version", py_abi_version, METH_NOARGS, "GN_ABI_VERSION of the library's build"},

@@ -37,10 +37,13 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/util/irange.h>
+#include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/autograd/saved_variable.h>
+#include <torch/csrc/utils/pybind.h>
 #include <torch/library.h>
 
 #include <cctype>
@@ -510,6 +513,14 @@ Tensor group_norm_entry(const Tensor& x, int64_t G, const optional<Tensor>& w, c
     return plain_composite(x, G, w, b, eps, act, r);
 }
 
+using entry_fn = plain_fn;
+
+const c10::TypedOperatorHandle<entry_fn>& entry_op() {
+    static const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("groupnorm::group_norm", "").typed<entry_fn>();
+    return op;
+}
+
 /* The backward of gn_forward's y; next edges: x, weight, bias, residual (an empty edge where absent). */
 struct GNBackward : public torch::autograd::Node {
     torch::autograd::SavedVariable x_, mean_, rstd_, w_, b_, r_;
@@ -613,6 +624,42 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_autograd(const Tensor& dy, c
 }
 
 }  // namespace
+
+/* groupnorm.kernels._gn_kernels.group_norm(x, num_groups, weight, bias, eps, activation, residual) -> y: the entry
+ * operator for Python, called unboxed. An operator called through its OpOverload goes the boxed way (each
+ * argument converted to an IValue, Dispatcher::callBoxed, unboxed again: ~2-3 us), which torch's own generated
+ * bindings do not pay; this is what groupnorm.kernels.route hands functional.group_norm for plain tensors in
+ * eager mode. The same operator call (dispatcher, autograd, modes) after the arguments are read; the GIL is
+ * released around it, as torch's bindings do; errors become the Python exceptions torch raises (ValueError /
+ * TypeError from the checks). Registered in gn_python.cpp's method table. */
+extern "C" PyObject* gn_py_group_norm(PyObject*, PyObject* const* a, Py_ssize_t na) {
+    HANDLE_TH_ERRORS
+    if (na != 7) {
+        PyErr_Format(PyExc_TypeError, "group_norm takes 7 arguments, got %zd", na);
+        return nullptr;
+    }
+    auto tensor = [](PyObject* o, const char* name) -> optional<Tensor> {
+        if (o == Py_None) return std::nullopt;
+        TORCH_CHECK_TYPE(THPVariable_Check(o), name, " must be a torch.Tensor or None, got ", Py_TYPE(o)->tp_name);
+        return THPVariable_Unpack(o);
+    };
+    TORCH_CHECK_TYPE(THPVariable_Check(a[0]), "group_norm expects a torch.Tensor, got ", Py_TYPE(a[0])->tp_name);
+    const Tensor& x = THPVariable_Unpack(a[0]);
+    const optional<Tensor> w = tensor(a[2], "weight"), b = tensor(a[3], "bias"), r = tensor(a[6], "residual");
+    const long long G = PyLong_AsLongLong(a[1]);
+    if (G == -1 && PyErr_Occurred()) return nullptr;
+    const double eps = PyFloat_AsDouble(a[4]);
+    if (eps == -1.0 && PyErr_Occurred()) return nullptr;
+    const long long act = PyLong_AsLongLong(a[5]);
+    if (act == -1 && PyErr_Occurred()) return nullptr;
+    Tensor y;
+    {
+        pybind11::gil_scoped_release no_gil;
+        y = entry_op().call(x, G, w, b, eps, act, r);
+    }
+    return THPVariable_Wrap(std::move(y));
+    END_HANDLE_TH_ERRORS
+}
 
 TORCH_LIBRARY(groupnorm, m) {
     m.def("gn_forward(Tensor x, int num_groups, Tensor? weight, Tensor? bias, float eps, int activation, "
