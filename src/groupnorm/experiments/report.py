@@ -68,15 +68,16 @@ def current_lr(rows) -> tuple[list[dict], list[dict]]:
     base learning rates, only those at the rate of its most recently finished run are kept. A preset whose
     learning rate for a setting changed (a new lr sweep) re-runs it at the new rate into the same directory; the
     old rows are another experiment, not more seeds of this one."""
-    rows = list(rows)
-    latest: dict = {}
-    for r in rows:
-        key = (_protocol(r), r.get("arch"), _setting(r)[:-1])
+    keyed = [((_protocol(r), r.get("arch"), _setting(r)[:-1]), r) for r in rows]
+    latest: dict = {}  # setting -> {base lr: its most recent finished_at}
+    for key, r in keyed:
         lr_seen = latest.setdefault(key, {})
         lr_seen[r.get("base_lr")] = max(lr_seen.get(r.get("base_lr"), ""), r.get("finished_at", ""))
     keep = {key: max(lrs, key=lrs.get) for key, lrs in latest.items()}
-    kept = [r for r in rows if keep[(_protocol(r), r.get("arch"), _setting(r)[:-1])] == r.get("base_lr")]
-    return kept, [r for r in rows if keep[(_protocol(r), r.get("arch"), _setting(r)[:-1])] != r.get("base_lr")]
+    kept, superseded = [], []
+    for key, r in keyed:
+        (kept if keep[key] == r.get("base_lr") else superseded).append(r)
+    return kept, superseded
 
 
 class Results:

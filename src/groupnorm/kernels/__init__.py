@@ -83,18 +83,11 @@ def load_error() -> str | None:
     return _lib.load_error() or _ops_error
 
 
-_ENV_KEY = "GROUPNORM_DISABLE_KERNELS"
-try:  # os.environ's own store (what os.environ.get reads, without its ~2 us of key encoding per call)
-    _ENV_DATA, _ENV_DATA_KEY = os.environ._data, os.environ.encodekey(_ENV_KEY)
-except AttributeError:  # pragma: no cover - another Python implementation
-    _ENV_DATA = None
-
-
 def disabled() -> bool:
-    """True if ``GROUPNORM_DISABLE_KERNELS`` is set to 1 / true / yes (read now, at every call)."""
-    if _ENV_DATA is not None and _ENV_DATA_KEY not in _ENV_DATA:  # the usual case, in ~50 ns
-        return False
-    return os.environ.get(_ENV_KEY, "").strip().lower() in ("1", "true", "yes", "on")
+    """True if ``GROUPNORM_DISABLE_KERNELS`` is set to 1 / true / yes / on (read now). The C++ entry reads the
+    switch itself at every call (``kernels_disabled`` in ``csrc/gn_torch_ops.cpp``, the same rule); this is for
+    Python callers that report it (``groupnorm bench``)."""
+    return os.environ.get("GROUPNORM_DISABLE_KERNELS", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def isa() -> int:
@@ -110,7 +103,6 @@ def set_isa(level: int | None) -> int:
 
 _TENSOR = torch.Tensor
 _STRIDED = torch.strided
-_DTYPES = _lib.DTYPES
 # bound once: inside a training step each attribute lookup through torch's modules is a cache miss (the
 # convolutions between GN layers evict the interpreter's data); dynamo recognizes these functions by identity
 _is_scripting, _is_tracing = torch.jit.is_scripting, torch.jit.is_tracing
@@ -121,7 +113,7 @@ _PARAMETER = torch.nn.Parameter
 _in_onnx_export = in_onnx_export
 
 
-ENTRY, PLAIN_PY = 0, 2
+ENTRY, PLAIN_PY = 0, 1
 """What :func:`route` picks: the one C++ entry (``groupnorm::group_norm``), or the plain path in Python."""
 _PY = (PLAIN_PY, None)
 

@@ -493,8 +493,9 @@ bool kernels_disabled() {
     return s == "1" || s == "true" || s == "yes" || s == "on";
 }
 
-/* Whether the kernels take the call (groupnorm.kernels.route's KERNEL rule): x a non-empty dense CPU tensor of a
- * kernel dtype, weight / bias / residual absent or dense CPU tensors of x's dtype, the switch not set. */
+/* Whether the kernels take the call (the one predicate; groupnorm.kernels.kernel_takes asks it): x a non-empty
+ * dense CPU tensor of a kernel dtype, weight / bias / residual absent or dense CPU tensors of x's dtype, the
+ * switch not set. */
 bool kernel_takes(const Tensor& x, const optional<Tensor>& w, const optional<Tensor>& b, const optional<Tensor>& r) {
     if (!x.is_cpu() || x.layout() != at::kStrided || !kernel_dtype(x.scalar_type()) || x.sym_numel() == 0)
         return false;
