@@ -82,3 +82,33 @@ def test_train_run_on_a_device_value_matches_the_default(tmp_path):
     for k in ("train_loss", "val_loss", "val_error", "val_error_precise_bn", "val_error_batch_stats"):
         assert a[k] == b[k], k
     assert a["config_key"] == b["config_key"] and a["amp"] == "none"
+
+
+def test_small_cpu_batches_convolve_without_onednn_and_the_setting_is_restored():
+    """conv_context turns oneDNN off for CPU calls of at most SMALL_CONV_BATCH images and only there, restores
+    the previous setting (also after an error), and the two backends give the same convolution."""
+    cpu, small = torch.device("cpu"), devices.SMALL_CONV_BATCH
+    assert devices.conv_backend(cpu, small) == "native" and devices.conv_backend(cpu, small + 1) == "default"
+    assert devices.conv_backend(torch.device("cuda", 0), 1) == "default"
+    was = torch.backends.mkldnn.enabled
+    seen = []
+    with devices.conv_context(cpu, small + 1):
+        seen.append(torch.backends.mkldnn.enabled)
+    with pytest.raises(KeyError):
+        with devices.conv_context(cpu, small):
+            seen.append(torch.backends.mkldnn.enabled)
+            raise KeyError("inside")
+    assert seen == [was, False] and torch.backends.mkldnn.enabled == was
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 9, 9).to(memory_format=torch.channels_last)
+    with devices.conv_context(cpu, 2):
+        native = conv(x)
+    torch.testing.assert_close(native, conv(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_rows_record_the_convolution_backend(tmp_path):
+    for b, want in ((2, "native"), (8, "default")):
+        cfg = dataclasses.replace(TINY, norm="gn", batch_per_worker=b, workers=1)
+        train, val = load_data(SAMPLE, cfg.train_size, cfg.val_size)
+        assert train_run(cfg, train, val, str(tmp_path / str(b)), progress=False)["conv_backend"] == want

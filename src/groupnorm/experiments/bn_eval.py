@@ -25,7 +25,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from groupnorm.bn_stats import precise_bn
 
 from .data import POOL_IMAGES, Split, epoch_batches
-from .devices import autocast
+from .devices import autocast, conv_context
 
 PRECISE_BN_IMAGES = POOL_IMAGES  # 10,000: the run's pool (data.load_run_data) holds as many
 PRECISE_BN_EPOCH = 1_000_000  # the (seed, epoch) generator of precise BN's batches: none of training's
@@ -46,7 +46,7 @@ def _batch_stats_error(model: torch.nn.Module, val: Split, batch: int, fmt, amp:
     device = next(m.parameters()).device
     for x, y in val.eval_batches(batch, drop_last=True):
         x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
-        with autocast(device, amp):
+        with conv_context(device, batch), autocast(device, amp):
             wrong += int((m(x).argmax(1) != y.to(device)).sum())
         n += batch
     return 100.0 * wrong / max(n, 1), n
@@ -73,7 +73,7 @@ def bn_decomposition(model: torch.nn.Module, cfg, train: Split, val: Split, loca
                for x, y in epoch_batches(train, gb, cfg.seed, PRECISE_BN_EPOCH, augment=cfg.augment,
                                          classes_per_worker=cfg.classes_per_worker, workers=cfg.workers,
                                          part=(0, gb // local_batch)))
-    with autocast(device, amp):
+    with conv_context(device, local_batch), autocast(device, amp):
         used = precise_bn(pm, batches, num_images=min(want, want // gb * local_batch))
     _, err_precise = evaluate(pm, val, channels_last=fmt == torch.channels_last, amp=amp)
     err_batch, n_batch = _batch_stats_error(model, val, local_batch, fmt, amp)

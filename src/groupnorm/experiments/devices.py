@@ -8,6 +8,11 @@
   stay float32; bfloat16 needs no loss scaling). ``none`` (default): float32 throughout. On CPUs with AVX512-BF16
   or AMX (e.g. Sapphire Rapids) bf16 convolutions are faster; elsewhere it may be slower.
 
+- CPU convolutions over at most ``SMALL_CONV_BATCH`` = 4 images per call skip oneDNN (``conv_context``): at such
+  batches its fixed cost per call dominates, and torch's own convolution (im2col and a matrix product) trains
+  1.1-1.6x faster (the per-step figures are in docs/results/README.md). The choice depends only on the batch, so
+  a resumed run makes the same one.
+
 The training code takes the device as a value: the CPU and CUDA paths are the same code. The device and the AMP
 mode are how a run is executed, not part of its identity (as the thread count and the memory format are): they
 are recorded in its row.
@@ -72,6 +77,35 @@ def autocast(device: torch.device, amp: str):
     if check_amp(amp) == "none":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+SMALL_CONV_BATCH = 4
+
+
+def conv_backend(device: torch.device, batch: int) -> str:
+    """Which convolution code a forward and backward over ``batch`` images on ``device`` uses: ``"native"``
+    (oneDNN off) on CPU for at most ``SMALL_CONV_BATCH`` images, else ``"default"`` (torch's choice: oneDNN on
+    CPU, cuDNN on CUDA). Recorded in each row as ``conv_backend`` (of the training step)."""
+    return "native" if device.type == "cpu" and batch <= SMALL_CONV_BATCH else "default"
+
+
+def conv_context(device: torch.device, batch: int):
+    """The context for a forward (and its backward) over ``batch`` images: oneDNN off where
+    :func:`conv_backend` says ``"native"``, else a no-op."""
+    if conv_backend(device, batch) == "native":
+        return _onednn_off()
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _onednn_off():
+    """oneDNN off for the block, its previous setting restored after (the other oneDNN flags untouched)."""
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = was
 
 
 def device_name(device: torch.device) -> str:

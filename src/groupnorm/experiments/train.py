@@ -43,7 +43,7 @@ from . import store
 from .config import RunConfig
 from .bn_eval import bn_decomposition
 from .data import DataInfo, IDX_INFO, Split, epoch_batches
-from .devices import autocast, check_amp, device_name
+from .devices import autocast, check_amp, conv_backend, conv_context, device_name
 from .models import arch_shape
 from .models import build_model as build_arch
 
@@ -99,10 +99,11 @@ def memory_format_name(channels_last: bool) -> str:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, split: Split, batch: int = 1000, *,
+def evaluate(model: torch.nn.Module, split: Split, batch: int = 250, *,
              channels_last: bool = False, amp: str = "none") -> tuple[float, float]:
     """(mean cross-entropy, error in %) of ``model`` in eval mode on ``split``, on the model's device (batches in
-    channels-last memory if ``channels_last``; forward under the ``amp`` autocast)."""
+    channels-last memory if ``channels_last``; forward under the ``amp`` autocast), in batches of ``batch`` images
+    (250 evaluates ~1.4x faster than 1000 on CPU: the activations stay in cache)."""
     was = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -254,11 +255,12 @@ def _train_run(job: TrainJob):
             xs, ys = to_device(x, device, job.channels_last), y.to(device, non_blocking=True)
             if probe is not None:
                 probe.arm(s, step)
-            with autocast(device, job.amp):
-                logits = net(xs)
-                loss = F.cross_entropy(logits, ys)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            with conv_context(device, local):
+                with autocast(device, job.amp):
+                    logits = net(xs)
+                    loss = F.cross_entropy(logits, ys)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
             opt.step()
             lv = float(loss.detach())
             stats += torch.stack([loss.detach().double() * local, (logits.detach().argmax(1) != ys).sum().double()])
@@ -325,7 +327,7 @@ def _train_run(job: TrainJob):
                **arch_shape(cfg.arch, cfg.widths, cfg.blocks), torch=torch.__version__, machine=platform.machine(),
                threads=torch.get_num_threads(), gn_kernels=_kernels_available(),
                memory_format=memory_format_name(job.channels_last), device=str(device),
-               device_name=device_name(device), amp=job.amp,
+               device_name=device_name(device), amp=job.amp, conv_backend=conv_backend(device, local),
                dataset=train.info.name, num_classes=train.info.num_classes, in_channels=train.info.channels,
                image_shape=list(train.info.image_shape),
                norm_batch=cfg.norm_batch, bn_batch=cfg.bn_batch, classes_per_worker=cfg.classes_per_worker,
