@@ -17,14 +17,18 @@ from helpers import ACTS, check_against_reference, check_residual, make_case, ma
 pytestmark = pytest.mark.skipif(not kernels.is_available(), reason=f"kernels not built: {kernels.load_error()}")
 
 # S: shorter than a vector, whole vectors (16, 48: channel by channel), and one run across boundaries (17, 33:
-# a vector spans two channels at almost every boundary; 49 = 7x7; 196 = 14x14)
-SPATIAL = {5: (5,), 16: (4, 4), 17: (17,), 33: (3, 11), 48: (6, 8), 49: (7, 7), 196: (14, 14)}
+# a vector spans two channels at almost every boundary; 49 = 7x7; 196 = 14x14). The backward's sums take channels
+# four at a time up to S = 256 (16x16) and one at a time from 257 on (bwd_rows_sums_any).
+SPATIAL = {5: (5,), 16: (4, 4), 17: (17,), 33: (3, 11), 48: (6, 8), 49: (7, 7), 196: (14, 14), 256: (16, 16),
+           257: (257,)}
 
 
 @pytest.mark.parametrize("s", sorted(SPATIAL))
-@pytest.mark.parametrize("d", [1, 3, 8])
+@pytest.mark.parametrize("d", [1, 3, 8, 13])
 def test_short_channels_against_reference(s, d):
-    """Channels per group d (1: every vector of a group is one channel's; 8: up to 8 boundaries a group)."""
+    """Channels per group d (1: every vector of a group is one channel's; 8: up to 8 boundaries a group; 3 and
+    13: a last set of fewer than four channels in the backward's sums, and 13 more than 8 channels in the group
+    coefficients' sums)."""
     g = 2
     shape = (2, g * d) + SPATIAL[s]
     for dtype in (torch.float32, torch.bfloat16):

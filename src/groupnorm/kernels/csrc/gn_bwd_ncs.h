@@ -22,7 +22,7 @@ namespace GN_NS {
 /* Over one run of one channel: sums of dv and dv * (x - mf), dv = dy * act'((x - mf) * a + bb [+ r])
  * (lane_sums); RES: dv (rounded to T) stored to dr. */
 template <typename T, typename A, int ACT, bool RES>
-static void bwd_row_sums(const T *GN_R dy, const T *GN_R x, const T *GN_R r, T *GN_R dr, i64 L, A mf, A a, A bb,
+static GN_INLINE void bwd_row_sums(const T *GN_R dy, const T *GN_R x, const T *GN_R r, T *GN_R dr, i64 L, A mf, A a, A bb,
                          double *sa, double *sb) {
 #ifdef GN_AVX512
     if constexpr (std::is_same<A, float>::value)
@@ -44,15 +44,48 @@ static void bwd_row_sums(const T *GN_R dy, const T *GN_R x, const T *GN_R r, T *
 
 /* bwd_row_sums with a residual when dr is given (never with no activation: that variant is not compiled) */
 template <typename T, typename A, int ACT>
-static inline void bwd_row_sums_any(const T *dy, const T *x, const T *r, T *dr, i64 L, A mf, A a, A bb, double *sa,
+static GN_INLINE void bwd_row_sums_any(const T *dy, const T *x, const T *r, T *dr, i64 L, A mf, A a, A bb, double *sa,
                                     double *sb) {
     if constexpr (ACT != GN_ACT_NONE)
         if (dr) return bwd_row_sums<T, A, ACT, true>(dy, x, r, dr, L, mf, a, bb, sa, sb);
     bwd_row_sums<T, A, ACT, false>(dy, x, nullptr, nullptr, L, mf, a, bb, sa, sb);
 }
 
+/* The sums of nch consecutive channels of S values (channel j at j * S, coefficients a[j], bb[j]): sa[j] = the sum
+ * of dv, sb[j] = the sum of dv * (x - mf) - delta * sa[j] (centred on the exact mean). On AVX-512 with S <= VBLK
+ * four channels at a time (v512::bwd_rows_sums4), else channel by channel. */
 template <typename T, typename A, int ACT>
-static inline void ncs_row_dx(const T *GN_R xr, const T *GN_R gr, T *GN_R o, i64 S, A mf, A a, A bb, A al, A k1,
+static GN_INLINE void bwd_rows_sums_any(const T *dy, const T *x, const T *r, T *dr, i64 nch, i64 S, A mf,
+                                        const A *a, const A *bb, double delta, double *sa, double *sb) {
+#ifdef GN_AVX512
+    if constexpr (std::is_same<A, float>::value)
+        if (S <= v512::VBLK) {
+            for (i64 j = 0; j < nch; j += 4) {
+                const i64 n = nch - j < 4 ? nch - j : 4, o = j * S;
+                if constexpr (ACT != GN_ACT_NONE)
+                    if (dr) {
+                        v512::bwd_rows_sums4<T, ACT, true>(dy + o, x + o, r + o, dr + o, n, S, mf, a + j, bb + j,
+                                                           delta, sa + j, sb + j);
+                        continue;
+                    }
+                v512::bwd_rows_sums4<T, ACT, false>(dy + o, x + o, nullptr, nullptr, n, S, mf, a + j, bb + j, delta,
+                                                    sa + j, sb + j);
+            }
+            return;
+        }
+#endif
+    for (i64 j = 0; j < nch; ++j) {
+        const i64 o = j * S;
+        double s1, s2;
+        bwd_row_sums_any<T, A, ACT>(dy + o, x + o, r ? r + o : nullptr, dr ? dr + o : nullptr, S, mf, a[j], bb[j],
+                                    &s1, &s2);
+        sa[j] = s1;
+        sb[j] = s2 - delta * s1;
+    }
+}
+
+template <typename T, typename A, int ACT>
+static GN_INLINE void ncs_row_dx(const T *GN_R xr, const T *GN_R gr, T *GN_R o, i64 S, A mf, A a, A bb, A al, A k1,
                               A k2, bool nt) {
 #ifdef GN_AVX512
     if constexpr (std::is_same<A, float>::value) return v512::row_dx<T, ACT>(xr, gr, o, S, mf, a, bb, al, k1, k2, nt);
@@ -66,7 +99,7 @@ static inline void ncs_row_dx(const T *GN_R xr, const T *GN_R gr, T *GN_R o, i64
 }
 
 template <typename T, typename A, int ACT>
-static inline void ncs_rows_dx(const T *xr, const T *gr, T *o, i64 nch, i64 S, A mf, const A *a, const A *bb,
+static GN_INLINE void ncs_rows_dx(const T *xr, const T *gr, T *o, i64 nch, i64 S, A mf, const A *a, const A *bb,
                                const A *al, A k1, A k2, bool nt) {
 #ifdef GN_AVX512
     if constexpr (std::is_same<A, float>::value)
@@ -92,43 +125,60 @@ static int bwd_ncs(const BwdArgs<T> &p) {
     if (!Ab) return GN_ENOMEM;
     double *Bb = Ab + N * C;
     nt = nthreads_for(items, nt, N * C * S);
-    const i64 chunk = ncs_items_per_chunk(D * S);
+    /* blocks are taken BATCH at a time: the sums of all of them, then their group coefficients, then their dx.
+     * Block by block, each short block's dx waited on its own chain of sums -> reductions -> stores -> group
+     * coefficients (~100 cycles, and the coefficients' loads of the sums just stored stalled the pipeline); in
+     * phases the blocks' chains overlap. */
+    const i64 BATCH = ncs_blocks_per_batch(D * S);
+    const i64 batches = (items + BATCH - 1) / BATCH;
+    const i64 chunk = (ncs_items_per_chunk(D * S, items, nt) + BATCH - 1) / BATCH;
     const bool nts = dx && nt_output<T>(N * C * S, nt, caches());
     int err = GN_OK;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
     FtzGuard ftz;
-    /* per-channel a, bb, al of the current group (planar), computed for the sums and reused for dx */
-    ThreadScratch<A> ts(3 * D, &err);
+    /* per block of the batch: per-channel a, bb, al (planar), computed for the sums and reused for dx; and the
+     * block's mf, k1, k2 */
+    ThreadScratch<A> ts(BATCH * (3 * D + 3), &err);
     A *cf = ts.p;
 #pragma omp for schedule(dynamic, chunk)
-    for (i64 it = 0; it < items; ++it) {
+    for (i64 bt = 0; bt < batches; ++bt) {
         if (!cf) continue;
-        /* block `it` = (n, g): its channels n * C + g * D .. are it * D .. (no division on the loads' path) */
-        const i64 g = it % G, c0 = g * D, nc0 = it * D;
-        const double mu = mean[it], rs = rstd[it];
-        double delta;
-        const A mf = round_mean<A>(mu, &delta);
-        A *ca = cf, *cbb = cf + D, *cal = cf + 2 * D;
-        channel_coefs<T, A>(mu, rs, w, b, c0, D, ca, cbb, cal);
-        for (i64 cc = 0; cc < D; ++cc) {
-            const i64 off = (nc0 + cc) * S;
-            double sa, sb;
-            bwd_row_sums_any<T, A, ACT>(dy + off, x + off, r ? r + off : nullptr, dr ? dr + off : nullptr, S, mf,
-                                        ca[cc], cbb[cc], &sa, &sb);
-            Ab[nc0 + cc] = sa;
-            Bb[nc0 + cc] = sb - delta * sa; /* centred on the exact mean */
+        const i64 it0 = bt * BATCH, nb = items - it0 < BATCH ? items - it0 : BATCH;
+        A *kk = cf + BATCH * 3 * D; /* mf, k1, k2 of block q at 3 * q */
+        for (i64 q = 0; q < nb; ++q) {
+            /* block it = (n, g): its channels n * C + g * D .. are it * D .. (no division on the loads' path) */
+            const i64 it = it0 + q, g = it % G, c0 = g * D, nc0 = it * D;
+            const double mu = mean[it], rs = rstd[it];
+            double delta;
+            const A mf = round_mean<A>(mu, &delta);
+            A *ca = cf + q * 3 * D, *cbb = ca + D, *cal = ca + 2 * D;
+            channel_coefs<T, A>(mu, rs, w, b, c0, D, ca, cbb, cal);
+            const i64 off = nc0 * S;
+            bwd_rows_sums_any<T, A, ACT>(dy + off, x + off, r ? r + off : nullptr, dr ? dr + off : nullptr, D, S, mf,
+                                         ca, cbb, delta, Ab + nc0, Bb + nc0);
+            kk[3 * q] = mf;
         }
         if (!dx) continue;
-        const GroupBwd k = group_bwd_coef<T>(w, c0, D, S, Ab + nc0, Bb + nc0, mu, rs, delta);
-        const A k1 = (A)k.k1, k2 = (A)k.k2;
-        const i64 off = nc0 * S;
-        if constexpr (ACT != GN_ACT_NONE)
-            if (dr) { /* dv is in dr: dx as for no activation */
-                ncs_rows_dx<T, A, GN_ACT_NONE>(x + off, dr + off, dx + off, D, S, mf, ca, cbb, cal, k1, k2, nts);
-                continue;
-            }
-        ncs_rows_dx<T, A, ACT>(x + off, dy + off, dx + off, D, S, mf, ca, cbb, cal, k1, k2, nts);
+        for (i64 q = 0; q < nb; ++q) {
+            const i64 it = it0 + q, c0 = it % G * D, nc0 = it * D;
+            double delta;
+            (void)round_mean<A>(mean[it], &delta);
+            const GroupBwd k = group_bwd_coef<T>(w, c0, D, S, Ab + nc0, Bb + nc0, mean[it], rstd[it], delta);
+            kk[3 * q + 1] = (A)k.k1;
+            kk[3 * q + 2] = (A)k.k2;
+        }
+        for (i64 q = 0; q < nb; ++q) {
+            const i64 off = (it0 + q) * D * S;
+            const A *ca = cf + q * 3 * D, *cbb = ca + D, *cal = ca + 2 * D, mf = kk[3 * q], k1 = kk[3 * q + 1],
+                    k2 = kk[3 * q + 2];
+            if constexpr (ACT != GN_ACT_NONE)
+                if (dr) { /* dv is in dr: dx as for no activation */
+                    ncs_rows_dx<T, A, GN_ACT_NONE>(x + off, dr + off, dx + off, D, S, mf, ca, cbb, cal, k1, k2, nts);
+                    continue;
+                }
+            ncs_rows_dx<T, A, ACT>(x + off, dy + off, dx + off, D, S, mf, ca, cbb, cal, k1, k2, nts);
+        }
     }
     /* implicit barrier: every sample's sums exist; err is read after it (the same value in every thread) */
     if (!err && (dw || db)) {

@@ -21,7 +21,7 @@ namespace GN_NS {
 
 /* Contiguous rows: v = (x - mf) * a + bb [+ r] over one channel's S values. */
 template <typename T, typename A, int ACT, bool RES>
-static inline void ncs_row_apply(const T *GN_R xr, const T *GN_R rr, T *GN_R yr, i64 S, A mf, A a, A bb, bool nt) {
+static GN_INLINE void ncs_row_apply(const T *GN_R xr, const T *GN_R rr, T *GN_R yr, i64 S, A mf, A a, A bb, bool nt) {
 #ifdef GN_AVX512
     if constexpr (std::is_same<A, float>::value) return v512::row_apply<T, ACT, RES>(xr, rr, yr, S, mf, a, bb, nt);
 #endif
@@ -35,7 +35,7 @@ static inline void ncs_row_apply(const T *GN_R xr, const T *GN_R rr, T *GN_R yr,
 
 
 template <typename T, typename A, int ACT, bool RES>
-static inline void ncs_rows_apply(const T *xr, const T *rr, T *yr, i64 nch, i64 S, A mf, const A *a, const A *bb,
+static GN_INLINE void ncs_rows_apply(const T *xr, const T *rr, T *yr, i64 nch, i64 S, A mf, const A *a, const A *bb,
                                   bool nt) {
 #ifdef GN_AVX512
     if constexpr (std::is_same<A, float>::value)
@@ -56,7 +56,7 @@ static int fwd_ncs(const FwdArgs<T> &p) {
     int nt = p.nt;
     const i64 D = C / G, L = D * S, items = N * G;
     nt = nthreads_for(items, nt, N * C * S);
-    const i64 chunk = ncs_items_per_chunk(L);
+    const i64 chunk = ncs_items_per_chunk(L, items, nt);
     const bool nts = nt_output<T>(N * C * S, nt, caches());
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {

@@ -172,7 +172,7 @@ enum { CBLK = 256 }; /* channels whose coefficients are computed at once (on the
 /* Sum over j in [0, n) of f(j) in double, as 8 interleaved partial sums added pairwise at the end: an order that
  * depends only on n (so results do not depend on the thread count), and 8 independent chains of adds instead
  * of one (the loops over a group's channels were bound by the latency of one scalar add per channel). */
-template <typename F> static inline double sum8(i64 n, F f) {
+template <typename F> static GN_INLINE double sum8(i64 n, F f) {
     double p[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
     i64 j = 0;
     for (; j + 8 <= n; j += 8)
@@ -187,12 +187,21 @@ enum { FLUSH = 64 }; /* channels-last: rows summed in the compute type before fo
 /* From per-channel sums (A_c = sum dv, B_c = sum dv * (x - mean)) of one group: dx = al*dv + (x - mf)*k1 + k2. */
 struct GroupBwd { double k1, k2; };
 template <typename T>
-static inline GroupBwd group_bwd_coef(const T *w, i64 c0, i64 D, i64 S, const double *Ac, const double *Bc,
+static GN_INLINE GroupBwd group_bwd_coef(const T *w, i64 c0, i64 D, i64 S, const double *Ac, const double *Bc,
                                       double mean, double rstd, double delta) {
-    const double sa = w ? sum8(D, [&](i64 cc) { return (double)ld(w + c0 + cc) * Ac[cc]; })
-                        : sum8(D, [&](i64 cc) { return Ac[cc]; });
-    const double sb = w ? sum8(D, [&](i64 cc) { return (double)ld(w + c0 + cc) * Bc[cc]; })
-                        : sum8(D, [&](i64 cc) { return Bc[cc]; });
+    double sa, sb;
+#ifdef GN_AVX512
+    if constexpr (!std::is_same<T, double>::value) {
+        sa = v512::wsum8(w ? w + c0 : w, Ac, D);
+        sb = v512::wsum8(w ? w + c0 : w, Bc, D);
+    } else
+#endif
+    {
+        sa = w ? sum8(D, [&](i64 cc) { return (double)ld(w + c0 + cc) * Ac[cc]; })
+               : sum8(D, [&](i64 cc) { return Ac[cc]; });
+        sb = w ? sum8(D, [&](i64 cc) { return (double)ld(w + c0 + cc) * Bc[cc]; })
+               : sum8(D, [&](i64 cc) { return Bc[cc]; });
+    }
     const double M = (double)(D * S);
     GroupBwd r;
     r.k1 = -rstd * rstd * rstd * sb / M;

@@ -112,10 +112,22 @@ static inline int nthreads_for(i64 items, int nt, i64 elems) {
 static inline bool ncs_rows_flat(i64 S) { return S >= 16 && S % 16 != 0; }
 
 /* Contiguous layout: (sample, group) blocks are handed out dynamically in runs of ~16K values, so that tiny
- * groups (7x7 maps, few channels per group) do not pay the scheduler once per group. */
-static inline i64 ncs_items_per_chunk(i64 group_len) {
+ * groups (7x7 maps, few channels per group) do not pay the scheduler once per group; but at most items / nt
+ * blocks (rounded up), so that every thread gets a run: a (2, 32, 14, 14) input (64 blocks of 196 values) was
+ * one run of 83 blocks, done by one thread while the other was woken for nothing. */
+static inline i64 ncs_items_per_chunk(i64 group_len, i64 items, int nt) {
     i64 c = (i64)16384 / (group_len > 0 ? group_len : 1);
+    const i64 share = (items + (nt > 1 ? nt : 1) - 1) / (nt > 1 ? nt : 1);
+    c = c < share ? c : share;
     return c < 1 ? 1 : c;
+}
+
+/* Contiguous backward: blocks per batch (sums of all, then dx of all; gn_bwd_ncs.h): up to 8 for blocks of up
+ * to 512 values, 1 from 2048 on (a long block's chain is hidden inside it, and its second read should come from
+ * L1 / L2 right after the first). */
+static inline i64 ncs_blocks_per_batch(i64 group_len) {
+    const i64 b = (i64)4096 / (group_len > 0 ? group_len : 1);
+    return b < 1 ? 1 : (b > 8 ? 8 : b);
 }
 
 /* Channels-last layout. A sample's S rows are cut into K chunks of R rows (R a multiple of FLUSH, so each chunk

@@ -77,7 +77,7 @@ template <typename T> static inline i64 head_to_align(const T *p) {
 /* body(i, mask) for the vectors i = i0, i0 + 16, ... < n: whole vectors with a constant all-ones mask (plain
  * loads and stores once inlined; masked 16-bit loads and stores measured ~30% slower on bfloat16 runs even
  * with every lane set), then one masked vector for the tail */
-template <typename F> static inline void for_vectors(i64 i0, i64 n, F body) {
+template <typename F> static GN_INLINE void for_vectors(i64 i0, i64 n, F body) {
     i64 i = i0;
     for (; i + W <= n; i += W) body(i, (__mmask16)0xffff);
     if (i < n) body(i, tail_mask(n - i));
@@ -86,7 +86,7 @@ template <typename F> static inline void for_vectors(i64 i0, i64 n, F body) {
  * address, non-temporal stores for the whole vectors after it, and a masked plain store for the tail; without
  * nt, plain stores (for_vectors: whole vectors, then a masked tail; masked-off lanes are neither read nor
  * written) */
-template <typename T, typename F> static inline void store_run(T *o, i64 n, bool nt, F v) {
+template <typename T, typename F> static GN_INLINE void store_run(T *o, i64 n, bool nt, F v) {
     i64 i = 0;
     if (nt) {
         const i64 h = head_to_align(o) < n ? head_to_align(o) : n;
@@ -172,7 +172,7 @@ static inline void fold(vf s, __m512d &lo, __m512d &hi) { /* 16 float lanes adde
  * terms): two sets of float lanes, folded into double every VBLK values, summed over lanes at the end. Always
  * inlined: called out of line, the closure (a zmm among its captures) went through the stack once per group,
  * a store-forwarding stall that cost small groups (7x7, 14x14 maps) a fifth of their time. */
-template <typename F> static inline __attribute__((always_inline)) void sums(i64 L, F f, double *s1o, double *s2o) {
+template <typename F> static GN_INLINE void sums(i64 L, F f, double *s1o, double *s2o) {
     __m512d d1l = _mm512_setzero_pd(), d1h = d1l, d2l = d1l, d2h = d1l;
     for (i64 i0 = 0; i0 < L; i0 += VBLK) {
         const i64 i1 = i0 + VBLK < L ? i0 + VBLK : L;
@@ -217,24 +217,108 @@ static inline vf round_to(vf v, const bf16_t *p) {
 }
 static inline vf round_to(vf v, const f16_t *p) { return _mm512_cvtph_ps(pack(v, p)); }
 
-/* sums of dv and dv * (x - mf), dv = dy * act'((x - mf) * a + bb [+ r]); RES: with the residual r, and dv
- * (rounded to T, the value the sums then use) stored to dr */
-template <typename T, int ACT, bool RES>
-static inline void bwd_row_sums(const T *dy, const T *x, const T *r, T *dr, i64 L, float mf, float a, float bb,
-                                double *sa, double *sb) {
-    const vf vm = set1(mf), va = set1(a), vb = set1(bb);
-    sums(L, [=](i64 i, __mmask16 m, vf &u, vf &v) {
-        const vf xc = _mm512_maskz_sub_ps(m, load(x + i, m), vm);
-        vf pre = _mm512_fmadd_ps(xc, va, vb);
-        if (RES) pre = _mm512_add_ps(pre, load(r + i, m));
-        vf g = act_b<ACT>(pre, load(dy + i, m)); /* dy = 0 in masked lanes */
-        if (RES) {
-            g = round_to(g, dr);
-            store(dr + i, g, m);
+/* gn_math.h's sum8 of w[j] * a[j] (w null: of a[j]) over j < n, in the same order (lane l adds j = l, l + 8, ...
+ * in turn, then ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7))), so the same double as the scalar loop, in a few
+ * vector instructions: a group's backward coefficients took as long as a 4x4 map's dx. Lanes 0-3 and 4-7 are
+ * loaded as two 256-bit halves, the size bwd_rows_sums4 stored them in just before (a wider load of narrower
+ * stores cannot be forwarded from the store buffer and waits for them to reach the cache). */
+template <typename T> static GN_INLINE double wsum8(const T *w, const double *a, i64 n) {
+    __m256d lo = _mm256_setzero_pd(), hi = lo;
+    for (i64 j = 0; j < n; j += 8) {
+        const __mmask8 m = n - j >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - j)) - 1u);
+        __m256d tl = _mm256_maskz_loadu_pd(m & 0xf, a + j), th = _mm256_maskz_loadu_pd(m >> 4, a + j + 4);
+        if (w) {
+            const __m512d wd = _mm512_cvtps_pd(_mm512_castps512_ps256(load(w + j, (__mmask16)m)));
+            tl = _mm256_mul_pd(_mm512_castpd512_pd256(wd), tl);
+            th = _mm256_mul_pd(_mm512_extractf64x4_pd(wd, 1), th);
         }
-        u = g;
-        v = _mm512_mul_ps(g, xc);
-    }, sa, sb);
+        lo = _mm256_add_pd(lo, tl);
+        hi = _mm256_add_pd(hi, th);
+    }
+    /* ((p0 + p1) + (p2 + p3)) and the same of lanes 4-7 side by side, then their sum */
+    __m256d q = _mm256_hadd_pd(lo, hi); /* p0+p1, p4+p5, p2+p3, p6+p7 */
+    const __m128d r = _mm_add_pd(_mm256_castpd256_pd128(q), _mm256_extractf128_pd(q, 1));
+    return _mm_cvtsd_f64(r) + _mm_cvtsd_f64(_mm_unpackhi_pd(r, r));
+}
+
+/* The backward's two terms of the 16 values at i (masked lanes: zero terms): u = dv, v = dv * (x - mf) with
+ * dv = dy * act'((x - mf) * a + bb [+ r]); RES: with the residual r, and dv (rounded to T, the value the sums
+ * then use) stored to dr */
+template <typename T, int ACT, bool RES>
+static GN_INLINE void bwd_terms(const T *dy, const T *x, const T *r, T *dr, i64 i, __mmask16 m, vf vm, vf va, vf vb,
+                                vf &u, vf &v) {
+    const vf xc = _mm512_maskz_sub_ps(m, load(x + i, m), vm);
+    vf pre = _mm512_fmadd_ps(xc, va, vb);
+    if (RES) pre = _mm512_add_ps(pre, load(r + i, m));
+    vf g = act_b<ACT>(pre, load(dy + i, m)); /* dy = 0 in masked lanes */
+    if (RES) {
+        g = round_to(g, dr);
+        store(dr + i, g, m);
+    }
+    u = g;
+    v = _mm512_mul_ps(g, xc);
+}
+
+/* sums over one run of L values of bwd_terms' u and v */
+template <typename T, int ACT, bool RES>
+static GN_INLINE void bwd_row_sums(const T *dy, const T *x, const T *r, T *dr, i64 L, float mf, float a, float bb,
+                                   double *sa, double *sb) {
+    const vf vm = set1(mf), va = set1(a), vb = set1(bb);
+    sums(L, [=](i64 i, __mmask16 m, vf &u, vf &v) { bwd_terms<T, ACT, RES>(dy, x, r, dr, i, m, vm, va, vb, u, v); },
+         sa, sb);
+}
+
+/* Lane j < 8 of the result: the sum of the 16 lanes of the j-th argument. Three rounds add lanes pairwise across
+ * two vectors (even lanes + odd lanes of the pair, 16 -> 8 values each) and a fourth within one: 21
+ * instructions for eight sums where eight separate reductions in double take ~70, and the order of the adds
+ * depends only on lane positions. */
+static GN_INLINE __m256 hsum8(vf v0, vf v1, vf v2, vf v3, vf v4, vf v5, vf v6, vf v7) {
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    auto pair = [&](vf a, vf b) {
+        return _mm512_add_ps(_mm512_permutex2var_ps(a, ev, b), _mm512_permutex2var_ps(a, od, b));
+    };
+    const vf q = pair(pair(pair(v0, v1), pair(v2, v3)), pair(pair(v4, v5), pair(v6, v7)));
+    return _mm512_castps512_ps256(pair(q, q));
+}
+
+/* bwd_row_sums for n <= 4 consecutive channels of S <= VBLK values each (channel j at offset j * S, with its own
+ * a[j], bb[j]): each channel's terms in float lanes (at most VBLK / 16 values per lane, as in sums), then the
+ * lanes of all of them at once with hsum8; sa[j] = the sum of dv, sb[j] = the sum of dv * (x - mf) - delta * sa[j]
+ * (centred on the exact mean, mf = mean - delta). On 4x4 .. 16x16 maps the channel-by-channel reductions in
+ * double were most of the backward's time ((32, 128, 4, 4): 4 channels of one vector per group). The results
+ * leave as vector stores (scalar stores re-read as a vector stall store forwarding). */
+template <typename T, int ACT, bool RES>
+static GN_INLINE void bwd_rows_sums4(const T *dy, const T *x, const T *r, T *dr, i64 n, i64 S, float mf,
+                                     const float *a, const float *bb, double delta, double *sa, double *sb) {
+    const vf vm = set1(mf);
+    vf u[4], v[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+        u[j] = _mm512_setzero_ps();
+        v[j] = u[j];
+        if (j >= n) continue;
+        const vf va = set1(a[j]), vb = set1(bb[j]);
+        const i64 o = j * S;
+        for_vectors(0, S, [&](i64 i, __mmask16 m) {
+            vf tu, tv;
+            bwd_terms<T, ACT, RES>(dy + o, x + o, RES ? r + o : r, RES ? dr + o : dr, i, m, vm, va, vb, tu, tv);
+            u[j] = _mm512_add_ps(u[j], tu);
+            v[j] = _mm512_add_ps(v[j], tv);
+        });
+    }
+    /* lanes 0-3: the sums of dv; 4-7: of dv * (x - mf), then minus delta times lanes 0-3 */
+    const __m512d d = _mm512_cvtps_pd(hsum8(u[0], u[1], u[2], u[3], v[0], v[1], v[2], v[3]));
+    const __m256d da = _mm512_castpd512_pd256(d);
+    const __m256d db = _mm256_fnmadd_pd(_mm256_set1_pd(delta), da, _mm512_extractf64x4_pd(d, 1));
+    if (n == 4) {
+        _mm256_storeu_pd(sa, da);
+        _mm256_storeu_pd(sb, db);
+    } else {
+        const __mmask8 m = (__mmask8)((1u << n) - 1u);
+        _mm256_mask_storeu_pd(sa, m, da);
+        _mm256_mask_storeu_pd(sb, m, db);
+    }
 }
 
 /* The per-vector math of every apply / dx loop below (they differ only in where the coefficients come from):
@@ -255,14 +339,14 @@ template <int ACT> static inline vf dx_vec(vf x, vf dy, vf mf, vf a, vf bb, vf a
 /* y = act((x - mf) * a + bb [+ r]) over a run; nt: whole aligned vectors with non-temporal stores (large
  * outputs); RES: with the residual r */
 template <typename T, int ACT, bool RES>
-static inline void row_apply(const T *x, const T *r, T *y, i64 S, float mf, float a, float bb, bool nt) {
+static GN_INLINE void row_apply(const T *x, const T *r, T *y, i64 S, float mf, float a, float bb, bool nt) {
     const vf vm = set1(mf), va = set1(a), vb = set1(bb);
     store_run(y, S, nt, [&](i64 s, __mmask16 m) { return apply_vec<ACT, RES>(load(x + s, m), vm, va, vb, r, s, m); });
 }
 
 /* dx = al * dv + (x - mf) * k1 + k2 over a run (nt as in row_apply) */
 template <typename T, int ACT>
-static inline void row_dx(const T *x, const T *dy, T *o, i64 S, float mf, float a, float bb, float al, float k1,
+static GN_INLINE void row_dx(const T *x, const T *dy, T *o, i64 S, float mf, float a, float bb, float al, float k1,
                           float k2, bool nt) {
     const vf vm = set1(mf), va = set1(a), vb = set1(bb), val = set1(al), vk1 = set1(k1), vk2 = set1(k2);
     store_run(o, S, nt, [&](i64 s, __mmask16 m) {
@@ -306,7 +390,7 @@ template <int NQ> struct ChannelCoefs {
     }
 };
 template <typename T, int ACT, bool RES>
-static inline void rows_apply(const T *x, const T *r, T *y, i64 nch, i64 S, float mf, const float *a,
+static GN_INLINE void rows_apply(const T *x, const T *r, T *y, i64 nch, i64 S, float mf, const float *a,
                               const float *bb, bool nt) {
     const vf vm = set1(mf);
     ChannelCoefs<2> cc({a, bb}, nch, S);
@@ -317,7 +401,7 @@ static inline void rows_apply(const T *x, const T *r, T *y, i64 nch, i64 S, floa
     });
 }
 template <typename T, int ACT>
-static inline void rows_dx(const T *x, const T *dy, T *o, i64 nch, i64 S, float mf, const float *a, const float *bb,
+static GN_INLINE void rows_dx(const T *x, const T *dy, T *o, i64 nch, i64 S, float mf, const float *a, const float *bb,
                            const float *al, float k1, float k2, bool nt) {
     const vf vm = set1(mf), vk1 = set1(k1), vk2 = set1(k2);
     ChannelCoefs<3> cc({a, bb, al}, nch, S);
