@@ -129,7 +129,7 @@ static int bwd_ncs(const BwdArgs<T> &p) {
      * Block by block, each short block's dx waited on its own chain of sums -> reductions -> stores -> group
      * coefficients (~100 cycles, and the coefficients' loads of the sums just stored stalled the pipeline); in
      * phases the blocks' chains overlap. */
-    const i64 BATCH = ncs_blocks_per_batch(D * S);
+    const i64 BATCH = ncs_blocks_per_batch(D * S, items, nt);
     const i64 batches = (items + BATCH - 1) / BATCH;
     const i64 chunk = (ncs_items_per_chunk(D * S, items, nt) + BATCH - 1) / BATCH;
     const bool nts = dx && nt_output<T>(N * C * S, nt, caches());
@@ -141,9 +141,8 @@ static int bwd_ncs(const BwdArgs<T> &p) {
      * block's mf, k1, k2 */
     ThreadScratch<A> ts(BATCH * (3 * D + 3), &err);
     A *cf = ts.p;
-#pragma omp for schedule(dynamic, chunk)
-    for (i64 bt = 0; bt < batches; ++bt) {
-        if (!cf) continue;
+    share_items(batches, chunk, N * C * S, [&](i64 bt) {
+        if (!cf) return;
         const i64 it0 = bt * BATCH, nb = items - it0 < BATCH ? items - it0 : BATCH;
         A *kk = cf + BATCH * 3 * D; /* mf, k1, k2 of block q at 3 * q */
         for (i64 q = 0; q < nb; ++q) {
@@ -159,7 +158,7 @@ static int bwd_ncs(const BwdArgs<T> &p) {
                                          ca, cbb, delta, Ab + nc0, Bb + nc0);
             kk[3 * q] = mf;
         }
-        if (!dx) continue;
+        if (!dx) return;
         for (i64 q = 0; q < nb; ++q) {
             const i64 it = it0 + q, c0 = it % G * D, nc0 = it * D;
             double delta;
@@ -179,8 +178,9 @@ static int bwd_ncs(const BwdArgs<T> &p) {
                 }
             ncs_rows_dx<T, A, ACT>(x + off, dy + off, dx + off, D, S, mf, ca, cbb, cal, k1, k2, nts);
         }
-    }
-    /* implicit barrier: every sample's sums exist; err is read after it (the same value in every thread) */
+    });
+#pragma omp barrier
+    /* every sample's sums exist; err is read after the barrier (the same value in every thread) */
     if (!err && (dw || db)) {
 #pragma omp for schedule(static)
         for (i64 g = 0; g < G; ++g) param_grads_group<T>(g, N, C, G, rstd, Ab, Bb, dw, db);

@@ -1,7 +1,8 @@
 /* Forward, contiguous layout (N, C, S): per (sample, group) block, the shifted sums over its D * S values
  * (one contiguous run), the statistics, then y = act((x - mf) * a + bb [+ r]) channel by channel (or, for
- * short channels on AVX-512, as one run across channel boundaries). Blocks are shared out dynamically in
- * chunks (gn_runtime.h); a block is read twice, the second time from cache when it fits.
+ * short channels on AVX-512, as one run across channel boundaries); short blocks a batch at a time (statistics
+ * of all, then outputs). Batches are shared out dynamically in chunks (gn_runtime.h); a block is read twice,
+ * the second time from cache when it fits.
  */
 #ifndef GN_FWD_NCS_H
 #define GN_FWD_NCS_H
@@ -56,40 +57,52 @@ static int fwd_ncs(const FwdArgs<T> &p) {
     int nt = p.nt;
     const i64 D = C / G, L = D * S, items = N * G;
     nt = nthreads_for(items, nt, N * C * S);
-    const i64 chunk = ncs_items_per_chunk(L, items, nt);
+    /* blocks BATCH at a time (as in the backward): the statistics of all of them, then their outputs, so that
+     * short blocks' chains (sums -> reductions -> sqrt and division in double) overlap */
+    const i64 BATCH = ncs_blocks_per_batch(L, items, nt);
+    const i64 batches = (items + BATCH - 1) / BATCH;
+    const i64 chunk = (ncs_items_per_chunk(L, items, nt) + BATCH - 1) / BATCH;
     const bool nts = nt_output<T>(N * C * S, nt, caches());
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
     FtzGuard ftz;
-#pragma omp for schedule(dynamic, chunk)
-    for (i64 it = 0; it < items; ++it) {
-        /* block `it` = (n, g) starts at (n * C + g * D) * S = it * L; the division for g (its channels' weights)
-         * is off the path of the first loads */
-        const i64 g = it % G;
-        const T *xg = x + it * L;
-        T *yg = y + it * L;
-        const A K = ld(xg);
-        double s1, s2;
-        shifted_sums<T, A>(xg, L, K, &s1, &s2);
-        const double m1 = s1 / (double)L;
-        double var = s2 / (double)L - m1 * m1;
-        if (!(var > 0.0)) var = var != var ? var : 0.0;
-        const double mu = (double)K + m1, rs = 1.0 / sqrt(var + eps);
-        mean[it] = mu;
-        rstd[it] = rs;
-        double delta;
-        const A mf = round_mean<A>(mu, &delta);
-        for (i64 cb = 0; cb < D; cb += CBLK) {
-            const i64 nb = D - cb < CBLK ? D - cb : CBLK;
-            A ca[CBLK], cbb[CBLK];
-            channel_coefs<T, A>(mu, rs, w, b, g * D + cb, nb, ca, cbb, (A *)nullptr);
-            const i64 o = cb * S;
-            if (r)
-                ncs_rows_apply<T, A, ACT, true>(xg + o, r + it * L + o, yg + o, nb, S, mf, ca, cbb, nts);
-            else
-                ncs_rows_apply<T, A, ACT, false>(xg + o, nullptr, yg + o, nb, S, mf, ca, cbb, nts);
+    share_items(batches, chunk, N * C * S, [&](i64 bt) {
+        const i64 it0 = bt * BATCH, nb = items - it0 < BATCH ? items - it0 : BATCH;
+        double mus[NCS_BATCH_MAX], rss[NCS_BATCH_MAX];
+        for (i64 q = 0; q < nb; ++q) {
+            /* block it = (n, g) starts at (n * C + g * D) * S = it * L */
+            const T *xg = x + (it0 + q) * L;
+            const A K = ld(xg);
+            double s1, s2;
+            shifted_sums<T, A>(xg, L, K, &s1, &s2);
+            const double m1 = s1 / (double)L;
+            double var = s2 / (double)L - m1 * m1;
+            if (!(var > 0.0)) var = var != var ? var : 0.0;
+            mus[q] = (double)K + m1;
+            rss[q] = 1.0 / sqrt(var + eps);
         }
-    }
+        for (i64 q = 0; q < nb; ++q) {
+            /* the division for g (its channels' weights) is off the path of the first loads */
+            const i64 it = it0 + q, g = it % G;
+            const T *xg = x + it * L;
+            T *yg = y + it * L;
+            const double mu = mus[q], rs = rss[q];
+            mean[it] = mu;
+            rstd[it] = rs;
+            double delta;
+            const A mf = round_mean<A>(mu, &delta);
+            for (i64 cb = 0; cb < D; cb += CBLK) {
+                const i64 nc = D - cb < CBLK ? D - cb : CBLK;
+                A ca[CBLK], cbb[CBLK];
+                channel_coefs<T, A>(mu, rs, w, b, g * D + cb, nc, ca, cbb, (A *)nullptr);
+                const i64 o = cb * S;
+                if (r)
+                    ncs_rows_apply<T, A, ACT, true>(xg + o, r + it * L + o, yg + o, nc, S, mf, ca, cbb, nts);
+                else
+                    ncs_rows_apply<T, A, ACT, false>(xg + o, nullptr, yg + o, nc, S, mf, ca, cbb, nts);
+            }
+        }
+    });
     store_fence(nts);
     }
     return GN_OK;

@@ -105,6 +105,24 @@ static inline int nthreads_for(i64 items, int nt, i64 elems) {
     return nt;
 }
 
+/* Work items [0, n) of a parallel region shared among its threads (every thread of the region calls this; no
+ * barrier at the end). Calls of at most STATIC_SPLIT_MAX values split the items statically, larger ones hand
+ * them out dynamically in runs of `chunk` (a thread that was descheduled on a busy machine then leaves its
+ * items to the others instead of holding everyone at the next barrier). On the small inputs of bench --small
+ * dynamic runs cost more than they save: the ratio ours / torch of a (2, 32, 14, 14) forward and a
+ * (32, 128, 4, 4) backward was 1.11 and 1.28 with a static split, 1.26 and 1.42 with dynamic runs of half
+ * the items each (medians of 6-8 alternating processes, 2 threads, Xeon model 207). */
+enum { STATIC_SPLIT_MAX = 1 << 18 };
+template <typename F> static GN_INLINE void share_items(i64 n, i64 chunk, i64 elems, F body) {
+    if (elems <= STATIC_SPLIT_MAX) {
+#pragma omp for schedule(static) nowait
+        for (i64 i = 0; i < n; ++i) body(i);
+    } else {
+#pragma omp for schedule(dynamic, chunk) nowait
+        for (i64 i = 0; i < n; ++i) body(i);
+    }
+}
+
 /* nch consecutive channels of S values (coefficients per channel, from index 0): one run through gn_v512.h's
  * rows_apply / rows_dx where a channel is not whole vectors and a vector spans at most two channels (S >= 16,
  * S % 16 != 0: 7x7 and 14x14 maps), else channel by channel (runs of whole vectors measured a little faster
@@ -122,12 +140,16 @@ static inline i64 ncs_items_per_chunk(i64 group_len, i64 items, int nt) {
     return c < 1 ? 1 : c;
 }
 
-/* Contiguous backward: blocks per batch (sums of all, then dx of all; gn_bwd_ncs.h): up to 8 for blocks of up
- * to 512 values, 1 from 2048 on (a long block's chain is hidden inside it, and its second read should come from
- * L1 / L2 right after the first). */
-static inline i64 ncs_blocks_per_batch(i64 group_len) {
-    const i64 b = (i64)4096 / (group_len > 0 ? group_len : 1);
-    return b < 1 ? 1 : (b > 8 ? 8 : b);
+/* Contiguous layout: blocks per batch (the statistics or sums of all of them, then their outputs; gn_fwd_ncs.h,
+ * gn_bwd_ncs.h): up to 8 for blocks of up to 512 values, 1 from 2048 on (a long block's chain is hidden inside
+ * it, and its second read should come from L1 / L2 right after the first), and at most items / nt (rounded up)
+ * so that every thread still gets a share. */
+enum { NCS_BATCH_MAX = 8 };
+static inline i64 ncs_blocks_per_batch(i64 group_len, i64 items, int nt) {
+    i64 b = (i64)4096 / (group_len > 0 ? group_len : 1);
+    const i64 share = (items + (nt > 1 ? nt : 1) - 1) / (nt > 1 ? nt : 1);
+    b = b < share ? b : share;
+    return b < 1 ? 1 : (b > NCS_BATCH_MAX ? NCS_BATCH_MAX : b);
 }
 
 /* Channels-last layout. A sample's S rows are cut into K chunks of R rows (R a multiple of FLUSH, so each chunk
