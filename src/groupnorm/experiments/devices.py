@@ -10,7 +10,7 @@
 
 - CPU convolutions over at most ``SMALL_CONV_BATCH`` = 4 images per call skip oneDNN (``conv_context``): at such
   batches its fixed cost per call dominates, and torch's own convolution (im2col and a matrix product) trains
-  1.1-1.6x faster (the per-step figures are in docs/results/README.md). The choice depends only on the batch, so
+  1.1-1.7x faster (the per-step figures are in docs/results/README.md). The choice depends only on the batch, so
   a resumed run makes the same one.
 
 The training code takes the device as a value: the CPU and CUDA paths are the same code. The device and the AMP
