@@ -1,7 +1,7 @@
 /* Backward, contiguous layout (N, C, S): per (sample, group) block, per channel the sums A_c = sum dv and
  * B_c = sum dv * (x - mean) with dv = dy * act'(v) recomputed from x (gn_api.h), then the group's dx
- * coefficients (gn_math.h) and dx in a second pass over the block; dweight / dbias from the per-sample sums
- * after a barrier.
+ * coefficients (gn_math.h) and dx in a second pass over the block; short blocks a batch at a time (the sums
+ * of all, their coefficients, then their dx); dweight / dbias from the per-sample sums after a barrier.
  */
 #ifndef GN_BWD_NCS_H
 #define GN_BWD_NCS_H
