@@ -129,9 +129,8 @@ static int bwd_ncs(const BwdArgs<T> &p) {
      * Block by block, each short block's dx waited on its own chain of sums -> reductions -> stores -> group
      * coefficients (~100 cycles, and the coefficients' loads of the sums just stored stalled the pipeline); in
      * phases the blocks' chains overlap. */
-    const i64 BATCH = ncs_blocks_per_batch(D * S, items, nt);
-    const i64 batches = (items + BATCH - 1) / BATCH;
-    const i64 chunk = (ncs_items_per_chunk(D * S, items, nt) + BATCH - 1) / BATCH;
+    const NcsBatches bp = ncs_batches(D * S, items, nt);
+    const i64 BATCH = bp.batch;
     const bool nts = dx && nt_output<T>(N * C * S, nt, caches());
     int err = GN_OK;
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -141,10 +140,11 @@ static int bwd_ncs(const BwdArgs<T> &p) {
      * block's mf, k1, k2 */
     ThreadScratch<A> ts(BATCH * (3 * D + 3), &err);
     A *cf = ts.p;
-    share_items(batches, chunk, N * C * S, [&](i64 bt) {
+    share_items(bp.count, bp.chunk, N * C * S, [&](i64 bt) {
         if (!cf) return;
         const i64 it0 = bt * BATCH, nb = items - it0 < BATCH ? items - it0 : BATCH;
         A *kk = cf + BATCH * 3 * D; /* mf, k1, k2 of block q at 3 * q */
+        double deltas[NCS_BATCH_MAX];
         for (i64 q = 0; q < nb; ++q) {
             /* block it = (n, g): its channels n * C + g * D .. are it * D .. (no division on the loads' path) */
             const i64 it = it0 + q, g = it % G, c0 = g * D, nc0 = it * D;
@@ -157,13 +157,12 @@ static int bwd_ncs(const BwdArgs<T> &p) {
             bwd_rows_sums_any<T, A, ACT>(dy + off, x + off, r ? r + off : nullptr, dr ? dr + off : nullptr, D, S, mf,
                                          ca, cbb, delta, Ab + nc0, Bb + nc0);
             kk[3 * q] = mf;
+            deltas[q] = delta;
         }
         if (!dx) return;
         for (i64 q = 0; q < nb; ++q) {
             const i64 it = it0 + q, c0 = it % G * D, nc0 = it * D;
-            double delta;
-            (void)round_mean<A>(mean[it], &delta);
-            const GroupBwd k = group_bwd_coef<T>(w, c0, D, S, Ab + nc0, Bb + nc0, mean[it], rstd[it], delta);
+            const GroupBwd k = group_bwd_coef<T>(w, c0, D, S, Ab + nc0, Bb + nc0, mean[it], rstd[it], deltas[q]);
             kk[3 * q + 1] = (A)k.k1;
             kk[3 * q + 2] = (A)k.k2;
         }

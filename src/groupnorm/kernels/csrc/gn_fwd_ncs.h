@@ -1,8 +1,8 @@
 /* Forward, contiguous layout (N, C, S): per (sample, group) block, the shifted sums over its D * S values
  * (one contiguous run), the statistics, then y = act((x - mf) * a + bb [+ r]) channel by channel (or, for
  * short channels on AVX-512, as one run across channel boundaries); short blocks a batch at a time (statistics
- * of all, then outputs). Batches are shared out dynamically in chunks (gn_runtime.h); a block is read twice,
- * the second time from cache when it fits.
+ * of all, then outputs). Batches are shared among the threads by share_items (gn_runtime.h); a block is read
+ * twice, the second time from cache when it fits.
  */
 #ifndef GN_FWD_NCS_H
 #define GN_FWD_NCS_H
@@ -59,14 +59,13 @@ static int fwd_ncs(const FwdArgs<T> &p) {
     nt = nthreads_for(items, nt, N * C * S);
     /* blocks BATCH at a time (as in the backward): the statistics of all of them, then their outputs, so that
      * short blocks' chains (sums -> reductions -> sqrt and division in double) overlap */
-    const i64 BATCH = ncs_blocks_per_batch(L, items, nt);
-    const i64 batches = (items + BATCH - 1) / BATCH;
-    const i64 chunk = (ncs_items_per_chunk(L, items, nt) + BATCH - 1) / BATCH;
+    const NcsBatches bp = ncs_batches(L, items, nt);
+    const i64 BATCH = bp.batch;
     const bool nts = nt_output<T>(N * C * S, nt, caches());
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
     FtzGuard ftz;
-    share_items(batches, chunk, N * C * S, [&](i64 bt) {
+    share_items(bp.count, bp.chunk, N * C * S, [&](i64 bt) {
         const i64 it0 = bt * BATCH, nb = items - it0 < BATCH ? items - it0 : BATCH;
         double mus[NCS_BATCH_MAX], rss[NCS_BATCH_MAX];
         for (i64 q = 0; q < nb; ++q) {

@@ -189,19 +189,10 @@ struct GroupBwd { double k1, k2; };
 template <typename T>
 static GN_INLINE GroupBwd group_bwd_coef(const T *w, i64 c0, i64 D, i64 S, const double *Ac, const double *Bc,
                                       double mean, double rstd, double delta) {
-    double sa, sb;
-#ifdef GN_AVX512
-    if constexpr (!std::is_same<T, double>::value) {
-        sa = v512::wsum8(w ? w + c0 : w, Ac, D);
-        sb = v512::wsum8(w ? w + c0 : w, Bc, D);
-    } else
-#endif
-    {
-        sa = w ? sum8(D, [&](i64 cc) { return (double)ld(w + c0 + cc) * Ac[cc]; })
-               : sum8(D, [&](i64 cc) { return Ac[cc]; });
-        sb = w ? sum8(D, [&](i64 cc) { return (double)ld(w + c0 + cc) * Bc[cc]; })
-               : sum8(D, [&](i64 cc) { return Bc[cc]; });
-    }
+    const double sa = w ? sum8(D, [&](i64 cc) { return (double)ld(w + c0 + cc) * Ac[cc]; })
+                        : sum8(D, [&](i64 cc) { return Ac[cc]; });
+    const double sb = w ? sum8(D, [&](i64 cc) { return (double)ld(w + c0 + cc) * Bc[cc]; })
+                        : sum8(D, [&](i64 cc) { return Bc[cc]; });
     const double M = (double)(D * S);
     GroupBwd r;
     r.k1 = -rstd * rstd * rstd * sb / M;

@@ -129,27 +129,30 @@ template <typename F> static GN_INLINE void share_items(i64 n, i64 chunk, i64 el
  * channel by channel: no per-vector channel bookkeeping). */
 static inline bool ncs_rows_flat(i64 S) { return S >= 16 && S % 16 != 0; }
 
-/* Contiguous layout: (sample, group) blocks are handed out dynamically in runs of ~16K values, so that tiny
- * groups (7x7 maps, few channels per group) do not pay the scheduler once per group; but at most items / nt
- * blocks (rounded up), so that every thread gets a run: a (2, 32, 14, 14) input (64 blocks of 196 values) was
- * one run of 83 blocks, done by one thread while the other was woken for nothing. */
-static inline i64 ncs_items_per_chunk(i64 group_len, i64 items, int nt) {
-    i64 c = (i64)16384 / (group_len > 0 ? group_len : 1);
-    const i64 share = (items + (nt > 1 ? nt : 1) - 1) / (nt > 1 ? nt : 1);
-    c = c < share ? c : share;
-    return c < 1 ? 1 : c;
-}
-
-/* Contiguous layout: blocks per batch (the statistics or sums of all of them, then their outputs; gn_fwd_ncs.h,
- * gn_bwd_ncs.h): up to 8 for blocks of up to 512 values, 1 from 2048 on (a long block's chain is hidden inside
- * it, and its second read should come from L1 / L2 right after the first), and at most items / nt (rounded up)
- * so that every thread still gets a share. */
+/* Contiguous layout: how a call's N * G (sample, group) blocks of group_len values are cut and shared out.
+ * - batch: blocks taken at a time (the statistics or sums of all of them, then their outputs; gn_fwd_ncs.h,
+ *   gn_bwd_ncs.h), so that short blocks' dependency chains overlap: up to NCS_BATCH_MAX for blocks of up to 512
+ *   values, 1 from 2048 on (a long block's chain is hidden inside it, and its second read should come from L1 /
+ *   L2 right after the first);
+ * - chunk: batches per dynamic run (share_items), ~16K values, so that tiny groups (7x7 maps, few channels per
+ *   group) do not pay the scheduler once per group.
+ * Both at most a thread's share of the blocks (rounded up), so that every thread gets work: a (2, 32, 14, 14)
+ * input (64 blocks of 196 values) was one run of 83 blocks, done by one thread while the other was woken for
+ * nothing. */
 enum { NCS_BATCH_MAX = 8 };
-static inline i64 ncs_blocks_per_batch(i64 group_len, i64 items, int nt) {
-    i64 b = (i64)4096 / (group_len > 0 ? group_len : 1);
-    const i64 share = (items + (nt > 1 ? nt : 1) - 1) / (nt > 1 ? nt : 1);
-    b = b < share ? b : share;
-    return b < 1 ? 1 : (b > NCS_BATCH_MAX ? NCS_BATCH_MAX : b);
+struct NcsBatches {
+    i64 batch, count, chunk; /* blocks per batch, batches, batches per dynamic run */
+};
+static inline NcsBatches ncs_batches(i64 group_len, i64 items, int nt) {
+    const i64 len = group_len > 0 ? group_len : 1, threads = nt > 1 ? nt : 1;
+    const i64 share = (items + threads - 1) / threads;
+    auto clamp = [](i64 v, i64 lo, i64 hi) { return v < lo ? lo : (v > hi ? hi : v); };
+    NcsBatches p;
+    p.batch = clamp((i64)4096 / len < share ? (i64)4096 / len : share, 1, NCS_BATCH_MAX);
+    p.count = (items + p.batch - 1) / p.batch;
+    const i64 blocks_per_run = clamp((i64)16384 / len < share ? (i64)16384 / len : share, 1, items > 0 ? items : 1);
+    p.chunk = (blocks_per_run + p.batch - 1) / p.batch;
+    return p;
 }
 
 /* Channels-last layout. A sample's S rows are cut into K chunks of R rows (R a multiple of FLUSH, so each chunk

@@ -217,30 +217,6 @@ static inline vf round_to(vf v, const bf16_t *p) {
 }
 static inline vf round_to(vf v, const f16_t *p) { return _mm512_cvtph_ps(pack(v, p)); }
 
-/* gn_math.h's sum8 of w[j] * a[j] (w null: of a[j]) over j < n, in the same order (lane l adds j = l, l + 8, ...
- * in turn, then ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7))), so the same double as the scalar loop, in a few
- * vector instructions: a group's backward coefficients took as long as a 4x4 map's dx. Lanes 0-3 and 4-7 are
- * loaded as two 256-bit halves, the size bwd_rows_sums4 stored them in just before (a wider load of narrower
- * stores cannot be forwarded from the store buffer and waits for them to reach the cache). */
-template <typename T> static GN_INLINE double wsum8(const T *w, const double *a, i64 n) {
-    __m256d lo = _mm256_setzero_pd(), hi = lo;
-    for (i64 j = 0; j < n; j += 8) {
-        const __mmask8 m = n - j >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - j)) - 1u);
-        __m256d tl = _mm256_maskz_loadu_pd(m & 0xf, a + j), th = _mm256_maskz_loadu_pd(m >> 4, a + j + 4);
-        if (w) {
-            const __m512d wd = _mm512_cvtps_pd(_mm512_castps512_ps256(load(w + j, (__mmask16)m)));
-            tl = _mm256_mul_pd(_mm512_castpd512_pd256(wd), tl);
-            th = _mm256_mul_pd(_mm512_extractf64x4_pd(wd, 1), th);
-        }
-        lo = _mm256_add_pd(lo, tl);
-        hi = _mm256_add_pd(hi, th);
-    }
-    /* ((p0 + p1) + (p2 + p3)) and the same of lanes 4-7 side by side, then their sum */
-    __m256d q = _mm256_hadd_pd(lo, hi); /* p0+p1, p4+p5, p2+p3, p6+p7 */
-    const __m128d r = _mm_add_pd(_mm256_castpd256_pd128(q), _mm256_extractf128_pd(q, 1));
-    return _mm_cvtsd_f64(r) + _mm_cvtsd_f64(_mm_unpackhi_pd(r, r));
-}
-
 /* The backward's two terms of the 16 values at i (masked lanes: zero terms): u = dv, v = dv * (x - mf) with
  * dv = dy * act'((x - mf) * a + bb [+ r]); RES: with the residual r, and dv (rounded to T, the value the sums
  * then use) stored to dr */
