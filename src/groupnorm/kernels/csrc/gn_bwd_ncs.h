@@ -162,7 +162,7 @@ static int bwd_ncs(const BwdArgs<T> &p) {
         if (!dx) return;
         for (i64 q = 0; q < nb; ++q) {
             const i64 it = it0 + q, c0 = it % G * D, nc0 = it * D;
-            const GroupBwd k = group_bwd_coef<T>(w, c0, D, S, Ab + nc0, Bb + nc0, mean[it], rstd[it], deltas[q]);
+            const GroupBwd k = group_bwd_coef<T>(w, c0, D, S, Ab + nc0, Bb + nc0, rstd[it], deltas[q]);
             kk[3 * q + 1] = (A)k.k1;
             kk[3 * q + 2] = (A)k.k2;
         }

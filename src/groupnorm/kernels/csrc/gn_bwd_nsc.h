@@ -70,6 +70,25 @@ static inline void nsc_row4_bwd_sums(const T *GN_R xr, const T *GN_R gr, const T
     }
 }
 template <typename T, typename A, int ACT>
+static inline void nsc_row4_dx(const T *GN_R xr, const T *GN_R gr, const A *GN_R mf, const A *GN_R a,
+                               const A *GN_R bb, const A *GN_R al, const A *GN_R k1, const A *GN_R k2, T *GN_R o,
+                               i64 C, bool nt) {
+#ifdef GN_AVX512
+    if constexpr (std::is_same<A, float>::value)
+        return v512::nsc_row4_dx<T, ACT>(xr, gr, mf, a, bb, al, k1, k2, o, C, nt);
+#endif
+    (void)nt;
+    for (i64 c = 0; c < C; ++c) {
+        const A m = mf[c], ac = a[c], b = bb[c], l = al[c], q1 = k1[c], q2 = k2[c];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+            const A xc = ld(xr + r * C + c) - m;
+            const A g = act_b<ACT, A>(xc * ac + b, ld(gr + r * C + c));
+            st(o + r * C + c, l * g + xc * q1 + q2);
+        }
+    }
+}
+template <typename T, typename A, int ACT>
 static inline void nsc_row_dx(const T *GN_R xr, const T *GN_R gr, const A *GN_R mf, const A *GN_R a,
                               const A *GN_R bb, const A *GN_R al, const A *GN_R k1, const A *GN_R k2, T *GN_R o,
                               i64 C, bool nt) {
@@ -127,24 +146,43 @@ static void nsc_bwd_chunk_sums(const NscPlan &P, const T *dy, const T *x, const 
     }
 }
 
-/* Per-channel sums of sample n (Ab, Bb, B centred on the exact mean) and the dx coefficients k1, k2. */
+/* Per-channel sums of sample n (Ab, Bb: the chunks' sums in chunk order, B centred on the exact mean) and the dx
+ * coefficients k1, k2 of its groups. */
 template <typename T, typename A>
 static void nsc_bwd_reduce(const NscPlan &P, i64 n, const double *part, const double *mean, const double *rstd,
                            const T *w, double *Ab, double *Bb, A *coef) {
     const i64 C = P.C, D = P.D;
     A *q = coef + n * 6 * C;
     double *GN_R sa = Ab + n * C, *GN_R sb = Bb + n * C;
-    for (i64 c = 0; c < C; ++c) { sa[c] = 0.0; sb[c] = 0.0; }
-    for (i64 k = 0; k < P.K; ++k) { /* chunk order, channels vectorized */
-        const double *GN_R p = part + (n * P.K + k) * 2 * C;
-        for (i64 c = 0; c < C; ++c) { sa[c] += p[c]; sb[c] += p[C + c]; }
+    const double *pn = part + n * P.K * 2 * C;
+#ifdef GN_AVX512
+    constexpr bool fused = std::is_same<A, float>::value;
+#else
+    constexpr bool fused = false;
+#endif
+    if (!fused) {
+        for (i64 c = 0; c < C; ++c) { sa[c] = 0.0; sb[c] = 0.0; }
+        for (i64 k = 0; k < P.K; ++k) { /* chunk order, channels vectorized */
+            const double *GN_R p = pn + k * 2 * C;
+            for (i64 c = 0; c < C; ++c) { sa[c] += p[c]; sb[c] += p[C + c]; }
+        }
     }
     for (i64 g = 0; g < P.G; ++g) {
         const i64 c0 = g * D, ng = n * P.G + g;
         double delta;
         (void)round_mean<A>(mean[ng], &delta);
-        for (i64 c = c0; c < c0 + D; ++c) sb[c] -= delta * sa[c]; /* centred on the exact mean */
-        const GroupBwd kk = group_bwd_coef<T>(w, c0, D, P.S, sa + c0, sb + c0, mean[ng], rstd[ng], delta);
+        GroupBwd kk;
+#ifdef GN_AVX512
+        if constexpr (fused) {
+            double ws_a, ws_b;
+            v512::nsc_group_sums<T>(pn + c0, P.K, 2 * C, C, w ? w + c0 : w, D, delta, sa + c0, sb + c0, &ws_a, &ws_b);
+            kk = group_bwd_from_sums(ws_a, ws_b, D * P.S, rstd[ng], delta);
+        } else
+#endif
+        {
+            for (i64 c = c0; c < c0 + D; ++c) sb[c] -= delta * sa[c]; /* centred on the exact mean */
+            kk = group_bwd_coef<T>(w, c0, D, P.S, sa + c0, sb + c0, rstd[ng], delta);
+        }
         for (i64 cc = 0; cc < D; ++cc) {
             q[4 * C + c0 + cc] = (A)kk.k1;
             q[5 * C + c0 + cc] = (A)kk.k2;
@@ -156,10 +194,14 @@ template <typename T, typename A, int ACT>
 static void nsc_bwd_dx_chunk(const NscPlan &P, const T *dy, const T *x, i64 n, i64 k, const A *coef, T *dx) {
     const i64 C = P.C, r0 = k * P.R, r1 = r0 + P.R < P.S ? r0 + P.R : P.S;
     const A *mf = coef + n * 6 * C, *a = mf + C, *bb = mf + 2 * C, *al = mf + 3 * C, *k1 = mf + 4 * C, *k2 = mf + 5 * C;
-    for (i64 r = r0; r < r1; ++r) {
-        const T *xr = x + (n * P.S + r) * C, *gr = dy + (n * P.S + r) * C;
-        T *o = dx + (n * P.S + r) * C;
-        nsc_row_dx<T, A, ACT>(xr, gr, mf, a, bb, al, k1, k2, o, C, P.nts);
+    i64 r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const i64 off = (n * P.S + r) * C;
+        nsc_row4_dx<T, A, ACT>(x + off, dy + off, mf, a, bb, al, k1, k2, dx + off, C, P.nts);
+    }
+    for (; r < r1; ++r) {
+        const i64 off = (n * P.S + r) * C;
+        nsc_row_dx<T, A, ACT>(x + off, dy + off, mf, a, bb, al, k1, k2, dx + off, C, P.nts);
     }
 }
 
@@ -201,36 +243,40 @@ static int bwd_nsc(const BwdArgs<T> &p) {
             A *scratch = ts.p;
             const bool ok = ts.ok();
             FtzGuard ftz;
+            const i64 elems = N * S * C;
             if (P.per_sample) {
-#pragma omp for schedule(dynamic, 1)
-                for (i64 n = 0; n < N; ++n) {
-                    if (!ok) continue;
+                share_items(N, 1, elems, [&](i64 n) {
+                    if (!ok) return;
                     nsc_bwd_coef_init<T, A>(P, n, mean, rstd, w, b, coef);
                     for (i64 k = 0; k < P.K; ++k) nsc_bwd_sums_any<T, A, ACT>(P, dy, x, res, dres, n, k, coef, scratch, part);
                     nsc_bwd_reduce<T, A>(P, n, part, mean, rstd, w, Ab, Bb, coef);
                     if (dx)
                         for (i64 k = 0; k < P.K; ++k) nsc_bwd_dx_any<T, A, ACT>(P, dy, x, dres, n, k, coef, dx);
-                }
+                });
             } else {
-#pragma omp for schedule(static)
-                for (i64 n = 0; n < N; ++n) nsc_bwd_coef_init<T, A>(P, n, mean, rstd, w, b, coef);
-#pragma omp for schedule(dynamic, 1)
-                for (i64 it = 0; it < N * P.K; ++it)
+                share_items(N, 1, elems, [&](i64 n) { nsc_bwd_coef_init<T, A>(P, n, mean, rstd, w, b, coef); });
+#pragma omp barrier
+                share_items(N * P.K, 1, elems, [&](i64 it) {
                     if (ok) nsc_bwd_sums_any<T, A, ACT>(P, dy, x, res, dres, it / P.K, it % P.K, coef, scratch, part);
-                if (!err) { /* read after the implicit barrier: the same value in every thread */
-#pragma omp for schedule(dynamic, 1)
-                    for (i64 n = 0; n < N; ++n) nsc_bwd_reduce<T, A>(P, n, part, mean, rstd, w, Ab, Bb, coef);
+                });
+#pragma omp barrier
+                if (!err) { /* read after a barrier: the same value in every thread */
+                    share_items(N, 1, elems, [&](i64 n) { nsc_bwd_reduce<T, A>(P, n, part, mean, rstd, w, Ab, Bb, coef); });
                     if (dx) {
-#pragma omp for schedule(dynamic, 1)
-                        for (i64 it = 0; it < N * P.K; ++it)
+#pragma omp barrier
+                        share_items(N * P.K, 1, elems, [&](i64 it) {
                             nsc_bwd_dx_any<T, A, ACT>(P, dy, x, dres, it / P.K, it % P.K, coef, dx);
+                        });
                     }
                 }
             }
-            /* after the implicit barrier of the last omp for: all sums exist */
-            if (!err && (dw || db)) {
-#pragma omp for schedule(static)
-                for (i64 g = 0; g < G; ++g) param_grads_group<T>(g, N, C, G, rstd, Ab, Bb, dw, db);
+            if (dw || db) {
+#pragma omp barrier
+                /* all sums exist; the region's closing barrier follows */
+                if (!err) {
+#pragma omp for schedule(static) nowait
+                    for (i64 g = 0; g < G; ++g) param_grads_group<T>(g, N, C, G, rstd, Ab, Bb, dw, db);
+                }
             }
             store_fence(P.nts);
         }

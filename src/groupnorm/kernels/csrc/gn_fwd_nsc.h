@@ -70,6 +70,7 @@ static inline void nsc_row4_apply(const T *GN_R xr, const T *GN_R rr, const A *G
     if constexpr (std::is_same<A, float>::value)
         return v512::nsc_row4_apply<T, ACT, RES>(xr, rr, mf, a, bb, yr, C, nt);
 #endif
+#pragma GCC unroll 4
     for (int r = 0; r < 4; ++r)
         nsc_row_apply<T, A, ACT, RES>(xr + r * C, RES ? rr + r * C : nullptr, mf, a, bb, yr + r * C, C, nt);
 }
@@ -176,25 +177,28 @@ static int fwd_nsc(const FwdArgs<T> &p) {
             A *scratch = ts.p;
             const bool ok = ts.ok();
             FtzGuard ftz;
+            const i64 elems = N * S * C;
             if (P.per_sample) {
-#pragma omp for schedule(dynamic, 1)
-                for (i64 n = 0; n < N; ++n) {
-                    if (!ok) continue;
+                share_items(N, 1, elems, [&](i64 n) {
+                    if (!ok) return;
                     for (i64 k = 0; k < P.K; ++k) nsc_stats_chunk<T, A>(P, x, n, k, scratch, part);
                     nsc_stats_reduce<T, A>(P, x, n, part, w, b, eps, mean, rstd, coef);
                     for (i64 k = 0; k < P.K; ++k) nsc_apply_chunk<T, A, ACT>(P, x, res, n, k, coef, y);
-                }
+                });
             } else {
-#pragma omp for schedule(dynamic, 1)
-                for (i64 it = 0; it < N * P.K; ++it)
+                share_items(N * P.K, 1, elems, [&](i64 it) {
                     if (ok) nsc_stats_chunk<T, A>(P, x, it / P.K, it % P.K, scratch, part);
-                /* every item's partial sums must exist before any reduction reads them (implicit barrier) */
+                });
+#pragma omp barrier
+                /* every item's partial sums exist before any reduction reads them; err is read after the barrier */
                 if (!err) {
-#pragma omp for schedule(dynamic, 1)
-                    for (i64 n = 0; n < N; ++n) nsc_stats_reduce<T, A>(P, x, n, part, w, b, eps, mean, rstd, coef);
-#pragma omp for schedule(dynamic, 1)
-                    for (i64 it = 0; it < N * P.K; ++it)
+                    share_items(N, 1, elems, [&](i64 n) {
+                        nsc_stats_reduce<T, A>(P, x, n, part, w, b, eps, mean, rstd, coef);
+                    });
+#pragma omp barrier
+                    share_items(N * P.K, 1, elems, [&](i64 it) {
                         nsc_apply_chunk<T, A, ACT>(P, x, res, it / P.K, it % P.K, coef, y);
+                    });
                 }
             }
             store_fence(P.nts);

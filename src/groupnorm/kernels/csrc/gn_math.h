@@ -159,6 +159,10 @@ static inline void channel_coefs(double mean, double rstd, const T *w, const T *
                                  A *GN_R bb, A *GN_R al) {
     double delta;
     (void)round_mean<A>(mean, &delta);
+#ifdef GN_AVX512
+    if constexpr (std::is_same<A, float>::value)
+        return v512::channel_coefs<T>(rstd, delta, w ? w + c0 : w, b ? b + c0 : b, n, a, bb, al);
+#endif
     for (i64 j = 0; j < n; ++j) {
         const double wc = w ? (double)ld(w + c0 + j) : 1.0, bc = b ? (double)ld(b + c0 + j) : 0.0;
         const double ad = rstd * wc;
@@ -184,21 +188,29 @@ template <typename F> static GN_INLINE double sum8(i64 n, F f) {
 enum { FLUSH = 64 }; /* channels-last: rows summed in the compute type before folding into double */
 
 /* ---------------------------------------------------------------- backward coefficients */
-/* From per-channel sums (A_c = sum dv, B_c = sum dv * (x - mean)) of one group: dx = al*dv + (x - mf)*k1 + k2. */
+/* From per-channel sums (A_c = sum dv, B_c = sum dv * (x - mean)) of one group: dx = al*dv + (x - mf)*k1 + k2,
+ * with sa = sum_c w_c A_c, sb = sum_c w_c B_c over the group's D channels (w_c = 1 without weight), M = D * S,
+ * k1 = -rstd^3 sb / M and k2 = -rstd sa / M - delta k1 (the latter in terms of x - mf, mf = mean - delta). */
 struct GroupBwd { double k1, k2; };
+static GN_INLINE GroupBwd group_bwd_from_sums(double sa, double sb, i64 M, double rstd, double delta) {
+    GroupBwd r;
+    r.k1 = -rstd * rstd * rstd * sb / (double)M;
+    r.k2 = -rstd * sa / (double)M - delta * r.k1;
+    return r;
+}
 template <typename T>
 static GN_INLINE GroupBwd group_bwd_coef(const T *w, i64 c0, i64 D, i64 S, const double *Ac, const double *Bc,
-                                      double mean, double rstd, double delta) {
-    const double sa = w ? sum8(D, [&](i64 cc) { return (double)ld(w + c0 + cc) * Ac[cc]; })
-                        : sum8(D, [&](i64 cc) { return Ac[cc]; });
-    const double sb = w ? sum8(D, [&](i64 cc) { return (double)ld(w + c0 + cc) * Bc[cc]; })
-                        : sum8(D, [&](i64 cc) { return Bc[cc]; });
-    const double M = (double)(D * S);
-    GroupBwd r;
-    r.k1 = -rstd * rstd * rstd * sb / M;
-    r.k2 = -rstd * sa / M - delta * r.k1; /* written in terms of (x - mf), mf = mean - delta */
-    (void)mean;
-    return r;
+                                         double rstd, double delta) {
+    double sa, sb;
+#ifdef GN_AVX512
+    if constexpr (!std::is_same<T, double>::value) {
+        v512::wsums<T>(w ? w + c0 : w, D, Ac, Bc, &sa, &sb);
+        return group_bwd_from_sums(sa, sb, D * S, rstd, delta);
+    }
+#endif
+    sa = w ? sum8(D, [&](i64 cc) { return (double)ld(w + c0 + cc) * Ac[cc]; }) : sum8(D, [&](i64 cc) { return Ac[cc]; });
+    sb = w ? sum8(D, [&](i64 cc) { return (double)ld(w + c0 + cc) * Bc[cc]; }) : sum8(D, [&](i64 cc) { return Bc[cc]; });
+    return group_bwd_from_sums(sa, sb, D * S, rstd, delta);
 }
 
 /* dweight[c] = sum_n rstd[n, g] * B[n, c], dbias[c] = sum_n A[n, c] (fixed order over n), for the channels of
@@ -207,6 +219,9 @@ template <typename T>
 static void param_grads_group(i64 g, i64 N, i64 C, i64 G, const double *rstd, const double *Ab, const double *Bb,
                               T *dw, T *db) {
     const i64 D = C / G;
+#ifdef GN_AVX512
+    if constexpr (!std::is_same<T, double>::value) return v512::param_grads<T>(g * D, D, N, C, rstd + g, G, Ab, Bb, dw, db);
+#endif
     /* blocks of channels, samples in order for each: the same sums per channel as a loop over n inside a loop
      * over c, but the loop over channels is contiguous and vectorizes (the other order walked Ab / Bb with a
      * stride of C and one dependent add per sample) */

@@ -388,6 +388,108 @@ static GN_INLINE void rows_dx(const T *x, const T *dy, T *o, i64 nch, i64 S, flo
     });
 }
 
+/* ---------------------------------------------------------------- per-channel coefficients, double lanes
+ * gn_math.h's channel_coefs, group sums and parameter gradients, eight channels at a time (masked lanes are
+ * neither read nor written). Groups of 4 or 8 channels (C / G on small maps: (32, 128, 4, 4), (8, 256, 7, 7))
+ * made the compiler's loops over a group's channels a prologue, a scalar tail and a branch per group: on 4x4
+ * maps those per-group loops were a third of the backward. */
+static inline __mmask8 mask8(i64 n) { return n >= 8 ? (__mmask8)0xff : (__mmask8)((1u << n) - 1u); }
+template <typename T> static inline __m512d load_pd(const T *p, __mmask8 m) { /* exact: T -> float -> double */
+    return _mm512_cvtps_pd(_mm512_castps512_ps256(load(p, (__mmask16)m)));
+}
+template <typename T> static inline void store_pd(T *p, __m512d v, __mmask8 m) { /* rounded to float, then T */
+    store(p, _mm512_castps256_ps512(_mm512_cvtpd_ps(v)), (__mmask16)m);
+}
+/* the sum of the 8 lanes as gn_math.h's sum8 adds its partial sums: ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)) */
+static inline double hsum_pd(__m512d v) {
+    v = _mm512_add_pd(v, _mm512_permute_pd(v, 0x55));          /* lane 2k: p[2k] + p[2k + 1] */
+    v = _mm512_add_pd(v, _mm512_permutex_pd(v, 0x4e));         /* lane 4k: pairs 4k and 4k + 2 */
+    v = _mm512_add_pd(v, _mm512_shuffle_f64x2(v, v, 0x4e));    /* lane 0: the two halves */
+    return _mm512_cvtsd_f64(v);
+}
+/* a[j] = rstd * w[j], bb[j] = b[j] - delta * a[j] (in double), al[j] = a[j] (if al), for j < n; w, b: the first
+ * channel's (null: 1 and 0) */
+template <typename T>
+static GN_INLINE void channel_coefs(double rstd, double delta, const T *w, const T *b, i64 n, float *a, float *bb,
+                                    float *al) {
+    const __m512d vr = _mm512_set1_pd(rstd), vd = _mm512_set1_pd(delta);
+    for (i64 j = 0; j < n; j += 8) {
+        const __mmask8 m = mask8(n - j);
+        const __m512d ad = w ? _mm512_mul_pd(vr, load_pd(w + j, m)) : vr;
+        const __m512d bc = b ? load_pd(b + j, m) : _mm512_setzero_pd();
+        const __m256 af = _mm512_cvtpd_ps(ad);
+        _mm256_mask_storeu_ps(a + j, m, af);
+        _mm256_mask_storeu_ps(bb + j, m, _mm512_cvtpd_ps(_mm512_fnmadd_pd(vd, ad, bc)));
+        if (al) _mm256_mask_storeu_ps(al + j, m, af);
+    }
+}
+/* the sums over j < n of w[j] * Ac[j] and w[j] * Bc[j] (w null: 1), in sum8's order (lane l: j = l, l + 8, ...) */
+template <typename T>
+static GN_INLINE void wsums(const T *w, i64 n, const double *Ac, const double *Bc, double *sa, double *sb) {
+    __m512d pa = _mm512_setzero_pd(), pb = pa;
+    for (i64 j = 0; j < n; j += 8) {
+        const __mmask8 m = mask8(n - j);
+        const __m512d va = _mm512_maskz_loadu_pd(m, Ac + j), vb = _mm512_maskz_loadu_pd(m, Bc + j);
+        if (w) {
+            const __m512d vw = load_pd(w + j, m);
+            pa = _mm512_fmadd_pd(vw, va, pa);
+            pb = _mm512_fmadd_pd(vw, vb, pb);
+        } else {
+            pa = _mm512_add_pd(pa, va);
+            pb = _mm512_add_pd(pb, vb);
+        }
+    }
+    *sa = hsum_pd(pa);
+    *sb = hsum_pd(pb);
+}
+/* One group's D channels of a channels-last sample, in one pass (gn_bwd_nsc.h's nsc_bwd_reduce): Ac[j] = the
+ * sum over the K chunks (in chunk order) of the chunk sums p1, Bc[j] = that of p2 minus delta * Ac[j] (centred on
+ * the exact mean), both stored; sa, sb as wsums. Chunk k's p1 of channel j is at part[k * pstride + j], its p2
+ * at part[k * pstride + C + j]. (Centred in a loop of its own and read back by wsums, each group's sums were
+ * reloaded right after narrower stores: a store-forwarding stall per group.) */
+template <typename T>
+static GN_INLINE void nsc_group_sums(const double *part, i64 K, i64 pstride, i64 C, const T *w, i64 D, double delta,
+                                     double *Ac, double *Bc, double *sa, double *sb) {
+    const __m512d vd = _mm512_set1_pd(delta);
+    __m512d pa = _mm512_setzero_pd(), pb = pa;
+    for (i64 j = 0; j < D; j += 8) {
+        const __mmask8 m = mask8(D - j);
+        __m512d a = _mm512_setzero_pd(), b = a;
+        for (i64 k = 0; k < K; ++k) {
+            a = _mm512_add_pd(a, _mm512_maskz_loadu_pd(m, part + k * pstride + j));
+            b = _mm512_add_pd(b, _mm512_maskz_loadu_pd(m, part + k * pstride + C + j));
+        }
+        b = _mm512_fnmadd_pd(vd, a, b);
+        _mm512_mask_storeu_pd(Ac + j, m, a);
+        _mm512_mask_storeu_pd(Bc + j, m, b);
+        if (w) {
+            const __m512d vw = load_pd(w + j, m);
+            pa = _mm512_fmadd_pd(vw, a, pa);
+            pb = _mm512_fmadd_pd(vw, b, pb);
+        } else {
+            pa = _mm512_add_pd(pa, a);
+            pb = _mm512_add_pd(pb, b);
+        }
+    }
+    *sa = hsum_pd(pa);
+    *sb = hsum_pd(pb);
+}
+/* dweight / dbias of the D channels from c0 (gn_math.h's param_grads_group): samples in order per channel */
+template <typename T>
+static GN_INLINE void param_grads(i64 c0, i64 D, i64 N, i64 C, const double *rstd_g, i64 G, const double *Ab,
+                                  const double *Bb, T *dw, T *db) {
+    for (i64 j = c0; j < c0 + D; j += 8) {
+        const __mmask8 m = mask8(c0 + D - j);
+        __m512d sw = _mm512_setzero_pd(), sbias = sw;
+        for (i64 n = 0; n < N; ++n) {
+            sw = _mm512_fmadd_pd(_mm512_set1_pd(rstd_g[n * G]), _mm512_maskz_loadu_pd(m, Bb + n * C + j), sw);
+            sbias = _mm512_add_pd(sbias, _mm512_maskz_loadu_pd(m, Ab + n * C + j));
+        }
+        if (dw) store_pd(dw + j, sw, m);
+        if (db) store_pd(db + j, sbias, m);
+    }
+}
+
 /* ---------------------------------------------------------------- channels-last (NSC) rows
  * One row of C channels against the per-channel float arrays: the portable nsc_row_apply / nsc_row_dx loops
  * with a masked tail, stored through store_run; the layout headers use them for every float-compute dtype (with whole
@@ -409,6 +511,7 @@ static inline void nsc_row4_apply(const T *xr, const T *rr, const float *mf, con
     for_vectors(0, C, [&](i64 c, __mmask16 m) {
         const vf vm = _mm512_maskz_loadu_ps(m, mf + c), va = _mm512_maskz_loadu_ps(m, a + c),
                  vb = _mm512_maskz_loadu_ps(m, bb + c);
+#pragma GCC unroll 4
         for (int r = 0; r < 4; ++r) {
             const vf v = apply_vec<ACT, RES>(load(xr + r * C + c, m), vm, va, vb, RES ? rr + r * C : nullptr, c, m);
             if (nt && m == (__mmask16)0xffff)
@@ -426,6 +529,26 @@ static inline void nsc_row_dx(const T *xr, const T *gr, const float *mf, const f
                            _mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, bb + c),
                            _mm512_maskz_loadu_ps(m, al + c), _mm512_maskz_loadu_ps(m, k1 + c),
                            _mm512_maskz_loadu_ps(m, k2 + c));
+    });
+}
+/* nsc_row_dx for four consecutive rows (stride C), each vector's six coefficients loaded once for the four (one
+ * row at a time the loads of the coefficients were three times those of the data). Same values as nsc_row_dx;
+ * nt as in nsc_row4_apply. */
+template <typename T, int ACT>
+static inline void nsc_row4_dx(const T *xr, const T *gr, const float *mf, const float *a, const float *bb,
+                               const float *al, const float *k1, const float *k2, T *o, i64 C, bool nt) {
+    for_vectors(0, C, [&](i64 c, __mmask16 m) {
+        const vf vm = _mm512_maskz_loadu_ps(m, mf + c), va = _mm512_maskz_loadu_ps(m, a + c),
+                 vb = _mm512_maskz_loadu_ps(m, bb + c), val = _mm512_maskz_loadu_ps(m, al + c),
+                 vk1 = _mm512_maskz_loadu_ps(m, k1 + c), vk2 = _mm512_maskz_loadu_ps(m, k2 + c);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+            const vf v = dx_vec<ACT>(load(xr + r * C + c, m), load(gr + r * C + c, m), vm, va, vb, val, vk1, vk2);
+            if (nt && m == (__mmask16)0xffff)
+                stream(o + r * C + c, v);
+            else
+                store(o + r * C + c, v, m);
+        }
     });
 }
 
@@ -453,6 +576,7 @@ static inline void nsc_row4_bwd_sums(const T *xr, const T *gr, const T *rr, T *d
         const vf vm = _mm512_maskz_loadu_ps(m, mf + c), va = _mm512_maskz_loadu_ps(m, a + c),
                  vb = _mm512_maskz_loadu_ps(m, bb + c);
         vf g[4], xc[4];
+#pragma GCC unroll 4
         for (int r = 0; r < 4; ++r) {
             xc[r] = _mm512_maskz_sub_ps(m, load(xr + r * C + c, m), vm);
             vf pre = _mm512_fmadd_ps(xc[r], va, vb);
