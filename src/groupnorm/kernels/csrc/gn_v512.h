@@ -271,17 +271,19 @@ static GN_INLINE void bwd_rows_sums4(const T *dy, const T *x, const T *r, T *dr,
     vf u[4], v[4];
 #pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) {
-        u[j] = _mm512_setzero_ps();
-        v[j] = u[j];
-        if (j >= n) continue;
-        const vf va = set1(a[j]), vb = set1(bb[j]);
-        const i64 o = j * S;
-        for_vectors(0, S, [&](i64 i, __mmask16 m) {
-            vf tu, tv;
-            bwd_terms<T, ACT, RES>(dy + o, x + o, RES ? r + o : r, RES ? dr + o : dr, i, m, vm, va, vb, tu, tv);
-            u[j] = _mm512_add_ps(u[j], tu);
-            v[j] = _mm512_add_ps(v[j], tv);
-        });
+        vf su = _mm512_setzero_ps(), sv = su; /* locals: GCC kept u[j], v[j] on the stack inside the loop */
+        if (j < n) {
+            const vf va = set1(a[j]), vb = set1(bb[j]);
+            const i64 o = j * S;
+            for_vectors(0, S, [&](i64 i, __mmask16 m) {
+                vf tu, tv;
+                bwd_terms<T, ACT, RES>(dy + o, x + o, RES ? r + o : r, RES ? dr + o : dr, i, m, vm, va, vb, tu, tv);
+                su = _mm512_add_ps(su, tu);
+                sv = _mm512_add_ps(sv, tv);
+            });
+        }
+        u[j] = su;
+        v[j] = sv;
     }
     /* lanes 0-3: the sums of dv; 4-7: of dv * (x - mf), then minus delta times lanes 0-3 */
     const __m512d d = _mm512_cvtps_pd(hsum8(u[0], u[1], u[2], u[3], v[0], v[1], v[2], v[3]));
@@ -345,11 +347,12 @@ template <int NQ> struct ChannelCoefs {
     const float *p[NQ];
     vf cur[NQ];
     i64 nch, S, c = 0, cend;
-    ChannelCoefs(const float *const (&arrays)[NQ], i64 nch_, i64 S_) : nch(nch_), S(S_), cend(S_) {
-        for (int q = 0; q < NQ; ++q) {
-            p[q] = arrays[q];
-            cur[q] = set1(p[q][0]);
-        }
+    /* the NQ arrays as separate arguments: built from an array argument, the pointers went through a
+     * temporary on the stack and were copied with wider loads than their stores, a store-forwarding stall
+     * per call (a sixth of a (2, 32, 14, 14) backward's kernel time) */
+    template <typename... P> ChannelCoefs(i64 nch_, i64 S_, P... arrays) : p{arrays...}, nch(nch_), S(S_), cend(S_) {
+        static_assert(sizeof...(P) == NQ, "one array per coefficient");
+        for (int q = 0; q < NQ; ++q) cur[q] = set1(p[q][0]);
     }
     /* the coefficients of the W lanes from j on, into out */
     inline void at(i64 j, vf (&out)[NQ]) {
@@ -369,7 +372,7 @@ template <typename T, int ACT, bool RES>
 static GN_INLINE void rows_apply(const T *x, const T *r, T *y, i64 nch, i64 S, float mf, const float *a,
                               const float *bb, bool nt) {
     const vf vm = set1(mf);
-    ChannelCoefs<2> cc({a, bb}, nch, S);
+    ChannelCoefs<2> cc(nch, S, a, bb);
     store_run(y, nch * S, nt, [&](i64 j, __mmask16 m) {
         vf k[2];
         cc.at(j, k);
@@ -380,7 +383,7 @@ template <typename T, int ACT>
 static GN_INLINE void rows_dx(const T *x, const T *dy, T *o, i64 nch, i64 S, float mf, const float *a, const float *bb,
                            const float *al, float k1, float k2, bool nt) {
     const vf vm = set1(mf), vk1 = set1(k1), vk2 = set1(k2);
-    ChannelCoefs<3> cc({a, bb, al}, nch, S);
+    ChannelCoefs<3> cc(nch, S, a, bb, al);
     store_run(o, nch * S, nt, [&](i64 j, __mmask16 m) {
         vf k[3];
         cc.at(j, k);
@@ -408,7 +411,10 @@ static inline double hsum_pd(__m512d v) {
     return _mm512_cvtsd_f64(v);
 }
 /* a[j] = rstd * w[j], bb[j] = b[j] - delta * a[j] (in double), al[j] = a[j] (if al), for j < n; w, b: the first
- * channel's (null: 1 and 0) */
+ * channel's (null: 1 and 0). The last n % 8 values leave as scalar stores: the callers read a coefficient back
+ * at once (broadcast to a vector), and a load cannot take its value from a masked store in flight; it waited
+ * for the store to retire, behind the block's statistics (division, square root): a sixth of the contiguous
+ * (2, 32, 14, 14) forward's kernel time, one channel per group. */
 template <typename T>
 static GN_INLINE void channel_coefs(double rstd, double delta, const T *w, const T *b, i64 n, float *a, float *bb,
                                     float *al) {
@@ -417,10 +423,21 @@ static GN_INLINE void channel_coefs(double rstd, double delta, const T *w, const
         const __mmask8 m = mask8(n - j);
         const __m512d ad = w ? _mm512_mul_pd(vr, load_pd(w + j, m)) : vr;
         const __m512d bc = b ? load_pd(b + j, m) : _mm512_setzero_pd();
-        const __m256 af = _mm512_cvtpd_ps(ad);
-        _mm256_mask_storeu_ps(a + j, m, af);
-        _mm256_mask_storeu_ps(bb + j, m, _mm512_cvtpd_ps(_mm512_fnmadd_pd(vd, ad, bc)));
-        if (al) _mm256_mask_storeu_ps(al + j, m, af);
+        const __m256 af = _mm512_cvtpd_ps(ad), bf = _mm512_cvtpd_ps(_mm512_fnmadd_pd(vd, ad, bc));
+        if (m == (__mmask8)0xff) {
+            _mm256_storeu_ps(a + j, af);
+            _mm256_storeu_ps(bb + j, bf);
+            if (al) _mm256_storeu_ps(al + j, af);
+        } else {
+            alignas(32) float ta[8], tb[8];
+            _mm256_store_ps(ta, af);
+            _mm256_store_ps(tb, bf);
+            for (i64 l = 0; l < n - j; ++l) {
+                a[j + l] = ta[l];
+                bb[j + l] = tb[l];
+                if (al) al[j + l] = ta[l];
+            }
+        }
     }
 }
 /* the sums over j < n of w[j] * Ac[j] and w[j] * Bc[j] (w null: 1), in sum8's order (lane l: j = l, l + 8, ...) */
