@@ -352,6 +352,7 @@ template <int NQ> struct ChannelCoefs {
      * per call (a sixth of a (2, 32, 14, 14) backward's kernel time) */
     template <typename... P> ChannelCoefs(i64 nch_, i64 S_, P... arrays) : p{arrays...}, nch(nch_), S(S_), cend(S_) {
         static_assert(sizeof...(P) == NQ, "one array per coefficient");
+#pragma GCC unroll 4
         for (int q = 0; q < NQ; ++q) cur[q] = set1(p[q][0]);
     }
     /* the coefficients of the W lanes from j on, into out */
@@ -359,11 +360,14 @@ template <int NQ> struct ChannelCoefs {
         if (j >= cend) { /* S >= W: one channel further at most */
             ++c;
             cend += S;
+#pragma GCC unroll 4
             for (int q = 0; q < NQ; ++q) cur[q] = set1(p[q][c]);
         }
+#pragma GCC unroll 4
         for (int q = 0; q < NQ; ++q) out[q] = cur[q];
         if (j + W > cend && c + 1 < nch) {
             const __mmask16 hi = (__mmask16)(0xffffu << (cend - j));
+#pragma GCC unroll 4
             for (int q = 0; q < NQ; ++q) out[q] = _mm512_mask_blend_ps(hi, cur[q], set1(p[q][c + 1]));
         }
     }
