@@ -85,28 +85,28 @@ static GN_INLINE void bwd_rows_sums_any(const T *dy, const T *x, const T *r, T *
 }
 
 template <typename T, typename A, int ACT>
-static GN_INLINE void ncs_row_dx(const T *GN_R xr, const T *GN_R gr, T *GN_R o, i64 S, A mf, A a, A bb, A al, A k1,
-                              A k2, bool nt) {
+static GN_INLINE void ncs_row_dx(const T *GN_R xr, const T *GN_R gr, T *GN_R o, i64 S, A mf, A a, A bb, A k1, A k2,
+                                 bool nt) {
 #ifdef GN_AVX512
-    if constexpr (std::is_same<A, float>::value) return v512::row_dx<T, ACT>(xr, gr, o, S, mf, a, bb, al, k1, k2, nt);
+    if constexpr (std::is_same<A, float>::value) return v512::row_dx<T, ACT>(xr, gr, o, S, mf, a, bb, k1, k2, nt);
 #endif
     (void)nt;
     for (i64 s = 0; s < S; ++s) {
         A xc = ld(xr + s) - mf;
         A g = act_b<ACT, A>(xc * a + bb, ld(gr + s));
-        st(o + s, al * g + xc * k1 + k2);
+        st(o + s, a * g + xc * k1 + k2);
     }
 }
 
 template <typename T, typename A, int ACT>
 static GN_INLINE void ncs_rows_dx(const T *xr, const T *gr, T *o, i64 nch, i64 S, A mf, const A *a, const A *bb,
-                               const A *al, A k1, A k2, bool nt) {
+                                  A k1, A k2, bool nt) {
 #ifdef GN_AVX512
     if constexpr (std::is_same<A, float>::value)
-        if (ncs_rows_flat(S)) return v512::rows_dx<T, ACT>(xr, gr, o, nch, S, mf, a, bb, al, k1, k2, nt);
+        if (ncs_rows_flat(S)) return v512::rows_dx<T, ACT>(xr, gr, o, nch, S, mf, a, bb, k1, k2, nt);
 #endif
     for (i64 j = 0; j < nch; ++j)
-        ncs_row_dx<T, A, ACT>(xr + j * S, gr + j * S, o + j * S, S, mf, a[j], bb[j], al[j], k1, k2, nt);
+        ncs_row_dx<T, A, ACT>(xr + j * S, gr + j * S, o + j * S, S, mf, a[j], bb[j], k1, k2, nt);
 }
 
 /* ================================================================ backward, NCS (contiguous) */
@@ -136,14 +136,14 @@ static int bwd_ncs(const BwdArgs<T> &p) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
     FtzGuard ftz;
-    /* per block of the batch: per-channel a, bb, al (planar), computed for the sums and reused for dx; and the
+    /* per block of the batch: per-channel a, bb (planar), computed for the sums and reused for dx; and the
      * block's mf, k1, k2 */
-    ThreadScratch<A> ts(BATCH * (3 * D + 3), &err);
+    ThreadScratch<A> ts(BATCH * (2 * D + 3), &err);
     A *cf = ts.p;
     share_items(bp.count, bp.chunk, N * C * S, [&](i64 bt) {
         if (!cf) return;
         const i64 it0 = bt * BATCH, nb = items - it0 < BATCH ? items - it0 : BATCH;
-        A *kk = cf + BATCH * 3 * D; /* mf, k1, k2 of block q at 3 * q */
+        A *kk = cf + BATCH * 2 * D; /* mf, k1, k2 of block q at 3 * q */
         double deltas[NCS_BATCH_MAX];
         for (i64 q = 0; q < nb; ++q) {
             /* block it = (n, g): its channels n * C + g * D .. are it * D .. (no division on the loads' path) */
@@ -151,8 +151,8 @@ static int bwd_ncs(const BwdArgs<T> &p) {
             const double mu = mean[it], rs = rstd[it];
             double delta;
             const A mf = round_mean<A>(mu, &delta);
-            A *ca = cf + q * 3 * D, *cbb = ca + D, *cal = ca + 2 * D;
-            channel_coefs<T, A>(mu, rs, w, b, c0, D, ca, cbb, cal);
+            A *ca = cf + q * 2 * D, *cbb = ca + D;
+            channel_coefs<T, A>(mu, rs, w, b, c0, D, ca, cbb);
             const i64 off = nc0 * S;
             bwd_rows_sums_any<T, A, ACT>(dy + off, x + off, r ? r + off : nullptr, dr ? dr + off : nullptr, D, S, mf,
                                          ca, cbb, delta, Ab + nc0, Bb + nc0);
@@ -168,14 +168,13 @@ static int bwd_ncs(const BwdArgs<T> &p) {
         }
         for (i64 q = 0; q < nb; ++q) {
             const i64 off = (it0 + q) * D * S;
-            const A *ca = cf + q * 3 * D, *cbb = ca + D, *cal = ca + 2 * D, mf = kk[3 * q], k1 = kk[3 * q + 1],
-                    k2 = kk[3 * q + 2];
+            const A *ca = cf + q * 2 * D, *cbb = ca + D, mf = kk[3 * q], k1 = kk[3 * q + 1], k2 = kk[3 * q + 2];
             if constexpr (ACT != GN_ACT_NONE)
                 if (dr) { /* dv is in dr: dx as for no activation */
-                    ncs_rows_dx<T, A, GN_ACT_NONE>(x + off, dr + off, dx + off, D, S, mf, ca, cbb, cal, k1, k2, nts);
+                    ncs_rows_dx<T, A, GN_ACT_NONE>(x + off, dr + off, dx + off, D, S, mf, ca, cbb, k1, k2, nts);
                     continue;
                 }
-            ncs_rows_dx<T, A, ACT>(x + off, dy + off, dx + off, D, S, mf, ca, cbb, cal, k1, k2, nts);
+            ncs_rows_dx<T, A, ACT>(x + off, dy + off, dx + off, D, S, mf, ca, cbb, k1, k2, nts);
         }
     });
 #pragma omp barrier

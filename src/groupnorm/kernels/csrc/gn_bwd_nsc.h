@@ -71,52 +71,50 @@ static inline void nsc_row4_bwd_sums(const T *GN_R xr, const T *GN_R gr, const T
 }
 template <typename T, typename A, int ACT>
 static inline void nsc_row4_dx(const T *GN_R xr, const T *GN_R gr, const A *GN_R mf, const A *GN_R a,
-                               const A *GN_R bb, const A *GN_R al, const A *GN_R k1, const A *GN_R k2, T *GN_R o,
-                               i64 C, bool nt) {
+                               const A *GN_R bb, const A *GN_R k1, const A *GN_R k2, T *GN_R o, i64 C, bool nt) {
 #ifdef GN_AVX512
     if constexpr (std::is_same<A, float>::value)
-        return v512::nsc_row4_dx<T, ACT>(xr, gr, mf, a, bb, al, k1, k2, o, C, nt);
+        return v512::nsc_row4_dx<T, ACT>(xr, gr, mf, a, bb, k1, k2, o, C, nt);
 #endif
     (void)nt;
     for (i64 c = 0; c < C; ++c) {
-        const A m = mf[c], ac = a[c], b = bb[c], l = al[c], q1 = k1[c], q2 = k2[c];
+        const A m = mf[c], ac = a[c], b = bb[c], q1 = k1[c], q2 = k2[c];
 #pragma GCC unroll 4
         for (int r = 0; r < 4; ++r) {
             const A xc = ld(xr + r * C + c) - m;
             const A g = act_b<ACT, A>(xc * ac + b, ld(gr + r * C + c));
-            st(o + r * C + c, l * g + xc * q1 + q2);
+            st(o + r * C + c, ac * g + xc * q1 + q2);
         }
     }
 }
 template <typename T, typename A, int ACT>
 static inline void nsc_row_dx(const T *GN_R xr, const T *GN_R gr, const A *GN_R mf, const A *GN_R a,
-                              const A *GN_R bb, const A *GN_R al, const A *GN_R k1, const A *GN_R k2, T *GN_R o,
-                              i64 C, bool nt) {
+                              const A *GN_R bb, const A *GN_R k1, const A *GN_R k2, T *GN_R o, i64 C, bool nt) {
 #ifdef GN_AVX512
     if constexpr (std::is_same<A, float>::value)
-        return v512::nsc_row_dx<T, ACT>(xr, gr, mf, a, bb, al, k1, k2, o, C, nt);
+        return v512::nsc_row_dx<T, ACT>(xr, gr, mf, a, bb, k1, k2, o, C, nt);
 #endif
     (void)nt;
     for (i64 c = 0; c < C; ++c) {
         A xc = ld(xr + c) - mf[c];
         A g = act_b<ACT, A>(xc * a[c] + bb[c], ld(gr + c));
-        st(o + c, al[c] * g + xc * k1[c] + k2[c]);
+        st(o + c, a[c] * g + xc * k1[c] + k2[c]);
     }
 }
 
 /* ================================================================ backward, NSC (channels-last) */
-/* Same chunking and schedules as the NSC forward. coef[n][6][C] = (mf, a, bb, al = rstd * w, k1, k2). */
+/* Same chunking and schedules as the NSC forward. coef[n][5][C] = (mf, a, bb, k1, k2), dx = a * dv + (x - mf) * k1 + k2. */
 template <typename T, typename A>
 static void nsc_bwd_coef_init(const NscPlan &P, i64 n, const double *mean, const double *rstd, const T *w,
                               const T *b, A *coef) {
     const i64 C = P.C;
-    A *q = coef + n * 6 * C;
+    A *q = coef + n * 5 * C;
     for (i64 g = 0; g < P.G; ++g) {
         const i64 ng = n * P.G + g, c0 = g * P.D;
         double delta;
         const A mf = round_mean<A>(mean[ng], &delta);
         for (i64 c = c0; c < c0 + P.D; ++c) q[c] = mf;
-        channel_coefs<T, A>(mean[ng], rstd[ng], w, b, c0, P.D, q + C + c0, q + 2 * C + c0, q + 3 * C + c0);
+        channel_coefs<T, A>(mean[ng], rstd[ng], w, b, c0, P.D, q + C + c0, q + 2 * C + c0);
     }
 }
 
@@ -124,7 +122,7 @@ template <typename T, typename A, int ACT, bool RES>
 static void nsc_bwd_chunk_sums(const NscPlan &P, const T *dy, const T *x, const T *res, T *dres, i64 n, i64 k,
                                const A *coef, A *scratch, double *part) {
     const i64 C = P.C, r0 = k * P.R, r1 = r0 + P.R < P.S ? r0 + P.R : P.S;
-    const A *mf = coef + n * 6 * C, *a = mf + C, *bb = mf + 2 * C;
+    const A *mf = coef + n * 5 * C, *a = mf + C, *bb = mf + 2 * C;
     A *f1 = scratch, *f2 = scratch + C;
     double *p1 = part + (n * P.K + k) * 2 * C, *p2 = p1 + C;
     for (i64 c = 0; c < C; ++c) { p1[c] = 0.0; p2[c] = 0.0; }
@@ -152,7 +150,7 @@ template <typename T, typename A>
 static void nsc_bwd_reduce(const NscPlan &P, i64 n, const double *part, const double *mean, const double *rstd,
                            const T *w, double *Ab, double *Bb, A *coef) {
     const i64 C = P.C, D = P.D;
-    A *q = coef + n * 6 * C;
+    A *q = coef + n * 5 * C;
     double *GN_R sa = Ab + n * C, *GN_R sb = Bb + n * C;
     const double *pn = part + n * P.K * 2 * C;
 #ifdef GN_AVX512
@@ -184,8 +182,8 @@ static void nsc_bwd_reduce(const NscPlan &P, i64 n, const double *part, const do
             kk = group_bwd_coef<T>(w, c0, D, P.S, sa + c0, sb + c0, rstd[ng], delta);
         }
         for (i64 cc = 0; cc < D; ++cc) {
-            q[4 * C + c0 + cc] = (A)kk.k1;
-            q[5 * C + c0 + cc] = (A)kk.k2;
+            q[3 * C + c0 + cc] = (A)kk.k1;
+            q[4 * C + c0 + cc] = (A)kk.k2;
         }
     }
 }
@@ -193,15 +191,15 @@ static void nsc_bwd_reduce(const NscPlan &P, i64 n, const double *part, const do
 template <typename T, typename A, int ACT>
 static void nsc_bwd_dx_chunk(const NscPlan &P, const T *dy, const T *x, i64 n, i64 k, const A *coef, T *dx) {
     const i64 C = P.C, r0 = k * P.R, r1 = r0 + P.R < P.S ? r0 + P.R : P.S;
-    const A *mf = coef + n * 6 * C, *a = mf + C, *bb = mf + 2 * C, *al = mf + 3 * C, *k1 = mf + 4 * C, *k2 = mf + 5 * C;
+    const A *mf = coef + n * 5 * C, *a = mf + C, *bb = mf + 2 * C, *k1 = mf + 3 * C, *k2 = mf + 4 * C;
     i64 r = r0;
     for (; r + 4 <= r1; r += 4) {
         const i64 off = (n * P.S + r) * C;
-        nsc_row4_dx<T, A, ACT>(x + off, dy + off, mf, a, bb, al, k1, k2, dx + off, C, P.nts);
+        nsc_row4_dx<T, A, ACT>(x + off, dy + off, mf, a, bb, k1, k2, dx + off, C, P.nts);
     }
     for (; r < r1; ++r) {
         const i64 off = (n * P.S + r) * C;
-        nsc_row_dx<T, A, ACT>(x + off, dy + off, mf, a, bb, al, k1, k2, dx + off, C, P.nts);
+        nsc_row_dx<T, A, ACT>(x + off, dy + off, mf, a, bb, k1, k2, dx + off, C, P.nts);
     }
 }
 
@@ -231,7 +229,7 @@ static int bwd_nsc(const BwdArgs<T> &p) {
     const Caches cs = caches();
     NscPlan P = nsc_plan(N, C, S, G, (i64)sizeof(T), p.nt, cs);
     P.nts = dx && nt_output<T>(N * S * C, P.nt, cs) && nt_rows_ok(dx, C);
-    A *coef = (A *)malloc(sizeof(A) * (size_t)(N * C * 6));
+    A *coef = (A *)malloc(sizeof(A) * (size_t)(N * C * 5));
     double *part = (double *)malloc(sizeof(double) * (size_t)(N * P.K * C * 2));
     double *Ab = (double *)malloc(sizeof(double) * (size_t)(N * C * 2));
     int err = (coef && part && Ab) ? GN_OK : GN_ENOMEM;

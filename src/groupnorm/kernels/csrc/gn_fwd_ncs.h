@@ -93,7 +93,7 @@ static int fwd_ncs(const FwdArgs<T> &p) {
             for (i64 cb = 0; cb < D; cb += CBLK) {
                 const i64 nc = D - cb < CBLK ? D - cb : CBLK;
                 A ca[CBLK], cbb[CBLK];
-                channel_coefs<T, A>(mu, rs, w, b, g * D + cb, nc, ca, cbb, (A *)nullptr);
+                channel_coefs<T, A>(mu, rs, w, b, g * D + cb, nc, ca, cbb);
                 const i64 o = cb * S;
                 if (r)
                     ncs_rows_apply<T, A, ACT, true>(xg + o, r + it * L + o, yg + o, nc, S, mf, ca, cbb, nts);

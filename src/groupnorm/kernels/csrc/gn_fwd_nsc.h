@@ -130,7 +130,7 @@ static void nsc_stats_reduce(const NscPlan &P, const T *x, i64 n, double *part, 
         double delta;
         const A mf = round_mean<A>(mu, &delta);
         for (i64 c = g * D; c < (g + 1) * D; ++c) mfp[c] = mf;
-        channel_coefs<T, A>(mu, rs, w, b, g * D, D, ap + g * D, bbp + g * D, (A *)nullptr);
+        channel_coefs<T, A>(mu, rs, w, b, g * D, D, ap + g * D, bbp + g * D);
     }
 }
 

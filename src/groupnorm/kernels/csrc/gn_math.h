@@ -151,24 +151,23 @@ template <typename A> static inline A round_mean(double mean, double *delta) {
 
 /* Coefficients of the affine map v = (x - mf) * a + bb for channels c0 .. c0 + n - 1 of one (sample, group)
  * with mean / rstd (mf = round_mean(mean), the same for the whole group): a[j] = rstd * w, bb[j] = b - delta *
- * a[j] with delta = mean - mf folded in double, and al[j] = rstd * w (for dx) if al is not null. One loop
+ * a[j] with delta = mean - mf folded in double (a is also dx's factor of dv). One loop
  * over channels that the compiler vectorizes (channel by channel, this setup cost as much as a 7x7 channel's
  * own values). */
 template <typename T, typename A>
 static inline void channel_coefs(double mean, double rstd, const T *w, const T *b, i64 c0, i64 n, A *GN_R a,
-                                 A *GN_R bb, A *GN_R al) {
+                                 A *GN_R bb) {
     double delta;
     (void)round_mean<A>(mean, &delta);
 #ifdef GN_AVX512
     if constexpr (std::is_same<A, float>::value)
-        return v512::channel_coefs<T>(rstd, delta, w ? w + c0 : w, b ? b + c0 : b, n, a, bb, al);
+        return v512::channel_coefs<T>(rstd, delta, w ? w + c0 : w, b ? b + c0 : b, n, a, bb);
 #endif
     for (i64 j = 0; j < n; ++j) {
         const double wc = w ? (double)ld(w + c0 + j) : 1.0, bc = b ? (double)ld(b + c0 + j) : 0.0;
         const double ad = rstd * wc;
         a[j] = (A)ad;
         bb[j] = (A)(bc - delta * ad);
-        if (al) al[j] = (A)(rstd * wc);
     }
 }
 enum { CBLK = 256 }; /* channels whose coefficients are computed at once (on the stack) */
@@ -188,7 +187,7 @@ template <typename F> static GN_INLINE double sum8(i64 n, F f) {
 enum { FLUSH = 64 }; /* channels-last: rows summed in the compute type before folding into double */
 
 /* ---------------------------------------------------------------- backward coefficients */
-/* From per-channel sums (A_c = sum dv, B_c = sum dv * (x - mean)) of one group: dx = al*dv + (x - mf)*k1 + k2,
+/* From per-channel sums (A_c = sum dv, B_c = sum dv * (x - mean)) of one group: dx = a*dv + (x - mf)*k1 + k2,
  * with sa = sum_c w_c A_c, sb = sum_c w_c B_c over the group's D channels (w_c = 1 without weight), M = D * S,
  * k1 = -rstd^3 sb / M and k2 = -rstd sa / M - delta k1 (the latter in terms of x - mf, mf = mean - delta). */
 struct GroupBwd { double k1, k2; };

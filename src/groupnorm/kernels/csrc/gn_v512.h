@@ -300,7 +300,8 @@ static GN_INLINE void bwd_rows_sums4(const T *dy, const T *x, const T *r, T *dr,
 }
 
 /* The per-vector math of every apply / dx loop below (they differ only in where the coefficients come from):
- * act((x - mf) * a + bb [+ r[i]]), and dx = al * dy * act'((x - mf) * a + bb) + (x - mf) * k1 + k2. The
+ * act((x - mf) * a + bb [+ r[i]]), and dx = a * dy * act'((x - mf) * a + bb) + (x - mf) * k1 + k2 (a = rstd * w,
+ * the derivative of the normalized value by x at a fixed mean and rstd). The
  * residual is loaded here, only with RES (r may be null otherwise). */
 template <int ACT, bool RES, typename T>
 static inline vf apply_vec(vf x, vf mf, vf a, vf bb, const T *r, i64 i, __mmask16 m) {
@@ -308,10 +309,10 @@ static inline vf apply_vec(vf x, vf mf, vf a, vf bb, const T *r, i64 i, __mmask1
     if (RES) v = _mm512_add_ps(v, load(r + i, m));
     return act_f<ACT>(v);
 }
-template <int ACT> static inline vf dx_vec(vf x, vf dy, vf mf, vf a, vf bb, vf al, vf k1, vf k2) {
+template <int ACT> static inline vf dx_vec(vf x, vf dy, vf mf, vf a, vf bb, vf k1, vf k2) {
     const vf xc = _mm512_sub_ps(x, mf);
     const vf g = act_b<ACT>(_mm512_fmadd_ps(xc, a, bb), dy);
-    return _mm512_fmadd_ps(al, g, _mm512_fmadd_ps(xc, k1, k2));
+    return _mm512_fmadd_ps(a, g, _mm512_fmadd_ps(xc, k1, k2));
 }
 
 /* y = act((x - mf) * a + bb [+ r]) over a run; nt: whole aligned vectors with non-temporal stores (large
@@ -322,13 +323,13 @@ static GN_INLINE void row_apply(const T *x, const T *r, T *y, i64 S, float mf, f
     store_run(y, S, nt, [&](i64 s, __mmask16 m) { return apply_vec<ACT, RES>(load(x + s, m), vm, va, vb, r, s, m); });
 }
 
-/* dx = al * dv + (x - mf) * k1 + k2 over a run (nt as in row_apply) */
+/* dx = a * dv + (x - mf) * k1 + k2 over a run (nt as in row_apply) */
 template <typename T, int ACT>
-static GN_INLINE void row_dx(const T *x, const T *dy, T *o, i64 S, float mf, float a, float bb, float al, float k1,
-                          float k2, bool nt) {
-    const vf vm = set1(mf), va = set1(a), vb = set1(bb), val = set1(al), vk1 = set1(k1), vk2 = set1(k2);
+static GN_INLINE void row_dx(const T *x, const T *dy, T *o, i64 S, float mf, float a, float bb, float k1, float k2,
+                             bool nt) {
+    const vf vm = set1(mf), va = set1(a), vb = set1(bb), vk1 = set1(k1), vk2 = set1(k2);
     store_run(o, S, nt, [&](i64 s, __mmask16 m) {
-        return dx_vec<ACT>(load(x + s, m), load(dy + s, m), vm, va, vb, val, vk1, vk2);
+        return dx_vec<ACT>(load(x + s, m), load(dy + s, m), vm, va, vb, vk1, vk2);
     });
 }
 
@@ -385,13 +386,13 @@ static GN_INLINE void rows_apply(const T *x, const T *r, T *y, i64 nch, i64 S, f
 }
 template <typename T, int ACT>
 static GN_INLINE void rows_dx(const T *x, const T *dy, T *o, i64 nch, i64 S, float mf, const float *a, const float *bb,
-                           const float *al, float k1, float k2, bool nt) {
+                           float k1, float k2, bool nt) {
     const vf vm = set1(mf), vk1 = set1(k1), vk2 = set1(k2);
-    ChannelCoefs<3> cc(nch, S, a, bb, al);
+    ChannelCoefs<2> cc(nch, S, a, bb);
     store_run(o, nch * S, nt, [&](i64 j, __mmask16 m) {
-        vf k[3];
+        vf k[2];
         cc.at(j, k);
-        return dx_vec<ACT>(load(x + j, m), load(dy + j, m), vm, k[0], k[1], k[2], vk1, vk2);
+        return dx_vec<ACT>(load(x + j, m), load(dy + j, m), vm, k[0], k[1], vk1, vk2);
     });
 }
 
@@ -414,14 +415,13 @@ static inline double hsum_pd(__m512d v) {
     v = _mm512_add_pd(v, _mm512_shuffle_f64x2(v, v, 0x4e));    /* lane 0: the two halves */
     return _mm512_cvtsd_f64(v);
 }
-/* a[j] = rstd * w[j], bb[j] = b[j] - delta * a[j] (in double), al[j] = a[j] (if al), for j < n; w, b: the first
+/* a[j] = rstd * w[j], bb[j] = b[j] - delta * a[j] (in double), for j < n; w, b: the first
  * channel's (null: 1 and 0). The last n % 8 values leave as scalar stores: the callers read a coefficient back
  * at once (broadcast to a vector), and a load cannot take its value from a masked store in flight; it waited
  * for the store to retire, behind the block's statistics (division, square root): a sixth of the contiguous
  * (2, 32, 14, 14) forward's kernel time, one channel per group. */
 template <typename T>
-static GN_INLINE void channel_coefs(double rstd, double delta, const T *w, const T *b, i64 n, float *a, float *bb,
-                                    float *al) {
+static GN_INLINE void channel_coefs(double rstd, double delta, const T *w, const T *b, i64 n, float *a, float *bb) {
     const __m512d vr = _mm512_set1_pd(rstd), vd = _mm512_set1_pd(delta);
     for (i64 j = 0; j < n; j += 8) {
         const __mmask8 m = mask8(n - j);
@@ -431,7 +431,6 @@ static GN_INLINE void channel_coefs(double rstd, double delta, const T *w, const
         if (m == (__mmask8)0xff) {
             _mm256_storeu_ps(a + j, af);
             _mm256_storeu_ps(bb + j, bf);
-            if (al) _mm256_storeu_ps(al + j, af);
         } else {
             alignas(32) float ta[8], tb[8];
             _mm256_store_ps(ta, af);
@@ -439,7 +438,6 @@ static GN_INLINE void channel_coefs(double rstd, double delta, const T *w, const
             for (i64 l = 0; l < n - j; ++l) {
                 a[j + l] = ta[l];
                 bb[j + l] = tb[l];
-                if (al) al[j + l] = ta[l];
             }
         }
     }
@@ -544,27 +542,26 @@ static inline void nsc_row4_apply(const T *xr, const T *rr, const float *mf, con
 }
 template <typename T, int ACT>
 static inline void nsc_row_dx(const T *xr, const T *gr, const float *mf, const float *a, const float *bb,
-                              const float *al, const float *k1, const float *k2, T *o, i64 C, bool nt) {
+                              const float *k1, const float *k2, T *o, i64 C, bool nt) {
     store_run(o, C, nt, [&](i64 c, __mmask16 m) {
         return dx_vec<ACT>(load(xr + c, m), load(gr + c, m), _mm512_maskz_loadu_ps(m, mf + c),
                            _mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, bb + c),
-                           _mm512_maskz_loadu_ps(m, al + c), _mm512_maskz_loadu_ps(m, k1 + c),
-                           _mm512_maskz_loadu_ps(m, k2 + c));
+                           _mm512_maskz_loadu_ps(m, k1 + c), _mm512_maskz_loadu_ps(m, k2 + c));
     });
 }
-/* nsc_row_dx for four consecutive rows (stride C), each vector's six coefficients loaded once for the four (one
+/* nsc_row_dx for four consecutive rows (stride C), each vector's five coefficients loaded once for the four (one
  * row at a time the loads of the coefficients were three times those of the data). Same values as nsc_row_dx;
  * nt as in nsc_row4_apply. */
 template <typename T, int ACT>
 static inline void nsc_row4_dx(const T *xr, const T *gr, const float *mf, const float *a, const float *bb,
-                               const float *al, const float *k1, const float *k2, T *o, i64 C, bool nt) {
+                               const float *k1, const float *k2, T *o, i64 C, bool nt) {
     for_vectors(0, C, [&](i64 c, __mmask16 m) {
         const vf vm = _mm512_maskz_loadu_ps(m, mf + c), va = _mm512_maskz_loadu_ps(m, a + c),
-                 vb = _mm512_maskz_loadu_ps(m, bb + c), val = _mm512_maskz_loadu_ps(m, al + c),
-                 vk1 = _mm512_maskz_loadu_ps(m, k1 + c), vk2 = _mm512_maskz_loadu_ps(m, k2 + c);
+                 vb = _mm512_maskz_loadu_ps(m, bb + c), vk1 = _mm512_maskz_loadu_ps(m, k1 + c),
+                 vk2 = _mm512_maskz_loadu_ps(m, k2 + c);
 #pragma GCC unroll 4
         for (int r = 0; r < 4; ++r) {
-            const vf v = dx_vec<ACT>(load(xr + r * C + c, m), load(gr + r * C + c, m), vm, va, vb, val, vk1, vk2);
+            const vf v = dx_vec<ACT>(load(xr + r * C + c, m), load(gr + r * C + c, m), vm, va, vb, vk1, vk2);
             if (nt && m == (__mmask16)0xffff)
                 stream(o + r * C + c, v);
             else
