@@ -442,6 +442,18 @@ static GN_INLINE void channel_coefs(double rstd, double delta, const T *w, const
         }
     }
 }
+/* pa += w[j..] * a, pb += w[j..] * b (w null: 1), the lanes of m: one step of the weighted sums below */
+template <typename T>
+static GN_INLINE void wacc(const T *w, i64 j, __mmask8 m, __m512d a, __m512d b, __m512d &pa, __m512d &pb) {
+    if (w) {
+        const __m512d vw = load_pd(w + j, m);
+        pa = _mm512_fmadd_pd(vw, a, pa);
+        pb = _mm512_fmadd_pd(vw, b, pb);
+    } else {
+        pa = _mm512_add_pd(pa, a);
+        pb = _mm512_add_pd(pb, b);
+    }
+}
 /* the sums over j < n of w[j] * Ac[j] and w[j] * Bc[j] (w null: 1), in sum8's order (lane l: j = l, l + 8, ...) */
 template <typename T>
 static GN_INLINE void wsums(const T *w, i64 n, const double *Ac, const double *Bc, double *sa, double *sb) {
@@ -449,14 +461,7 @@ static GN_INLINE void wsums(const T *w, i64 n, const double *Ac, const double *B
     for (i64 j = 0; j < n; j += 8) {
         const __mmask8 m = mask8(n - j);
         const __m512d va = _mm512_maskz_loadu_pd(m, Ac + j), vb = _mm512_maskz_loadu_pd(m, Bc + j);
-        if (w) {
-            const __m512d vw = load_pd(w + j, m);
-            pa = _mm512_fmadd_pd(vw, va, pa);
-            pb = _mm512_fmadd_pd(vw, vb, pb);
-        } else {
-            pa = _mm512_add_pd(pa, va);
-            pb = _mm512_add_pd(pb, vb);
-        }
+        wacc(w, j, m, va, vb, pa, pb);
     }
     *sa = hsum_pd(pa);
     *sb = hsum_pd(pb);
@@ -481,14 +486,7 @@ static GN_INLINE void nsc_group_sums(const double *part, i64 K, i64 pstride, i64
         b = _mm512_fnmadd_pd(vd, a, b);
         _mm512_mask_storeu_pd(Ac + j, m, a);
         _mm512_mask_storeu_pd(Bc + j, m, b);
-        if (w) {
-            const __m512d vw = load_pd(w + j, m);
-            pa = _mm512_fmadd_pd(vw, a, pa);
-            pb = _mm512_fmadd_pd(vw, b, pb);
-        } else {
-            pa = _mm512_add_pd(pa, a);
-            pb = _mm512_add_pd(pb, b);
-        }
+        wacc(w, j, m, a, b, pa, pb);
     }
     *sa = hsum_pd(pa);
     *sb = hsum_pd(pb);
