@@ -103,7 +103,8 @@ static inline void nsc_row_dx(const T *GN_R xr, const T *GN_R gr, const A *GN_R 
 }
 
 /* ================================================================ backward, NSC (channels-last) */
-/* Same chunking and schedules as the NSC forward. coef[n][5][C] = (mf, a, bb, k1, k2), dx = a * dv + (x - mf) * k1 + k2. */
+/* Same chunking and schedules as the NSC forward. coef[n][5][C] = (mf, a, bb, k1, k2):
+ * dx = a * dv + (x - mf) * k1 + k2. */
 template <typename T, typename A>
 static void nsc_bwd_coef_init(const NscPlan &P, i64 n, const double *mean, const double *rstd, const T *w,
                               const T *b, A *coef) {

@@ -344,15 +344,15 @@ static GN_INLINE void row_dx(const T *x, const T *dy, T *o, i64 S, float mf, flo
  * the current channel c's coefficient q broadcast, and a vector that crosses into channel c + 1 takes lanes
  * [0, cend - j) from c and the rest from c + 1. Inside a channel (the usual case) that is two compares per
  * vector; a blend is paid only at a channel boundary. */
-template <int NQ> struct ChannelCoefs {
+struct ChannelCoefs {
+    enum { NQ = 2 }; /* a and bb */
     const float *p[NQ];
     vf cur[NQ];
     i64 nch, S, c = 0, cend;
-    /* the NQ arrays as separate arguments: built from an array argument, the pointers went through a
-     * temporary on the stack and were copied with wider loads than their stores, a store-forwarding stall
-     * per call (a sixth of a (2, 32, 14, 14) backward's kernel time) */
-    template <typename... P> ChannelCoefs(i64 nch_, i64 S_, P... arrays) : p{arrays...}, nch(nch_), S(S_), cend(S_) {
-        static_assert(sizeof...(P) == NQ, "one array per coefficient");
+    /* the arrays as separate arguments: built from an array argument, the pointers went through a temporary on
+     * the stack and were copied with wider loads than their stores, a store-forwarding stall per call (a sixth
+     * of a (2, 32, 14, 14) backward's kernel time) */
+    ChannelCoefs(i64 nch_, i64 S_, const float *a, const float *bb) : p{a, bb}, nch(nch_), S(S_), cend(S_) {
 #pragma GCC unroll 4
         for (int q = 0; q < NQ; ++q) cur[q] = set1(p[q][0]);
     }
@@ -377,9 +377,9 @@ template <typename T, int ACT, bool RES>
 static GN_INLINE void rows_apply(const T *x, const T *r, T *y, i64 nch, i64 S, float mf, const float *a,
                               const float *bb, bool nt) {
     const vf vm = set1(mf);
-    ChannelCoefs<2> cc(nch, S, a, bb);
+    ChannelCoefs cc(nch, S, a, bb);
     store_run(y, nch * S, nt, [&](i64 j, __mmask16 m) {
-        vf k[2];
+        vf k[ChannelCoefs::NQ];
         cc.at(j, k);
         return apply_vec<ACT, RES>(load(x + j, m), vm, k[0], k[1], r, j, m);
     });
@@ -388,9 +388,9 @@ template <typename T, int ACT>
 static GN_INLINE void rows_dx(const T *x, const T *dy, T *o, i64 nch, i64 S, float mf, const float *a, const float *bb,
                            float k1, float k2, bool nt) {
     const vf vm = set1(mf), vk1 = set1(k1), vk2 = set1(k2);
-    ChannelCoefs<2> cc(nch, S, a, bb);
+    ChannelCoefs cc(nch, S, a, bb);
     store_run(o, nch * S, nt, [&](i64 j, __mmask16 m) {
-        vf k[2];
+        vf k[ChannelCoefs::NQ];
         cc.at(j, k);
         return dx_vec<ACT>(load(x + j, m), load(dy + j, m), vm, k[0], k[1], vk1, vk2);
     });
