@@ -34,8 +34,8 @@ def test_a_training_run_records_its_code(tmp_path):
     from groupnorm.experiments.data import load_data
     from groupnorm.experiments.train import train_run
 
-    cfg = dataclasses.replace(get_preset("smoke").base, epochs=1, train_size=32, val_size=16, batch_per_worker=4, workers=1,
-                              norm="gn")
+    cfg = dataclasses.replace(get_preset("smoke").base, epochs=1, train_size=32, val_size=16, batch_per_worker=4,
+                              workers=1, norm="gn")
     row = train_run(cfg, *load_data(SAMPLE, cfg.train_size, cfg.val_size), str(tmp_path), progress=False)
     assert set(P.CODE_FIELDS) <= set(row) and not P.is_legacy(row)
     assert row["groupnorm_version"] == groupnorm.__version__ and row["conv_backend"] == "native"
