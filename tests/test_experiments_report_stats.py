@@ -1,4 +1,5 @@
-"""The report's computations on synthetic rows: intervals, paired differences, the convergence check, verdicts."""
+"""The report's computations on synthetic rows: intervals, paired differences, the convergence check, claims
+(the verdict classes themselves: test_report_verdicts.py)."""
 import json
 import math
 import os
@@ -64,25 +65,6 @@ def test_control_check_pairs_the_longer_runs_with_the_main_ones():
     assert S.control_check(main, [_row(seed=5, epochs=16)])["ok"] is None
 
 
-def test_verdict_rules():
-    assert S.verdict_greater([3.0, 4.0, 5.0], "x")[0] == "reproduced"
-    assert S.verdict_greater([-3.0, -4.0, -5.0], "x")[0].startswith("not reproduced (the opposite")
-    assert S.verdict_greater([-1.0, 1.0, 0.5], "x")[0] == "not reproduced (no difference shown)"
-    assert S.verdict_greater([3.0], "x")[0] == "not testable here"
-    # an interval holding 0 that lies below the paper's effect rules that effect out; one reaching it does not
-    v, ev = S.verdict_greater([-1.0, 1.0, 0.5], "x", paper=11.1)
-    assert v == "not reproduced (an effect as large as the paper's is ruled out)" and "+11.1 lies above" in ev
-    assert S.verdict_greater([-1.0, 9.0, 14.0], "x", paper=11.1)[0] == "not reproduced (no difference shown)"
-    assert S.verdict_greater([0.5, 0.7, 0.9], "x", paper=11.1)[0] == \
-        "direction reproduced, less than half the paper's effect"
-    assert S.verdict_greater([9.0, 11.0, 13.0], "x", paper=11.1)[0] == "reproduced"
-    assert S.verdict_greater([10.0, 10.1, 10.2], "x", paper=11.1)[0] == "reproduced"  # close to the paper's
-    v, ev = S.verdict_equal([0.1, -0.1, 0.05], "x", 1.0)
-    assert v == "reproduced" and "95% CI" in ev and "n=3" in ev
-    assert S.verdict_equal([3.0, 3.2, 2.9], "x", 1.0)[0] == "not reproduced"
-    assert S.verdict_equal([0.0, 2.0, -2.0], "x", 1.0)[0].startswith("inconclusive")
-
-
 def _results(rows):
     return report.Results(report.split_roles(rows)["main"])
 
@@ -95,7 +77,7 @@ def test_claims_from_synthetic_rows_say_what_the_numbers_say():
     cl = {c["claim"]: c for c in report_claims.claim_list(_results(rows), {}, report.kind)}
     grow = next(c for k, c in cl.items() if k.startswith("BN's error grows"))
     assert grow["verdict"] == "reproduced" and "+10.10" in grow["evidence"]
-    assert next(c for k, c in cl.items() if k.startswith("GN's error does not"))["verdict"] == "reproduced"
+    assert next(c for k, c in cl.items() if k.startswith("GN's error does not"))["verdict"].startswith("reproduced")
     assert next(c for k, c in cl.items() if k.startswith("GN beats BN at 2"))["verdict"] == "reproduced"
     # BN flat too: the collapse is not reproduced
     flat = [dict(r, val_error=r["val_error"] - 10.0) if r["norm"] == "bn" and r["batch_per_worker"] == 2 else r

@@ -417,8 +417,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="benchmark the compiled GroupNorm kernels against PyTorch",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", default=None,
-                   help="';'-separated shapes N,C,H,W for the default grid and --plain (default: ResNet-50 "
-                        "stages, diffusion UNet, video)")
+                   help="';'-separated shapes N,C,*spatial, rank 3 and up (e.g. 8,256,56,56 or 2,64,8,56,56), "
+                        "for the default grid and --plain (default: ResNet-50 stages, diffusion UNet, video)")
     p.add_argument("--groups", type=int, default=32, help="number of groups G (default 32)")
     p.add_argument("--dtypes", default=None,
                    help=f"comma-separated from fp32,bf16,fp16,fp64 (default {GRID_DTYPES}; {PLAIN_DTYPES} for --plain)")

@@ -58,7 +58,7 @@ def register(subparsers) -> None:
                     "OUT/report.md and its plots.")
     p.add_argument("--experiment", choices=EXPERIMENTS, default="all")
     p.add_argument("--preset", choices=PRESET_NAMES, default="quick",
-                   help="smoke: seconds (tests); quick: <= 15 min on 2 cores; full: closest to the paper on this CPU "
+                   help="smoke: seconds (tests); quick: 13-16 min of training on 2 cores; full: closest to the paper on this CPU "
                         "(hours); cifar10, cifar10-resnet20, imagenet: the paper's protocol on a GPU "
                         "(needs --data-dir; see docs/harness.md)")
     p.add_argument("--arch", choices=tuple(ARCHS), default=None,

@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from . import store
 from .archs import DEFAULT_ARCH
 from .config import norm_kind, variant_label
+from .provenance import provenance_lines, separate_by_code
 from .report_bn import is_standard, sections
 from .report_stats import CONVERGENCE_POINTS, cell, ci95, control_check, converged, paired
 
@@ -52,7 +53,10 @@ def _cell(vals: list[float] | None) -> str:
 
 def split_roles(rows: list[dict]) -> dict:
     """Rows by role: ``main`` (ResNet, test-split validation, the most common epoch count), ``control`` (ResNet
-    at other epoch counts), ``lrsweep`` (``holdout`` rows) and ``vgg``."""
+    at other epoch counts), ``lrsweep`` (``holdout`` rows) and ``vgg``; ``superseded`` (another learning rate)
+    and ``other_code`` (made by other code than the setting's newest rows: :mod:`provenance`) are kept apart."""
+    rows, other_code = separate_by_code(rows, lambda r: (_protocol(r), r.get("arch"), bool(r.get("holdout")),
+                                                           _setting(r)))
     sweep = [r for r in rows if r.get("holdout")]
     rows, superseded = current_lr(r for r in rows if not r.get("holdout"))
     vgg = [r for r in rows if r.get("arch", "resnet") == "vgg"]
@@ -60,7 +64,7 @@ def split_roles(rows: list[dict]) -> dict:
     counts = Counter(r["epochs"] for r in res if r.get("experiment") != "control") or Counter(r["epochs"] for r in res)
     epochs = counts.most_common(1)[0][0] if counts else None
     return dict(main=[r for r in res if r["epochs"] == epochs], control=[r for r in res if r["epochs"] != epochs],
-                lrsweep=sweep, vgg=vgg, superseded=superseded)
+                lrsweep=sweep, vgg=vgg, superseded=superseded, other_code=other_code)
 
 
 def current_lr(rows) -> tuple[list[dict], list[dict]]:
@@ -358,6 +362,7 @@ def build_report(out: str) -> tuple[str, Results]:
               + ", ".join(f"{setting_name(r)} seed {r['seed']}" for r in div), ""]
     read_metrics = lambda r: store.read_jsonl(os.path.join(store.run_dir(out, r["config_key"]), "metrics.jsonl"))  # noqa: E731
     conv_lines, failed = _convergence(res.rows, roles["control"], read_metrics)
+    L += provenance_lines(rows, roles["other_code"], setting_name)
     L += claims(res, roles, kind, failed)
 
     bn_bs = res.batches("BN") + res.batches("GN")

@@ -1,17 +1,106 @@
-"""The report's verdicts: each claim of the paper (and of issue 13's mechanism experiments) tested on the rows.
+"""The report's verdicts: each claim of the paper (and of the mechanism experiments: non-i.i.d. worker batches,
+ghost BN, precise BN) tested on the rows.
 
-A claim is a statement about a paired difference (per seed) and a rule from :mod:`report_stats`:
-``verdict_greater`` ("a is larger than b": the 95% interval of a − b lies above 0) or ``verdict_equal`` ("a and
-b are about equal": the interval lies within ±``EQUAL_MARGIN`` points). A claim whose runs are missing, or have
-fewer than 2 paired seeds, is "not testable here". Every verdict names its evidence; settings that failed the
-convergence check are named beside the verdicts that use them.
+A claim is a statement about a paired difference d = a − b (per seed; :func:`report_stats.paired`), judged by
+where the 95% t interval [lo, hi] of d lies relative to 0 and to the band ±``EQUAL_MARGIN`` (1 point)
+(:func:`interval_class`):
+
+- ``above`` (lo > 0) or ``below`` (hi < 0): a difference is shown, with its sign;
+- ``within``: the interval holds 0 and lies inside [−1, +1]: no difference larger than 1 point;
+- ``wide``: the interval holds 0 and reaches beyond ±1: inconclusive.
+
+A claim "a > b" (:func:`verdict_greater`) is reproduced on ``above``; ``below`` is the opposite, ``within``
+"no difference (within ±1)", ``wide`` inconclusive. A claim "a ≈ b" (:func:`verdict_equal`) is reproduced when
+the whole interval lies inside ±1 (``within``, or ``above`` / ``below`` with the interval inside the band);
+``above`` or ``below`` reaching beyond the band is a difference of known sign "not shown within ±1" (or "by
+more than 1" when the whole interval lies beyond it); ``wide`` is inconclusive.
+
+A claim with a paper effect (points) also says whether the interval rules that effect out. Fewer than 2 paired
+seeds: "not testable here". Every verdict names its evidence; settings that failed the convergence check are
+named beside the verdicts that use them.
 """
 from __future__ import annotations
 
 from .report_bn import bn_batch, ghost_rows, noniid_rows
-from .report_stats import paired, verdict_equal, verdict_greater
+from .report_stats import ci95, paired
 
-EQUAL_MARGIN = 1.0  # points: "about equal" / "flat"
+EQUAL_MARGIN = 1.0  # points: "about equal" / "no difference"
+NOT_TESTABLE = "not testable here"
+
+
+def interval_class(lo: float, hi: float, margin: float = EQUAL_MARGIN) -> str:
+    """Where the interval [lo, hi] of a difference lies: ``above`` (lo > 0), ``below`` (hi < 0), ``within``
+    (holds 0, inside [−margin, margin]) or ``wide`` (holds 0, reaches beyond ±margin)."""
+    if not lo <= hi:
+        raise ValueError(f"interval [{lo}, {hi}]: lo must not exceed hi")
+    if margin <= 0:
+        raise ValueError(f"margin={margin!r} must be positive")
+    if lo > 0:
+        return "above"
+    if hi < 0:
+        return "below"
+    return "within" if -margin <= lo and hi <= margin else "wide"
+
+
+def _interval(diffs: list[float]) -> tuple[float, float, float]:
+    m, h, _ = ci95(diffs)
+    return m, m - h, m + h
+
+
+def _untestable(diffs: list[float], what: str) -> tuple[str, str]:
+    return NOT_TESTABLE, f"{what}: {len(diffs)} paired seed(s), at least 2 needed for an interval"
+
+
+def verdict_greater(diffs: list[float], what: str, paper: float | None = None,
+                    margin: float = EQUAL_MARGIN) -> tuple[str, str]:
+    """Claim "``what`` (a difference a − b) is positive", from its per-seed values: (verdict, evidence).
+
+    ``above``: reproduced (when ``paper``, the paper's difference in points, is given and the interval lies
+    below half of it: only the direction is); ``below``: the opposite holds; ``within``: no difference (within
+    ±``margin``); ``wide``: inconclusive. Where the interval lies wholly below ``paper`` and holds 0, an effect
+    as large as the paper's is ruled out (said in the verdict and the evidence)."""
+    if len(diffs) < 2:
+        return _untestable(diffs, what)
+    m, lo, hi = _interval(diffs)
+    ev = f"{what} = {m:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}] (n={len(diffs)} seeds)"
+    cls = interval_class(lo, hi, margin)
+    if cls == "above":
+        if paper is not None and hi < paper / 2:
+            return ("direction reproduced, less than half the paper's effect",
+                    ev + f"; the paper's {paper:+.1f} lies far above the interval")
+        return "reproduced", ev
+    if cls == "below":
+        return "not reproduced: the opposite holds", ev
+    ruled_out = paper is not None and paper > hi
+    if ruled_out:
+        ev += f"; the paper's {paper:+.1f} lies above the interval"
+    if cls == "within":
+        return (f"not reproduced: no difference (within ±{margin:g})"
+                + (", the paper's effect ruled out" if ruled_out else "")), ev
+    return ("inconclusive" + (", but the paper's effect is ruled out" if ruled_out else "")
+            + f" (the interval holds 0 and reaches beyond ±{margin:g})"), ev
+
+
+def verdict_equal(diffs: list[float], what: str, margin: float = EQUAL_MARGIN) -> tuple[str, str]:
+    """Claim "``what`` (a difference a − b) is about 0", i.e. within ±``margin`` points: (verdict, evidence).
+
+    Reproduced when the whole 95% interval lies in [−margin, margin]. An interval that excludes 0 but is not
+    inside the band shows a difference of known sign whose size is open: "a larger (smaller), not shown within
+    ±margin", or "by more than margin" when the whole interval lies beyond it. An interval that holds 0 and
+    reaches beyond the band is inconclusive."""
+    if len(diffs) < 2:
+        return _untestable(diffs, what)
+    m, lo, hi = _interval(diffs)
+    ev = f"{what} = {m:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}] (n={len(diffs)} seeds)"
+    cls = interval_class(lo, hi, margin)
+    if -margin <= lo and hi <= margin:
+        return f"reproduced (within ±{margin:g})", ev
+    if cls == "wide":
+        return f"inconclusive (the interval holds 0 and reaches beyond ±{margin:g})", ev
+    sign = "positive" if cls == "above" else "negative"
+    if (lo > margin) if cls == "above" else (hi < -margin):
+        return f"not reproduced: the difference is {sign}, by more than {margin:g}", ev
+    return f"not shown: the difference is {sign}; whether within ±{margin:g} is open", ev
 
 
 def _claim(text: str, paper: str, verdict: tuple[str, str]) -> dict:
@@ -88,14 +177,22 @@ def claim_list(res, roles: dict, kind) -> list[dict]:
     return out
 
 
+RULE = (
+    "Each verdict follows where the 95% interval of the paired difference lies: above 0 or below 0 (a difference "
+    f"is shown), inside ±{EQUAL_MARGIN:g} point while holding 0 (no difference larger than {EQUAL_MARGIN:g} point), "
+    f"or holding 0 and reaching beyond ±{EQUAL_MARGIN:g} (inconclusive). A claim \"a beats b\" is reproduced when "
+    "the difference is shown in its direction; a claim \"a is close to b\" when the whole interval lies inside "
+    f"±{EQUAL_MARGIN:g}.",
+)
+
+
 def claims(res, roles: dict, kind, failed: list[str]) -> list[str]:
     """The "Verdicts" section: one line per claim (markdown), with the convergence caveat."""
     cl = claim_list(res, roles, kind)
     if not cl:
         return []
     L = ["## Verdicts", "",
-         f"'About equal' means the 95% interval of the paired difference lies within ±{EQUAL_MARGIN:g} point; "
-         "'larger' means it lies above 0.", "",
+         *RULE, "",
          "| claim | paper | verdict | evidence |", "|---|---|---|---|"]
     for c in cl:
         L.append(f"| {c['claim']} | {c['paper']} | **{c['verdict']}** | {c['evidence']} |")

@@ -1,4 +1,4 @@
-"""The report's statistics: 95% intervals, paired differences, the convergence check and the verdict rules.
+"""The report's statistics: 95% intervals, paired differences and the convergence check.
 
 Everything here is a pure function of results rows (dicts), so it is tested on synthetic rows.
 
@@ -6,11 +6,11 @@ Everything here is a pure function of results rows (dicts), so it is tested on s
 - :func:`paired`: the difference ``a - b`` per seed (only seeds present in both), as a list; its interval is the
   interval of the per-seed differences (a paired design: both runs of a seed share initialization and data
   order, so seed-to-seed variation common to both cancels).
-- :func:`converged`: the issue's criterion: the setting's mean validation error at 75% of training and at
+- :func:`converged`: the convergence criterion: the setting's mean validation error at 75% of training and at
   100% differ by at most ``CONVERGENCE_POINTS`` = 1 point; :func:`control_check`: a run trained ``k`` times
   longer changes the mean error by at most 1 point.
-- :func:`verdict_greater` / :func:`verdict_equal`: a claim "a > b" (the interval of the difference lies above
-  0) or "a = b within ``margin``" (the interval lies inside ``[-margin, margin]``), in plain words.
+
+The verdicts drawn from these intervals are in :mod:`report_claims`.
 """
 from __future__ import annotations
 
@@ -98,48 +98,3 @@ def control_check(main: list[dict], longer: list[dict]) -> dict:
         return dict(diffs=[], change=None, ok=None)
     change = statistics.fmean(d)
     return dict(diffs=d, change=change, ok=abs(change) <= CONVERGENCE_POINTS)
-
-
-def _interval(diffs: list[float]) -> tuple[float, float, float]:
-    m, h, _ = ci95(diffs)
-    return m, m - h, m + h
-
-
-def verdict_greater(diffs: list[float], what: str, paper: float | None = None) -> tuple[str, str]:
-    """Claim "``what`` is positive" from per-seed differences: (verdict, evidence).
-
-    reproduced: the 95% interval lies above 0; not reproduced: it contains 0 or lies below; not testable
-    here: fewer than 2 paired seeds. ``paper``: the paper's difference (points); when the interval lies wholly
-    below it and holds 0, an effect as large as the paper's is ruled out; when it lies above 0 but below half the
-    paper's effect, only the direction is reproduced."""
-    if len(diffs) < 2:
-        return "not testable here", f"{what}: {len(diffs)} paired seed(s), at least 2 needed for an interval"
-    m, lo, hi = _interval(diffs)
-    ev = f"{what} = {m:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}] (n={len(diffs)} seeds)"
-    if lo > 0:
-        if paper is not None and hi < paper / 2:
-            return ("direction reproduced, less than half the paper's effect",
-                    ev + f"; the paper's {paper:+.1f} lies far above the interval")
-        return "reproduced", ev
-    if hi < 0:
-        return "not reproduced (the opposite holds)", ev
-    if paper is not None and paper > hi:
-        return ("not reproduced (an effect as large as the paper's is ruled out)",
-                ev + f"; the paper's {paper:+.1f} lies above the interval")
-    return "not reproduced (no difference shown)", ev
-
-
-def verdict_equal(diffs: list[float], what: str, margin: float) -> tuple[str, str]:
-    """Claim "``what`` is about 0" (within ``margin`` points): reproduced when the whole 95% interval lies in
-    ``[-margin, margin]``; not reproduced when the interval lies outside it on one side; otherwise
-    inconclusive (the interval is too wide to tell)."""
-    if len(diffs) < 2:
-        return "not testable here", f"{what}: {len(diffs)} paired seed(s), at least 2 needed for an interval"
-    m, lo, hi = _interval(diffs)
-    ev = (f"{what} = {m:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}] (n={len(diffs)} seeds; "
-          f"'about equal' means within ±{margin:g})")
-    if -margin <= lo and hi <= margin:
-        return "reproduced", ev
-    if lo > margin or hi < -margin:
-        return "not reproduced", ev
-    return "inconclusive (interval too wide)", ev

@@ -45,6 +45,7 @@ from .bn_eval import bn_decomposition
 from .data import DataInfo, IDX_INFO, Split, epoch_batches
 from .devices import autocast, check_amp, conv_backend, conv_context, device_name
 from .models import arch_shape
+from .provenance import code_fields
 from .models import build_model as build_arch
 
 
@@ -328,6 +329,7 @@ def _train_run(job: TrainJob):
                threads=torch.get_num_threads(), gn_kernels=_kernels_available(),
                memory_format=memory_format_name(job.channels_last), device=str(device),
                device_name=device_name(device), amp=job.amp, conv_backend=conv_backend(device, local),
+               **code_fields(),
                dataset=train.info.name, num_classes=train.info.num_classes, in_channels=train.info.channels,
                image_shape=list(train.info.image_shape),
                norm_batch=cfg.norm_batch, bn_batch=cfg.bn_batch, classes_per_worker=cfg.classes_per_worker,
