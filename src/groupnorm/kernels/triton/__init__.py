@@ -39,7 +39,10 @@ _state: dict = {}  # "ops": the _ops module once loaded, "error": why not
 
 
 def interpreting() -> bool:
-    """Whether Triton runs kernels in its interpreter (``TRITON_INTERPRET=1``): then on CPU tensors."""
+    """Whether the kernels run in Triton's interpreter (then on CPU tensors): ``TRITON_INTERPRET=1`` when they
+    were defined (at the first :func:`is_available`), or now if that has not happened yet."""
+    if "interpret" in _state:
+        return _state["interpret"]
     try:
         from triton import knobs
         return bool(knobs.runtime.interpret)
@@ -51,8 +54,9 @@ def is_available() -> bool:
     """True if Triton imports and the operators registered (the first call imports Triton)."""
     if "ops" not in _state and "error" not in _state:
         try:
+            interpret = interpreting()
             from . import _ops
-            _state["ops"] = _ops
+            _state["ops"], _state["interpret"] = _ops, interpret
         except Exception as exc:  # noqa: BLE001 - any failure to import Triton means: not available
             _state["error"] = f"{type(exc).__name__}: {exc}"
     return "ops" in _state
@@ -69,7 +73,7 @@ def _disabled() -> bool:
 
 
 def _on_device(t) -> bool:
-    return t.is_cuda or (t.device.type == "cpu" and interpreting())
+    return t.is_cuda or (t.device.type == "cpu" and _state.get("interpret", False))
 
 
 def accepts(x, weight=None, bias=None, residual=None) -> bool:
@@ -79,7 +83,7 @@ def accepts(x, weight=None, bias=None, residual=None) -> bool:
     dense tensor of x's dtype on x's device. Shapes are checked by the call itself (errors naming the value)."""
     if not isinstance(x, torch.Tensor) or x.layout is not torch.strided or x.dtype not in DTYPES:
         return False
-    if x.dim() < 2 or x.numel() == 0 or _disabled() or not _on_device(x) or not is_available():
+    if x.dim() < 2 or x.numel() == 0 or _disabled() or not is_available() or not _on_device(x):
         return False
     for p in (weight, bias):
         if p is not None and not (isinstance(p, torch.Tensor) and p.layout is torch.strided
