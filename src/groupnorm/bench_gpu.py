@@ -4,8 +4,8 @@ on the GPU.
 For each case (shape, dtype, layout; G groups, affine) and each composite:
 
 * ``gn``: ours (``groupnorm.functional.group_norm``, which routes CUDA tensors to the Triton kernels) vs torch
-  eager ``F.group_norm`` vs ``torch.compile`` of it vs Liger-Kernel's Triton GN (where ``liger_kernel`` is
-  importable; it takes contiguous inputs only, so a channels-last input is copied first, as it does itself);
+  eager ``F.group_norm`` vs Liger-Kernel's Triton GN (where ``liger_kernel`` is importable; it takes
+  contiguous inputs only, so a channels-last input is copied first, as it does itself);
 * ``gn+silu``: ours fused vs ``F.silu(F.group_norm(...))`` eager and compiled;
 * ``gn+add+relu``: ours fused (``activation="relu", residual=r``) vs ``F.relu(F.group_norm(...) + r)`` eager
   and compiled;
@@ -16,8 +16,9 @@ clears the L2 cache before each call); ratios are ``theirs / ours`` (above 1: ou
 ``y.copy_(x)``: its bytes (read x, write y) per second are the bandwidth reference; the forward's GB/s counts
 the bytes it must move (read x [and r], write y), and ``% copy`` is that against the copy's.
 
-``torch.compile`` recompiles for every shape, dtype and layout (``torch.compiler.reset()`` before each case,
-so that dynamo's recompile limit never sends a case back to eager); ``--no-compile`` skips it.
+Lines are printed after each case (a run cut short keeps what it measured). ``torch.compile`` recompiles
+for every shape, dtype and layout (``torch.compiler.reset()`` before each case, so that dynamo's recompile
+limit never sends a case back to eager); ``--no-compile`` skips it.
 """
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ GPU_SHAPES = DEFAULT_SHAPES + [(1, 320, 128, 128), (16, 256, 64, 64)]
 groups for the GPU's multiprocessors) and a 64 MB (fp32) input."""
 COMPOSITES = ("gn", "gn+silu", "gn+add+relu")
 PASSES = ("fwd", "fwd+bwd")
+COMPILED = ("gn+silu", "gn+add+relu")
+"""The composites timed under ``torch.compile`` too: those where its fusion competes with ours (GN alone compiles
+to about what eager runs, and every compile costs seconds per case)."""
 
 
 def torch_gn_add_relu_fn(x, groups, w, b, res):
@@ -99,7 +103,7 @@ def bench_gpu_case(shape, dtype, layout, groups, device, use_compile=True, rep_m
     result = {**_case_fields(shape, dtype, layout, groups), "copy_ms": copy_ms, "copy_gbs": copy_gbs, "rows": []}
     for comp in COMPOSITES:
         contenders = {"ours": ours[comp], "eager": eager[comp]}
-        if use_compile:
+        if use_compile and comp in COMPILED:
             compiled = torch.compile(raw[comp], dynamic=False)
             extra = (res,) if comp == "gn+add+relu" else ()
             contenders["compile"] = lambda x_, w_, b_, f=compiled, e=extra: f(x_, groups, w_, b_, *e)
@@ -132,12 +136,12 @@ def _pass(fn, pas, x, w, b, dy):
     return fwd_bwd
 
 
-def format_gpu_table(results: list[dict]) -> str:
+def format_gpu_table(results: list[dict], header: bool = True) -> str:
     """One line per case, composite and pass: ours in ms, each contender's ms and (theirs / ours), the forward's
-    GB/s and % of the copy's."""
+    GB/s and % of the copy's; ``header``: with the column names."""
     head = (f"{'shape':<18} {'dtype':<8} {'layout':<13} {'composite':<12} {'pass':<8} {'ours ms':>8} "
             f"{'eager ms (x)':>15} {'compile ms (x)':>15} {'liger ms (x)':>15} {'GB/s':>7} {'%copy':>6}")
-    lines = [head, "-" * len(head)]
+    lines = [head, "-" * len(head)] if header else []
 
     def cell(row, k):
         return f"{row['ms'][k]:7.3f} ({row['speedup'][k]:4.2f})" if k in row["ms"] else f"{'-':>15}"
@@ -170,7 +174,6 @@ def run_gpu(args) -> int:
     case (``meta``: the GPU, torch, CUDA and Triton versions, the commit; ``gpu``: the cases)."""
     import json
 
-    from tqdm import tqdm
 
     from .atomic import atomic_write_bytes
     from .bench import DTYPES, GRID_DTYPES, _parse_list, parse_shapes
@@ -194,10 +197,10 @@ def run_gpu(args) -> int:
     print(f"GPU: {meta['device']} ({meta['multiprocessors']} SMs, {meta['memory_gib']} GiB); torch {meta['torch']}, "
           f"CUDA {meta['cuda']}, Triton {meta['triton']}; medians of CUDA-event timings, L2 cleared per call")
     results = []
-    for s, d, lay in tqdm([(s, d, lay) for s in shapes for d in dtypes for lay in layouts], desc="bench", unit="case"):
+    for s, d, lay in [(s, d, lay) for s in shapes for d in dtypes for lay in layouts]:
         results.append(bench_gpu_case(s, DTYPES[d], lay, args.groups, device, use_compile=not args.no_compile))
         meta["finished_utc"] = utc_now()
         if args.json:
             atomic_write_bytes(str(args.json), json.dumps({"meta": meta, "gpu": results}, indent=1).encode())
-    print(format_gpu_table(results))
+        print(format_gpu_table(results[-1:], header=len(results) == 1), flush=True)  # a run cut short keeps its rows
     return 0
