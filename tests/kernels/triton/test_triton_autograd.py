@@ -99,3 +99,26 @@ def test_export_holds_the_op(device, triton_route):
     targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
     assert "groupnorm_triton.gn_forward.default" in targets, targets
     assert_close(ep.module()(x).cpu(), m(x).detach().double().cpu().numpy(), TOL[torch.float32], "exported y")
+
+
+def test_opcheck(device):
+    """torch.library.opcheck: schema, fake kernels, autograd registration, AOT dispatch (dynamic shapes)."""
+    from groupnorm.kernels.triton import _ops  # noqa: F401 - registers the operators
+
+    x, w, b, dy = (t.to(device) for t in make_case((2, 6, 3, 4), torch.float32, True, seed=53))
+    r = make_residual(x.cpu(), 5).to(device)
+    args = (x.requires_grad_(True), 3, w.requires_grad_(True), b, 1e-5, 2, r.requires_grad_(True))
+    torch.library.opcheck(torch.ops.groupnorm_triton.gn_forward.default, args)
+    with torch.no_grad():
+        mean, rstd = torch.ops.groupnorm_triton.gn_forward(*args)[1:]
+    bargs = (dy, x.detach(), mean, rstd, w.detach(), b, 3, 2, r.detach(), True, True, False, True)
+    torch.library.opcheck(torch.ops.groupnorm_triton.gn_backward.default, bargs)
+
+
+def test_expanded_output_gradient(device, check):
+    """``y.sum().backward()`` hands the backward a dy with all strides 0: read in place, right gradients."""
+    x, w, b, _ = (t.to(device) for t in make_case((2, 6, 5, 3), torch.float32, True, seed=59))
+    xr = x.clone().requires_grad_(True)
+    gt.group_norm(xr, 3, w, b, activation="silu").sum().backward()
+    _, grads = check(x, 3, w, b, "silu", dy=torch.ones_like(x))
+    assert torch.equal(xr.grad, grads[0])

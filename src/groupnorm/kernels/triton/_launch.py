@@ -147,17 +147,15 @@ def backward(dy, x, mean, rstd, weight, bias, num_groups: int, act: int, residua
             size = float(cpg * s)
             c1 = ((a * wf) if wf is not None else a).view(n, num_groups, cpg).sum(-1).div_(size)
             c2 = ((b * wf) if wf is not None else b).view(n, num_groups, cpg).sum(-1).div_(size)
-    if need_dx or need_dr:
+    if need_dx or need_dr:  # the one not needed stays an empty tensor (never written: NEED_* are constexpr)
         fmt = memory_format(x)
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
-        so = _nsc(out)
         if need_dx:
-            dx = out
+            dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
         if need_dr:
-            dr = out if not need_dx else torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+            dr = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
         wrap(K.gn_bwd_dx)[geo.grid](dy, x, r_arg, w_arg, b_arg, mean, rstd, c1 if c1 is not None else mean,
-                                    c2 if c2 is not None else mean, dx if need_dx else dr, dr if need_dr else dx,
-                                    c, s, num_groups, cpg, geo.chunk, *sd, *sx, *sr, *so,
+                                    c2 if c2 is not None else mean, dx, dr, c, s, num_groups, cpg, geo.chunk,
+                                    *sd, *sx, *sr, *_nsc(dx if need_dx else dr),
                                     NEED_DX=need_dx, NEED_DR=need_dr, **flags)
     return dx, dw, db, dr
 

@@ -79,6 +79,7 @@ def _setup_context(ctx, inputs, output):
     x, num_groups, weight, bias, eps, activation, residual = inputs
     _, mean, rstd = output
     ctx.num_groups, ctx.eps, ctx.activation = num_groups, eps, activation
+    ctx.mark_non_differentiable(mean, rstd)
     ctx.save_for_backward(x, weight, bias, residual, mean, rstd)
 
 
