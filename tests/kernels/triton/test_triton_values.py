@@ -141,3 +141,42 @@ def test_out_of_bounds_reads_see_nan_canaries(device):
         ref = reference.group_norm(xv.double().numpy(), 13, w.double().numpy(), activation="silu",
                                    residual=rv.double().numpy())
         assert_close(y.cpu(), ref, TOL[F32], f"y cl={cl}")
+
+
+def test_out_of_bounds_writes_leave_canaries(device):
+    """The kernels that write (y; dx and dresidual) store into views of canary-filled buffers: every value
+    outside the view is unchanged, every value inside is written (shapes not block multiples)."""
+    from groupnorm.kernels.triton import _kernels as K
+    from groupnorm.kernels.triton import _ops
+
+    shape, g, pad = (2, 13, 7, 9), 13, 4096
+    numel = int(np.prod(shape))
+    x, w, b, dy = (t.to(device) for t in make_case(shape, F32, True, seed=61))
+    y_ref, mean, rstd = _ops.gn_forward(x, g, w, b, 1e-5, 2, None)
+    dx_ref, _, _, dr_ref = _ops.gn_backward(dy, x, mean, rstd, w, b, g, 2, x, True, False, False, True)
+    geo = _launch.geometry(x)
+    n, c, s = shape[0], shape[1], 63
+
+    def canvas():
+        buf = torch.full((numel + 2 * pad,), 7.0, device=device)
+        return buf, buf[pad:pad + numel].view(shape[0], *shape[2:], shape[1]).movedim(-1, 1)  # channels-last
+
+    flags = dict(HAS_W=True, HAS_B=True, BLOCK_C=geo.block_c, BLOCK_S=geo.block_s, num_warps=geo.num_warps)
+    ybuf, y = canvas()
+    K.gn_fwd_apply[geo.grid](x, y, x, w, b, mean, rstd, c, s, g, 1, geo.chunk, *_launch._nsc(x), *_launch._nsc(y),
+                             *_launch._nsc(x), ACT=2, HAS_R=False, **flags)
+    dxbuf, dx = canvas()
+    drbuf, dr = canvas()
+    c1 = c2 = torch.zeros(n, g, device=device)
+    K.gn_bwd_dx[geo.grid](dy, x, x, w, b, mean, rstd, c1, c2, dx, dr, c, s, g, 1, geo.chunk, *_launch._nsc(dy),
+                          *_launch._nsc(x), *_launch._nsc(x), *_launch._nsc(dx), ACT=2, HAS_R=True, NEED_DX=True,
+                          NEED_DR=True, **flags)
+    for buf, got, ref, name in ((ybuf, y, y_ref, "y"), (drbuf, dr, dr_ref, "dresidual")):
+        assert torch.equal(buf[:pad], torch.full_like(buf[:pad], 7.0)), f"{name}: written before the tensor"
+        assert torch.equal(buf[-pad:], torch.full_like(buf[-pad:], 7.0)), f"{name}: written after the tensor"
+        assert torch.equal(got, ref), name
+    assert torch.equal(dxbuf[:pad], dxbuf[-pad:]) and bool((dxbuf[:pad] == 7.0).all()), "dx: written outside"
+    # c1 = c2 = 0: dx = rstd * w * dv, with dv = dresidual (cpg = 1: rstd per channel)
+    want = rstd.float()[:, :, None, None] * w[None, :, None, None] * dr_ref
+    torch.testing.assert_close(dx, want, rtol=1e-5, atol=1e-6)
+    assert dx_ref.shape == dx.shape
