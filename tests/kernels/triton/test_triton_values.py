@@ -85,14 +85,9 @@ def test_large_groups_split_over_programs(cl, device, check, monkeypatch):
     gradient sums are merged in a second step; the result is the reference's."""
     shape = (1, 4, 45, 37) if not cl else (1, 4, 90, 37)
     x, w, b, dy = make_case(shape, F32, cl, seed=13, loc=2.0)
-    monkeypatch.setattr(_launch, "INTERPRETER_SMS", 8)
-    _launch._sm_count.cache_clear()
-    try:
-        geo = _launch.geometry(x.to(device))
-        assert geo.n_chunks >= 2, "the case should split each group"
-        check(x.to(device), 2, w.to(device), b.to(device), "silu", make_residual(x, 2).to(device), dy=dy.to(device))
-    finally:
-        _launch._sm_count.cache_clear()
+    monkeypatch.setattr(_launch, "_sm_count", lambda device: 8)  # the same split on every device
+    assert _launch.geometry(x.to(device)).n_chunks >= 2, "the case should split each group"
+    check(x.to(device), 2, w.to(device), b.to(device), "silu", make_residual(x, 2).to(device), dy=dy.to(device))
 
 
 def test_one_position_per_group(device, check):
@@ -180,3 +175,20 @@ def test_out_of_bounds_writes_leave_canaries(device):
     want = rstd.float()[:, :, None, None] * w[None, :, None, None] * dr_ref
     torch.testing.assert_close(dx, want, rtol=1e-5, atol=1e-6)
     assert dx_ref.shape == dx.shape
+
+
+@pytest.mark.parametrize("one_program", [True, False], ids=["group-per-program", "split"])
+@pytest.mark.parametrize("case", [
+    ((2, 12, 5, 7), 4, True, BF16, "silu", "same", 0.5),
+    ((2, 8, 3, 4, 5), 2, True, F32, "gelu", "other", 0.5),
+    ((2, 8, 6, 7), 4, False, F32, "relu", "same", 1e6),
+], ids=["bf16-cl", "5d-cl", "mean1e6"])
+def test_both_forward_paths(case, one_program, device, check, monkeypatch):
+    """The one-kernel forward (a program per group) and the split forward (partial statistics, merge, apply)
+    both match the reference on the same cases."""
+    shape, g, cl, dtype, act, res, loc = case
+    x, w, b, dy = make_case(shape, dtype, cl, seed=67, loc=loc, scale=1.0 if loc > 1e3 else 2.0)
+    monkeypatch.setattr(_launch, "_sm_count", lambda device: 1 if one_program else 64)
+    assert _launch.one_program_per_group(x.to(device), g) == one_program
+    r = make_residual(x, 3, res)
+    check(x.to(device), g, w.to(device), b.to(device), act, r.to(device), dy=dy.to(device))

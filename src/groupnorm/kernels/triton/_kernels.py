@@ -8,7 +8,9 @@ of ``BLOCK_S``: grid ``(N, cdiv(C, BLOCK_C), cdiv(S, chunk))``. Many small group
 split over several chunks, whose partial results a second step combines in a fixed order (deterministic: no
 atomics).
 
-Statistics (forward). Per (n, c, chunk) the kernel accumulates, block by block, the count, mean and sum of
+Statistics (forward). Where groups are small (at most 64 channels, 2^18 values) and many (enough programs
+for the GPU), :func:`gn_fwd_group` runs the whole forward of a group in one program; otherwise three kernels.
+Per (n, c, chunk) the kernel accumulates, block by block, the count, mean and sum of
 squared deviations ``M2`` of ``d = x - K`` (K the first value of the group: a shift that keeps the means small,
 so an input with mean 1e6 and unit variance loses nothing), each block by two passes in registers (its mean,
 then its centered squares) merged with Chan's formula ``M2 = M2_a + M2_b + delta^2 n_a n_b / (n_a + n_b)``.
@@ -190,6 +192,60 @@ def gn_fwd_apply(x_ptr, y_ptr, r_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, C, S, G,
         mask = cmask[:, None] & (s < s_hi)
         xv = tl.load(xrow + s * sxs, mask=mask, other=0.0).to(tl.float32)
         v = ((xv - hi[:, None]) - lo[:, None]) * rstd[:, None] * w[:, None] + b[:, None]
+        if HAS_R:
+            v += tl.load(rrow + s * srs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(yrow + s * sys, _act(v, ACT).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def gn_fwd_group(x_ptr, y_ptr, r_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, C, S, G, cpg, eps,
+                 sxn, sxc, sxs, syn, syc, sys, srn, src, srs,
+                 ACT: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_R: tl.constexpr,
+                 BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """The whole forward of one group per program, grid (N * G,), for groups of at most BLOCK_C channels:
+    statistics over tiles of the group's channels x BLOCK_S positions (the same per-block two passes, shift
+    and Chan merge as :func:`gn_fwd_partial`, over all of a block's values at once), then y over the same
+    tiles (a second read of a group the program has just read, mostly from cache)."""
+    pid = tl.program_id(0)
+    n64 = (pid // G).to(tl.int64)
+    g = pid % G
+    cl = tl.arange(0, BLOCK_C)
+    cmask = cl < cpg
+    c = g * cpg + cl
+    c64 = c.to(tl.int64)[:, None]
+    shift = tl.load(x_ptr + n64 * sxn + (g * cpg).to(tl.int64) * sxc).to(tl.float32)
+    xrow = x_ptr + n64 * sxn + c64 * sxc
+    mean = 0.0
+    m2 = 0.0
+    cnt = 0.0
+    for s0 in range(0, S, BLOCK_S):
+        s = (s0 + tl.arange(0, BLOCK_S)).to(tl.int64)[None, :]
+        mask = cmask[:, None] & (s < S)
+        d = tl.where(mask, tl.load(xrow + s * sxs, mask=mask, other=0.0).to(tl.float32) - shift, 0.0)
+        nb = (tl.minimum(S - s0, BLOCK_S) * cpg).to(tl.float32)
+        bmean = tl.sum(tl.sum(d, 1), 0) / nb
+        e = tl.where(mask, d - bmean, 0.0)
+        bm2 = tl.sum(tl.sum(e * e, 1), 0)
+        tot = cnt + nb
+        delta = bmean - mean
+        mean += delta * (nb / tot)
+        m2 += bm2 + delta * delta * (cnt * (nb / tot))
+        cnt = tot
+    mean64 = shift.to(tl.float64) + mean.to(tl.float64)
+    rstd64 = 1.0 / tl.sqrt(tl.maximum(m2 / cnt, 0.0).to(tl.float64) + eps)
+    tl.store(mean_ptr + pid, mean64)
+    tl.store(rstd_ptr + pid, rstd64)
+    hi = mean64.to(tl.float32)
+    lo = (mean64 - hi.to(tl.float64)).to(tl.float32)
+    rstd = rstd64.to(tl.float32)
+    w, b = _affine(w_ptr, b_ptr, c, cmask, HAS_W, HAS_B)
+    yrow = y_ptr + n64 * syn + c64 * syc
+    rrow = r_ptr + n64 * srn + c64 * src
+    for s0 in range(0, S, BLOCK_S):
+        s = (s0 + tl.arange(0, BLOCK_S)).to(tl.int64)[None, :]
+        mask = cmask[:, None] & (s < S)
+        xv = tl.load(xrow + s * sxs, mask=mask, other=0.0).to(tl.float32)
+        v = ((xv - hi) - lo) * rstd * w[:, None] + b[:, None]
         if HAS_R:
             v += tl.load(rrow + s * srs, mask=mask, other=0.0).to(tl.float32)
         tl.store(yrow + s * sys, _act(v, ACT).to(y_ptr.dtype.element_ty), mask=mask)

@@ -17,11 +17,13 @@ import triton
 from ...plain import memory_format
 from . import _kernels as K
 
-__all__ = ["Geometry", "geometry", "forward", "backward", "INTERPRETER_SMS"]
+__all__ = ["Geometry", "geometry", "one_program_per_group", "forward", "backward", "INTERPRETER_SMS"]
 
 TILE = 4096  # values per block of a program (BLOCK_C * BLOCK_S)
 PROGRAMS_PER_SM = 4  # split a sample's spatial positions until the grid has this many programs per SM
 INTERPRETER_SMS = 4  # the "multiprocessor count" used on a CPU device (Triton's interpreter)
+GROUP_CHANNELS = 64  # one_program_per_group: the most channels per group
+GROUP_VALUES = 1 << 18  # one_program_per_group: the most values per group
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,6 +62,15 @@ def geometry(x: torch.Tensor) -> Geometry:
     return Geometry(n, c, s, _nsc(x)[1] == 1 and c > 1 and s > 1, _sm_count(x.device))
 
 
+def one_program_per_group(x, num_groups: int) -> bool:
+    """Whether :func:`forward` runs the one-kernel forward (``gn_fwd_group``, a program per group): groups of
+    at most ``GROUP_CHANNELS`` channels and ``GROUP_VALUES`` values, and at least one group per multiprocessor;
+    else the split forward (partial statistics, merge, apply)."""
+    cpg = x.shape[1] // num_groups
+    return (cpg <= GROUP_CHANNELS and cpg * _spatial(x) <= GROUP_VALUES
+            and x.shape[0] * num_groups >= _sm_count(x.device))
+
+
 def _spatial(x) -> int:
     s = 1
     for d in x.shape[2:]:
@@ -96,8 +107,19 @@ def forward(x, num_groups: int, weight, bias, eps: float, act: int, residual, wr
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
     mean = torch.empty((n, num_groups), dtype=torch.float64, device=x.device)
     rstd = torch.empty_like(mean)
-    geo = geometry(x)
     sx = _nsc(x)
+    r = addressable(residual) if residual is not None else None
+    flags = dict(ACT=act, HAS_W=weight is not None, HAS_B=bias is not None, HAS_R=r is not None)
+    w_arg, b_arg, r_arg = _or(weight, x), _or(bias, x), r if r is not None else x
+    sr = _nsc(r) if r is not None else sx
+    if one_program_per_group(x, num_groups):
+        block_c = triton.next_power_of_2(cpg)
+        block_s = max(1, min(triton.next_power_of_2(s), TILE // block_c))
+        wrap(K.gn_fwd_group)[(n * num_groups,)](
+            x, y, r_arg, w_arg, b_arg, mean, rstd, c, s, num_groups, cpg, eps, *sx, *_nsc(y), *sr, **flags,
+            BLOCK_C=block_c, BLOCK_S=block_s, num_warps=8 if block_c * block_s >= 2048 else 4)
+        return y, mean, rstd
+    geo = geometry(x)
     pmean = torch.empty((n, geo.n_chunks, c), dtype=torch.float32, device=x.device)
     pm2 = torch.empty_like(pmean)
     wrap(K.gn_fwd_partial)[geo.grid](x, pmean, pm2, c, s, cpg, geo.chunk, *sx,
@@ -105,11 +127,8 @@ def forward(x, num_groups: int, weight, bias, eps: float, act: int, residual, wr
     block_p = min(triton.next_power_of_2(cpg * geo.n_chunks), 1024)
     wrap(K.gn_fwd_finalize)[(n * num_groups,)](x, pmean, pm2, mean, rstd, c, s, num_groups, cpg, geo.chunk,
                                                geo.n_chunks, eps, sx[0], sx[1], BLOCK_P=block_p)
-    r = addressable(residual) if residual is not None else None
     wrap(K.gn_fwd_apply)[geo.grid](
-        x, y, r if r is not None else x, _or(weight, x), _or(bias, x), mean, rstd, c, s, num_groups, cpg, geo.chunk,
-        *sx, *_nsc(y), *(_nsc(r) if r is not None else sx),
-        ACT=act, HAS_W=weight is not None, HAS_B=bias is not None, HAS_R=r is not None,
+        x, y, r_arg, w_arg, b_arg, mean, rstd, c, s, num_groups, cpg, geo.chunk, *sx, *_nsc(y), *sr, **flags,
         BLOCK_C=geo.block_c, BLOCK_S=geo.block_s, num_warps=geo.num_warps)
     return y, mean, rstd
 
