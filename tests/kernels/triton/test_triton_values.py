@@ -139,8 +139,9 @@ def test_out_of_bounds_reads_see_nan_canaries(device):
 
 
 def test_out_of_bounds_writes_leave_canaries(device):
-    """The kernels that write (y; dx and dresidual) store into views of canary-filled buffers: every value
-    outside the view is unchanged, every value inside is written (shapes not block multiples)."""
+    """The kernels that write (y; dx and dresidual; both forward and backward paths) store into views of
+    canary-filled buffers: every value outside the view is unchanged, every value inside is written (shapes not
+    block multiples)."""
     from groupnorm.kernels.triton import _kernels as K
     from groupnorm.kernels.triton import _ops
 
@@ -174,7 +175,19 @@ def test_out_of_bounds_writes_leave_canaries(device):
     # c1 = c2 = 0: dx = rstd * w * dv, with dv = dresidual (cpg = 1: rstd per channel)
     want = rstd.float()[:, :, None, None] * w[None, :, None, None] * dr_ref
     torch.testing.assert_close(dx, want, rtol=1e-5, atol=1e-6)
-    assert dx_ref.shape == dx.shape
+    # the one-program-per-group kernels
+    ybuf, y = canvas()
+    K.gn_fwd_group[(n * g,)](x, y, x, w, b, torch.empty_like(mean), torch.empty_like(rstd), c, s, g, 1, 1e-5,
+                             *_launch._nsc(x), *_launch._nsc(y), *_launch._nsc(x), ACT=2, HAS_R=False, **flags)
+    dxbuf, dx = canvas()
+    drbuf, dr = canvas()
+    pa, pb = torch.empty(n, 1, c, device=device), torch.empty(n, 1, c, device=device)
+    K.gn_bwd_group[(n * g,)](dy, x, x, w, b, mean, rstd, pa, pb, dx, dr, c, s, g, 1, *_launch._nsc(dy),
+                             *_launch._nsc(x), *_launch._nsc(x), *_launch._nsc(dx), ACT=2, HAS_R=True,
+                             NEED_DX=True, NEED_DR=True, **flags)
+    for buf, got, ref, name in ((ybuf, y, y_ref, "y"), (drbuf, dr, dr_ref, "dresidual"), (dxbuf, dx, dx_ref, "dx")):
+        assert bool((buf[:pad] == 7.0).all()) and bool((buf[-pad:] == 7.0).all()), f"{name}: written outside"
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("one_program", [True, False], ids=["group-per-program", "split"])
@@ -183,9 +196,9 @@ def test_out_of_bounds_writes_leave_canaries(device):
     ((2, 8, 3, 4, 5), 2, True, F32, "gelu", "other", 0.5),
     ((2, 8, 6, 7), 4, False, F32, "relu", "same", 1e6),
 ], ids=["bf16-cl", "5d-cl", "mean1e6"])
-def test_both_forward_paths(case, one_program, device, check, monkeypatch):
-    """The one-kernel forward (a program per group) and the split forward (partial statistics, merge, apply)
-    both match the reference on the same cases."""
+def test_both_paths(case, one_program, device, check, monkeypatch):
+    """The one-kernel forward and backward (a program per group) and the split ones (partial sums, merge,
+    apply) both match the reference on the same cases."""
     shape, g, cl, dtype, act, res, loc = case
     x, w, b, dy = make_case(shape, dtype, cl, seed=67, loc=loc, scale=1.0 if loc > 1e3 else 2.0)
     monkeypatch.setattr(_launch, "_sm_count", lambda device: 1 if one_program else 64)

@@ -9,7 +9,8 @@ split over several chunks, whose partial results a second step combines in a fix
 atomics).
 
 Statistics (forward). Where groups are small (at most 64 channels, 2^18 values) and many (enough programs
-for the GPU), :func:`gn_fwd_group` runs the whole forward of a group in one program; otherwise three kernels.
+for the GPU), :func:`gn_fwd_group` runs the whole forward of a group in one program (and :func:`gn_bwd_group`
+its backward); otherwise three kernels (two, and sums in torch, for the backward).
 Per (n, c, chunk) the kernel accumulates, block by block, the count, mean and sum of
 squared deviations ``M2`` of ``d = x - K`` (K the first value of the group: a shift that keeps the means small,
 so an input with mean 1e6 and unit variance loses nothing), each block by two passes in registers (its mean,
@@ -326,3 +327,69 @@ def gn_bwd_dx(dy_ptr, x_ptr, r_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, c1_ptr, c2
         if NEED_DX:
             dx = rstd[:, None] * (w[:, None] * dv - (c2 + xhat * c1))
             tl.store(dx_ptr + orow + s * sos, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def gn_bwd_group(dy_ptr, x_ptr, r_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, pa_ptr, pb_ptr, dx_ptr, dr_ptr,
+                 C, S, G, cpg, sdn, sdc, sds, sxn, sxc, sxs, srn, src, srs, son, soc, sos,
+                 ACT: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_R: tl.constexpr,
+                 NEED_DX: tl.constexpr, NEED_DR: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """The whole backward of one group per program, grid (N * G,), for groups of at most BLOCK_C channels:
+    per channel ``A = sum dv * xhat`` and ``B = sum dv`` (stored as ``(N, 1, C)``, as :func:`gn_bwd_reduce`
+    does with one chunk), ``c1``, ``c2`` from them, then dx and dr as :func:`gn_bwd_dx` writes them."""
+    pid = tl.program_id(0)
+    n64 = (pid // G).to(tl.int64)
+    g = pid % G
+    cl = tl.arange(0, BLOCK_C)
+    cmask = cl < cpg
+    c = g * cpg + cl
+    c64 = c.to(tl.int64)[:, None]
+    m = tl.load(mean_ptr + pid)
+    hi = m.to(tl.float32)
+    lo = (m - hi.to(tl.float64)).to(tl.float32)
+    rstd = tl.load(rstd_ptr + pid).to(tl.float32)
+    w, b = _affine(w_ptr, b_ptr, c, cmask, HAS_W, HAS_B)
+    w = tl.where(cmask, w, 0.0)
+    xrow = x_ptr + n64 * sxn + c64 * sxc
+    drow = dy_ptr + n64 * sdn + c64 * sdc
+    rrow = r_ptr + n64 * srn + c64 * src
+    acc_a = tl.zeros([BLOCK_C, BLOCK_S], tl.float32)
+    acc_b = tl.zeros([BLOCK_C, BLOCK_S], tl.float32)
+    for s0 in range(0, S, BLOCK_S):
+        s = (s0 + tl.arange(0, BLOCK_S)).to(tl.int64)[None, :]
+        mask = cmask[:, None] & (s < S)
+        xv = tl.load(xrow + s * sxs, mask=mask, other=0.0).to(tl.float32)
+        dv = tl.load(drow + s * sds, mask=mask, other=0.0).to(tl.float32)
+        xhat = ((xv - hi) - lo) * rstd
+        if ACT != 0:
+            v = xhat * w[:, None] + b[:, None]
+            if HAS_R:
+                v += tl.load(rrow + s * srs, mask=mask, other=0.0).to(tl.float32)
+            dv *= _act_grad(v, ACT)
+        acc_a += tl.where(mask, dv * xhat, 0.0)
+        acc_b += dv
+    a = tl.sum(acc_a, 1)
+    bsum = tl.sum(acc_b, 1)
+    tl.store(pa_ptr + n64 * C + c, a, mask=cmask)
+    tl.store(pb_ptr + n64 * C + c, bsum, mask=cmask)
+    if NEED_DX or NEED_DR:
+        size = (cpg * S) * 1.0
+        c1 = tl.sum(w * a, 0) / size
+        c2 = tl.sum(w * bsum, 0) / size
+        orow = n64 * son + c64 * soc
+        for s0 in range(0, S, BLOCK_S):
+            s = (s0 + tl.arange(0, BLOCK_S)).to(tl.int64)[None, :]
+            mask = cmask[:, None] & (s < S)
+            xv = tl.load(xrow + s * sxs, mask=mask, other=0.0).to(tl.float32)
+            dv = tl.load(drow + s * sds, mask=mask, other=0.0).to(tl.float32)
+            xhat = ((xv - hi) - lo) * rstd
+            if ACT != 0:
+                v = xhat * w[:, None] + b[:, None]
+                if HAS_R:
+                    v += tl.load(rrow + s * srs, mask=mask, other=0.0).to(tl.float32)
+                dv *= _act_grad(v, ACT)
+            if NEED_DR:
+                tl.store(dr_ptr + orow + s * sos, dv.to(dr_ptr.dtype.element_ty), mask=mask)
+            if NEED_DX:
+                dx = rstd * (w[:, None] * dv - (c2 + xhat * c1))
+                tl.store(dx_ptr + orow + s * sos, dx.to(dx_ptr.dtype.element_ty), mask=mask)

@@ -150,6 +150,26 @@ def backward(dy, x, mean, rstd, weight, bias, num_groups: int, act: int, residua
                  BLOCK_C=geo.block_c, BLOCK_S=geo.block_s, num_warps=geo.num_warps)
     w_arg, b_arg, r_arg = _or(weight, x), _or(bias, x), r if r is not None else x
     dw, db, dx, dr = (x.new_empty(0) for _ in range(4))  # distinct: an operator's outputs may not alias
+    fmt = memory_format(x)
+    if one_program_per_group(x, num_groups):
+        if need_dx:
+            dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+        if need_dr:
+            dr = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+        pa = torch.empty((n, 1, c), dtype=torch.float32, device=x.device)
+        pb = torch.empty_like(pa)
+        block_c = triton.next_power_of_2(cpg)
+        block_s = max(1, min(triton.next_power_of_2(s), TILE // 2 // block_c))  # two accumulators
+        flags.update(BLOCK_C=block_c, BLOCK_S=block_s, num_warps=8 if block_c * block_s >= 2048 else 4)
+        wrap(K.gn_bwd_group)[(n * num_groups,)](dy, x, r_arg, w_arg, b_arg, mean, rstd, pa, pb, dx, dr, c, s,
+                                                num_groups, cpg, *sd, *sx, *sr, *_nsc(dx if need_dx else dr if
+                                                                                      need_dr else x),
+                                                NEED_DX=need_dx, NEED_DR=need_dr, **flags)
+        if need_dw:
+            dw = pa.sum((0, 1)).to(weight.dtype)
+        if need_db:
+            db = pb.sum((0, 1)).to(bias.dtype)
+        return dx, dw, db, dr
     c1 = c2 = None
     if need_dx or need_dw or need_db:
         pa = torch.empty((n, geo.n_chunks, c), dtype=torch.float32, device=x.device)
@@ -167,7 +187,6 @@ def backward(dy, x, mean, rstd, weight, bias, num_groups: int, act: int, residua
             c1 = ((a * wf) if wf is not None else a).view(n, num_groups, cpg).sum(-1).div_(size)
             c2 = ((b * wf) if wf is not None else b).view(n, num_groups, cpg).sum(-1).div_(size)
     if need_dx or need_dr:  # the one not needed stays an empty tensor (never written: NEED_* are constexpr)
-        fmt = memory_format(x)
         if need_dx:
             dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
         if need_dr:
