@@ -1,5 +1,6 @@
-"""Launching the Triton kernels (``_kernels``): the tile geometry, the ``(N, C, S)`` strides of each tensor, and
-the forward and backward passes as functions of checked tensors.
+"""Launching the Triton kernels (``_kernels``): the choice between a program per group
+(:func:`one_program_per_group`) and the split kernels with their tile geometry (:class:`Geometry`), the
+``(N, C, S)`` strides of each tensor, and the forward and backward passes as functions of checked tensors.
 
 :func:`forward` returns ``(y, mean, rstd)``: y of x's shape, dtype and memory format (contiguous, or
 channels-last for a channels-last x), mean and rstd float64 ``(N, G)``. :func:`backward` returns
