@@ -116,14 +116,14 @@ def test_out_of_bounds_reads_see_nan_canaries(device):
     gen = torch.Generator().manual_seed(23)
 
     def padded(cl):
-        buf = torch.full((numel + 2 * pad,), float("nan"))
+        buf = torch.full((numel + 2 * pad,), float("nan"), device=device)
         vals = torch.randn(shape, generator=gen)
         if cl:
             view = buf[pad:pad + numel].view(shape[0], *shape[2:], shape[1]).movedim(-1, 1)
         else:
             view = buf[pad:pad + numel].view(shape)
         view.copy_(vals)
-        return view.to(device) if device != "cpu" else view, vals
+        return view, vals
 
     for cl in (False, True):
         x, xv = padded(cl)
