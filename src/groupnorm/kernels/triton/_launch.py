@@ -59,7 +59,7 @@ class Geometry:
 
 def geometry(x: torch.Tensor) -> Geometry:
     """The geometry :func:`forward` and :func:`backward` use for x."""
-    n, c, s = x.shape[0], x.shape[1], _spatial(x)
+    n, c, s = int(x.shape[0]), int(x.shape[1]), _spatial(x)
     return Geometry(n, c, s, _nsc(x)[1] == 1 and c > 1 and s > 1, _sm_count(x.device))
 
 
@@ -67,22 +67,25 @@ def one_program_per_group(x, num_groups: int) -> bool:
     """Whether :func:`forward` runs the one-kernel forward (``gn_fwd_group``, a program per group): groups of
     at most ``GROUP_CHANNELS`` channels and ``GROUP_VALUES`` values, and at least one group per multiprocessor;
     else the split forward (partial statistics, merge, apply)."""
-    cpg = x.shape[1] // num_groups
+    cpg = int(x.shape[1]) // num_groups
     return (cpg <= GROUP_CHANNELS and cpg * _spatial(x) <= GROUP_VALUES
-            and x.shape[0] * num_groups >= _sm_count(x.device))
+            and int(x.shape[0]) * num_groups >= _sm_count(x.device))
 
 
 def _spatial(x) -> int:
+    """S, the product of the spatial sizes. Sizes and strides are made Python ints here and in :func:`_nsc`:
+    under ``torch.compile`` (which traces into a ``triton_op``) symbolic sizes are specialized, as the kernels'
+    block sizes depend on them."""
     s = 1
     for d in x.shape[2:]:
-        s *= d
+        s *= int(d)
     return s
 
 
 def _nsc(t):
     """Strides ``(sn, sc, ss)`` addressing t as ``(N, C, S)``, or None if its spatial dimensions do not merge
     into one (a stride pattern other than contiguous / channels-last within the spatial dims)."""
-    shape, stride = t.shape, t.stride()
+    shape, stride = [int(d) for d in t.shape], [int(v) for v in t.stride()]
     if t.dim() == 2:
         return stride[0], stride[1], 1
     ss = stride[-1]
@@ -102,7 +105,7 @@ def addressable(t) -> torch.Tensor:
 def forward(x, num_groups: int, weight, bias, eps: float, act: int, residual, wrap=lambda k: k):
     """``act(GN(x) * weight + bias [+ residual])`` and the float64 statistics; arguments already checked."""
     x = addressable(x)
-    n, c = x.shape[0], x.shape[1]
+    n, c = int(x.shape[0]), int(x.shape[1])
     s = _spatial(x)
     cpg = c // num_groups
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
@@ -141,7 +144,7 @@ def backward(dy, x, mean, rstd, weight, bias, num_groups: int, act: int, residua
     dweight / dbias have the weight's / bias's dtype; dx and dresidual x's dtype and memory format."""
     x, dy = addressable(x), addressable(dy)
     r = addressable(residual) if residual is not None else None
-    n, c = x.shape[0], x.shape[1]
+    n, c = int(x.shape[0]), int(x.shape[1])
     s = _spatial(x)
     cpg = c // num_groups
     geo = geometry(x)
