@@ -148,10 +148,10 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
         if not _on_device(t) or t.device != x.device:
             raise ValueError(f"the Triton kernels run on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), "
                              f"all on one device; got {name} on {t.device} (x on {x.device})")
-    if x.numel() == 0:
+    if x.numel() == 0:  # nothing to launch: the plain path's empty result (or its error)
+        from ...functional import _check
         from ...plain import group_norm_plain
 
-        from ...functional import _check
         _check(x, g, weight, bias, eps, residual)
         return group_norm_plain(x, g, weight, bias, eps, activation, residual)
     return entry(x, g, weight, bias, eps, code, residual)
