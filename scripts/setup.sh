@@ -44,6 +44,12 @@ if [ ! -f .setup-stamp ] || [ "$(cat .setup-stamp)" != "$STAMP_SRC" ] || ! "$VPY
     "$VPY" -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test]"
     echo "$STAMP_SRC" > .setup-stamp
 fi
+# 4. Triton, for the GPU kernels' tests: its interpreter (TRITON_INTERPRET=1) runs them on CPU tensors. 3.7.1 is
+#    what torch 2.13's CUDA build pins (3.6's interpreter cannot run a loop with a runtime bound).
+if ! "$VPY" -c "import importlib.metadata as m, sys; sys.exit(0 if m.version('triton') == '3.7.1' else 1)" 2>/dev/null; then
+    echo "[setup] installing triton==3.7.1 (the GPU kernels' tests run in its interpreter)"
+    "$VPY" -m pip install -q --disable-pip-version-check "triton==3.7.1"
+fi
 echo "[setup] ready: $("$VPY" -c 'import importlib.metadata as m; print("groupnorm", m.version("groupnorm"), "torch", m.version("torch"))')"
 # the kernels are an optional extension: a compile error is only a pip warning, so say it here
 "$VPY" -c 'from groupnorm import kernels as k; e = k.load_error(); e and print("[setup] warning: compiled kernels unavailable, plain PyTorch path only:", e)' || true

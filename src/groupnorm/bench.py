@@ -437,6 +437,9 @@ def register(subparsers) -> None:
                         "default grid (with --small: both)")
     p.add_argument("--e2e", action="store_true", help="also time a ResNet training step with and without kernels")
     p.add_argument("--e2e-only", action="store_true", help="only the end-to-end training step")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (the compiled kernels, default) or cuda[:i]: the Triton kernels on the GPU against "
+                        "torch eager, torch.compile and Liger-Kernel (groupnorm.bench_gpu)")
     p.add_argument("--json", type=Path, default=None, help="write results to this JSON file (after each case)")
     p.add_argument("--resume", action="store_true", help="skip cases already in --json FILE")
     p.add_argument("--no-keep-memory", action="store_true",
@@ -461,6 +464,9 @@ def run(args) -> int:
     from .bench_small import SMALL_SHAPES, bench_small_case, format_small_table
     from .hostinfo import load_average
 
+    if args.device != "cpu":
+        from .bench_gpu import run_gpu
+        return run_gpu(args)
     grid = not (args.small or args.plain or args.e2e_only)
     if grid or args.small or args.e2e or args.e2e_only:  # the sections that time the kernels
         if not kernels.is_available():

@@ -30,6 +30,9 @@ float32 accumulate in float32 lanes folded into float64 sums), contiguous or cha
 strides are copied to contiguous first), weight / bias of x's dtype or None, activation None / "relu" /
 "silu" / "gelu" (exact, erf), a residual of x's shape and dtype. Threads: ``torch.get_num_threads()``.
 
+CUDA tensors take the Triton kernels of ``groupnorm.kernels.triton`` where Triton is installed (:func:`route`
+decides); this package's compiled kernels are CPU kernels.
+
 Switches: the environment variable ``GROUPNORM_DISABLE_KERNELS=1`` (read by the C++ entry at every call)
 forces the plain path; :func:`set_isa` forces an instruction-set level (0 baseline, 1 AVX2, 2 AVX-512, 3 AVX-512 with AVX512_BF16 for
 bfloat16 data) for testing.
@@ -43,6 +46,7 @@ import torch
 from .._compat import functorch_transforms_active, in_onnx_export
 from ..args import activation_code
 from . import _lib
+from . import triton as _triton
 
 __all__ = ["is_available", "route", "ENTRY", "PLAIN_PY", "kernel_takes", "kernel_for", "can_handle", "group_norm", "disabled", "load_error", "isa", "set_isa",
            "ISA_NAMES"]
@@ -114,13 +118,23 @@ _in_onnx_export = in_onnx_export
 
 
 ENTRY, PLAIN_PY = 0, 1
-"""What :func:`route` picks: the one C++ entry (``groupnorm::group_norm``), or the plain path in Python."""
+"""What :func:`route` picks: an entry (the C++ ``groupnorm::group_norm``, or the Triton path's), or the plain
+path in Python."""
 _PY = (PLAIN_PY, None)
+_TRITON = (ENTRY, _triton.entry)
+_triton_cpu = False  # groupnorm.kernels.triton.route_cpu: CPU tensors to the Triton path (its interpreter)
+
+
+def _set_triton_cpu(enabled: bool) -> None:
+    global _triton_cpu
+    _triton_cpu = enabled
 
 
 def route(x, weight=None, bias=None, residual=None):
     """The one Python decision, ``(how, op)``: ``(ENTRY, f)`` with ``f(x, num_groups, weight, bias, eps,
-    activation_code, residual) -> y`` the C++ entry ``groupnorm::group_norm``, which decides kernels or plain
+    activation_code, residual) -> y`` the Triton path's entry (``groupnorm.kernels.triton.entry``) for a CUDA
+    tensor it accepts (``groupnorm.kernels.triton.accepts``; not while TorchScript traces, during ONNX export or
+    under functorch transforms), else the C++ entry ``groupnorm::group_norm``, which decides kernels or plain
     (``kernel_takes`` in ``csrc/gn_torch_ops.cpp``, the one predicate; :func:`kernel_takes` asks it) and checks
     the arguments with the errors the Python checks raise; or ``(PLAIN_PY, None)``, the plain path in Python
     (:func:`groupnorm.plain.group_norm_plain`, after ``groupnorm.functional``'s checks).
@@ -135,10 +149,16 @@ def route(x, weight=None, bias=None, residual=None):
     """
     # one function, no helpers: inside a training step every Python call costs several times what it costs in a
     # tight loop (cold caches), and this runs once per GN call
-    if not _available:
-        return _PY
     plain = x.__class__ is _TENSOR  # no subclass (its __torch_function__ needs the OpOverload's Python path)
     if not plain and not isinstance(x, _TENSOR) or x.layout is not _STRIDED:
+        return _PY
+    if (x.is_cuda or _triton_cpu) and _triton.accepts(x, weight, bias, residual):
+        if _is_scripting() or _is_tracing() or _in_onnx_export(None):
+            return _PY
+        if not _is_compiling() and _functorch_active():
+            return _PY
+        return _TRITON
+    if not _available:
         return _PY
     for p in (weight, bias, residual):
         if p is not None:
@@ -165,7 +185,8 @@ def kernel_takes(x, weight=None, bias=None, residual=None) -> bool:
     """Whether a ``groupnorm.functional.group_norm`` call with these tensors runs the compiled kernels now:
     :func:`route` picks the C++ entry and the entry's predicate (x a non-empty dense CPU tensor of a kernel dtype,
     weight / bias / residual None or CPU tensors of x's dtype, ``GROUPNORM_DISABLE_KERNELS`` not set) holds."""
-    if route(x, weight, bias, residual)[0] != ENTRY or _is_compiling():
+    how, op = route(x, weight, bias, residual)
+    if how != ENTRY or op is _triton.entry or _is_compiling():
         return False
     return _kernel_takes_call(x, weight, bias, residual)
 
@@ -196,5 +217,7 @@ def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, ac
 
 
 # loaded at import, not at the first call: that call may come while dynamo traces (torch.compile of a fresh
-# process), which cannot trace an import
+# process), which cannot trace an import (Triton only where CUDA is: elsewhere it is loaded when first asked for)
 is_available()
+if torch.cuda.is_available():
+    _triton.is_available()
