@@ -1,6 +1,7 @@
 """Rules kept in both Python and C++ agree: the plain path's error budget (``groupnorm.plain.ERROR_BUDGET`` and
-``kErrorBudget*`` in ``kernels/csrc/gn_ops_plain.h``) and the ``GROUPNORM_DISABLE_KERNELS`` switch
-(``groupnorm.kernels.disabled`` and the C++ entry's ``kernels_disabled``)."""
+``kErrorBudget*`` in ``kernels/csrc/gn_ops_plain.h``), the ``GROUPNORM_DISABLE_KERNELS`` switch
+(``groupnorm.kernels.disabled`` and the C++ entry's ``kernels_disabled``) and the C API's codes (``gn_api.h``)."""
+import os
 import re
 from pathlib import Path
 
@@ -47,10 +48,35 @@ def test_disabled_scope_sets_and_restores_the_switch(monkeypatch):
         assert kernels.disabled() and not kernels.kernel_takes(x)
         kernels.set_disabled(False)
         assert not kernels.disabled() and kernels.kernel_takes(x)
-    import os
-
     assert os.environ[kernels.DISABLE_ENV] == "no"
     monkeypatch.delenv(kernels.DISABLE_ENV)
     with kernels.disabled_scope(False):
         assert kernels.kernel_takes(x)
     assert kernels.DISABLE_ENV not in os.environ
+
+
+def _c_enum(*names) -> dict:
+    text = (CSRC / "gn_api.h").read_text()
+    found = dict((k, int(v)) for k, v in re.findall(r"\b(GN_[A-Z0-9_]+) = (\d+)", text))
+    missing = [n for n in names if n not in found]
+    assert not missing, f"gn_api.h lacks {missing}"
+    return {n: found[n] for n in names}
+
+
+def test_c_abi_codes_are_the_same_in_python_and_c():
+    """The codes Python passes to the C API: activations (groupnorm.args), layouts (groupnorm.layout), dtypes
+    and error codes (groupnorm.kernels._lib)."""
+    from groupnorm import args, layout
+    from groupnorm.kernels import _lib
+
+    acts = _c_enum("GN_ACT_NONE", "GN_ACT_RELU", "GN_ACT_SILU", "GN_ACT_GELU")
+    assert {name: args.ACTIVATION_CODES[a] for name, a in
+            zip(acts, (None, "relu", "silu", "gelu"))} == acts
+    assert _c_enum("GN_LAYOUT_NCS", "GN_LAYOUT_NSC") == {"GN_LAYOUT_NCS": layout.LAYOUT_NCS,
+                                                         "GN_LAYOUT_NSC": layout.LAYOUT_NSC}
+    dtypes = _c_enum("GN_F32", "GN_F64", "GN_BF16", "GN_F16")
+    assert dtypes == {"GN_F32": _lib.DTYPES[torch.float32], "GN_F64": _lib.DTYPES[torch.float64],
+                      "GN_BF16": _lib.DTYPES[torch.bfloat16], "GN_F16": _lib.DTYPES[torch.float16]}
+    errors = _c_enum("GN_EINVAL", "GN_ENOMEM")
+    assert set(_lib._ERRORS) == set(errors.values())
+    assert "memory" in _lib._ERRORS[errors["GN_ENOMEM"]] and "invalid" in _lib._ERRORS[errors["GN_EINVAL"]]
