@@ -13,7 +13,7 @@ For each shape (float32, G groups, affine) it times one GN layer's forward, per 
 Each side allocates its output. The two take turns within every round (the order rotates, so drift and other
 processes hit both alike); each round runs ``--inner`` calls of each back to back (so that one side's thread
 pool winding down after its calls touches at most the first of the other's); the figure is the median over
-``--repeats`` rounds of the time per call (``groupnorm.bench.interleaved``). Printed with the CPU model, the
+``--repeats`` rounds of the time per call (``groupnorm.timing.interleaved``). Printed with the CPU model, the
 load average before and after, the versions, the exported graph's nodes and the largest difference between
 the two outputs; the ratio is onnxruntime / ours (above 1: ours is faster).
 
@@ -51,7 +51,7 @@ def case(shape, groups: int, opset: int, activation, threads: int, repeats: int,
     ``max_abs_diff``."""
     import onnx
 
-    from groupnorm.bench import interleaved
+    from groupnorm.timing import interleaved
     from groupnorm.nn import GroupNorm
     from groupnorm.onnx_export import export_onnx
 

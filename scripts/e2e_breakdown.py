@@ -19,17 +19,17 @@ over rounds, milliseconds per step.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-from groupnorm.bench import keep_freed_memory
+from groupnorm import kernels
 from groupnorm.experiments.models import ResNet
 from groupnorm.kernels import _lib, ops
 from groupnorm.nn import group_norm as gn_module
+from groupnorm.timing import keep_freed_memory
 
 _acc: dict[str, float] = {}
 _calls: dict[str, int] = {}
@@ -81,17 +81,13 @@ def main() -> None:
         F.cross_entropy(m(x), target).backward()
         opt.step()
 
-    modes = {"kernels": ("gn", None), "plain": ("gn", "1"), "no norm": ("none", "1")}
+    modes = {"kernels": ("gn", False), "plain": ("gn", True), "no norm": ("none", True)}
     times = {k: [] for k in modes}
     parts: dict[str, list[float]] = {}
-    saved = os.environ.get("GROUPNORM_DISABLE_KERNELS")
-    try:
+    with kernels.disabled_scope():  # each mode sets the switch; the caller's setting is restored after
         for r in range(args.warmup + args.repeats):
-            for name, (norm, env) in modes.items():
-                if env is None:
-                    os.environ.pop("GROUPNORM_DISABLE_KERNELS", None)
-                else:
-                    os.environ["GROUPNORM_DISABLE_KERNELS"] = env
+            for name, (norm, disable) in modes.items():
+                kernels.set_disabled(disable)
                 _acc.clear()
                 _calls.clear()
                 t0 = time.perf_counter()
@@ -104,11 +100,6 @@ def main() -> None:
                     for k, v in _acc.items():
                         parts.setdefault(k, []).append(v * 1e3)
                     ncalls = dict(_calls)
-    finally:
-        if saved is None:
-            os.environ.pop("GROUPNORM_DISABLE_KERNELS", None)
-        else:
-            os.environ["GROUPNORM_DISABLE_KERNELS"] = saved
 
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "

@@ -15,7 +15,8 @@ import argparse
 
 import torch
 
-from groupnorm.bench import interleaved, keep_freed_memory, parse_shapes
+from groupnorm.bench import parse_shapes
+from groupnorm.timing import interleaved, keep_freed_memory
 from groupnorm.kernels import _lib
 
 

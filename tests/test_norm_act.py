@@ -103,7 +103,7 @@ def test_isinstance_state_dict_and_repr():
     bn.load_state_dict(t.state_dict())
     t.load_state_dict(bn.state_dict())
     assert torch.equal(bn.weight, t.weight)
-    assert repr(bn) == repr(t).replace("BatchNorm2d", "BatchNormAct2d")[:-1] + ", workers=1, activation='relu')"
+    assert repr(bn) == repr(t).replace("BatchNorm2d", "BatchNormAct")[:-1] + ", workers=1, activation='relu')"
     assert repr(gnn.IdentityAct(activation="gelu")) == "IdentityAct(activation='gelu')"
 
 

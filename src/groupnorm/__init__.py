@@ -29,14 +29,14 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "freeze_batch_norm": ("groupnorm.convert", "freeze_batch_norm"),
     "unfreeze_batch_norm": ("groupnorm.convert", "unfreeze_batch_norm"),
     # population BN statistics after training
-    "precise_bn": ("groupnorm.bn_stats", "precise_bn"),
+    "precise_bn": ("groupnorm.nn.precise_bn", "precise_bn"),
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads these on first use
     from . import functional, kernels, nn, reference  # noqa: F401
-    from .bn_stats import precise_bn  # noqa: F401
+    from .nn.precise_bn import precise_bn  # noqa: F401
     from .convert import (  # noqa: F401
         convert_bn_to_gn, convert_conv_to_ws, convert_group_norm, convert_sync_batchnorm, freeze_batch_norm,
         unfreeze_batch_norm)

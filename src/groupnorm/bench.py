@@ -10,7 +10,7 @@ the contenders (so that drift and other processes hit all of them alike):
 * ``gn+silu``: ours fused vs torch eager ``F.silu(F.group_norm(...))`` vs ``torch.compile`` of that function;
 * ``gn+add+relu``: a ResNet block's end, ours fused (``activation="relu", residual=r``) vs torch eager as
   torchvision writes it (``out = F.group_norm(...); out += r; out.relu_()``), under ``no_grad``;
-* ``naive``: the composite of the seed's tutorial (view (N, G, -1), mean, var, normalize, affine);
+* ``naive``: the textbook composite (view (N, G, -1), mean, unbiased var, normalize, affine);
 * ``copy``: ``y.copy_(x)``, whose bytes moved (read x, write y) per second is the bandwidth reference; our
   forward moves the same bytes (one read of x, one write of y) at best, so ours-GB/s / copy-GB/s says how
   close the forward is to memory speed.
@@ -33,30 +33,24 @@ average at the start and at the last write, and the UTC times. ``--e2e`` also ti
 harness's small ResNet with GN+ReLU (fused) with the kernels and with ``GROUPNORM_DISABLE_KERNELS=1``, in
 contiguous and channels-last memory formats (:func:`bench_e2e`).
 
-Allocator: every contender allocates its output (25 MB for the largest fp32 case). With glibc's defaults, freed
-blocks at the top of the heap are given back to the system once enough is free, and the next allocation
-page-faults its memory back in (~6 ms for 25 MB here). Which contender pays that depends on where it sits in
-the round, not on its code: measured, one contender's forward took 9.5 ms in every round of a case where its
-code takes 3.5 ms. So the bench first tells glibc to keep freed memory (``mallopt``: no heap trimming, blocks
-up to 32 MB from the heap; recorded in the JSON's ``meta.keep_memory``); ``--no-keep-memory`` measures with
-the defaults.
+Allocator: :func:`groupnorm.timing.keep_freed_memory` (why: its docstring); ``--no-keep-memory`` measures with glibc's
+defaults.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import datetime
 import json
 import os
 import platform
-import random
-import statistics
 import subprocess
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from .layout import LAYOUTS as LAYOUT_CODES
+from .layout import to_layout
+from .timing import interleaved, keep_freed_memory  # noqa: F401 (also used from here by scripts)
 
 DEFAULT_SHAPES = [
     (8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7),  # ResNet-50 stages, batch 8
@@ -64,28 +58,12 @@ DEFAULT_SHAPES = [
     (2, 64, 8, 56, 56),                                                      # video
 ]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
-LAYOUTS = ("contiguous", "channels_last")
+LAYOUTS = tuple(LAYOUT_CODES)  # the layouts by name: contiguous, channels_last
 GRID_DTYPES = "fp32,bf16"
 PLAIN_DTYPES = "fp32,bf16,fp16"
 JSON_FORMAT = 2
 """``meta.format`` of the JSON this bench writes (2: the commit / CPU / time fields in ``meta``, sections ``cases``,
 ``plain``, ``small``, ``e2e``); ``--resume`` takes only files of this format."""
-_DISABLE_ENV = "GROUPNORM_DISABLE_KERNELS"
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed memory in the process (see the module docstring); False if not glibc / refused.
-
-    ``M_TRIM_THRESHOLD`` (-1) = 2 GiB: the heap is not trimmed; ``M_MMAP_THRESHOLD`` (-3) = 32 MiB, the largest
-    glibc accepts: blocks below it come from the heap (whose freed pages stay mapped) instead of fresh ``mmap``s.
-    """
-    if platform.system() != "Linux":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-1, 2**31 - 1)) and bool(libc.mallopt(-3, 32 * 2**20))
-    except (OSError, AttributeError):  # not glibc
-        return False
 
 
 def parse_shapes(text: str) -> list[tuple[int, ...]]:
@@ -107,13 +85,8 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
     return shapes
 
 
-def to_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
-    """x in the memory layout named ``contiguous`` or ``channels_last`` (channels innermost, any rank)."""
-    return x.movedim(1, -1).contiguous().movedim(-1, 1) if layout == "channels_last" else x.contiguous()
-
-
 def naive_group_norm(x, num_groups, weight, bias, eps=1e-5):
-    """The seed tutorial's composite GroupNorm, as written there (view, mean, unbiased var, normalize, affine)."""
+    """The textbook composite GroupNorm as tutorials write it (view, mean, unbiased var, normalize, affine)."""
     n, c = x.shape[:2]
     xv = x.reshape(n, num_groups, -1)
     mean = xv.mean(-1, keepdim=True)
@@ -135,52 +108,16 @@ def torch_gn_add_relu(x, groups, w, b, res):
     return out.relu_()
 
 
-def interleaved(fns: dict, repeats: int, warmup: int, inner: int = 1) -> dict:
-    """Median seconds per call of each callable: ``warmup`` untimed rounds, then ``repeats`` timed rounds in
-    which each callable runs ``inner`` times back to back, the callables in a fresh random order each round
-    (seeded: the same sequence every run), so that no callable always follows the same other one (whose
-    allocations and cache footprint it would inherit)."""
-    names = list(fns)
-    rng = random.Random(0)
-    for _ in range(warmup):
-        for k in names:
-            for _ in range(inner):
-                fns[k]()
-    times = {k: [] for k in names}
-    for r in range(repeats):
-        order = rng.sample(names, len(names))
-        for k in order:
-            f = fns[k]
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                f()
-            times[k].append((time.perf_counter() - t0) / inner)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-@contextlib.contextmanager
-def kernels_disabled():
-    """``GROUPNORM_DISABLE_KERNELS=1`` inside the block (read at every call: the plain path), restored after."""
-    saved = os.environ.get(_DISABLE_ENV)
-    os.environ[_DISABLE_ENV] = "1"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(_DISABLE_ENV, None)
-        else:
-            os.environ[_DISABLE_ENV] = saved
-
-
 def _inputs(shape, dtype, layout):
     """x, weight, bias, dy, residual of one case (seeded: every contender and every run sees the same data)."""
     gen = torch.Generator().manual_seed(0)
-    x = to_layout(torch.randn(shape, generator=gen).to(dtype), layout)
+    code = LAYOUT_CODES[layout]
+    x = to_layout(torch.randn(shape, generator=gen).to(dtype), code)
     c = shape[1]
     w = (torch.rand(c, generator=gen) + 0.5).to(dtype)
     b = (torch.randn(c, generator=gen) * 0.1).to(dtype)
-    dy = to_layout(torch.randn(shape, generator=gen).to(dtype), layout)
-    res = to_layout(torch.randn(shape, generator=gen).to(dtype), layout)
+    dy = to_layout(torch.randn(shape, generator=gen).to(dtype), code)
+    res = to_layout(torch.randn(shape, generator=gen).to(dtype), code)
     return x, w, b, dy, res
 
 
@@ -195,7 +132,7 @@ def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) 
 
     x, w, b, dy, res = _inputs(shape, dtype, layout)
     out = torch.empty_like(x)
-    if not kernels.can_handle(x, w, b, res):
+    if not kernels.kernel_takes(x, w, b, res):
         raise RuntimeError(f"the kernels do not take this case (available: {kernels.is_available()}, "
                            f"{kernels.load_error() or 'GROUPNORM_DISABLE_KERNELS set?'})")
     xg, wg, bg = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
@@ -261,7 +198,7 @@ def bench_plain_case(shape, dtype, layout, groups, repeats, warmup) -> dict:
         "plain_res": lambda: functional.group_norm(x, groups, w, b, 1e-5, activation="relu", residual=res),
         "torch_res": lambda: torch_gn_add_relu(x, groups, w, b, res),
     }
-    with kernels_disabled(), torch.no_grad():
+    with kernels.disabled_scope(), torch.no_grad():
         if kernels.kernel_for(x, w, b, res) is not None:
             raise RuntimeError("the kernels still take the call with GROUPNORM_DISABLE_KERNELS=1")
         t = interleaved(fns, repeats, warmup)
@@ -325,6 +262,7 @@ def bench_e2e(repeats: int, warmup: int, batch: int = 32) -> dict:
     """
     import copy
 
+    from . import kernels
     from .experiments.models import ResNet
 
     torch.manual_seed(0)
@@ -344,14 +282,11 @@ def bench_e2e(repeats: int, warmup: int, batch: int = 32) -> dict:
 
     def contender(m, inp, disable):
         def run():
-            if disable:
-                os.environ[_DISABLE_ENV] = "1"
-            else:
-                os.environ.pop(_DISABLE_ENV, None)
+            kernels.set_disabled(disable)
             step(m, inp)
         return run
 
-    with kernels_disabled():  # the contenders switch it per call; the caller's setting is restored after
+    with kernels.disabled_scope():  # the contenders switch it per call; the caller's setting is restored after
         t = interleaved({"kernels": contender(model, x, False), "plain": contender(model, x, True),
                          "kernels_cl": contender(model_cl, x_cl, False), "plain_cl": contender(model_cl, x_cl, True)},
                         repeats, warmup)
@@ -456,18 +391,12 @@ def _parse_list(text: str, allowed, what: str) -> list[str]:
     return items
 
 
-def run(args) -> int:
-    from tqdm import tqdm
-
+def _check_args(args, grid: bool):
+    """The run's settings from the command line, checked: ``(grid_dtypes, plain_dtypes, layouts, shapes)``;
+    sets torch's threads. Raises RuntimeError when a section that times the kernels cannot run, ValueError
+    naming a bad option."""
     from . import kernels
-    from .atomic import atomic_write_bytes
-    from .bench_small import SMALL_SHAPES, bench_small_case, format_small_table
-    from .hostinfo import load_average
 
-    if args.device != "cpu":
-        from .bench_gpu import run_gpu
-        return run_gpu(args)
-    grid = not (args.small or args.plain or args.e2e_only)
     if grid or args.small or args.e2e or args.e2e_only:  # the sections that time the kernels
         if not kernels.is_available():
             raise RuntimeError(f"the compiled kernels are not available: {kernels.load_error()}")
@@ -488,8 +417,11 @@ def run(args) -> int:
         for s in shapes:
             if s[1] % args.groups:
                 raise ValueError(f"--groups={args.groups} does not divide num_channels={s[1]} of shape {s}")
+    return grid_dtypes, plain_dtypes, layouts, shapes
 
-    kept = False if args.no_keep_memory else keep_freed_memory()
+
+def _new_doc(args, kept: bool) -> dict:
+    """The JSON document of this run: fresh, or with the sections of ``--json FILE`` under ``--resume``."""
     doc = {"meta": run_meta(args, kept), "cases": [], "plain": [], "small": [], "e2e": None}
     if args.resume and args.json and args.json.exists():
         old = json.loads(args.json.read_text())
@@ -500,18 +432,14 @@ def run(args) -> int:
         for k in ("cases", "plain", "small", "e2e"):
             doc[k] = old.get(k, doc[k])
         doc["meta"]["resumed_from"] = old["meta"]
+    return doc
 
-    def save():
-        if args.json:
-            doc["meta"].update(finished_utc=utc_now(), load_average_end=load_average())
-            atomic_write_bytes(str(args.json), json.dumps(doc, indent=1).encode())
 
-    m = doc["meta"]
-    commit = f"{m['commit'][:12]}{' (uncommitted changes)' if m['dirty'] else ''}" if m["commit"] else "unknown"
-    print(f"CPU: {m['cpu']}; torch {m['torch']}, {m['threads']} threads, kernels: {m['isa']}; commit {commit}; "
-          f"medians of {args.repeats} interleaved rounds; freed memory kept: {'yes' if kept else 'no'}; "
-          f"load average: {m['load_average_start']}")
-    jobs = []  # (section, key, thunk)
+def _jobs(args, grid: bool, grid_dtypes, plain_dtypes, layouts, shapes) -> list:
+    """The cases to time, in order, as ``(section, key, thunk)``; ``thunk()`` returns the case's record."""
+    from .bench_small import SMALL_SHAPES, bench_small_case
+
+    jobs = []
     if grid:
         jobs += [("cases", _key(_case_fields(s, DTYPES[d], lay, args.groups)),
                   lambda s=s, d=d, lay=lay: bench_case(s, DTYPES[d], lay, args.groups, args.repeats, args.warmup,
@@ -526,6 +454,35 @@ def run(args) -> int:
         jobs += [("small", _key(_case_fields(s, torch.float32, lay, min(32, s[1]))),
                   lambda s=s, lay=lay: bench_small_case(s, lay, args.repeats, args.warmup, args.inner))
                  for s in SMALL_SHAPES for lay in LAYOUTS]
+    return jobs
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from .atomic import atomic_write_bytes
+    from .bench_small import format_small_table
+    from .hostinfo import load_average
+
+    if args.device != "cpu":
+        from .bench_gpu import run_gpu
+        return run_gpu(args)
+    grid = not (args.small or args.plain or args.e2e_only)
+    grid_dtypes, plain_dtypes, layouts, shapes = _check_args(args, grid)
+    kept = False if args.no_keep_memory else keep_freed_memory()
+    doc = _new_doc(args, kept)
+
+    def save():
+        if args.json:
+            doc["meta"].update(finished_utc=utc_now(), load_average_end=load_average())
+            atomic_write_bytes(str(args.json), json.dumps(doc, indent=1).encode())
+
+    m = doc["meta"]
+    commit = f"{m['commit'][:12]}{' (uncommitted changes)' if m['dirty'] else ''}" if m["commit"] else "unknown"
+    print(f"CPU: {m['cpu']}; torch {m['torch']}, {m['threads']} threads, kernels: {m['isa']}; commit {commit}; "
+          f"medians of {args.repeats} interleaved rounds; freed memory kept: {'yes' if kept else 'no'}; "
+          f"load average: {m['load_average_start']}")
+    jobs = _jobs(args, grid, grid_dtypes, plain_dtypes, layouts, shapes)
     done = {(sec, _key(r)) for sec in ("cases", "plain", "small") for r in doc[sec]}
     for section, key, thunk in tqdm(jobs, desc="bench", unit="case", disable=not jobs):
         if (section, key) in done:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .bench import interleaved
+from .timing import interleaved
 
 SMALL_SHAPES = [(1, 64, 8, 8), (2, 32, 14, 14), (8, 256, 7, 7), (32, 128, 4, 4)]
 

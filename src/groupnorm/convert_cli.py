@@ -20,13 +20,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._deprecated import deprecated_alias
 from .atomic import atomic_torch_save
 from .convert import convert_bn_to_gn, freeze_batch_norm
 
 FORMAT = "groupnorm-convert-v1"
+_DEPRECATED = {"build_model": "model_from_entry_point"}
 
 
-def build_model(spec: str, kwargs: dict | None = None) -> nn.Module:
+def model_from_entry_point(spec: str, kwargs: dict | None = None) -> nn.Module:
     """Call the entry point ``spec`` (``package.module:function`` or ``path/to/file.py:function``).
 
     The current directory is importable (as with ``python -m``). Raises ValueError / FileNotFoundError
@@ -115,7 +117,7 @@ def load_converted(path: str | os.PathLike) -> nn.Module:
     meta = obj.get("groupnorm_convert") if isinstance(obj, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path!r} was not written by 'groupnorm convert' (no {FORMAT} metadata)")
-    model = build_model(meta["model"], meta["model_kwargs"])
+    model = model_from_entry_point(meta["model"], meta["model_kwargs"])
     model, _ = convert_model(model, meta["to"], meta["num_groups"], meta["group_size"])
     model.load_state_dict(obj["state_dict"], strict=True)
     return model
@@ -138,7 +140,7 @@ def run(args) -> int:
     if args.to == "gn" and args.groups is None and args.group_size is None:
         args.groups = 32
 
-    model = build_model(args.model, kwargs)
+    model = model_from_entry_point(args.model, kwargs)
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint)
     model, report = convert_model(model, args.to, args.groups, args.group_size)
@@ -184,3 +186,8 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("-v", "--verbose", action="store_true", help="print the per-layer report")
     p.set_defaults(func=run)
+
+
+def __getattr__(name: str):
+    """The former name ``build_model`` of :func:`model_from_entry_point`, with a DeprecationWarning."""
+    return deprecated_alias(__name__, name, _DEPRECATED, globals())

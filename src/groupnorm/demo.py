@@ -1,8 +1,9 @@
-"""``groupnorm demo``: the seeds' worked example (N=3, C=4, H=1, W=2) through BN, LN, IN and GN (G=2).
+"""``groupnorm demo``: a published worked example (N=3, C=4, H=1, W=2) through BN, LN, IN and GN (G=2).
 
-The seed (shared/seeds/000, "What is Group Normalization?") prints, to three decimals, the statistics of the
-first coefficient of sample ``a`` and the normalized sample ``a`` for each method, with eps = 1e-5. This
-module holds those numbers once; the demo and the tests compare the reference against them.
+The tutorial "What is Group Normalization?" (the example this project's spec starts from; called "the seed"
+below and in the demo's output) prints, to three decimals, the statistics of the first coefficient of sample
+``a`` and the normalized sample ``a`` for each method, with eps = 1e-5. This module holds those numbers once;
+the demo and the tests compare the reference against them.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """ONNX export of models built with ``groupnorm`` layers, and a check of the result in onnxruntime.
 
 ``torch.onnx.export`` works on such models as they are: under export, ``groupnorm.functional.group_norm``
-takes its plain PyTorch path (``groupnorm.kernels.can_handle`` is False while
+takes its plain PyTorch path (``groupnorm.kernels.kernel_takes`` is False while
 ``torch.onnx.is_in_onnx_export()``), so the graph holds ``aten.group_norm`` and the activation, never the
 compiled kernels' custom ops. What this module adds is the choice of opset:
 

@@ -1,7 +1,7 @@
 """The plain PyTorch path of GroupNorm (+ residual, + activation) in Python: any device, any dtype, any case;
 differentiable twice.
 
-The plain path's main form is the C++ operator ``groupnorm::gn_plain`` (``kernels/csrc/gn_torch_ops.cpp``),
+The plain path's main form is the C++ operator ``groupnorm::gn_plain`` (``kernels/csrc/gn_ops_plain.h``),
 which ``groupnorm.functional.group_norm`` calls for every case the compiled kernels decline (every CUDA
 tensor, mixed dtypes, ``GROUPNORM_DISABLE_KERNELS=1``): torch's own GN, add and activation with no Python
 between them, so it costs what ``F.silu(F.group_norm(x, G, w, b) + r)`` costs. This module is the path where
@@ -33,8 +33,9 @@ import torch
 import torch.nn.functional as F
 
 from .args import check_activation
+from .layout import memory_format
 
-__all__ = ["ERROR_BUDGET", "apply_activation", "memory_format", "group_norm_plain"]
+__all__ = ["ERROR_BUDGET", "apply_activation", "memory_format", "group_norm_plain"]  # memory_format: groupnorm.layout's
 
 _ACT_FNS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}  # groupnorm.args.ACTIVATIONS as torch functions
 # in place, for GN's own fresh output when no autograd graph is recorded
@@ -42,7 +43,8 @@ _ACT_INPLACE = {"relu": torch.relu_, "silu": lambda y: F.silu(y, inplace=True), 
 
 ERROR_BUDGET = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}
 """Largest error (unit-variance output) the plain path promises (groupnorm::gn_plain lets torch's CPU kernels make
-at most this before it shifts the input; the C++ holds the same numbers):
+at most this before it shifts the input; ``kErrorBudget*`` in ``kernels/csrc/gn_ops_plain.h`` holds the same
+numbers, and a test compares the two):
 float32 about 1e-4 relative; the half types about their own output rounding (bf16 2^-8, fp16 2^-11, at |y| ~ 4)."""
 
 _SHIFTED_DTYPES = tuple(ERROR_BUDGET)
@@ -52,16 +54,6 @@ def apply_activation(y: torch.Tensor, activation) -> torch.Tensor:
     """``act(y)`` for activation None (identity), "relu", "silu" or "gelu" (exact, erf-based)."""
     check_activation(activation)
     return y if activation is None else _ACT_FNS[activation](y)
-
-
-def memory_format(x: torch.Tensor):
-    """The memory format torch's GN keeps for ``x``: channels-last (2d / 3d) if x is strided so and not also
-    contiguous, else contiguous."""
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.channels_last_3d
-    return torch.contiguous_format
 
 
 def _group_values(k: torch.Tensor, cpg: int, ndim: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from groupnorm.bn_stats import precise_bn
+from groupnorm.nn.precise_bn import precise_bn
 
 from .data import POOL_IMAGES, Split, epoch_batches
 from .devices import autocast, conv_context

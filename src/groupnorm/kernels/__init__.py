@@ -33,13 +33,16 @@ strides are copied to contiguous first), weight / bias of x's dtype or None, act
 CUDA tensors take the Triton kernels of ``groupnorm.kernels.triton`` where Triton is installed (:func:`route`
 decides); this package's compiled kernels are CPU kernels.
 
-Switches: the environment variable ``GROUPNORM_DISABLE_KERNELS=1`` (read by the C++ entry at every call)
-forces the plain path; :func:`set_isa` forces an instruction-set level (0 baseline, 1 AVX2, 2 AVX-512, 3 AVX-512 with AVX512_BF16 for
-bfloat16 data) for testing.
+Switches: the environment variable ``GROUPNORM_DISABLE_KERNELS=1`` (read by the C++ entry at every call; in
+Python :func:`disabled`, :func:`set_disabled` and :func:`disabled_scope`) forces the plain path; :func:`set_isa`
+forces an instruction-set level (0 baseline, 1 AVX2, 2 AVX-512, 3 AVX-512 with AVX512_BF16 for bfloat16 data)
+for testing.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 
 import torch
 
@@ -48,8 +51,8 @@ from ..args import activation_code
 from . import _lib
 from . import triton as _triton
 
-__all__ = ["is_available", "route", "ENTRY", "PLAIN_PY", "kernel_takes", "kernel_for", "can_handle", "group_norm", "disabled", "load_error", "isa", "set_isa",
-           "ISA_NAMES"]
+__all__ = ["is_available", "route", "ENTRY", "PLAIN_PY", "kernel_takes", "kernel_for", "can_handle", "group_norm",
+           "DISABLE_ENV", "disabled", "set_disabled", "disabled_scope", "load_error", "isa", "set_isa", "ISA_NAMES"]
 
 ISA_NAMES = _lib.ISA_NAMES
 
@@ -87,11 +90,39 @@ def load_error() -> str | None:
     return _lib.load_error() or _ops_error
 
 
+DISABLE_ENV = "GROUPNORM_DISABLE_KERNELS"
+"""The switch that forces the plain path: set to 1 / true / yes / on (any case, blanks around ignored)."""
+_DISABLE_VALUES = ("1", "true", "yes", "on")
+
+
 def disabled() -> bool:
-    """True if ``GROUPNORM_DISABLE_KERNELS`` is set to 1 / true / yes / on (read now). The C++ entry reads the
-    switch itself at every call (``kernels_disabled`` in ``csrc/gn_torch_ops.cpp``, the same rule); this is for
-    Python callers that report it (``groupnorm bench``)."""
-    return os.environ.get("GROUPNORM_DISABLE_KERNELS", "").strip().lower() in ("1", "true", "yes", "on")
+    """True if :data:`DISABLE_ENV` is set to 1 / true / yes / on (read now). The one Python reading of the switch;
+    the C++ entry reads it itself at every call (``kernels_disabled`` in ``csrc/gn_torch_ops.cpp``, the same
+    rule, which a test keeps equal to this one)."""
+    return os.environ.get(DISABLE_ENV, "").strip().lower() in _DISABLE_VALUES
+
+
+def set_disabled(flag: bool) -> None:
+    """Set :data:`DISABLE_ENV` to ``"1"`` (``flag`` true: the plain path from the next call on) or remove it."""
+    if flag:
+        os.environ[DISABLE_ENV] = "1"
+    else:
+        os.environ.pop(DISABLE_ENV, None)
+
+
+@contextlib.contextmanager
+def disabled_scope(flag: bool = True):
+    """Inside the block the kernels are disabled (``flag`` true) or enabled (false) through :data:`DISABLE_ENV`;
+    the caller's setting of the variable is restored after."""
+    saved = os.environ.get(DISABLE_ENV)
+    set_disabled(flag)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(DISABLE_ENV, None)
+        else:
+            os.environ[DISABLE_ENV] = saved
 
 
 def isa() -> int:
@@ -198,7 +229,9 @@ def kernel_for(x, weight=None, bias=None, residual=None):
 
 
 def can_handle(x, weight=None, bias=None, residual=None) -> bool:
-    """Whether the kernels take this call: :func:`kernel_takes`."""
+    """Deprecated alias of :func:`kernel_takes` (same arguments, same answer); warns with DeprecationWarning."""
+    warnings.warn("groupnorm.kernels.can_handle is deprecated; use groupnorm.kernels.kernel_takes",
+                  DeprecationWarning, stacklevel=2)
     return kernel_takes(x, weight, bias, residual)
 
 

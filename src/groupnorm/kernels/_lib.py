@@ -13,13 +13,14 @@ import importlib
 
 import torch
 
+from ..layout import LAYOUT_NCS, LAYOUT_NSC, layout_of, to_layout  # noqa: F401 (the API's layout codes)
+
 EXT_NAME = "groupnorm.kernels._gn_kernels"
 # GN_ABI_VERSION of csrc/gn_api.h (its one definition; tests/test_kernels.py checks the two agree): the library
 # must have been built from the sources this Python code belongs to
 ABI_VERSION = 3
 
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
-LAYOUT_NCS, LAYOUT_NSC = 0, 1
 ISA_NAMES = {0: "baseline x86-64 / generic", 1: "AVX2+FMA (x86-64-v3)", 2: "AVX-512 (x86-64-v4)",
              3: "AVX-512 + AVX512_BF16 (bfloat16 data; other dtypes: AVX-512)"}
 _ERRORS = {1: "invalid argument", 2: "out of memory"}
@@ -92,27 +93,6 @@ def _require():
     if lib is None:
         raise RuntimeError(f"groupnorm compiled kernels are not available: {_load_error}")
     return lib
-
-
-def layout_of(x: torch.Tensor) -> int | None:
-    """LAYOUT_NCS if x is contiguous, LAYOUT_NSC if channels-last (N, *spatial, C) dense, else None."""
-    if x.is_contiguous():
-        return LAYOUT_NCS
-    d = x.dim()
-    if d == 4:
-        return LAYOUT_NSC if x.is_contiguous(memory_format=torch.channels_last) else None
-    if d == 5:
-        return LAYOUT_NSC if x.is_contiguous(memory_format=torch.channels_last_3d) else None
-    if d >= 3 and x.movedim(1, -1).is_contiguous():
-        return LAYOUT_NSC
-    return None
-
-
-def to_layout(t: torch.Tensor, layout: int) -> torch.Tensor:
-    """``t`` (N, C, *spatial) with the strides of ``layout`` (a copy only if needed)."""
-    if layout == LAYOUT_NCS:
-        return t.contiguous()
-    return t.movedim(1, -1).contiguous().movedim(-1, 1)
 
 
 def _check(rc: int, what: str) -> None:

@@ -4,7 +4,7 @@ Names (the GN paper's Figure 2 sets, for an (N, C, H, W) activation):
 
 ========== ======================================================================================
 ``bn``     BatchNorm: statistics over (N, H, W) per channel; per worker with ``workers=W``
-           (:class:`~groupnorm.nn.worker_bn.WorkerBatchNorm2d`).
+           (:class:`~groupnorm.nn.worker_bn.WorkerBatchNorm`).
 ``gn``     GroupNorm: statistics over (C/G, H, W) per sample and group; ``groups=G`` or ``group_size=K``.
 ``gn+ws``  The same GroupNorm; the model pairs it with weight-standardized convolutions
            (see :func:`uses_weight_standardization`).
@@ -18,7 +18,8 @@ Names (the GN paper's Figure 2 sets, for an (N, C, H, W) activation):
 Groups larger than the layer (``groups > C`` or ``group_size > C``) are clamped to the layer: ``groups=64`` on
 a 32-channel layer gives one channel per group, ``group_size=64`` on it gives one group. That is what the
 paper's Table 3 does implicitly (ResNet-50's narrowest layers have 64 channels, so ``group_size=64`` there is one
-group). Any other ``C`` not divisible by ``G`` (or ``K``) is an error naming both numbers.
+group). Any other ``C`` not divisible by ``G`` (or ``K``) is an error naming both numbers
+(``groupnorm.args.resolve_num_groups`` with ``policy="clamp"``).
 
 Every name gives one kind of module, a norm with its activation (:mod:`groupnorm.nn.norm_act`): it has an
 ``activation`` attribute (None or ``"relu"``, ``"silu"``, ``"gelu"``), the norm's ``weight`` (gamma; absent for
@@ -29,8 +30,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..args import resolve_num_groups
 from .group_norm import GroupNorm
-from .norm_act import BatchNormAct2d, FrozenBatchNormAct, IdentityAct
+from .norm_act import BatchNormAct, FrozenBatchNormAct, IdentityAct
 
 NORM_NAMES = ("bn", "gn", "gn+ws", "ln", "in", "bn-frozen", "none")
 
@@ -38,22 +40,6 @@ NORM_NAMES = ("bn", "gn", "gn+ws", "ln", "in", "bn-frozen", "none")
 def uses_weight_standardization(name: str) -> bool:
     """True for norms whose convolutions are weight-standardized (``gn+ws``)."""
     return name == "gn+ws"
-
-
-def _gn_groups(num_channels: int, groups: int | None, group_size: int | None) -> int:
-    if group_size is not None:
-        if group_size < 1:
-            raise ValueError(f"group_size={group_size} must be positive")
-        k = min(group_size, num_channels)
-        if num_channels % k:
-            raise ValueError(f"group_size={group_size} does not divide num_channels={num_channels}")
-        return num_channels // k
-    if groups is None or groups < 1:
-        raise ValueError(f"groups={groups} must be a positive integer")
-    g = min(groups, num_channels)
-    if num_channels % g:
-        raise ValueError(f"groups={groups} does not divide num_channels={num_channels}")
-    return g
 
 
 def make_norm(name: str, num_channels: int, *, groups: int | None = 32, group_size: int | None = None,
@@ -73,21 +59,22 @@ def make_norm(name: str, num_channels: int, *, groups: int | None = 32, group_si
 
     Returns:
         A norm-with-activation module mapping (N, C, H, W) to the same shape, called as ``m(x)`` or
-        ``m(x, residual=r)`` (``act(norm(x) + r)``): ``GroupNorm`` (gn, gn+ws, ln, in), ``BatchNormAct2d``
+        ``m(x, residual=r)`` (``act(norm(x) + r)``): ``GroupNorm`` (gn, gn+ws, ln, in), ``BatchNormAct``
         (bn), ``FrozenBatchNormAct`` (bn-frozen) or ``IdentityAct`` (none). Its ``weight`` is gamma (None or
         absent for ``none``).
     """
     if not isinstance(num_channels, int) or num_channels < 1:
         raise ValueError(f"num_channels={num_channels!r} must be a positive integer")
     if name in ("gn", "gn+ws"):
-        g = _gn_groups(num_channels, groups, group_size)
+        g = resolve_num_groups(num_channels, None if group_size is not None else groups, group_size,
+                               policy="clamp")
         return GroupNorm(g, num_channels, eps=eps, activation=activation)
     if name == "ln":
         return GroupNorm(1, num_channels, eps=eps, activation=activation)
     if name == "in":
         return GroupNorm(num_channels, num_channels, eps=eps, activation=activation)
     if name == "bn":
-        return BatchNormAct2d(num_channels, workers, eps, momentum, activation=activation)
+        return BatchNormAct(num_channels, workers, eps, momentum, activation=activation)
     if name == "bn-frozen":
         # trainable affine: from scratch, frozen statistics (0, 1) make this a learned per-channel affine
         return FrozenBatchNormAct(num_channels, eps, trainable_affine=True, activation=activation)

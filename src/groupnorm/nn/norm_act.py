@@ -14,7 +14,7 @@ the norm (``groupnorm.nn.make_norm`` builds them by name).
 
 Each class and the norm it subclasses:
 
-- ``BatchNormAct2d``: :class:`~groupnorm.nn.worker_bn.WorkerBatchNorm2d` (per-worker BN), so a
+- ``BatchNormAct``: :class:`~groupnorm.nn.worker_bn.WorkerBatchNorm` (per-worker BN), so a
   ``torch.nn.BatchNorm2d``;
 - ``FrozenBatchNormAct``: :class:`~groupnorm.nn.FrozenBatchNorm`;
 - ``SyncBatchNormAct``: :class:`~groupnorm.nn.SyncBatchNorm` (a torch ``_BatchNorm``);
@@ -31,13 +31,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import functional as GF
+from .._deprecated import deprecated_alias
 from .frozen_bn import FrozenBatchNorm
 from .group_norm import GroupNorm
 from .sync_bn import SyncBatchNorm
-from .worker_bn import WorkerBatchNorm2d
+from .worker_bn import WorkerBatchNorm
 
-__all__ = ["NormAct", "BatchNormAct2d", "FrozenBatchNormAct", "SyncBatchNormAct", "IdentityAct",
+__all__ = ["NormAct", "BatchNormAct", "FrozenBatchNormAct", "SyncBatchNormAct", "IdentityAct",
            "is_norm_act", "norm_act_class"]
+
+_DEPRECATED = {"BatchNormAct2d": "BatchNormAct"}
 
 
 class NormAct:
@@ -81,10 +84,10 @@ class NormAct:
         return s
 
 
-class BatchNormAct2d(NormAct, WorkerBatchNorm2d):
+class BatchNormAct(NormAct, WorkerBatchNorm):
     """BatchNorm (per-worker statistics with ``workers > 1``) followed by ``activation``; a ``nn.BatchNorm2d``.
 
-    Same arguments as :class:`~groupnorm.nn.worker_bn.WorkerBatchNorm2d` plus ``activation`` (keyword only).
+    Same arguments as :class:`~groupnorm.nn.worker_bn.WorkerBatchNorm` plus ``activation`` (keyword only).
     Input ``(N, C, *)``; output the same shape.
     """
 
@@ -131,7 +134,7 @@ _ACT_CLASS = {FrozenBatchNorm: FrozenBatchNormAct, SyncBatchNorm: SyncBatchNormA
 
 def norm_act_class(cls: type) -> type:
     """The norm-with-activation class standing for norm class ``cls`` (what model surgery builds so that a
-    layer's activation and residual survive a conversion). Any BatchNorm class maps to ``BatchNormAct2d``
+    layer's activation and residual survive a conversion). Any BatchNorm class maps to ``BatchNormAct``
     (which takes any input rank); a class that already is one maps to itself."""
     if issubclass(cls, NormAct) or cls is GroupNorm:
         return cls
@@ -139,5 +142,10 @@ def norm_act_class(cls: type) -> type:
         if issubclass(cls, base):
             return act
     if issubclass(cls, nn.modules.batchnorm._BatchNorm):
-        return BatchNormAct2d
+        return BatchNormAct
     raise TypeError(f"no norm-with-activation class stands for {cls.__name__}")
+
+
+def __getattr__(name: str):
+    """The old name ``BatchNormAct2d`` (the class takes any rank >= 2): the same class, with a DeprecationWarning."""
+    return deprecated_alias(__name__, name, _DEPRECATED, globals())

@@ -1,7 +1,7 @@
 """Per-worker ("ghost") BatchNorm: BN whose batch statistics are computed within each of W equal slices.
 
 The GN paper trains on 8 GPUs and computes BN's mean and variance *within each GPU*; its "batch size" is the
-number of images per worker. ``WorkerBatchNorm2d(C, workers=W)`` reproduces that in one process: in training,
+number of images per worker. ``WorkerBatchNorm(C, workers=W)`` reproduces that in one process: in training,
 a batch of N = W * b images is split into W consecutive slices of b images, and slice k is normalized with its
 own statistics::
 
@@ -18,7 +18,8 @@ average of **worker 0's** slice statistics only (unbiased variance, torch's ``mo
 module therefore updates its running statistics from slice 0 alone; the emulated and the real workers end with
 equal buffers. With ``workers=1`` it is ``torch.nn.BatchNorm2d``. In eval mode it uses the running statistics.
 
-Shape: input (N, C, H, W) or (N, C, L) with N divisible by ``workers`` in training; output the same shape.
+Shape: input (N, C, *) of any rank >= 2 (hence no ``2d`` in the name) with N divisible by ``workers`` in
+training; output the same shape.
 """
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._deprecated import deprecated_alias
 
-class WorkerBatchNorm2d(nn.BatchNorm2d):
+
+class WorkerBatchNorm(nn.BatchNorm2d):
     """BatchNorm with statistics computed over each of ``workers`` equal slices of the batch (see module doc).
 
     Args:
@@ -90,4 +93,12 @@ def per_worker_batch_stats(x: torch.Tensor, workers: int) -> tuple[torch.Tensor,
     return mean, var
 
 
-__all__ = ["WorkerBatchNorm2d", "per_worker_batch_stats"]
+__all__ = ["WorkerBatchNorm", "per_worker_batch_stats"]
+
+_DEPRECATED = {"WorkerBatchNorm2d": "WorkerBatchNorm"}
+
+
+def __getattr__(name: str):
+    """The old name ``WorkerBatchNorm2d`` (the class takes any rank >= 2): the same class, with a
+    DeprecationWarning."""
+    return deprecated_alias(__name__, name, _DEPRECATED, globals())
