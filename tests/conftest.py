@@ -1,11 +1,17 @@
 """Fixtures shared by the test files (helpers without fixtures live in helpers.py)."""
 import os
+import sys
 
 import pytest
 import torch
 from hypothesis import settings
 
-from helpers import STREAM_L2
+# tests/ on sys.path, so that test files in every subfolder import helpers (pytest's default import mode puts
+# it there too; --import-mode=importlib does not)
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from helpers import STREAM_L2  # noqa: E402
 
 # Two cores are shared by everything on this machine: keep torch from oversubscribing them.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
