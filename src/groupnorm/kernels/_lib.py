@@ -14,7 +14,7 @@ import importlib
 import torch
 
 EXT_NAME = "groupnorm.kernels._gn_kernels"
-# GN_ABI_VERSION of csrc/gn_api.h (its one definition; tests/test_kernels.py checks the two agree): the library
+# GN_ABI_VERSION of csrc/gn_api.h (its one definition; tests/kernels/test_kernels.py checks the two agree): the library
 # must have been built from the sources this Python code belongs to
 ABI_VERSION = 3
 
