@@ -40,11 +40,8 @@ def shift_threshold(dtype, channels_last, positions):
 
 
 def _input(shape, ratio, dtype, channels_last, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.randn(shape, generator=g, dtype=torch.float64) + ratio).to(dtype)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
-    return x
+    """x ~ N(ratio, 1) (helpers.make_case's x): a mean of ``ratio`` standard deviations."""
+    return make_case(shape, dtype, channels_last, seed=seed, loc=ratio, scale=1.0)[0]
 
 
 def _allowed(dtype, ref):

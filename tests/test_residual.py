@@ -90,38 +90,20 @@ def test_public_call_on_both_paths(gn_path, act, affine):
 
 @needs_kernels
 @pytest.mark.parametrize("act", [None, "relu", "silu", "gelu"])
-def test_gradcheck_fp64_custom_op_and_eager(act):
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(2, 6, 4, 3, dtype=torch.float64, generator=g).requires_grad_()
-    w = (torch.randn(6, dtype=torch.float64, generator=g) + 1).requires_grad_()
-    b = torch.randn(6, dtype=torch.float64, generator=g).requires_grad_()
-    r = torch.randn(2, 6, 4, 3, dtype=torch.float64, generator=g).requires_grad_()
-    if act == "relu":  # keep pre-activations away from the kink at 0, where finite differences straddle it
-        with torch.no_grad():
-            pre = GF.group_norm(x, 3, w, b) + r
-            r += torch.where(pre.abs() < 0.05, torch.sign(pre) * 0.1 + (pre == 0) * 0.1, torch.zeros_like(pre))
-    assert torch.autograd.gradcheck(lambda *a: torch.ops.groupnorm.gn_forward(a[0], 3, a[1], a[2], 1e-5, activation_code(act), a[3])[0],
-                                    (x, w, b, r))
-    assert torch.autograd.gradcheck(lambda *t: GF.group_norm(t[0], 3, t[1], t[2], activation=act, residual=t[3]),
-                                    (x, w, b, r))
-
-
-@needs_kernels
-@pytest.mark.parametrize("act", [None, "relu", "silu", "gelu"])
-def test_gradgradcheck_fp64_with_residual(act):
-    """Double backward with a residual, through the operator and the public call (gradgradcheck, float64)."""
+def test_gradcheck_and_gradgradcheck_fp64(act):
+    """First and second derivatives with a residual (gradcheck, gradgradcheck; float64), through the operator
+    (its C++ autograd kernel) and the public call."""
     x, w, b, _ = make_case((2, 6, 3, 2), torch.float64, False, seed=5)
     r = make_residual(x, 5)
     if act == "relu":  # pre-activations away from the kink, where finite differences straddle it
-        with torch.no_grad():
-            pre = GF.group_norm(x, 3, w, b) + r
-            r = r + torch.where(pre.abs() < 0.05, torch.where(pre < 0, -0.1, 0.1), 0.0)
+        pre = GF.group_norm(x, 3, w, b) + r
+        r = r + torch.where(pre.abs() < 0.05, torch.where(pre < 0, -0.1, 0.1), 0.0)
     inputs = tuple(t.detach().clone().requires_grad_(True) for t in (x, w, b, r))
     code = activation_code(act)
-    assert torch.autograd.gradgradcheck(lambda *a: torch.ops.groupnorm.gn_forward(a[0], 3, a[1], a[2], 1e-5, code,
-                                                                                    a[3])[0], inputs)
-    assert torch.autograd.gradgradcheck(lambda *t: GF.group_norm(t[0], 3, t[1], t[2], activation=act,
-                                                                 residual=t[3]), inputs)
+    for f in (lambda *t: torch.ops.groupnorm.gn_forward(t[0], 3, t[1], t[2], 1e-5, code, t[3])[0],
+              lambda *t: GF.group_norm(t[0], 3, t[1], t[2], activation=act, residual=t[3])):
+        assert torch.autograd.gradcheck(f, inputs)
+        assert torch.autograd.gradgradcheck(f, inputs)
 
 
 def test_double_backward_against_the_reference(gn_path):
