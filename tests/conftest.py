@@ -1,13 +1,32 @@
 """Fixtures shared by the test files (helpers without fixtures live in helpers.py)."""
 import os
+import sys
 
 import pytest
 import torch
+from hypothesis import settings
 
-from helpers import STREAM_L2
+# tests/ on sys.path, so that test files in every subfolder import helpers (pytest's default import mode puts
+# it there too; --import-mode=importlib does not)
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from helpers import STREAM_L2  # noqa: E402
 
 # Two cores are shared by everything on this machine: keep torch from oversubscribing them.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# hypothesis draws the same examples on every run (derandomize: seeded from each test's name), so a failure
+# replays; the failing example is printed with the blob that reproduces it
+settings.register_profile("groupnorm", derandomize=True, print_blob=True, deadline=None)
+settings.load_profile("groupnorm")
+
+
+@pytest.fixture(autouse=True)
+def _seeded_global_rng():
+    """torch's global generator seeded before every test: an unseeded torch.randn in a test (or in code it
+    calls) draws the same values whatever ran before it."""
+    torch.manual_seed(0)
 
 # The compiled kernels' instruction-set levels (groupnorm.kernels.ISA_NAMES): 0 baseline, 1 AVX2, 2 AVX-512,
 # 3 AVX-512 with AVX512_BF16 for bfloat16 data.
@@ -46,8 +65,6 @@ def isa_level(request):
     finally:
         kernels.set_isa(None)
     assert kernels.isa() == best
-
-
 
 
 @pytest.fixture

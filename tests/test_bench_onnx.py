@@ -2,7 +2,6 @@
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -10,10 +9,10 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from groupnorm import kernels  # noqa: E402
+from helpers import ROOT, needs_kernels  # noqa: E402
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_onnx.py"
-pytestmark = pytest.mark.skipif(not kernels.is_available(), reason="kernels not built")
+SCRIPT = ROOT / "scripts" / "bench_onnx.py"
+pytestmark = needs_kernels
 
 
 def _run(*args):

@@ -1,12 +1,12 @@
 """groupnorm.functional.group_norm against the NumPy float64 reference: values and gradients (x, weight, bias).
 
 Every test that takes ``gn_path`` runs twice: through the default dispatch (the compiled kernels where they
-cover the case) and with GROUPNORM_DISABLE_KERNELS=1 (the plain PyTorch path).
+cover the case) and with GROUPNORM_DISABLE_KERNELS=1 (the plain PyTorch path). Inputs are seeded
+(helpers.make_case); tolerances are helpers.TOL's.
 """
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,50 +14,8 @@ from groupnorm import functional as GF
 from groupnorm import reference as R
 from groupnorm.plain import ERROR_BUDGET
 
-TOL = {
-    torch.float64: dict(atol=1e-10, rtol=1e-8),
-    torch.float32: dict(atol=2e-5, rtol=1e-4),
-    torch.bfloat16: dict(atol=6e-2, rtol=2e-2),
-    torch.float16: dict(atol=1e-2, rtol=5e-3),
-}
-GRAD_TOL = {
-    torch.float64: dict(atol=1e-9, rtol=1e-7),
-    torch.float32: dict(atol=1e-4, rtol=1e-3),
-    torch.bfloat16: dict(atol=1.5e-1, rtol=5e-2),
-    torch.float16: dict(atol=3e-2, rtol=1e-2),
-}
-
-
-def run_and_compare(x, groups, act, affine=True, dtype=torch.float64, seed=0):
-    """Forward + backward through GF.group_norm; compare with the reference on the same (rounded) values."""
-    gen = torch.Generator().manual_seed(seed)
-    c = x.shape[1]
-    w = (torch.rand(c, generator=gen, dtype=torch.float64) + 0.5).to(dtype) if affine else None
-    b = torch.randn(c, generator=gen, dtype=torch.float64).to(dtype) if affine else None
-    x = x.detach().requires_grad_(True)
-    if affine:
-        w.requires_grad_(True)
-        b.requires_grad_(True)
-    y = GF.group_norm(x, groups, w, b, activation=act)
-    assert y.shape == x.shape and y.dtype == x.dtype
-    dy = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(dtype)
-    y.backward(dy)
-    xn = x.detach().double().numpy()
-    wn = w.detach().double().numpy() if affine else None
-    bn = b.detach().double().numpy() if affine else None
-    ref = R.group_norm(xn, groups, wn, bn, activation=act)
-    np.testing.assert_allclose(y.detach().double().numpy(), ref, **TOL[dtype])
-    dx, dw, db = R.group_norm_backward(dy.double().numpy(), xn, groups, wn, bn, activation=act)
-    if act == "relu":  # avoid comparing at the kink: where the pre-activation is ~0 the two sides may differ
-        pre = R.group_norm(xn, groups, wn, bn)
-        if np.abs(pre).min() < 1e-3:
-            return y
-    np.testing.assert_allclose(x.grad.double().numpy(), dx, **GRAD_TOL[dtype])
-    if affine:
-        np.testing.assert_allclose(w.grad.double().numpy(), dw, **GRAD_TOL[dtype])
-        np.testing.assert_allclose(b.grad.double().numpy(), db, **GRAD_TOL[dtype])
-    return y
-
+from helpers import (TOL, TOL_LARGE_MEAN, _np, assert_close, channels_last, check_against_reference,
+                     make_case)
 
 SHAPES = {
     2: (3, 12),
@@ -67,47 +25,72 @@ SHAPES = {
 }
 
 
+def check(x, w, b, dy, groups, act, **kw):
+    """Values and gradients of the public call against the reference (helpers.check_against_reference)."""
+    return check_against_reference(x, w, b, dy, groups, act, call="functional", **kw)
+
+
 @pytest.mark.parametrize("rank", [2, 3, 4, 5])
 @pytest.mark.parametrize("groups", [1, 4, 12])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("act", [None, "relu", "silu", "gelu"])
 def test_against_reference(gn_path, rank, groups, dtype, act):
-    x = torch.randn(SHAPES[rank], dtype=torch.float64).to(dtype) * 2 + 0.5
-    run_and_compare(x, groups, act, dtype=dtype, seed=rank * 100 + groups)
+    check(*make_case(SHAPES[rank], dtype, False, seed=rank * 100 + groups), groups, act)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("act", [None, "silu"])
-def test_half_types(gn_path, dtype, act):
-    x = torch.randn(2, 8, 6, 5).to(dtype)
-    run_and_compare(x, 4, act, dtype=dtype)
+@pytest.mark.parametrize("act", [None, "relu", "silu"])
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "no-affine"])
+def test_half_types(gn_path, dtype, act, affine):
+    check(*make_case((2, 8, 6, 5), dtype, False, affine=affine, seed=7), 4, act)
 
 
-def test_without_affine(gn_path):
-    run_and_compare(torch.randn(2, 6, 4, dtype=torch.float64), 3, "silu", affine=False)
+@pytest.mark.parametrize("affine", [False, "weight", "bias"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("act", [None, "silu", "relu"])
+def test_partial_or_no_affine(gn_path, affine, dtype, act):
+    """No weight and no bias, weight alone, bias alone (``beta`` without ``gamma``)."""
+    check(*make_case((2, 6, 4, 3), dtype, False, affine=affine, seed=8), 3, act)
 
 
-@pytest.mark.parametrize("rank,fmt", [(4, torch.channels_last), (5, torch.channels_last_3d)])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cl", [False, True], ids=["contig", "chlast"])
+@pytest.mark.parametrize("act", [None, "relu", "gelu"])
+def test_mixed_precision_half_input_float32_affine(gn_path, dtype, cl, act):
+    """What autocast hands GN: a bfloat16 / float16 input with the module's float32 weight and bias. The output
+    and dx are in the input's dtype, dweight and dbias in float32; all within the input dtype's tolerance."""
+    x, w, b, dy = make_case((2, 8, 5, 3), dtype, cl, seed=9)
+    w32, b32 = make_case((2, 8, 5, 3), torch.float32, cl, seed=9)[1:3]
+    y = check(x, w32, b32, dy, 4, act)
+    assert y.dtype == dtype
+
+
+@pytest.mark.parametrize("rank", [3, 4, 5])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("act", [None, "relu"])
-def test_channels_last_keeps_format(gn_path, rank, fmt, dtype, act):
-    x = torch.randn(SHAPES[rank]).to(dtype).contiguous(memory_format=fmt)
+def test_channels_last_keeps_format(gn_path, rank, dtype, act):
+    """Channels-last of ranks 3 (strides of (N, L, C)), 4 and 5: values and gradients; ranks 4 and 5 keep their
+    memory format (rank 3 has none in torch: the plain path returns it contiguous, the kernels in x's strides)."""
+    x, w, b, dy = make_case(SHAPES[rank], dtype, True, seed=rank)
     assert not x.is_contiguous()
-    y = run_and_compare(x, 4, act, dtype=dtype)
-    assert y.is_contiguous(memory_format=fmt)
+    y = check(x, w, b, dy, 4, act)
+    if rank > 3:
+        assert y.stride() == x.stride()
+        assert y.is_contiguous(memory_format=torch.channels_last if rank == 4 else torch.channels_last_3d)
 
 
 @pytest.mark.parametrize("make", ["transpose", "slice", "expand"])
 def test_non_contiguous_inputs(gn_path, make):
-    base = torch.randn(4, 8, 6, 5, dtype=torch.float64)
+    base, w, b, dy = make_case((4, 8, 6, 5), torch.float64, False, seed=10)
     if make == "transpose":
         x = base.transpose(2, 3)  # (4, 8, 5, 6), a view
     elif make == "slice":
         x = base[::2, :, 1:5:2]  # strided in N and H
     else:
-        x = torch.randn(1, 8, 1, 5, dtype=torch.float64).expand(3, 8, 4, 5)  # zero strides
+        x = base[:1, :, :1].expand(3, 8, 4, 5)  # zero strides
     assert not x.is_contiguous()
-    run_and_compare(x, 2, "silu")
+    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    check(x, w, b, dy, 2, "silu")
 
 
 @pytest.mark.parametrize(
@@ -122,51 +105,49 @@ def test_non_contiguous_inputs(gn_path, make):
     ],
 )
 def test_odd_shapes(gn_path, shape, groups):
-    run_and_compare(torch.randn(shape, dtype=torch.float64), groups, "gelu")
+    check(*make_case(shape, torch.float64, False, seed=12), groups, "gelu")
 
 
 @pytest.mark.parametrize("act", [None, "relu", "silu", "gelu"])
 def test_gradcheck(gn_path, act):
-    torch.manual_seed(0)
-    x = torch.randn(2, 6, 3, 2, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(6, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    x, w, b, _ = make_case((2, 6, 3, 2), torch.float64, False, seed=13)
     if act == "relu":  # keep the pre-activation away from the kink for finite differences
-        b = (b.detach().sign() * (b.detach().abs() + 3)).requires_grad_(True)
+        b = b.sign() * (b.abs() + 3)
     f = lambda x, w, b: GF.group_norm(x, 3, w, b, activation=act)  # noqa: E731
-    assert torch.autograd.gradcheck(f, (x, w, b))
+    assert torch.autograd.gradcheck(f, tuple(t.requires_grad_(True) for t in (x, w, b)))
 
 
 def test_double_backward(gn_path):
-    torch.manual_seed(1)
-    x = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradgradcheck(lambda x, w: GF.group_norm(x, 2, w, activation="silu"), (x, w))
+    x, w, _, _ = make_case((2, 4, 3), torch.float64, False, seed=14)
+    f = lambda x, w: GF.group_norm(x, 2, w, activation="silu")  # noqa: E731
+    assert torch.autograd.gradgradcheck(f, (x.requires_grad_(True), w.requires_grad_(True)))
 
 
 def test_group_size_equals_num_groups(gn_path):
-    x = torch.randn(2, 16, 5)
-    torch.testing.assert_close(GF.group_norm(x, group_size=4), GF.group_norm(x, 4))
+    x = make_case((2, 16, 5), torch.float32, False, seed=15)[0]
+    torch.testing.assert_close(GF.group_norm(x, group_size=4), GF.group_norm(x, 4), rtol=0, atol=0)
+    assert_close(GF.group_norm(x, group_size=4), R.group_norm(_np(x), 4), TOL[torch.float32], "group_size=4")
 
 
 def test_equivalences(gn_path):
-    torch.manual_seed(2)
-    x = torch.randn(3, 6, 4, 5, dtype=torch.float64)
-    torch.testing.assert_close(GF.group_norm(x, 1), F.layer_norm(x, x.shape[1:]))
-    torch.testing.assert_close(GF.group_norm(x, 6), F.instance_norm(x))
-    w, b = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
-    torch.testing.assert_close(GF.group_norm(x, 3, w, b), F.group_norm(x, 3, w, b))
-    torch.testing.assert_close(GF.group_norm(x, 3, w, b, activation="silu"), F.silu(F.group_norm(x, 3, w, b)))
+    """G = 1 is LayerNorm over (C, *spatial), G = C is InstanceNorm (the reference's own LN and IN); the fused
+    activation is the activation of GN's output."""
+    x, w, b, _ = make_case((3, 6, 4, 5), torch.float64, False, seed=16)
+    xn, wn, bn = _np(x), _np(w), _np(b)
+    tol = TOL[torch.float64]
+    assert_close(GF.group_norm(x, 1), R.layer_norm(xn), tol, "G = 1")
+    assert_close(GF.group_norm(x, 6), R.instance_norm(xn), tol, "G = C")
+    assert_close(GF.group_norm(x, 3, w, b), R.group_norm(xn, 3, wn, bn), tol, "affine")
+    assert_close(GF.group_norm(x, 3, w, b, activation="silu"), R.activation(R.group_norm(xn, 3, wn, bn), "silu"),
+                 tol, "silu")
 
 
-def test_large_mean_float32(gn_path):
-    torch.manual_seed(3)
-    x = (torch.randn(4, 32, 16, 16, dtype=torch.float64) + 1e6).float()
-    y = GF.group_norm(x, 8)
-    ref = R.group_norm(x.double().numpy(), 8)
-    assert np.abs(y.double().numpy() - ref).max() < 1e-3
-    xl = x.contiguous(memory_format=torch.channels_last)
-    assert np.abs(GF.group_norm(xl, 8).double().numpy() - ref).max() < 1e-3
+@pytest.mark.parametrize("cl", [False, True], ids=["contig", "chlast"])
+@pytest.mark.parametrize("act", [None, "silu"])
+def test_large_mean_float32(gn_path, cl, act):
+    """float32 at a mean of 1e6 standard deviations: values and gradients within the plain path's budget."""
+    x, w, b, dy = make_case((4, 32, 16, 16), torch.float32, cl, seed=3, loc=1e6, scale=1.0)
+    check(x, w, b, dy, 8, act, tol=TOL_LARGE_MEAN)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
@@ -180,8 +161,12 @@ def test_constant_group_is_beta_not_nan(gn_path, dtype):
     # |mean| * rstd * 2^-24 of beta's value in a constant group: within the plain path's error budget
     tol = dict(atol=ERROR_BUDGET.get(dtype, 1e-5), rtol=0) if gn_path == "plain" else {}
     torch.testing.assert_close(y, b.view(1, 4, 1, 1).expand_as(y), **tol)
-    y.sum().backward()
-    assert torch.isfinite(x.grad).all()
+    dy = make_case((2, 4, 3, 3), dtype, False, seed=17)[3]
+    y.backward(dy)
+    # dx = rstd * (w dy - mean(w dy)) with rstd = 1 / sqrt(eps): errors relative to rstd * |w dy| (helpers)
+    ref_dx = R.group_norm_backward(_np(dy), _np(x), 2, _np(w), _np(b))[0]
+    term = float(R.group_norm_stats(_np(x), 2)[1].max() * np.abs(_np(dy)).max() * 2.0)
+    assert_close(x.grad, ref_dx, TOL[dtype], "dx", scale=term)
 
 
 def test_empty_batch(gn_path):
@@ -194,18 +179,20 @@ def test_empty_batch(gn_path):
     g=st.integers(1, 4),
     cpg=st.integers(1, 4),
     spatial=st.lists(st.integers(1, 5), min_size=0, max_size=3),
-    act=st.sampled_from([None, "silu", "gelu"]),
+    act=st.sampled_from([None, "relu", "silu", "gelu"]),
     layout=st.sampled_from(["contiguous", "channels_last", "transposed"]),
+    seed=st.integers(0, 2**16),
 )
-@settings(max_examples=40, deadline=None)
-def test_hypothesis_shapes(n, g, cpg, spatial, act, layout):
+@settings(max_examples=40)
+def test_hypothesis_shapes(n, g, cpg, spatial, act, layout, seed):
+    """Shapes, layouts and activations drawn by hypothesis (derandomized: conftest's profile), data seeded."""
     shape = (n, g * cpg, *spatial)
-    x = torch.randn(shape, dtype=torch.float64) * 3 - 1
-    if layout == "channels_last" and len(shape) in (4, 5):
-        x = x.contiguous(memory_format=torch.channels_last if len(shape) == 4 else torch.channels_last_3d)
+    x, w, b, dy = make_case(shape, torch.float64, False, seed=seed, loc=-1.0, scale=3.0)
+    if layout == "channels_last":
+        x, dy = channels_last(x), channels_last(dy)
     elif layout == "transposed" and len(shape) >= 4:
-        x = x.transpose(-1, -2)
-    run_and_compare(x, g, act)
+        x, dy = x.transpose(-1, -2), dy.transpose(-1, -2)
+    check(x, w, b, dy, g, act)
 
 
 # ------------------------------------------------------------------------------------------------ bad input

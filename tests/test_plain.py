@@ -18,15 +18,17 @@ from groupnorm import reference as R
 from groupnorm.args import activation_code
 from groupnorm.plain import ERROR_BUDGET, group_norm_plain
 
+from helpers import (TOL, TOL_LARGE_MEAN, assert_close, check_against_reference, check_residual, make_case,
+                     needs_kernels)
+
 HALF = (torch.bfloat16, torch.float16)
-needs_op = pytest.mark.skipif(not kernels.is_available(), reason=f"compiled library: {kernels.load_error()}")
 
 
 def plain_op(x, num_groups, weight=None, bias=None, eps=1e-5, activation=None, residual=None):
     return torch.ops.groupnorm.gn_plain(x, num_groups, weight, bias, eps, activation_code(activation), residual)
 
 
-FORMS = [pytest.param(plain_op, id="op", marks=needs_op), pytest.param(group_norm_plain, id="py")]
+FORMS = [pytest.param(plain_op, id="op", marks=needs_kernels), pytest.param(group_norm_plain, id="py")]
 
 
 def shift_threshold(dtype, channels_last, positions):
@@ -38,11 +40,8 @@ def shift_threshold(dtype, channels_last, positions):
 
 
 def _input(shape, ratio, dtype, channels_last, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.randn(shape, generator=g, dtype=torch.float64) + ratio).to(dtype)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
-    return x
+    """x ~ N(ratio, 1) (helpers.make_case's x): a mean of ``ratio`` standard deviations."""
+    return make_case(shape, dtype, channels_last, seed=seed, loc=ratio, scale=1.0)[0]
 
 
 def _allowed(dtype, ref):
@@ -65,7 +64,7 @@ def test_large_means_within_budget(form, dtype, channels_last, shape):
         assert err <= _allowed(dtype, ref), (ratio, err)
 
 
-@needs_op
+@needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_shift_only_where_torch_needs_it(dtype, channels_last):
@@ -90,20 +89,10 @@ def test_shift_only_where_torch_needs_it(dtype, channels_last):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("act", [None, "silu", "relu"])
 def test_gradients_at_a_large_mean(form, channels_last, act):
-    x = _input((2, 16, 8, 8), 1e4, torch.float32, channels_last).requires_grad_(True)
-    g = torch.Generator().manual_seed(1)
-    w = (torch.rand(16, generator=g) + 0.5).requires_grad_(True)
-    b = torch.randn(16, generator=g).requires_grad_(True)
-    r = torch.randn(x.shape, generator=g).requires_grad_(True)
-    y = form(x, 4, w, b, activation=act, residual=r)
-    dy = torch.randn(x.shape, generator=g)
-    y.backward(dy)
-    xn, wn, bn, rn = (t.detach().double().numpy() for t in (x, w, b, r))
-    ref = R.group_norm(xn, 4, wn, bn, activation=act, residual=rn)
-    np.testing.assert_allclose(y.detach().double().numpy(), ref, atol=2e-4, rtol=1e-4)
-    dx, dw, db, dr = R.group_norm_backward(dy.double().numpy(), xn, 4, wn, bn, activation=act, residual=rn)
-    for got, want in ((x.grad, dx), (w.grad, dw), (b.grad, db), (r.grad, dr)):
-        np.testing.assert_allclose(got.double().numpy(), want, atol=2e-3, rtol=1e-3)
+    """Values and the four gradients at a mean of 1e4 standard deviations, within the float32 budget."""
+    x, w, b, dy = make_case((2, 16, 8, 8), torch.float32, channels_last, seed=1, loc=1e4, scale=1.0)
+    r = _input((2, 16, 8, 8), 0.0, torch.float32, channels_last, seed=2)
+    check_residual(x, w, b, dy, r, 4, act, call=form)
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -143,7 +132,7 @@ def test_vmap_shifts_statically():
     x = x.contiguous()
     y = torch.func.vmap(lambda t: group_norm_plain(t, 4))(x)
     ref = np.stack([R.group_norm(t.double().numpy(), 4) for t in x])
-    assert float(np.abs(y.double().numpy() - ref).max()) < 1e-4
+    assert_close(y, ref, TOL_LARGE_MEAN, "vmap at a mean of 1e5")
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -153,7 +142,7 @@ def test_float64_and_empty_batch_untouched(form):
     assert form(torch.randn(0, 8, 3), 4).shape == (0, 8, 3)
 
 
-@needs_op
+@needs_kernels
 def test_operator_double_backward_and_gradcheck():
     g = torch.Generator().manual_seed(3)
     x = (torch.randn(2, 6, 3, 2, generator=g, dtype=torch.float64) + 5).requires_grad_(True)
@@ -166,7 +155,7 @@ def test_operator_double_backward_and_gradcheck():
         assert torch.autograd.gradgradcheck(f, (x, w, b, r))
 
 
-@needs_op
+@needs_kernels
 def test_route_picks_each_form(monkeypatch):
     """Eager: the C++ entry, which runs the kernels where its predicate holds and the plain operator otherwise
     (kernels declined or disabled); without the compiled library, under vmap or while tracing: the Python form
@@ -193,7 +182,7 @@ def test_route_picks_each_form(monkeypatch):
     assert kernels.route(x)[0] == kernels.PLAIN_PY
     big = _input((2, 8, 6, 6), 1e5, torch.float32, True)  # no library: the Python form, shifted, still exact
     ref = R.group_norm(big.double().numpy(), 4, activation="silu")
-    assert float(np.abs(functional.group_norm(big, 4, activation="silu").double().numpy() - ref).max()) < 1e-4
+    assert_close(functional.group_norm(big, 4, activation="silu"), ref, TOL_LARGE_MEAN, "no library, mean 1e5")
 
 
 def _assert_route(t, how):
@@ -201,7 +190,7 @@ def _assert_route(t, how):
     return t
 
 
-@needs_op
+@needs_kernels
 def test_route_calls_the_entry_unboxed_for_plain_tensors_only(monkeypatch):
     """Plain tensors and parameters in eager mode: the library's ``group_norm`` (the entry operator called
     unboxed); a tensor subclass or an active TorchFunctionMode: the OpOverload's C++ entry, through which
@@ -233,7 +222,7 @@ def test_route_calls_the_entry_unboxed_for_plain_tensors_only(monkeypatch):
     y = functional.group_norm(x, 4, w, activation="silu")
     torch.testing.assert_close(y, y_mode, rtol=0, atol=0)
     ref = R.group_norm(x.double().numpy(), 4, w.detach().double().numpy(), activation="silu")
-    assert float(np.abs(y.detach().double().numpy() - ref).max()) < 1e-5
+    assert_close(y, ref, TOL[torch.float32], "unboxed entry")
     # the binding's own argument handling
     with pytest.raises(TypeError, match="7 arguments, got 2"):
         fast(x, 4)
@@ -243,7 +232,11 @@ def test_route_calls_the_entry_unboxed_for_plain_tensors_only(monkeypatch):
         fast("x", 4, None, None, 1e-5, 0, None)
     with pytest.raises(ValueError, match="num_groups=3 does not divide num_channels=8"):
         fast(x, 3, None, None, 1e-5, 0, None)
-    # gradients flow through the unboxed call as through the operator
-    xg = x.clone().requires_grad_(True)
-    fast(xg, 4, w, None, 1e-5, 0, None).sum().backward()
-    assert xg.grad is not None and w.grad is not None
+    # values and gradients through the unboxed call: the reference's
+
+    def unboxed(x, num_groups, weight, bias, eps, activation=None, residual=None):
+        return fast(x, num_groups, weight, bias, eps, activation_code(activation), residual)
+
+    for affine in (True, "weight", False):
+        check_against_reference(*make_case((2, 8, 3, 3), torch.float32, False, affine, seed=4), 4, "silu",
+                                call=unboxed)

@@ -5,6 +5,8 @@ import pytest
 from groupnorm import reference as R
 from groupnorm.demo import EPS, SEED_INPUT, SEED_OUTPUT_A, SEED_STATS, compute
 
+from helpers import numerical_gradient
+
 SEED_FWD = {
     "BN": lambda x: R.batch_norm(x, eps=EPS),
     "LN": lambda x: R.layer_norm(x, eps=EPS),
@@ -94,23 +96,9 @@ def test_weight_norm_properties():
 
 
 # ---------------------------------------------------------------------------------------- finite differences
-def numeric_grad(f, arrays, dy, h=1e-6):
-    """Central differences of L = sum(f(*arrays) * dy) with respect to each array."""
-    grads = []
-    for a in arrays:
-        gr = np.zeros_like(a)
-        it = np.nditer(a, flags=["multi_index"])
-        for _ in it:
-            i = it.multi_index
-            old = a[i]
-            a[i] = old + h
-            fp = np.sum(f(*arrays) * dy)
-            a[i] = old - h
-            fm = np.sum(f(*arrays) * dy)
-            a[i] = old
-            gr[i] = (fp - fm) / (2 * h)
-        grads.append(gr)
-    return grads
+def numeric_grad(f, arrays, dy):
+    """Central differences of L = sum(f(*arrays) * dy) with respect to each array (helpers.numerical_gradient)."""
+    return numerical_gradient(lambda *a: np.sum(f(*a) * dy), arrays, h=1e-6)
 
 
 SHAPES = {2: (3, 6), 3: (2, 6, 3), 4: (2, 6, 2, 3), 5: (2, 6, 2, 1, 2)}

@@ -12,13 +12,12 @@ import pytest
 import torch
 
 from groupnorm import functional as GF
-from groupnorm import kernels, reference
+from groupnorm import reference
 from groupnorm.args import activation_code
 from groupnorm.nn import GroupNorm
 
-from helpers import ACTS, DTYPES, GRID, TOL, _np, assert_close, check_residual, make_case, make_residual
-
-needs_kernels = pytest.mark.skipif(not kernels.is_available(), reason=f"kernels not built: {kernels.load_error()}")
+from helpers import (ACTS, DTYPES, GRID, TOL, TOL_SECOND, _np, assert_close, check_residual, make_case, make_residual,
+                     needs_kernels, numerical_gradient)
 
 
 def test_reference_residual_is_gn_then_add_then_activation():
@@ -55,7 +54,7 @@ def test_residual_in_another_layout_and_no_affine(cl):
         x, w, b, dy = make_case((2, 12, 5, 3), torch.float32, cl, affine=(i % 2 == 0), seed=i)
         r = make_residual(x, i, layout="other")
         assert r.is_contiguous() != x.is_contiguous()
-        check_residual(x, w, b, dy, r, 4, act, op=False)
+        check_residual(x, w, b, dy, r, 4, act, call="functional")
 
 
 @needs_kernels
@@ -68,7 +67,7 @@ def test_large_outputs_non_temporal_stores(streaming_stores):
 
 
 def test_every_instruction_set_level(isa_level):
-    for (shape, G), dtype, cl, act in itertools.product(GRID[2:6], DTYPES, (False, True), ("relu", "gelu", None)):
+    for (shape, G), dtype, cl, act in itertools.product(GRID, DTYPES, (False, True), ("relu", "gelu", None)):
         x, w, b, dy = make_case(shape, dtype, cl, seed=G)
         check_residual(x, w, b, dy, make_residual(x, G), G, act)
 
@@ -78,52 +77,53 @@ def test_plain_path_against_reference(monkeypatch, act):
     monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "1")
     for cl, dtype in itertools.product((False, True), (torch.float32, torch.float64)):
         x, w, b, dy = make_case((2, 12, 5, 3), dtype, cl, seed=1)
-        check_residual(x, w, b, dy, make_residual(x, 1), 4, act, op=False)
+        check_residual(x, w, b, dy, make_residual(x, 1), 4, act, call="functional")
 
 
 @pytest.mark.parametrize("act", ACTS)
-def test_kernels_and_plain_path_agree(monkeypatch, act):
-    x, w, b, _ = make_case((2, 16, 7, 7), torch.float32, False, seed=2)
-    r = make_residual(x, 2)
-    y = GF.group_norm(x, 4, w, b, activation=act, residual=r)
-    monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "1")
-    torch.testing.assert_close(y, GF.group_norm(x, 4, w, b, activation=act, residual=r), rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("affine", [True, False, "weight", "bias"])
+def test_public_call_on_both_paths(gn_path, act, affine):
+    """groupnorm.functional.group_norm with a residual, kernels and plain path, with and without the affine."""
+    x, w, b, dy = make_case((2, 16, 7, 7), torch.float32, False, affine=affine, seed=2)
+    check_residual(x, w, b, dy, make_residual(x, 2), 4, act, call="functional")
 
 
 @needs_kernels
 @pytest.mark.parametrize("act", [None, "relu", "silu", "gelu"])
-def test_gradcheck_fp64_custom_op_and_eager(act):
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(2, 6, 4, 3, dtype=torch.float64, generator=g).requires_grad_()
-    w = (torch.randn(6, dtype=torch.float64, generator=g) + 1).requires_grad_()
-    b = torch.randn(6, dtype=torch.float64, generator=g).requires_grad_()
-    r = torch.randn(2, 6, 4, 3, dtype=torch.float64, generator=g).requires_grad_()
-    if act == "relu":  # keep pre-activations away from the kink at 0, where finite differences straddle it
-        with torch.no_grad():
-            pre = GF.group_norm(x, 3, w, b) + r
-            r += torch.where(pre.abs() < 0.05, torch.sign(pre) * 0.1 + (pre == 0) * 0.1, torch.zeros_like(pre))
-    assert torch.autograd.gradcheck(lambda *a: torch.ops.groupnorm.gn_forward(a[0], 3, a[1], a[2], 1e-5, activation_code(act), a[3])[0],
-                                    (x, w, b, r))
-    assert torch.autograd.gradcheck(lambda *t: GF.group_norm(t[0], 3, t[1], t[2], activation=act, residual=t[3]),
-                                    (x, w, b, r))
+def test_gradcheck_and_gradgradcheck_fp64(act):
+    """First and second derivatives with a residual (gradcheck, gradgradcheck; float64), through the operator
+    (its C++ autograd kernel) and the public call."""
+    x, w, b, _ = make_case((2, 6, 3, 2), torch.float64, False, seed=5)
+    r = make_residual(x, 5)
+    if act == "relu":  # pre-activations away from the kink, where finite differences straddle it
+        pre = GF.group_norm(x, 3, w, b) + r
+        r = r + torch.where(pre.abs() < 0.05, torch.where(pre < 0, -0.1, 0.1), 0.0)
+    inputs = tuple(t.detach().clone().requires_grad_(True) for t in (x, w, b, r))
+    code = activation_code(act)
+    for f in (lambda *t: torch.ops.groupnorm.gn_forward(t[0], 3, t[1], t[2], 1e-5, code, t[3])[0],
+              lambda *t: GF.group_norm(t[0], 3, t[1], t[2], activation=act, residual=t[3])):
+        assert torch.autograd.gradcheck(f, inputs)
+        assert torch.autograd.gradgradcheck(f, inputs)
 
 
-@needs_kernels
-def test_double_backward_eager_matches_plain(monkeypatch):
+def test_double_backward_against_the_reference(gn_path):
+    """With L = sum(y^2) and (gx, gr) = dL/d(x, r): d/d(x, r) of sum(gx) + sum(gr^2) against a finite difference
+    of the reference's exact first derivatives (float64)."""
     x, w, b, _ = make_case((2, 6, 4, 3), torch.float64, False, seed=6)
     r = make_residual(x, 6)
+    xx, rr = x.clone().requires_grad_(), r.clone().requires_grad_()
+    y = GF.group_norm(xx, 3, w, b, activation="silu", residual=rr)
+    gx, gr = torch.autograd.grad(y.square().sum(), (xx, rr), create_graph=True)
+    got = torch.autograd.grad((gx.sum() + gr.square().sum()), (xx, rr))
+    wn, bn = _np(w), _np(b)
 
-    def second(xx, rr):
-        xx, rr = xx.clone().requires_grad_(), rr.clone().requires_grad_()
-        y = GF.group_norm(xx, 3, w, b, activation="silu", residual=rr)
-        gx, gr = torch.autograd.grad(y.square().sum(), (xx, rr), create_graph=True)
-        return torch.autograd.grad((gx.sum() + gr.square().sum()), (xx, rr))
+    def objective(xn, rn):
+        yn = reference.group_norm(xn, 3, wn, bn, activation="silu", residual=rn)
+        dx, _, _, dr = reference.group_norm_backward(2 * yn, xn, 3, wn, bn, activation="silu", residual=rn)
+        return dx.sum() + (dr ** 2).sum()
 
-    ours = second(x, r)
-    monkeypatch.setenv("GROUPNORM_DISABLE_KERNELS", "1")
-    plain = second(x, r)
-    for a, c in zip(ours, plain):
-        torch.testing.assert_close(a, c, rtol=1e-9, atol=1e-9)
+    for name, a, want in zip(("x", "residual"), got, numerical_gradient(objective, [_np(x), _np(r)])):
+        assert_close(a, want, TOL_SECOND, f"d2 {name}")
 
 
 @pytest.mark.slow  # torch.compile
@@ -158,11 +158,14 @@ def test_module_matches_torch_gn_add_relu():
         for p, q in ((ours.weight, theirs.weight), (ours.bias, theirs.bias)):
             p.normal_()
             q.copy_(p)
+    w, b = _np(ours.weight), _np(ours.bias)
     for cl in (False, True):
         x, _, _, _ = make_case((3, 16, 5, 7), torch.float32, cl, seed=4)
         r = make_residual(x, 4)
+        ref = reference.group_norm(_np(x), 4, w, b, activation="relu", residual=_np(r))
+        assert_close(ours(x, residual=r), ref, TOL[torch.float32], "module with a residual")
         torch.testing.assert_close(ours(x, residual=r), torch.relu(theirs(x) + r), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(ours(x), torch.relu(theirs(x)), rtol=1e-5, atol=1e-5)
+        assert_close(ours(x), reference.group_norm(_np(x), 4, w, b, activation="relu"), TOL[torch.float32], "module")
 
 
 def test_residual_grad_only_where_asked():

@@ -75,6 +75,8 @@ def group_norm_plain(x, num_groups: int, weight=None, bias=None, eps: float = 1e
     tensor of x's shape, dtype and memory format (see the module docstring for the large-mean shift).
     """
     fmt = memory_format(x)
+    if weight is None and bias is not None:  # torch's GN backward fails for a bias without a weight ("tensor
+        weight = torch.ones_like(bias)       # does not have a device"): a weight of ones, the same values
     record = torch.is_grad_enabled() and (
         x.requires_grad or any(t is not None and t.requires_grad for t in (weight, bias, residual)))
     if x.device.type != "cpu" or x.dtype not in _SHIFTED_DTYPES or x.numel() == 0 or _tracing():

@@ -16,7 +16,7 @@ import torch
 from ..layout import LAYOUT_NCS, LAYOUT_NSC, layout_of, to_layout  # noqa: F401 (the API's layout codes)
 
 EXT_NAME = "groupnorm.kernels._gn_kernels"
-# GN_ABI_VERSION of csrc/gn_api.h (its one definition; tests/test_kernels.py checks the two agree): the library
+# GN_ABI_VERSION of csrc/gn_api.h (its one definition; tests/kernels/test_kernels.py checks the two agree): the library
 # must have been built from the sources this Python code belongs to
 ABI_VERSION = 3
 

@@ -141,11 +141,13 @@ void check_plain(const Tensor& x, int64_t G, const optional<Tensor>& w, const op
     }
 }
 
-Tensor plain_composite(const Tensor& x, int64_t G, const optional<Tensor>& w, const optional<Tensor>& b, double eps,
+Tensor plain_composite(const Tensor& x, int64_t G, const optional<Tensor>& w_in, const optional<Tensor>& b, double eps,
                        int64_t act, const optional<Tensor>& r) {
-    check_plain(x, G, w, b, eps, act, r);
+    check_plain(x, G, w_in, b, eps, act, r);
+    /* torch's GN backward fails ("tensor does not have a device") for a bias without a weight: a weight of ones */
+    const optional<Tensor> w = (!w_in.has_value() && b.has_value()) ? optional<Tensor>(at::ones_like(*b)) : w_in;
     const auto fmt = plain_format(x);
-    const bool record = at::GradMode::is_enabled() && torch::autograd::compute_requires_grad(x, w, b, r);
+    const bool record = at::GradMode::is_enabled() && torch::autograd::compute_requires_grad(x, w_in, b, r);
     const auto pw = plain_param(w, x), pb = plain_param(b, x);
     Tensor y;
     if (!x.is_cpu() || !shifted_dtype(x.scalar_type()) || x.numel() == 0 || !readable(x)) {

@@ -1,12 +1,13 @@
 """groupnorm.nn.GroupNorm as a drop-in for torch.nn.GroupNorm, plus group_size and activation."""
 import io
 
-import numpy as np
 import pytest
 import torch
 
 from groupnorm import reference as R
 from groupnorm.nn import GroupNorm
+
+from helpers import TOL, _np, assert_close, check_against_reference, make_case
 
 
 def test_positional_signature_and_parameters():
@@ -39,11 +40,11 @@ def test_is_a_torch_group_norm():
     # torch's bias=False (gamma only) is kept, and the state_dict keys follow
     nb = GroupNorm(2, 8, bias=False)
     assert nb.bias is None and list(nb.state_dict()) == ["weight"]
-    x = torch.randn(2, 8, 3, 3, dtype=torch.float64)
+    x = make_case((2, 8, 3, 3), torch.float64, False, seed=2)[0]
     with torch.no_grad():
         nb.double().weight.uniform_(0.5, 1.5)
     y = R.group_norm(x.numpy(), 2, nb.weight.detach().numpy(), None, 1e-5)
-    np.testing.assert_allclose(nb(x).detach().numpy(), y, rtol=1e-10, atol=1e-10)
+    assert_close(nb(x), y, TOL[torch.float64], "bias=False")
 
 
 def test_factory_kwargs():
@@ -53,42 +54,39 @@ def test_factory_kwargs():
 
 @pytest.mark.parametrize("fmt", [None, torch.channels_last])
 def test_state_dict_both_ways_same_output(gn_path, fmt):
-    torch.manual_seed(0)
+    """torch's state_dict loads into ours and ours into torch's (through a file): the loaded parameters are
+    torch's bit for bit and both modules give the reference's output with them."""
     t = torch.nn.GroupNorm(4, 16)
     with torch.no_grad():
         t.weight.normal_()
         t.bias.normal_()
     m = GroupNorm(4, 16)
     m.load_state_dict(t.state_dict())
-    x = torch.randn(3, 16, 7, 5)
-    if fmt is not None:
-        x = x.contiguous(memory_format=fmt)
-    torch.testing.assert_close(m(x), t(x), atol=2e-5, rtol=1e-5)
+    assert torch.equal(m.weight, t.weight) and torch.equal(m.bias, t.bias)
+    x = make_case((3, 16, 7, 5), torch.float32, fmt is not None, seed=0)[0]
+    ref = R.group_norm(_np(x), 4, _np(t.weight), _np(t.bias))
+    assert_close(m(x), ref, TOL[torch.float32], "ours, torch's state_dict")
     # ...and back, through a serialized file.
     buf = io.BytesIO()
     torch.save(m.state_dict(), buf)
     buf.seek(0)
     t2 = torch.nn.GroupNorm(4, 16)
     t2.load_state_dict(torch.load(buf, weights_only=True))
-    torch.testing.assert_close(t2(x), m(x), atol=2e-5, rtol=1e-5)
+    assert torch.equal(t2.weight, t.weight) and torch.equal(t2.bias, t.bias)
+    assert_close(t2(x), ref, TOL[torch.float32], "torch's, our state_dict")
 
 
-def test_module_against_reference_with_gradients(gn_path):
-    torch.manual_seed(1)
-    m = GroupNorm(num_channels=12, group_size=3, activation="silu", dtype=torch.float64)
-    with torch.no_grad():
-        m.weight.uniform_(0.5, 1.5)
-        m.bias.normal_()
-    x = torch.randn(2, 12, 4, 3, dtype=torch.float64, requires_grad=True)
-    y = m(x)
-    dy = torch.randn_like(y)
-    y.backward(dy)
-    w, b = m.weight.detach().numpy(), m.bias.detach().numpy()
-    np.testing.assert_allclose(y.detach().numpy(), R.group_norm(x.detach().numpy(), 4, w, b, activation="silu"), atol=1e-10)
-    dx, dw, db = R.group_norm_backward(dy.numpy(), x.detach().numpy(), 4, w, b, activation="silu")
-    np.testing.assert_allclose(x.grad.numpy(), dx, atol=1e-9)
-    np.testing.assert_allclose(m.weight.grad.numpy(), dw, atol=1e-9)
-    np.testing.assert_allclose(m.bias.grad.numpy(), db, atol=1e-9)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_module_against_reference_with_gradients(gn_path, dtype):
+    """The module's forward and its gradients (x, weight, bias) against the reference."""
+    x, w, b, dy = make_case((2, 12, 4, 3), dtype, False, seed=1)
+    m = GroupNorm(num_channels=12, group_size=3, activation="silu", dtype=dtype)
+
+    def module(x, num_groups, weight, bias, eps, activation=None, residual=None):
+        assert (num_groups, eps, activation, residual) == (m.num_groups, m.eps, m.activation, None)
+        return torch.func.functional_call(m, {"weight": weight, "bias": bias}, (x,))  # the check's leaves
+
+    check_against_reference(x, w, b, dy, 4, "silu", call=module)
 
 
 @pytest.mark.parametrize(

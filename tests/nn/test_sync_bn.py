@@ -1,7 +1,7 @@
 """groupnorm.nn.SyncBatchNorm under torchrun with 2 gloo workers vs single-process BN over the whole batch.
 
 One torchrun launch (module-scoped fixture) runs every case; this file is also the worker script
-(``python -m torch.distributed.run --nproc-per-node 2 tests/test_sync_bn.py OUTDIR``).
+(``python -m torch.distributed.run --nproc-per-node 2 tests/nn/test_sync_bn.py OUTDIR``).
 """
 import os
 import subprocess

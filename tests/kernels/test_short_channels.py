@@ -10,11 +10,9 @@ CPU runs, and with outputs large enough for non-temporal stores whose group bloc
 import pytest
 import torch
 
-from groupnorm import kernels
+from helpers import ACTS, check_against_reference, check_residual, make_case, make_residual, needs_kernels
 
-from helpers import ACTS, check_against_reference, check_residual, make_case, make_residual
-
-pytestmark = pytest.mark.skipif(not kernels.is_available(), reason=f"kernels not built: {kernels.load_error()}")
+pytestmark = needs_kernels
 
 # S: shorter than a vector, whole vectors (16, 48: channel by channel), and one run across boundaries (17, 33:
 # a vector spans two channels at almost every boundary; 49 = 7x7; 196 = 14x14). The backward's sums take channels

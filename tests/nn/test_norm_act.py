@@ -9,6 +9,8 @@ from groupnorm.convert import convert_bn_to_gn, convert_sync_batchnorm, freeze_b
 from groupnorm.nn.factory import make_norm
 from groupnorm.nn.norm_act import is_norm_act, norm_act_class
 
+from helpers import TOL, _np, assert_close, make_case
+
 
 def _affine(m, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -136,7 +138,10 @@ def test_make_norm_returns_one_kind_of_module(name):
 
 
 def test_conversions_keep_the_activation_and_the_residual_call():
-    model = torch.nn.Sequential(make_norm("bn", 4, activation="relu"), make_norm("bn", 4))
+    model = torch.nn.Sequential(_affine(make_norm("bn", 4, activation="relu")), make_norm("bn", 4))
+    with torch.no_grad():
+        model[0].running_mean.uniform_(-1, 1)
+        model[0].running_var.uniform_(0.5, 2)
     sync = convert_sync_batchnorm(model)
     assert type(sync[0]) is gnn.SyncBatchNormAct and sync[0].activation == "relu" and sync[1].activation is None
     frozen = freeze_batch_norm(model)
@@ -145,9 +150,15 @@ def test_conversions_keep_the_activation_and_the_residual_call():
     assert type(back[0]) is gnn.BatchNormAct2d and back[0].activation == "relu"
     gn = convert_bn_to_gn(model, 2)
     assert type(gn[0]) is gnn.GroupNorm and gn[0].activation == "relu" and gn[1].activation is None
-    x = torch.randn(2, 4, 3, 3)
-    for m in (sync, frozen, back, gn):
-        assert m[0](x, residual=x).min() >= 0
+    # each converted layer computes relu(its norm(x) + residual), its norm the reference's
+    x = make_case((2, 4, 3, 3), torch.float32, False, seed=5)[0]
+    xn, tol = _np(x), TOL[torch.float32]
+    w, b = _np(model[0].weight), _np(model[0].bias)
+    rm, rv = _np(frozen[0].running_mean), _np(frozen[0].running_var)
+    assert np.all(rv != 1) and np.all(rm != 0)  # the statistics set above, not a fresh layer's
+    for m, norm in ((frozen, R.batch_norm_inference(xn, rm, rv, w, b)), (gn, R.group_norm(xn, 2, w, b)),
+                    (sync, R.batch_norm(xn, w, b)), (back, R.batch_norm(xn, w, b))):  # the last two: train mode
+        assert_close(m[0](x, residual=x), R.activation(norm + xn, "relu"), tol, type(m[0]).__name__)
     # plain torch layers convert to plain layers, as before
     assert type(convert_sync_batchnorm(torch.nn.BatchNorm2d(4))) is gnn.SyncBatchNorm
     assert norm_act_class(torch.nn.BatchNorm3d) is gnn.BatchNormAct2d

@@ -7,7 +7,9 @@ import pytest
 from groupnorm import cli, kernels
 from groupnorm.bench import naive_group_norm, parse_shapes
 
-pytestmark = pytest.mark.skipif(not kernels.is_available(), reason="kernels not built")
+from helpers import needs_kernels
+
+pytestmark = needs_kernels
 
 
 def test_bench_writes_table_and_json(tmp_path, capsys):

@@ -10,9 +10,9 @@ from groupnorm import kernels
 from groupnorm.args import activation_code
 from groupnorm.kernels import _lib
 
-from helpers import check_against_reference, make_case
+from helpers import check_against_reference, make_case, needs_kernels
 
-pytestmark = pytest.mark.skipif(not kernels.is_available(), reason=f"kernels not built: {kernels.load_error()}")
+pytestmark = needs_kernels
 
 # small enough that the shapes below take every path: L2 / 2 of 8 KiB is 64 rows of 32 fp32 channels, so chunks
 # of FLUSH rows, and outputs over 16 KiB per thread stream

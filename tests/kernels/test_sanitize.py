@@ -11,13 +11,14 @@ import os
 import platform
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
+from helpers import ROOT
+
 pytestmark = pytest.mark.slow  # builds the kernels with ASan/UBSan: about a minute
 
-CSRC = Path(__file__).resolve().parents[1] / "src" / "groupnorm" / "kernels" / "csrc"
+CSRC = ROOT / "src" / "groupnorm" / "kernels" / "csrc"
 FLAGS = ["-O1", "-g", "-std=c++17", "-fopenmp", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
          "-fno-omit-frame-pointer"]
 
