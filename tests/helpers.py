@@ -1,6 +1,8 @@
 """Shared test helpers: test cases, the reference check of the kernels (values, saved statistics, gradients) and
 of GN with a residual, tolerances and the grid of shapes. Test files import from here, never from each other.
 """
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -128,3 +130,9 @@ def check_residual(x, w, b, dy, r, G, act, eps=1e-5, op=True):
         assert_close(grads[2 if w is not None else 1], ref_db, tol, f"dbias {x.dtype} {act}")
     assert_close(grads[-1], ref_dr, tol, f"dresidual {x.dtype} {act}")
     assert grads[-1].shape == r.shape
+
+
+# --- the experiment harness's tests (tests/experiments/) ---
+
+# the Fashion-MNIST sample (IDX files) that the harness's tests train and read
+SAMPLE_DATA = str(Path(__file__).resolve().parent / "data" / "fashion-mnist-sample")
