@@ -10,7 +10,7 @@ import time
 import pytest
 
 from groupnorm.cli import main
-from groupnorm.experiments.launch import store
+from groupnorm.experiments import store
 from groupnorm.experiments.protocol import experiment_configs, get_preset
 from helpers import SAMPLE_DATA
 
@@ -121,7 +121,7 @@ def test_bn_batch_statistics_diagnostic(reference_run):
     from groupnorm.experiments.protocol import RunConfig
     from groupnorm.experiments.data import load_data, to_input
     from groupnorm.experiments.report.diagnostics import between_image_share
-    from groupnorm.experiments.training import build_model
+    from groupnorm.experiments.training import build_run_model
 
     bn = [r for r in _rows(reference_run) if r["norm"] == "bn"][0]
     layers = between_image_share(reference_run, bn["config_key"], SAMPLE_DATA, images=64)
@@ -129,7 +129,7 @@ def test_bn_batch_statistics_diagnostic(reference_run):
     rdir = os.path.join(reference_run, "runs", bn["config_key"])
     cfg = RunConfig.from_json({k: v for k, v in json.load(open(os.path.join(rdir, "config.json"))).items()
                                if k != "key"})
-    model = build_model(cfg)
+    model = build_run_model(cfg)
     model.load_state_dict(torch.load(os.path.join(rdir, "model.pt"), weights_only=True))
     _, val = load_data(SAMPLE_DATA, cfg.train_size, 64)
     with torch.no_grad():

@@ -21,7 +21,7 @@ import signal
 import sys
 
 from .models.archs import ARCHS
-from .protocol.config import EXPERIMENTS, PRESET_NAMES
+from .protocol import EXPERIMENTS, PRESET_NAMES
 from .data.spec import add_data_arguments, spec_from_args
 from .training.devices import AMP_MODES, DEVICES
 
@@ -116,7 +116,7 @@ def register(subparsers) -> None:
 
 
 def run_reproduce(args) -> int:
-    from .protocol.config import experiment_configs, get_preset, preset_data_dir
+    from .protocol import experiment_configs, get_preset, preset_data_dir
     from .report.tables import write_report
     from .launch.runner import run_sweep
 

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from groupnorm.experiments.launch import runner, store
+from groupnorm.experiments import store
+from groupnorm.experiments.launch import runner
 from groupnorm.experiments.protocol import experiment_configs, get_preset
 from helpers import SAMPLE_DATA
 
@@ -34,7 +35,7 @@ def test_claim_run_claimed_held_done(tmp_path):
 @pytest.mark.slow  # subprocesses training runs
 def test_lock_of_a_killed_holder_is_taken_over(tmp_path):
     out, key = str(tmp_path), CONFIGS[0].key()
-    code = ("import sys, time; from groupnorm.experiments.launch import store; "
+    code = ("import sys, time; from groupnorm.experiments import store; "
             f"assert store.RunLock(store.run_dir({out!r}, {key!r})).acquire(); print('held', flush=True); "
             "time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

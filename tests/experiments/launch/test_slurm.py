@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from groupnorm.experiments.launch import store
+from groupnorm.experiments import store
 from groupnorm.experiments.protocol import experiment_configs, get_preset
 from groupnorm.experiments.launch.slurm import SlurmOptions, SweepTask, submit_sweep
 from helpers import SAMPLE_DATA

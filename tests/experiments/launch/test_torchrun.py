@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from groupnorm.experiments.launch import store
+from groupnorm.experiments import store
 from groupnorm.experiments.protocol import RunConfig
 from groupnorm.experiments.data import load_data
 from groupnorm.experiments.launch.runner import launch_torchrun

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import groupnorm.nn as gnn
 from groupnorm.experiments import models
 from groupnorm.experiments.protocol import RunConfig, experiment_configs, get_preset
-from groupnorm.experiments.training import build_model as build_run_model
+from groupnorm.experiments.training import build_run_model
 from helpers import SAMPLE_DATA
 
 
@@ -177,22 +177,18 @@ def test_presets_that_need_a_data_dir_fail_clearly(name, capsys, monkeypatch, tm
 @pytest.mark.slow
 def test_reproduce_trains_a_named_arch_and_records_it(tmp_path):
     import json
-    import os
 
     from groupnorm.cli import main
 
-    sample = SAMPLE_DATA
     out = tmp_path / "o"
     assert main(["reproduce", "--experiment", "table2", "--preset", "smoke", "--arch", "resnet20", "--max-runs", "1",
-                 "--data-dir", sample, "--out", str(out), "--jobs", "1", "--no-progress", "--no-report"]) == 0
+                 "--data-dir", SAMPLE_DATA, "--out", str(out), "--jobs", "1", "--no-progress", "--no-report"]) == 0
     rows = [json.loads(line) for line in open(out / "results.jsonl")]
     assert len(rows) == 1 and rows[0]["arch"] == "resnet20"
     assert rows[0]["widths"] == [16, 32, 64] and rows[0]["blocks"] == [3, 3, 3]
 
 
 def test_a_preset_reads_its_own_format(capsys, tmp_path):
-    import os
-
     from groupnorm.cli import main
 
     sample = SAMPLE_DATA  # IDX, not CIFAR-10

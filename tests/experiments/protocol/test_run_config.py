@@ -1,7 +1,7 @@
-"""One place for a run's kind, label and image count (config.py), used by the runner, the report and train."""
+"""One place for a run's kind, label and image count (protocol/run_config.py), used by the runner, the report and train."""
 import pytest
 
-from groupnorm.experiments.report import tables as report
+from groupnorm.experiments.report import rows as report_rows
 from groupnorm.experiments.protocol import RunConfig, norm_kind
 
 
@@ -20,7 +20,7 @@ def test_kind_and_label_from_one_helper(cfg, kind, label):
     assert cfg.kind == kind and cfg.label == label
     g, k = cfg.canonical_groups()
     row = dict(norm=cfg.canonical()["norm"], groups=g, group_size=k)
-    assert report.kind(row) == kind == norm_kind(cfg.norm, cfg.groups, cfg.group_size)
+    assert report_rows.kind(row) == kind == norm_kind(cfg.norm, cfg.groups, cfg.group_size)
 
 
 def test_images_per_epoch_drops_the_last_partial_global_batch():

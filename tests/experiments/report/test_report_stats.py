@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from groupnorm.experiments.report import claims as report_claims, stats as S, tables as report
+from groupnorm.experiments.report import claims as report_claims, rows as report_rows, stats as S
+from groupnorm.experiments.report import tables as report
 
 
 def _row(norm="bn", b=32, seed=0, err=10.0, curve=None, epochs=8, **kw):
@@ -84,7 +85,7 @@ def test_verdict_rules():
 
 
 def _results(rows):
-    return report.Results(report.split_roles(rows)["main"])
+    return report_rows.Results(report_rows.split_roles(rows)["main"])
 
 
 def test_claims_from_synthetic_rows_say_what_the_numbers_say():
@@ -92,7 +93,7 @@ def test_claims_from_synthetic_rows_say_what_the_numbers_say():
     for s in range(3):  # BN collapses at b=2, GN is flat: the paper's Table 2
         rows += [_row("bn", 32, s, 10.0 + 0.1 * s), _row("bn", 2, s, 20.0 + 0.2 * s),
                  _row("gn", 32, s, 10.5 + 0.1 * s), _row("gn", 2, s, 10.6 + 0.1 * s)]
-    cl = {c["claim"]: c for c in report_claims.claim_list(_results(rows), {}, report.kind)}
+    cl = {c["claim"]: c for c in report_claims.claim_list(_results(rows), {}, report_rows.kind)}
     grow = next(c for k, c in cl.items() if k.startswith("BN's error grows"))
     assert grow["verdict"] == "reproduced" and "+10.10" in grow["evidence"]
     assert next(c for k, c in cl.items() if k.startswith("GN's error does not"))["verdict"] == "reproduced"
@@ -100,7 +101,7 @@ def test_claims_from_synthetic_rows_say_what_the_numbers_say():
     # BN flat too: the collapse is not reproduced
     flat = [dict(r, val_error=r["val_error"] - 10.0) if r["norm"] == "bn" and r["batch_per_worker"] == 2 else r
             for r in rows]
-    cl = report_claims.claim_list(_results(flat), {}, report.kind)
+    cl = report_claims.claim_list(_results(flat), {}, report_rows.kind)
     assert next(c for c in cl if c["claim"].startswith("BN's error grows"))["verdict"].startswith("not reproduced")
 
 
@@ -149,12 +150,13 @@ def test_rows_at_a_superseded_learning_rate_leave_the_tables():
     gn = [_row("gn", 32, s, 11.0) for s in range(3)]
     sweep = [_row("gn", 32, 0, e, groups=1, holdout=True, base_lr=lr, experiment="lrsweep", tag=f"h{lr}")
              for lr, e in ((1.6, 13.0), (6.4, 18.0))]
-    kept, superseded = report.current_lr(old + new + gn)
+    kept, superseded = report_rows.current_lr(old + new + gn)
     assert {r["base_lr"] for r in kept if r["groups"] == 1} == {1.6} and superseded == old
     assert len(kept) == 6
     rows = old + new + gn + sweep
-    roles = report.split_roles(rows)
+    roles = report_rows.split_roles(rows)
     assert roles["superseded"] == old and len(roles["main"]) == 6
     table = report._lrsweep(roles["lrsweep"], roles["main"])
     assert "| LN | 13.00 | 18.00 | 1.6 | 1.6 |" in table
-    assert report.row_variant(gn[0]) == "GN G=32" and report.row_variant(_row("gn", 32, group_size=4)) == "GN K=4"
+    assert report_rows.row_variant(gn[0]) == "GN G=32"
+    assert report_rows.row_variant(_row("gn", 32, group_size=4)) == "GN K=4"

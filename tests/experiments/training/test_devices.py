@@ -12,7 +12,7 @@ from groupnorm.cli import main
 from groupnorm.experiments.training import devices
 from groupnorm.experiments.protocol import get_preset
 from groupnorm.experiments.data import load_data
-from groupnorm.experiments.training import build_model, train_run
+from groupnorm.experiments.training import build_run_model, train_run
 from helpers import SAMPLE_DATA
 
 TINY = dataclasses.replace(get_preset("smoke").base, epochs=1, train_size=32, val_size=16, batch_per_worker=4)
@@ -35,7 +35,7 @@ def test_resolve_device_and_backend():
 @pytest.mark.slow
 @pytest.mark.parametrize("norm", ["gn", "bn"])
 def test_bf16_autocast_on_cpu_runs_convolutions_in_bfloat16(norm):
-    model = build_model(dataclasses.replace(TINY, norm=norm))  # bn: 2 emulated workers (WorkerBatchNorm2d)
+    model = build_run_model(dataclasses.replace(TINY, norm=norm))  # bn: 2 emulated workers (WorkerBatchNorm2d)
     seen = []
     model.stem[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     x = torch.randn(8, 1, 28, 28)

@@ -7,7 +7,8 @@ A directory (or its extracted ``cifar-10-batches-py`` / ``cifar-100-python`` sub
 
 Each data file is a pickled dict with ``data``: uint8 (N, 3072), each row the 32x32 red plane, then green, then
 blue, and N labels. Pickles are read with an unpickler that builds only plain containers and NumPy arrays (no
-arbitrary code from a file). Images come back as uint8 (N, 3, 32, 32), labels as int64 (N,).
+arbitrary code from a file). Images come back as uint8 (N, 3, 32, 32), labels as int64 (N,); :func:`load_cifar`
+makes them the data set's (train, test) splits.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import os
 import pickle
 
 import numpy as np
+import torch
+
+from .split import DataInfo, Split
 
 SUBDIRS = ("cifar-10-batches-py", "cifar-100-python")
 LAYOUTS = {  # name: (train files, test files, meta file, label key, class-names key)
@@ -103,3 +107,28 @@ def read_cifar(directory: str, name: str | None = None) -> dict:
             labels.append(lab.astype(np.int64))
         out[split] = (np.concatenate(images), np.concatenate(labels))
     return out
+
+
+def channel_stats(images_u8: np.ndarray) -> tuple[tuple, tuple]:
+    """Per-channel mean and (population) std of uint8 (N, C, H, W) pixels scaled to [0, 1], exactly, from each
+    channel's 256-bin histogram (no float copy of the data)."""
+    mean, std = [], []
+    v = np.arange(256, dtype=np.float64) / 255.0
+    for c in range(images_u8.shape[1]):
+        hist = np.bincount(images_u8[:, c].ravel(), minlength=256).astype(np.float64)
+        n = hist.sum()
+        m = float((hist * v).sum() / n)
+        mean.append(m)
+        std.append(float(np.sqrt(max((hist * (v - m) ** 2).sum() / n, 1e-12))))
+    return tuple(mean), tuple(std)
+
+
+def load_cifar(data_dir: str, name: str | None = None) -> tuple[Split, Split]:
+    """(train, test) :class:`Split` of a CIFAR directory: 3 channels, 32x32, normalized per channel with the
+    mean and std of the training split's pixels (:func:`channel_stats`), the random crop zero-padded by 4."""
+    d = read_cifar(data_dir, name)
+    (xtr, ytr), (xte, yte) = d["train"], d["test"]
+    mean, std = channel_stats(xtr)
+    info = DataInfo(d["name"], tuple(d["classes"]), 3, (32, 32), mean, std, crop_pad=4)
+    return (Split(torch.from_numpy(xtr), torch.from_numpy(ytr), info),
+            Split(torch.from_numpy(xte), torch.from_numpy(yte), info))

@@ -13,22 +13,13 @@ other tool::
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
-import struct
 
 import numpy as np
 import torch
 
-from .loading import SPLIT_FILES, Split, load_split
-
-
-def write_idx(path: str, array: np.ndarray) -> None:
-    """Write a uint8 array as a gzipped IDX file (magic ``00 00 08 D``, big-endian sizes)."""
-    a = np.ascontiguousarray(array, dtype=np.uint8)
-    head = bytes([0, 0, 0x08, a.ndim]) + struct.pack(">" + "I" * a.ndim, *a.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(head + a.tobytes())
+from .idx import SPLIT_FILES, load_split, write_idx
+from .split import Split
 
 
 HOLDOUT_IMAGES = 10000  # held out of Fashion-MNIST's 60,000 training images (at most half of a smaller split)

@@ -5,14 +5,27 @@ dimensions), then ``D`` big-endian uint32 sizes, then the elements in C order, b
 the magic number, the type code, the dimensions, that the data is exactly as long as the sizes say (not
 shorter, not longer), and that the declared size is below a limit, so a corrupt header cannot cause a huge
 allocation. Every problem is a ``ValueError`` (or ``FileNotFoundError``) that names the file.
+
+The IDX format of a data directory (MNIST, KMNIST, Fashion-MNIST), gzipped or not::
+
+    train-images-idx3-ubyte[.gz]  (N, H, W) uint8     train-labels-idx1-ubyte[.gz]  (N,) uint8
+    t10k-images-idx3-ubyte[.gz]   (M, H, W) uint8     t10k-labels-idx1-ubyte[.gz]   (M,) uint8
+
+1 channel, 10 classes, normalized with Fashion-MNIST's pixel mean and std (:data:`.split.IDX_INFO`; any IDX set
+gets them). :func:`load_split` reads and validates one split; :func:`write_idx` writes a gzipped IDX file.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
+import struct
 import zlib
 
 import numpy as np
+import torch
+
+from .split import IDX_INFO, NUM_CLASSES, Split
 
 # IDX element type codes -> big-endian NumPy dtypes.
 IDX_DTYPES = {
@@ -83,3 +96,48 @@ def read_idx(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> np.ndarr
             raise ValueError(f"{path}: wrong length: more data than the dimensions {tuple(dims.tolist())} declare")
     arr = np.frombuffer(payload, dtype=dtype).reshape(tuple(int(d) for d in dims))
     return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def write_idx(path: str, array: np.ndarray) -> None:
+    """Write a uint8 array as a gzipped IDX file (magic ``00 00 08 D``, big-endian sizes)."""
+    a = np.ascontiguousarray(array, dtype=np.uint8)
+    head = bytes([0, 0, 0x08, a.ndim]) + struct.pack(">" + "I" * a.ndim, *a.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(head + a.tobytes())
+
+
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _find(data_dir: str, stem: str) -> str:
+    for name in (stem + ".gz", stem):
+        path = os.path.join(data_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"{stem}.gz not found in data directory {data_dir!r}; it needs the four MNIST-format files "
+        f"(install Debian's dataset-fashion-mnist, or pass --data-dir DIR / set GROUPNORM_DATA)")
+
+
+def load_split(data_dir: str, split: str) -> Split:
+    """Load and validate one split ("train" or "test") of an MNIST-format directory."""
+    if split not in SPLIT_FILES:
+        raise ValueError(f"split={split!r} is not one of {sorted(SPLIT_FILES)}")
+    img_path, lab_path = (_find(data_dir, s) for s in SPLIT_FILES[split])
+    images, labels = read_idx(img_path), read_idx(lab_path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(f"{img_path}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise ValueError(f"{lab_path}: expected uint8 labels of shape (N,), got {labels.dtype} {labels.shape}")
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"wrong counts: {img_path} holds {images.shape[0]} images but {lab_path} holds "
+                         f"{labels.shape[0]} labels")
+    if images.shape[0] == 0:
+        raise ValueError(f"{img_path}: holds no images")
+    if labels.size and int(labels.max()) >= NUM_CLASSES:
+        raise ValueError(f"{lab_path}: label {int(labels.max())} is outside 0..{NUM_CLASSES - 1}")
+    info = dataclasses.replace(IDX_INFO, image_shape=tuple(images.shape[1:]))
+    return Split(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)), info)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .loading import DataInfo
+from .split import DataInfo
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "val")

@@ -1,15 +1,17 @@
 """Where the data is and how to read it (``--data-dir``, ``--dataset``, ...), without importing torch.
 
 One definition of the data flags for every command (``groupnorm reproduce``, ``run_one``, ``diagnostics``), and
-the :class:`DataSpec` that a sweep passes to its subprocesses as the same flags. :mod:`.data` reads it.
+the :class:`DataSpec` that a sweep passes to its subprocesses as the same flags. :mod:`.loading` reads it.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
+from .formats import FORMATS
+
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
-FORMATS = ("auto", "idx", "cifar10", "cifar100", "imagefolder")
+DATASET_CHOICES = ("auto", *FORMATS)  # --dataset: "auto" (detect it) or a format of formats.FORMATS
 
 
 def resolve_data_dir(data_dir: str | None = None) -> str:
@@ -31,8 +33,8 @@ class DataSpec:
     loader_workers: int | None = None
 
     def __post_init__(self):
-        if self.dataset not in FORMATS:
-            raise ValueError(f"dataset={self.dataset!r} is not one of {', '.join(FORMATS)}")
+        if self.dataset not in DATASET_CHOICES:
+            raise ValueError(f"dataset={self.dataset!r} is not one of {', '.join(DATASET_CHOICES)}")
         for name in ("image_size", "loader_workers"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < (1 if name == "image_size" else 0)):
@@ -55,7 +57,7 @@ def add_data_arguments(parser, required: bool = False) -> None:
                         help="the data set's directory: MNIST-format IDX files, CIFAR-10/100 (Python format), or "
                              "an ImageFolder train/<class>/ + val/<class>/ (default $GROUPNORM_DATA or "
                              f"{DEFAULT_DATA_DIR})")
-    parser.add_argument("--dataset", choices=FORMATS, default="auto",
+    parser.add_argument("--dataset", choices=DATASET_CHOICES, default="auto",
                         help="the directory's format (default: detected)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="ImageFolder: side of the training crop and of the evaluation center crop (default "

@@ -22,10 +22,10 @@ import sys
 
 import torch
 
-from ..protocol.config import RunConfig
-from ..data.loading import add_data_arguments, load_run_data, spec_from_args
+from ..protocol import RunConfig
+from ..data import add_data_arguments, load_run_data, spec_from_args
 from ..training.devices import AMP_MODES, DEVICES, backend_for, bind, local_rank, resolve_device
-from ..training.train import train_run
+from ..training import train_run
 
 
 def _fault_hook(spec: str, inner):

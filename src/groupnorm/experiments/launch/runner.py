@@ -14,11 +14,11 @@ import subprocess
 import sys
 import time
 
-from . import store
-from ..protocol.config import RunConfig
-from ..data.loading import DataSpec, as_spec, load_full, load_run_data
+from .. import store
+from ..protocol import RunConfig
+from ..data import DataSpec, as_spec, load_full, load_run_data
 from ..training.devices import check_amp, resolve_device
-from ..training.train import memory_format_name, train_run
+from ..training import memory_format_name, train_run
 
 
 def _write_launch(cfg: RunConfig, out: str) -> str:

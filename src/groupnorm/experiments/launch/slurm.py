@@ -27,8 +27,8 @@ import shutil
 import sys
 from dataclasses import dataclass
 
-from . import store
-from ..protocol.config import RunConfig
+from .. import store
+from ..protocol import RunConfig
 
 CLUSTERS = ("slurm", "local")
 
@@ -139,7 +139,7 @@ def submit_sweep(configs: list[RunConfig], out: str, sweep_kwargs: dict, options
     kwargs = dict(sweep_kwargs, progress=False, max_runs=None, jobs=1)
     data = kwargs.get("data")
     if data is not None:
-        from ..data.loading import as_spec
+        from ..data import as_spec
 
         spec = as_spec(data)
         if not os.path.isdir(spec.data_dir):

@@ -26,6 +26,8 @@ stage). Parameter counts are for ``norm="bn"``; GN, LN and IN have the same (a p
 """
 from __future__ import annotations
 
+import importlib
+
 from torch import nn
 
 from .archs import ARCHS, DEFAULT_ARCH, arch_shape
@@ -44,7 +46,8 @@ def build_model(arch: str, norm: str, in_channels: int, num_classes: int, *, gro
     ``norm``, ``groups``, ``group_size`` and ``workers`` (emulated workers of per-worker BN) go to every norm
     (:func:`groupnorm.nn.make_norm`). ``widths``, ``blocks``, ``stem_stride`` and ``first_stride`` shape the
     archs that take them from the run's config (``resnet``: all four, required; ``vgg``: widths and blocks);
-    the named ResNets fix them, and passing one is an error.
+    the named ResNets fix them, and passing one is an error. The arch's module (``ARCHS[arch].module``) builds
+    it with its ``build`` function.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
@@ -57,15 +60,9 @@ def build_model(arch: str, norm: str, in_channels: int, num_classes: int, *, gro
     missing = [f for f in a.config_fields if f not in given]
     if missing:
         raise ValueError(f"arch {arch!r} needs {', '.join(missing)} (got {given})")
-    norm_kw = dict(groups=groups, group_size=group_size, workers=workers, in_channels=in_channels,
-                   num_classes=num_classes)
-    if a.block == "vgg":
-        from .vgg import VGG
-
-        return VGG(norm, tuple(given["widths"]), tuple(given["blocks"]), **norm_kw)
-    return ResNet(norm, tuple(given.get("widths", a.widths)), tuple(given.get("blocks", a.blocks)),
-                  stem_stride=given.get("stem_stride", a.stem_stride), first_stride=given.get("first_stride", 1),
-                  block=a.block, stem=a.stem, shortcut=a.shortcut, **norm_kw)
+    module = importlib.import_module(f"{__name__}.{a.module}")
+    return module.build(a, norm, in_channels, num_classes, given, groups=groups, group_size=group_size,
+                        workers=workers)
 
 
 def _named(arch: str):

@@ -1,5 +1,9 @@
-"""The harness's architectures by name, as data (no torch): what each fixes and what it takes from the run's
-config. The table with parameter counts is in :mod:`groupnorm.experiments.models`, which builds them."""
+"""The harness's architectures by name, in one map (no torch): what each fixes, what it takes from the run's
+config, and which module of :mod:`groupnorm.experiments.models` builds it.
+
+A new model is one entry of :data:`ARCHS` (and, for a new family, the module whose ``build`` makes it: see
+:func:`groupnorm.experiments.models.build_model`). The table with parameter counts is in
+:mod:`groupnorm.experiments.models`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,7 +17,9 @@ SHAPE_FIELDS = ("widths", "blocks", "stem_stride", "first_stride")  # RunConfig 
 class Arch:
     """A named architecture. ``config_fields``: the ``SHAPE_FIELDS`` it takes from the run's config (the small
     ResNet and the VGG); the named ResNets take none and fix ``block``, ``widths``, ``blocks``, ``stem``,
-    ``shortcut`` and ``stem_stride`` here."""
+    ``shortcut`` and ``stem_stride`` here. ``module``: the module of :mod:`groupnorm.experiments.models` whose
+    ``build(arch, norm, in_channels, num_classes, shape, **norm_kw)`` makes it; ``task``: what its output is
+    for (``classification``: one logit per class, :data:`groupnorm.experiments.data.formats.TASKS`)."""
 
     block: str = "basic"
     widths: tuple | None = None
@@ -23,12 +29,14 @@ class Arch:
     stem_stride: int = 1
     num_classes: int = 10        # the default of its named constructor (resnet50(): 1000)
     config_fields: tuple = ()
+    module: str = "resnets"
+    task: str = "classification"
 
 
 _IMAGENET_WIDTHS = (64, 128, 256, 512)
 ARCHS = {
     DEFAULT_ARCH: Arch(config_fields=SHAPE_FIELDS),
-    "vgg": Arch(block="vgg", config_fields=("widths", "blocks")),  # vgg.VGG, Figure 3 (no residuals)
+    "vgg": Arch(config_fields=("widths", "blocks"), module="vgg"),  # vgg.VGG, Figure 3 (no residuals)
     "resnet20": Arch("basic", (16, 32, 64), (3, 3, 3), "3x3", "A", 1, 10),
     "resnet32": Arch("basic", (16, 32, 64), (5, 5, 5), "3x3", "A", 1, 10),
     "resnet56": Arch("basic", (16, 32, 64), (9, 9, 9), "3x3", "A", 1, 10),

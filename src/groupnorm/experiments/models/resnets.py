@@ -196,3 +196,12 @@ class ResNet(nn.Module):
     def forward(self, x):
         x = self.layers(self.stem(x))
         return self.fc(x.mean(dim=(2, 3)))
+
+
+def build(arch, norm: str, in_channels: int, num_classes: int, shape: dict, **norm_kw) -> ResNet:
+    """The :class:`ResNet` of ``arch`` (an :class:`~.archs.Arch`): its fixed shape, or the run's ``shape``
+    (``widths``, ``blocks``, ``stem_stride``, ``first_stride``) where the arch takes it from the config."""
+    return ResNet(norm, tuple(shape.get("widths", arch.widths)), tuple(shape.get("blocks", arch.blocks)),
+                  stem_stride=shape.get("stem_stride", arch.stem_stride), first_stride=shape.get("first_stride", 1),
+                  block=arch.block, stem=arch.stem, shortcut=arch.shortcut, in_channels=in_channels,
+                  num_classes=num_classes, **norm_kw)

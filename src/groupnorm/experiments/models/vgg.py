@@ -20,7 +20,7 @@ from torch import nn
 
 from groupnorm.nn.factory import make_norm
 
-from ..data.loading import NUM_CLASSES
+from ..data import NUM_CLASSES
 
 PERCENTILES = (1, 20, 80, 99)  # Figure 3's
 
@@ -65,6 +65,12 @@ class VGG(nn.Module):
 
     def forward(self, x):
         return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+def build(arch, norm: str, in_channels: int, num_classes: int, shape: dict, **norm_kw) -> VGG:
+    """The :class:`VGG` of the run's ``shape`` (``widths``, ``blocks``; ``arch`` fixes nothing)."""
+    return VGG(norm, tuple(shape["widths"]), tuple(shape["blocks"]), in_channels=in_channels,
+               num_classes=num_classes, **norm_kw)
 
 
 @torch.no_grad()

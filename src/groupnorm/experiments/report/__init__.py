@@ -1,2 +1,10 @@
-"""The report: tables, statistics, verdicts and plots from the results rows."""
-from .tables import build_report, write_report  # noqa: F401
+"""The report: ``OUT/report.md`` and its plots from the results rows.
+
+:mod:`.rows` (which rows are which: kinds, roles, settings), :mod:`.stats` (intervals, paired differences,
+convergence, verdict rules), :mod:`.tables` (the paper's tables and the report's sections), :mod:`.bn` (the
+sections of the experiments on BN's mechanism), :mod:`.claims` (the verdicts), :mod:`.plots` (the figures, one
+map), :mod:`.figure2` and :mod:`.diagnostics` (stand-alone figures and measurements).
+"""
+from .tables import build_report, write_report
+
+__all__ = ["build_report", "write_report"]

@@ -1,34 +1,16 @@
-"""Report sections of issue 13's experiments: noniid, ghost and the BN error decomposition.
+"""Report sections of the experiments on BN's mechanism: noniid, ghost and the BN error decomposition.
 
-Cells are mean and 95% confidence interval over seeds (:mod:`report_stats`); differences are paired by seed.
+Cells are mean and 95% confidence interval over seeds (:mod:`.stats`); differences are paired by seed.
 These rows are kept out of Tables 1-3 (``is_standard``).
 """
 from __future__ import annotations
 
 from ..training.bn_eval import PRECISE_BN_IMAGES
+from .rows import bn_batch, ghost_rows, kind, noniid_rows
 from .stats import cell, paired
 
 
-def is_standard(row: dict) -> bool:
-    """A run of the paper's protocol: i.i.d. worker batches and BN statistics per worker."""
-    nb = row.get("norm_batch")
-    return row.get("classes_per_worker") is None and (nb is None or nb == row["batch_per_worker"])
-
-
-def noniid_rows(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r.get("classes_per_worker") is not None]
-
-
-def ghost_rows(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r.get("experiment") == "ghost" or (
-        r.get("norm_batch") is not None and r.get("classes_per_worker") is None)]
-
-
-def bn_batch(row: dict) -> int:
-    return row.get("bn_batch") or row["batch_per_worker"]
-
-
-def sections(rows: list[dict], kind) -> list[str]:
+def sections(rows: list[dict]) -> list[str]:
     """Markdown lines for the noniid, ghost and decomposition tables of ``rows`` (those that exist)."""
     L: list[str] = []
     non = noniid_rows(rows)

@@ -1,6 +1,6 @@
-"""The report's verdicts: each claim of the paper (and of issue 13's mechanism experiments) tested on the rows.
+"""The report's verdicts: each claim of the paper (and of the experiments on BN's mechanism) tested on the rows.
 
-A claim is a statement about a paired difference (per seed) and a rule from :mod:`report_stats`:
+A claim is a statement about a paired difference (per seed) and a rule from :mod:`.stats`:
 ``verdict_greater`` ("a is larger than b": the 95% interval of a − b lies above 0) or ``verdict_equal`` ("a and
 b are about equal": the interval lies within ±``EQUAL_MARGIN`` points). A claim whose runs are missing, or have
 fewer than 2 paired seeds, is "not testable here". Every verdict names its evidence; settings that failed the
@@ -8,7 +8,7 @@ convergence check are named beside the verdicts that use them.
 """
 from __future__ import annotations
 
-from .bn import bn_batch, ghost_rows, noniid_rows
+from .rows import bn_batch, ghost_rows, noniid_rows
 from .stats import paired, verdict_equal, verdict_greater
 
 EQUAL_MARGIN = 1.0  # points: "about equal" / "flat"

@@ -20,10 +20,10 @@ import os
 
 import torch
 
-from ..launch import store
-from ..protocol.config import RunConfig
-from ..data.loading import DataSpec, add_data_arguments, as_spec, load_data, spec_from_args
-from ..training.train import build_model
+from .. import store
+from ..protocol import RunConfig
+from ..data import DataSpec, add_data_arguments, as_spec, load_data, spec_from_args
+from ..training import build_run_model
 
 
 def between_image_share(out: str, key: str, data: DataSpec | str | None = None, images: int = 1000) -> list[tuple]:
@@ -32,7 +32,7 @@ def between_image_share(out: str, key: str, data: DataSpec | str | None = None, 
     with open(os.path.join(rdir, "config.json")) as f:
         cfg = RunConfig.from_json({k: v for k, v in json.load(f).items() if k != "key"})
     _, val = load_data(as_spec(data), cfg.train_size, images)
-    model = build_model(cfg, info=val.info)
+    model = build_run_model(cfg, info=val.info)
     model.load_state_dict(torch.load(os.path.join(rdir, "model.pt"), map_location="cpu", weights_only=True))
     model.eval()
     rows = []

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import statistics
+from dataclasses import dataclass
 
-from ..launch import store
-from .bn import bn_batch, ghost_rows, noniid_rows
-from .stats import ci95
+from .. import store
+from .rows import bn_batch, ghost_rows, is_standard, kind, noniid_rows, t3_rows
+from .stats import error_bar
 
 
 def _save(fig, plt, out: str, name: str, dpi: int = 120) -> str:
@@ -26,11 +27,6 @@ def _save(fig, plt, out: str, name: str, dpi: int = 120) -> str:
     fig.savefig(os.path.join(out, name), dpi=dpi)
     plt.close(fig)
     return name
-
-
-def _stats(vals):
-    m, h, n = ci95(vals)
-    return m, (0.0 if n < 2 else h), n
 
 
 def _history(out: str, row: dict) -> list[dict]:
@@ -50,98 +46,117 @@ def _curves(out: str, rows: list[dict]) -> dict[str, list[float]]:
     return {k: [statistics.fmean(h[e][k] for h in hs) for e in range(n)] for k in ("train_error", "val_error")}
 
 
-def plot_all(out: str, res, b1: int | None, kind, t3_rows, paper_t3: tuple, roles: dict) -> list[str]:
-    """Write every plot the rows allow; return the file names."""
+@dataclass(frozen=True)
+class PlotData:
+    """What the plots read: the output directory ``out`` (for older rows' metrics files), the main protocol's
+    rows (``res``, a :class:`~.rows.Results`), Table 1's images per worker ``b1``, Table 3's columns
+    (``paper_t3``: the paper's groups and channels per group) and the rows by role (``roles``)."""
+
+    out: str
+    res: object
+    b1: int | None
+    paper_t3: tuple
+    roles: dict
+
+
+def plot_all(out: str, res, b1: int | None, paper_t3: tuple, roles: dict) -> list[str]:
+    """Write every plot of :data:`PLOTS` that the rows allow; return the file names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    made = []
-    # Figure 1: error vs batch size.
+    d = PlotData(out, res, b1, paper_t3, roles)
+    return [name for plot in PLOTS for name in plot(d, plt)]
+
+
+def _plot_fig1(d: PlotData, plt) -> list[str]:
+    """Figure 1: validation error against images per worker, BN and GN."""
+    res = d.res
     fig, ax = plt.subplots(figsize=(5, 3.6))
     any_line = False
     for k, color in (("BN", "tab:blue"), ("GN", "tab:red")):
-        bs = res.batches(k)
-        pts = [(b, _stats(res.errors(res.find(k, b, any_groups=True)))) for b in bs
-               if res.find(k, b, any_groups=True)]
-        if pts:
+        bs = [b for b in res.batches(k) if res.find(k, b, any_groups=True)]
+        if bs:
             any_line = True
-            ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts], marker="o",
-                        color=color, label=k, capsize=3)
-    if any_line:
-        ax.set_xscale("log", base=2)
-        ticks = sorted(set(res.batches("BN")) | set(res.batches("GN")))
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
-        ax.invert_xaxis()
-        ax.set_xlabel("images per worker")
-        ax.set_ylabel("validation error (%)")
-        ax.set_title("Figure 1: BN vs GN against batch size")
-        ax.legend()
+            _errbar(ax, bs, [res.errors(res.find(k, b, any_groups=True)) for b in bs], color=color, label=k)
+    if not any_line:
+        plt.close(fig)
+        return []
+    _log2_axis(ax, sorted(set(res.batches("BN")) | set(res.batches("GN"))), "images per worker")
+    ax.invert_xaxis()
+    ax.set_ylabel("validation error (%)")
+    ax.set_title("Figure 1: BN vs GN against batch size")
+    ax.legend()
+    return [_save(fig, plt, d.out, "fig1_batch_size.png")]
+
+
+def _curves_fig(d: PlotData, plt, series: list[tuple[str, list[dict]]], name: str, title: str) -> list[str]:
+    """Training and validation error per epoch (mean over seeds) of each labelled group of rows."""
+    data = [(label, _curves(d.out, rows)) for label, rows in series if rows]
+    data = [(label, c) for label, c in data if c]
+    if not data:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=False)
+    for label, c in data:
+        ep = list(range(1, len(c["val_error"]) + 1))
+        axes[0].plot(ep, c["train_error"], marker=".", label=label)
+        axes[1].plot(ep, c["val_error"], marker=".", label=label)
+    for ax, t in zip(axes, ("training error (train mode)", "validation error")):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("error (%)")
+        ax.set_title(t)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, "fig1_batch_size.png"), dpi=120)
-        made.append("fig1_batch_size.png")
-    plt.close(fig)
+        ax.legend()
+    fig.suptitle(title)
+    return [_save(fig, plt, d.out, name)]
 
-    def curves_fig(series: list[tuple[str, list[dict]]], name: str, title: str):
-        data = [(label, _curves(out, rows)) for label, rows in series if rows]
-        data = [(label, c) for label, c in data if c]
-        if not data:
-            return
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=False)
-        for label, c in data:
-            ep = list(range(1, len(c["val_error"]) + 1))
-            axes[0].plot(ep, c["train_error"], marker=".", label=label)
-            axes[1].plot(ep, c["val_error"], marker=".", label=label)
-        for ax, t in zip(axes, ("training error (train mode)", "validation error")):
-            ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("error (%)")
-            ax.set_title(t)
+
+def _plot_fig4(d: PlotData, plt) -> list[str]:
+    """Figure 4: the curves of each norm at Table 1's images per worker."""
+    if d.b1 is None:
+        return []
+    return _curves_fig(d, plt, [(k, d.res.find(k, d.b1, any_groups=True)) for k in ("BN", "LN", "IN", "GN", "GN+WS")],
+                       "fig4_curves_norms.png", f"Figure 4: {d.b1} images/worker")
+
+
+def _plot_fig5(d: PlotData, plt) -> list[str]:
+    """Figure 5: the curves of BN and GN at the largest and the smallest images per worker."""
+    bs = sorted(set(d.res.batches("BN")) & set(d.res.batches("GN")))
+    if len(bs) < 2:
+        return []
+    return _curves_fig(d, plt, [(f"{k}, {b} img/worker", d.res.find(k, b, any_groups=True)) for b in (bs[-1], bs[0])
+                                for k in ("BN", "GN")], "fig5_curves_batch.png",
+                       "Figure 5: BN vs GN, large and small batch")
+
+
+def _plot_table3(d: PlotData, plt) -> list[str]:
+    """Table 3: error against the number of groups and against channels per group."""
+    if d.b1 is None:
+        return []
+    res, b1 = d.res, d.b1
+    g_pts = [(g, res.errors(t3_rows(res, b1, groups=g))) for g in sorted(d.paper_t3[0], reverse=True)]
+    k_pts = [(k, res.errors(t3_rows(res, b1, group_size=k))) for k in sorted(d.paper_t3[1], reverse=True)]
+    g_pts, k_pts = [p for p in g_pts if p[1]], [p for p in k_pts if p[1]]
+    if len(g_pts) + len(k_pts) < 2:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, pts, xl in ((axes[0], g_pts, "groups G (1 = LN)"), (axes[1], k_pts, "channels per group (1 = IN)")):
+        if pts:
+            _errbar(ax, [p[0] for p in pts], [v for _, v in pts], color="tab:red")
+            _log2_axis(ax, [p[0] for p in pts], xl)
+            ax.invert_xaxis()
+        else:
+            ax.set_xlabel(xl)
             ax.grid(alpha=0.3)
-            ax.legend()
-        fig.suptitle(title)
-        made.append(_save(fig, plt, out, name))
-
-    if b1 is not None:
-        curves_fig([(k, res.find(k, b1, any_groups=True)) for k in ("BN", "LN", "IN", "GN", "GN+WS")],
-                   "fig4_curves_norms.png", f"Figure 4: {b1} images/worker")
-    bs = sorted(set(res.batches("BN")) & set(res.batches("GN")))
-    if len(bs) >= 2:
-        hi, lo = bs[-1], bs[0]
-        curves_fig([(f"{k}, {b} img/worker", res.find(k, b, any_groups=True)) for b in (hi, lo)
-                    for k in ("BN", "GN")], "fig5_curves_batch.png", "Figure 5: BN vs GN, large and small batch")
-
-    # Table 3 plot.
-    if b1 is not None:
-        g_pts = [(g, res.errors(t3_rows(res, b1, groups=g))) for g in sorted(paper_t3[0], reverse=True)]
-        k_pts = [(k, res.errors(t3_rows(res, b1, group_size=k))) for k in sorted(paper_t3[1], reverse=True)]
-        g_pts, k_pts = [p for p in g_pts if p[1]], [p for p in k_pts if p[1]]
-        if len(g_pts) + len(k_pts) >= 2:
-            fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
-            for ax, pts, xl in ((axes[0], g_pts, "groups G (1 = LN)"), (axes[1], k_pts, "channels per group (1 = IN)")):
-                if pts:
-                    st = [_stats(v) for _, v in pts]
-                    ax.errorbar([p[0] for p in pts], [s[0] for s in st], yerr=[s[1] for s in st], marker="o",
-                                capsize=3, color="tab:red")
-                    ax.set_xscale("log", base=2)
-                    ax.set_xticks([p[0] for p in pts], [str(p[0]) for p in pts])
-                    ax.minorticks_off()
-                    ax.invert_xaxis()
-                ax.set_xlabel(xl)
-                ax.grid(alpha=0.3)
-            axes[0].set_ylabel("validation error (%)")
-            fig.suptitle(f"Table 3: group division (GN, {b1} images/worker)")
-            made.append(_save(fig, plt, out, "table3_groups.png"))
-    made += _plot_noniid(out, res.rows, kind, plt) + _plot_ghost(out, res.rows, kind, plt)
-    made += _plot_decomposition(out, res.rows, kind, plt) + _plot_fig3(out, roles.get("vgg", []), kind, plt)
-    return made
+    axes[0].set_ylabel("validation error (%)")
+    fig.suptitle(f"Table 3: group division (GN, {b1} images/worker)")
+    return [_save(fig, plt, d.out, "table3_groups.png")]
 
 
 def _errbar(ax, xs, groups, **kw):
-    st = [_stats(g) for g in groups]
+    st = [error_bar(g) for g in groups]
     ax.errorbar(xs, [s[0] for s in st], yerr=[s[1] for s in st], marker="o", capsize=3, **kw)
 
 
@@ -153,8 +168,9 @@ def _log2_axis(ax, ticks, label):
     ax.grid(alpha=0.3)
 
 
-def _plot_noniid(out, rows, kind, plt) -> list[str]:
-    non = noniid_rows(rows)
+def _plot_noniid(d: PlotData, plt) -> list[str]:
+    """Error against classes per worker, per norm."""
+    non = noniid_rows(d.res.rows)
     cs = sorted({r["classes_per_worker"] for r in non})
     if len(cs) < 2:
         return []
@@ -168,11 +184,12 @@ def _plot_noniid(out, rows, kind, plt) -> list[str]:
     ax.set_ylabel("validation error (%)")
     ax.set_title(f"Non-i.i.d. worker batches ({non[0]['batch_per_worker']} images/worker)")
     ax.legend()
-    return [_save(fig, plt, out, "noniid.png")]
+    return [_save(fig, plt, d.out, "noniid.png")]
 
 
-def _plot_ghost(out, rows, kind, plt) -> list[str]:
-    ghost = ghost_rows(rows)
+def _plot_ghost(d: PlotData, plt) -> list[str]:
+    """BN's error against its statistics' images at a fixed global batch; GN and SyncBN as references."""
+    ghost = ghost_rows(d.res.rows)
     nbs = sorted({bn_batch(r) for r in ghost if kind(r) == "BN"})
     if len(nbs) < 2:
         return []
@@ -182,7 +199,7 @@ def _plot_ghost(out, rows, kind, plt) -> list[str]:
     for k, color in (("SyncBN", "tab:green"), ("GN", "tab:red")):
         v = [r["val_error"] for r in ghost if kind(r) == k]
         if v:
-            m, h, _ = _stats(v)
+            m, h, _ = error_bar(v)
             ax.axhline(m, color=color, label=f"{k} ({m:.2f})")
             if h:
                 ax.axhspan(m - h, m + h, color=color, alpha=0.15)
@@ -191,13 +208,12 @@ def _plot_ghost(out, rows, kind, plt) -> list[str]:
     ax.set_ylabel("validation error (%)")
     ax.set_title(f"Ghost BN: global batch {ghost[0]['global_batch']}, lr fixed")
     ax.legend(fontsize=8)
-    return [_save(fig, plt, out, "ghost.png")]
+    return [_save(fig, plt, d.out, "ghost.png")]
 
 
-def _plot_decomposition(out, rows, kind, plt) -> list[str]:
-    from .bn import is_standard
-
-    dec = [r for r in rows if "val_error_precise_bn" in r and kind(r) == "BN" and is_standard(r)]
+def _plot_decomposition(d: PlotData, plt) -> list[str]:
+    """BN's three validation errors (EMA, precise BN, batch statistics) against images per worker."""
+    dec = [r for r in d.res.rows if "val_error_precise_bn" in r and kind(r) == "BN" and is_standard(r)]
     bs = sorted({r["batch_per_worker"] for r in dec})
     if len(bs) < 2:
         return []
@@ -212,11 +228,12 @@ def _plot_decomposition(out, rows, kind, plt) -> list[str]:
     ax.set_ylabel("validation error (%)")
     ax.set_title("BN's error, three ways of normalizing at test time")
     ax.legend(fontsize=8)
-    return [_save(fig, plt, out, "bn_decomposition.png")]
+    return [_save(fig, plt, d.out, "bn_decomposition.png")]
 
 
-def _plot_fig3(out, vgg_rows, kind, plt) -> list[str]:
-    runs = [(kind(r), r) for r in sorted(vgg_rows, key=lambda r: (r["seed"], r["norm"]))
+def _plot_fig3(d: PlotData, plt) -> list[str]:
+    """Figure 3: percentiles of the VGG's late conv responses over training, and its curves."""
+    runs = [(kind(r), r) for r in sorted(d.roles.get("vgg", []), key=lambda r: (r["seed"], r["norm"]))
             if r.get("feature_percentiles")]
     seen, keep = set(), []
     for k, r in runs:  # one run (the lowest seed) per norm
@@ -247,5 +264,8 @@ def _plot_fig3(out, vgg_rows, kind, plt) -> list[str]:
     ax.set_title("training (dashed) and validation error")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    return [_save(fig, plt, out, "fig3_vgg.png", dpi=110)]
+    return [_save(fig, plt, d.out, "fig3_vgg.png", dpi=110)]
 
+
+PLOTS = (_plot_fig1, _plot_fig4, _plot_fig5, _plot_table3, _plot_noniid, _plot_ghost, _plot_decomposition,
+         _plot_fig3)  # in the report's order; a new plot: a function of (PlotData, pyplot) -> file names

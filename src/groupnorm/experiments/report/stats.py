@@ -40,9 +40,15 @@ def ci95(vals: list[float]) -> tuple[float, float, int]:
     return m, t975(n - 1) * statistics.stdev(vals) / math.sqrt(n), n
 
 
-def cell(vals: list[float], signed: bool = False) -> str:
-    """``12.34 ± 0.56 (n=3)`` (mean ± 95% half-width); one value: the number alone; none: a dash."""
-    vals = [v for v in vals if v is not None]
+def error_bar(vals: list[float]) -> tuple[float, float, int]:
+    """(mean, 95% half-width, n) for a plot's error bar: the half-width 0 for one value (no interval)."""
+    m, h, n = ci95(vals)
+    return m, (0.0 if n < 2 else h), n
+
+
+def cell(vals: list[float] | None, signed: bool = False) -> str:
+    """``12.34 ± 0.56 (n=3)`` (mean ± 95% half-width); one value: the number alone; none (or None): a dash."""
+    vals = [v for v in (vals or []) if v is not None]
     if not vals:
         return "–"
     m, h, n = ci95(vals)

@@ -1,24 +1,27 @@
-"""``OUT/report.md`` and PNG plots from ``OUT/results.jsonl``: the paper's tables and figures, the issue-13
-experiments, the convergence check and a verdict per claim.
+"""``OUT/report.md`` and PNG plots from ``OUT/results.jsonl``: the paper's tables and figures, the experiments
+on BN's mechanism (non-i.i.d. batches, ghost BN, BN's error decomposition), the convergence check and a
+verdict per claim.
 
 Each table cell is our validation error (%) at the last epoch, mean ± the half-width of the 95% t interval over
 seeds (``n`` seeds; one seed: the number alone), beside the paper's ResNet-50 / ImageNet top-1 error;
-differences (BN − GN) are paired by seed with their own interval (:mod:`report_stats`). Rows are split by role:
+differences (BN − GN) are paired by seed with their own interval (:mod:`.stats`). Rows are split by role:
 the main protocol (the most common epoch count of the ResNet runs validated on the test split), the longer
 control runs (other epoch counts), the learning-rate sweep (``holdout`` rows, validated on held-out training
-images) and Figure 3 (``arch == "vgg"``). Plots: :mod:`report_plots`.
+images) and Figure 3 (``arch == "vgg"``). Rows: :mod:`.rows`; verdicts: :mod:`.claims`; plots: :mod:`.plots`.
 """
 from __future__ import annotations
 
 import os
 import statistics
-from collections import Counter, defaultdict
+from collections import defaultdict
 
-from ..launch import store
-from ..models.archs import DEFAULT_ARCH
-from ..protocol.config import norm_kind, variant_label
-from .bn import is_standard, sections
-from .stats import CONVERGENCE_POINTS, cell, ci95, control_check, converged, paired
+from .. import store
+from .bn import sections
+from .claims import claims
+from .plots import plot_all
+from .rows import ROW_DEFAULTS, Results, by_setting, is_standard, kind, row_variant, setting_name, split_roles, \
+    t3_rows
+from .stats import CONVERGENCE_POINTS, cell, control_check, converged, paired
 
 # The paper's numbers (ResNet-50, ImageNet, top-1 validation error %, 8 workers).
 PAPER_TABLE1 = {"BN": 23.6, "LN": 25.3, "IN": 28.4, "GN": 24.1}
@@ -26,102 +29,6 @@ PAPER_TABLE2 = {"BN": {32: 23.6, 16: 23.7, 8: 24.8, 4: 27.3, 2: 34.7},
                 "GN": {32: 24.1, 16: 24.2, 8: 24.0, 4: 24.2, 2: 24.1}}
 PAPER_TABLE3_G = {64: 24.6, 32: 24.1, 16: 24.6, 8: 24.4, 4: 24.6, 2: 24.7, 1: 25.3}
 PAPER_TABLE3_K = {64: 24.4, 32: 24.5, 16: 24.2, 8: 24.3, 4: 24.8, 2: 25.6, 1: 28.4}
-PROTOCOL_FIELDS = ("train_size", "val_size", "arch", "widths", "blocks", "augment", "schedule")
-_ROW_DEFAULTS = {"arch": DEFAULT_ARCH, "augment": True, "schedule": "cosine"}  # rows written before the field existed
-
-
-def kind(row: dict) -> str:
-    """A results row's kind (BN, GN, LN, IN, GN+WS, ...): :func:`groupnorm.experiments.protocol.config.norm_kind`."""
-    return norm_kind(row["norm"], row.get("groups"), row.get("group_size"), norm_batch=row.get("norm_batch"),
-                     global_batch=row.get("global_batch"))
-
-
-def _protocol(row: dict) -> tuple:
-    return tuple(str(row.get(f, _ROW_DEFAULTS.get(f))) for f in PROTOCOL_FIELDS)
-
-
-def _stats(vals: list[float]) -> tuple[float, float, int]:
-    """(mean, 95% half-width (0 for one value), n), for error bars."""
-    m, h, n = ci95(vals)
-    return m, (0.0 if n < 2 else h), n
-
-
-def _cell(vals: list[float] | None) -> str:
-    return cell(vals or [])
-
-
-def split_roles(rows: list[dict]) -> dict:
-    """Rows by role: ``main`` (ResNet, test-split validation, the most common epoch count), ``control`` (ResNet
-    at other epoch counts), ``lrsweep`` (``holdout`` rows) and ``vgg``."""
-    sweep = [r for r in rows if r.get("holdout")]
-    rows, superseded = current_lr(r for r in rows if not r.get("holdout"))
-    vgg = [r for r in rows if r.get("arch", "resnet") == "vgg"]
-    res = [r for r in rows if r.get("arch", "resnet") != "vgg"]
-    counts = Counter(r["epochs"] for r in res if r.get("experiment") != "control") or Counter(r["epochs"] for r in res)
-    epochs = counts.most_common(1)[0][0] if counts else None
-    return dict(main=[r for r in res if r["epochs"] == epochs], control=[r for r in res if r["epochs"] != epochs],
-                lrsweep=sweep, vgg=vgg, superseded=superseded)
-
-
-def current_lr(rows) -> tuple[list[dict], list[dict]]:
-    """(kept, superseded): where one setting (all but seed and learning rate, in one protocol) has rows at several
-    base learning rates, only those at the rate of its most recently finished run are kept. A preset whose
-    learning rate for a setting changed (a new lr sweep) re-runs it at the new rate into the same directory; the
-    old rows are another experiment, not more seeds of this one."""
-    keyed = [((_protocol(r), r.get("arch"), _setting(r)[:-1]), r) for r in rows]
-    latest: dict = {}  # setting -> {base lr: its most recent finished_at}
-    for key, r in keyed:
-        lr_seen = latest.setdefault(key, {})
-        lr_seen[r.get("base_lr")] = max(lr_seen.get(r.get("base_lr"), ""), r.get("finished_at", ""))
-    keep = {key: max(lrs, key=lrs.get) for key, lrs in latest.items()}
-    kept, superseded = [], []
-    for key, r in keyed:
-        (kept if keep[key] == r.get("base_lr") else superseded).append(r)
-    return kept, superseded
-
-
-class Results:
-    """Rows of one protocol, indexed by setting."""
-
-    def __init__(self, rows: list[dict]):
-        protos = Counter(_protocol(r) for r in rows)
-        self.protocol = protos.most_common(1)[0][0] if protos else None
-        self.other_protocols = sum(c for p, c in protos.items() if p != self.protocol)
-        self.rows = [r for r in rows if _protocol(r) == self.protocol]
-        self.by = defaultdict(list)
-        standard = [r for r in self.rows if is_standard(r)]  # noniid / ghost rows have their own sections
-        # Tables 1-3 at the protocol's worker count: a ghost run with per-worker BN (norm_batch = b) at other
-        # workers is another setting (global batch, lr, steps), not a second sample of the table's cell
-        counts = Counter(r["workers"] for r in standard)
-        self.workers = counts.most_common(1)[0][0] if counts else None
-        for r in standard:
-            if r["workers"] == self.workers:
-                self.by[(kind(r), r["batch_per_worker"], r.get("groups"), r.get("group_size"))].append(r)
-
-    def find(self, k: str, b: int, groups=None, group_size=None, any_groups: bool = False) -> list[dict]:
-        if any_groups:
-            out = []
-            for (kk, bb, g, gs), rs in self.by.items():
-                if kk == k and bb == b and (k != "GN" or (g == 32 and gs is None)):
-                    out.extend(rs)
-            return out
-        return self.by.get((k, b, groups, group_size), [])
-
-    def errors(self, rows: list[dict]) -> list[float]:
-        return [r["val_error"] for r in rows]
-
-    def batches(self, k: str) -> list[int]:
-        return sorted({b for (kk, b, g, gs) in self.by if kk == k}, reverse=True)
-
-
-def _t3_rows(res: Results, b: int, groups=None, group_size=None) -> list[dict]:
-    if group_size == 1:
-        return res.find("IN", b, None, 1)
-    if groups == 1:
-        return res.find("LN", b, 1, None)
-    return res.find("GN", b, groups, group_size)
-
-
 def _elapsed(rows: list[dict]) -> str:
     """', elapsed X min' from the first run's start to the last run's end (runs may train side by side)."""
     import calendar
@@ -135,27 +42,6 @@ def _elapsed(rows: list[dict]) -> str:
     return f", elapsed {(max(ends) - min(starts)) / 60:.1f} min (runs train side by side)"
 
 
-def _setting(r: dict) -> tuple:
-    """What distinguishes a setting (all but the seed)."""
-    return (kind(r), r["batch_per_worker"], r["workers"], r.get("groups"), r.get("group_size"),
-            r.get("bn_batch"), r.get("classes_per_worker"), r["epochs"], r.get("base_lr"))
-
-
-def setting_name(r: dict) -> str:
-    g, k = r.get("groups"), r.get("group_size")
-    gk = f" K={k}" if k not in (None, 1) else (f" G={g}" if kind(r) == "GN" and g is not None else "")
-    extra = (f" norm_batch={r['bn_batch']}" if r.get("norm_batch") is not None and kind(r) == "BN" else "") \
-        + (f" c={r['classes_per_worker']}" if r.get("classes_per_worker") is not None else "")
-    return f"{kind(r)}{gk} b={r['batch_per_worker']} W={r['workers']}{extra}"
-
-
-def by_setting(rows: list[dict]) -> dict:
-    out: dict = defaultdict(list)
-    for r in rows:
-        out[_setting(r)].append(r)
-    return out
-
-
 def _table1(res: Results, b1: int) -> list[str]:
     t1 = [k for k in ("BN", "LN", "IN", "GN", "GN+WS") if res.find(k, b1, any_groups=True)]
     if not t1:
@@ -163,12 +49,12 @@ def _table1(res: Results, b1: int) -> list[str]:
     gn = res.find("GN", b1, any_groups=True)
     L = [f"## Table 1: normalization methods, {b1} images per worker", "",
          "| | " + " | ".join(t1) + " |", "|---|" + "---|" * len(t1),
-         "| ours: val error | " + " | ".join(_cell(res.errors(res.find(k, b1, any_groups=True))) for k in t1) + " |"]
+         "| ours: val error | " + " | ".join(cell(res.errors(res.find(k, b1, any_groups=True))) for k in t1) + " |"]
     if gn:
         L.append("| ours: − GN (paired) | " + " | ".join(
             cell(paired(res.find(k, b1, any_groups=True), gn), signed=True) for k in t1) + " |")
     L.append("| ours: train error | " + " | ".join(
-        _cell([r["train_error"] for r in res.find(k, b1, any_groups=True)]) for k in t1) + " |")
+        cell([r["train_error"] for r in res.find(k, b1, any_groups=True)]) for k in t1) + " |")
     L.append("| paper (ImageNet) | " + " | ".join(
         f"{PAPER_TABLE1[k]:.1f}" if k in PAPER_TABLE1 else "–" for k in t1) + " |")
     L.append("| paper: − GN | " + " | ".join(
@@ -183,7 +69,7 @@ def _table2(res: Results) -> list[str]:
     L = ["## Table 2: sensitivity to images per worker", "",
          "| images/worker | " + " | ".join(str(b) for b in bs) + " |", "|---|" + "---|" * len(bs)]
     for k in ("BN", "GN"):
-        L.append(f"| {k} (ours) | " + " | ".join(_cell(res.errors(res.find(k, b, any_groups=True))) for b in bs)
+        L.append(f"| {k} (ours) | " + " | ".join(cell(res.errors(res.find(k, b, any_groups=True))) for b in bs)
                  + " |")
     L.append("| BN − GN (ours, paired) | " + " | ".join(
         cell(paired(res.find("BN", b, any_groups=True), res.find("GN", b, any_groups=True)), signed=True)
@@ -201,8 +87,8 @@ def _table2(res: Results) -> list[str]:
 
 
 def _table3(res: Results, b1: int, r0: dict) -> list[str]:
-    gcols = [g for g in sorted(PAPER_TABLE3_G, reverse=True) if _t3_rows(res, b1, groups=g)]
-    kcols = [k for k in sorted(PAPER_TABLE3_K, reverse=True) if _t3_rows(res, b1, group_size=k)]
+    gcols = [g for g in sorted(PAPER_TABLE3_G, reverse=True) if t3_rows(res, b1, groups=g)]
+    kcols = [k for k in sorted(PAPER_TABLE3_K, reverse=True) if t3_rows(res, b1, group_size=k)]
     if len(gcols) + len(kcols) < 2:
         return []
     L = [f"## Table 3: group division (GN, {b1} images per worker)", ""]
@@ -210,23 +96,18 @@ def _table3(res: Results, b1: int, r0: dict) -> list[str]:
                                   (kcols, "channels per group", PAPER_TABLE3_K, "group_size")):
         if not cols:
             continue
-        ours = {c: _t3_rows(res, b1, **{kw: c}) for c in cols}
+        ours = {c: t3_rows(res, b1, **{kw: c}) for c in cols}
         best = min(cols, key=lambda c: statistics.fmean(res.errors(ours[c])))
         lab = {1: " (=LN)" if kw == "groups" else " (=IN)"}
         L += [f"| {what} | " + " | ".join(f"{c}{lab.get(c, '')}" for c in cols) + " |",
               "|---|" + "---|" * len(cols),
-              "| ours | " + " | ".join(_cell(res.errors(ours[c])) for c in cols) + " |",
+              "| ours | " + " | ".join(cell(res.errors(ours[c])) for c in cols) + " |",
               f"| ours − best ({best}, paired) | " + " | ".join(cell(paired(ours[c], ours[best]), signed=True)
                                                               for c in cols) + " |",
               "| paper | " + " | ".join(f"{paper[c]:.1f}" for c in cols) + " |", ""]
     return L + ["Groups larger than a layer are clamped to it (our narrowest layer has "
                 f"{min(r0['widths'])} channels, so G=32 leaves at least {min(r0['widths']) // 32} channels per "
                 "group everywhere). Plot: `table3_groups.png`.", ""]
-
-
-def row_variant(row: dict) -> str:
-    """A results row's normalization variant (``GN G=4``, ``LN``, ...: :func:`config.variant_label`)."""
-    return variant_label(kind(row), (row.get("groups"), row.get("group_size")))
 
 
 def _lrsweep(rows: list[dict], main: list[dict]) -> list[str]:
@@ -253,7 +134,7 @@ def _lrsweep(rows: list[dict], main: list[dict]) -> list[str]:
         have = {lr: statistics.fmean(e) for lr, e in errs.items() if e}
         best = min(have, key=have.get)
         u = ", ".join(f"{x:g}" for x in sorted(used.get(v, ()))) or "–"
-        L.append(f"| {v} | " + " | ".join(_cell(errs[lr]) if errs[lr] else "–" for lr in lrs)
+        L.append(f"| {v} | " + " | ".join(cell(errs[lr]) if errs[lr] else "–" for lr in lrs)
                  + f" | {best:g} | {u} |")
     return L + ["", "The paper uses 0.1 per 256 for every norm (tuned for BN) and notes that BN's "
                 "hyper-parameters may not suit GN; the presets use each variant's best (variants not swept take "
@@ -284,7 +165,7 @@ def _convergence(main: list[dict], control: list[dict], read_metrics) -> tuple[l
         name = setting_name(rs[0])
         if not c["ok"]:
             failed.append(name)
-        L.append(f"| {name} | {len(c['at_100'])} | {rs[0]['epochs']} | {_cell(c['at_75'])} | {_cell(c['at_100'])} | "
+        L.append(f"| {name} | {len(c['at_100'])} | {rs[0]['epochs']} | {cell(c['at_75'])} | {cell(c['at_100'])} | "
                  f"{c['change']:+.2f} | {'yes' if c['ok'] else '**no**'} |")
     if control:
         L += ["", "| control | epochs (main → control) | main | control | change (paired) | within 1 point |",
@@ -297,7 +178,7 @@ def _convergence(main: list[dict], control: list[dict], read_metrics) -> tuple[l
             if chk["ok"] is False:
                 failed.append(name + f" ({rs[0]['epochs']} epochs)")
             L.append(f"| {name} | {m[0]['epochs'] if m else '?'} → {rs[0]['epochs']} | "
-                     f"{_cell([r['val_error'] for r in m])} | {_cell([r['val_error'] for r in rs])} | "
+                     f"{cell([r['val_error'] for r in m])} | {cell([r['val_error'] for r in rs])} | "
                      f"{cell(chk['diffs'], signed=True)} | "
                      f"{'–' if chk['ok'] is None else ('yes' if chk['ok'] else '**no**')} |")
     L += ["", ("Every setting passes." if not failed else
@@ -322,8 +203,6 @@ def _fig3(rows: list[dict]) -> list[str]:
 
 
 def build_report(out: str) -> tuple[str, Results]:
-    from .claims import claims
-
     rows = store.read_results(out)
     roles = split_roles(rows)
     res = Results(roles["main"])
@@ -337,7 +216,7 @@ def build_report(out: str) -> tuple[str, Results]:
     L += [f"{len(rows)} finished runs ({len(res.rows)} of the main protocol, {len(roles['control'])} longer "
           f"controls, {len(roles['lrsweep'])} of the lr sweep, {len(roles['vgg'])} VGG); protocol: "
           f"{r0['epochs']} epochs, {r0['train_size']} training images, {r0['val_size']} validation images "
-          f"(from the test split), {'random crops and flips' if r0.get('augment', _ROW_DEFAULTS['augment']) else 'no augmentation'}, "
+          f"(from the test split), {'random crops and flips' if r0.get('augment', ROW_DEFAULTS['augment']) else 'no augmentation'}, "
           f"ResNet widths {r0['widths']} blocks {r0['blocks']}, seeds {seeds}. Sum of the "
           f"runs' wall times {wall / 60:.1f} min{_elapsed(rows)} ({r0.get('machine', '?')}, torch "
           f"{r0.get('torch', '?')}, {r0.get('threads', '?')} thread(s) per run).",
@@ -365,7 +244,7 @@ def build_report(out: str) -> tuple[str, Results]:
     L += _table2(res)
     if b1 is not None:
         L += _table1(res, b1) + _table3(res, b1, r0)
-    L += sections(res.rows, kind)
+    L += sections(res.rows)
     L += _lrsweep(roles["lrsweep"], res.rows)
     L += conv_lines
     L += _fig3(roles["vgg"])
@@ -383,15 +262,13 @@ def build_report(out: str) -> tuple[str, Results]:
 
 def write_report(out: str) -> str:
     """Write ``OUT/report.md`` and the plots; return the report's path."""
-    from .plots import plot_all
-
     text, res = build_report(out)
     made = []
     rows = store.read_results(out)
     if rows:
         bn_bs = res.batches("BN") + res.batches("GN")
         b1 = 32 if 32 in bn_bs else (max(bn_bs) if bn_bs else None)
-        made = plot_all(out, res, b1, kind, _t3_rows, (PAPER_TABLE3_G, PAPER_TABLE3_K), split_roles(rows))
+        made = plot_all(out, res, b1, (PAPER_TABLE3_G, PAPER_TABLE3_K), split_roles(rows))
     if made:
         text += "\n## Plots\n\n" + "\n".join(f"![{m}]({m})" for m in made) + "\n"
     path = os.path.join(out, "report.md")

@@ -19,13 +19,13 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from groupnorm.bn_stats import precise_bn
 
-from ..data.loading import POOL_IMAGES, Split, epoch_batches
+from ..data import POOL_IMAGES, Split, epoch_batches
 from .devices import autocast, conv_context
+from .evaluate import evaluate
 
 PRECISE_BN_IMAGES = POOL_IMAGES  # 10,000: the run's pool (data.load_run_data) holds as many
 PRECISE_BN_EPOCH = 1_000_000  # the (seed, epoch) generator of precise BN's batches: none of training's
@@ -63,8 +63,6 @@ def bn_decomposition(model: torch.nn.Module, cfg, train: Split, val: Split, loca
     regardless)."""
     if not has_bn(model):
         return {}
-    from .train import evaluate
-
     gb = cfg.global_batch
     want = min(PRECISE_BN_IMAGES, len(train) // gb * gb)  # whole global batches of the pool
     pm = copy.deepcopy(model)

@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from ...atomic import atomic_torch_save, atomic_write_bytes
+from ..atomic import atomic_torch_save, atomic_write_bytes
 
 RESULTS = "results.jsonl"
 

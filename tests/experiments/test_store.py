@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from groupnorm.experiments.launch import store
+from groupnorm.experiments import store
 from groupnorm.experiments.protocol import RunConfig, experiment_configs, get_preset
 from groupnorm.experiments.training import lr_at
 
