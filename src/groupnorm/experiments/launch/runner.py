@@ -43,10 +43,10 @@ def launch_torchrun(cfg: RunConfig, data: DataSpec | str, out: str, processes: i
     r on ``cuda:LOCAL_RANK``; ``device`` "cpu", "cuda" or "auto"); rank 0 writes the row.
 
     If torchrun fails (a rank died), it is launched once more (``TORCHRUN_RELAUNCHES``) on a fresh port: the
-    ranks resume from the run's last checkpoint, which gives the same numbers as an uninterrupted run. A rank of
-    the 2-process gloo test once aborted mid-run inside torch ("terminate called without an active exception")
-    and then passed every rerun; a failure that repeats still raises. (torchrun's own ``--max-restarts`` does
-    not help here: with a static ``--master-addr`` rendezvous the restarted ranks failed to connect.)
+    ranks resume from the run's last checkpoint, which gives the same numbers as an uninterrupted run, so a
+    rank that dies once (e.g. an abort inside torch) costs an epoch, not the run; a failure that repeats still
+    raises. torchrun's own ``--max-restarts`` is not used: with a static ``--master-addr`` rendezvous its
+    restarted ranks do not reconnect.
 
     If ``lock`` (the run's, held by this process) is given, torchrun inherits it, so that the run stays locked
     while torchrun lives even if this process dies, and rank 0 does not take it again.
@@ -129,8 +129,6 @@ def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None
         device: "auto" (CUDA if available), "cpu" or "cuda"; amp: "none" or "bf16" (autocast). How the runs
             execute, recorded in their rows, not part of their identity (:mod:`groupnorm.experiments.training.devices`).
     """
-    import torch
-
     if launcher not in ("emulate", "torchrun"):
         raise ValueError(f"launcher={launcher!r} must be 'emulate' or 'torchrun'")
     if jobs < 1 or threads < 1:
@@ -139,11 +137,54 @@ def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None
     device = resolve_device(device).type  # "cpu" or "cuda" (each process then takes its own GPU)
     check_amp(amp)
     os.makedirs(out, exist_ok=True)
+    todo, available, n_done = _pending(configs, out, data, max_runs, jobs)
+
+    def remaining_images(c: RunConfig) -> int:  # counting epochs already checkpointed as done
+        ep = len(store.read_jsonl(os.path.join(store.run_dir(out, c.key()), "metrics.jsonl")))
+        return max(0, c.epochs - ep) * c.images_per_epoch(available)
+
+    print(f"[reproduce] {len(configs)} runs, {n_done} already finished, {len(todo)} to train; launcher={launcher}, "
+          f"jobs={jobs}, threads={threads}, device={device}, amp={amp}, memory format="
+          f"{memory_format_name(channels_last)}; output {out}", file=sys.stderr, flush=True)
+    from tqdm.auto import tqdm
+
+    overall = tqdm(total=sum(remaining_images(c) for c in todo), unit="img", unit_scale=True, position=0,
+                   desc="all runs", dynamic_ncols=True, disable=not progress, smoothing=0.05)
+    t0 = time.perf_counter()
+
+    def on_skip(c: RunConfig) -> None:  # another process trains it: not in this process's total
+        overall.total = max(overall.n, overall.total - remaining_images(c))
+        overall.refresh()
+
+    claims = Claims(todo, out, on_skip=on_skip)
+    exec_args = ["--device", device, "--amp", amp] + (["--channels-last"] if channels_last else [])
+    try:
+        if launcher == "torchrun":
+            finished = _train_with_torchrun(claims, len(todo), data, out, overall, remaining_images, processes,
+                                            threads, channels_last, device, amp)
+        elif jobs == 1:
+            finished = _train_here(claims, len(todo), data, out, overall, progress, threads, channels_last, device,
+                                   amp)
+        else:
+            finished = _run_parallel(iter(claims), out, data, jobs, threads, overall, progress, exec_args, available)
+    finally:
+        overall.close()
+    note = claims.summary()
+    print(f"[reproduce] trained {finished} runs in {time.perf_counter() - t0:.0f} s" + (f"; {note}" if note else ""),
+          file=sys.stderr, flush=True)
+    return store.read_results(out)
+
+
+def _pending(configs: list[RunConfig], out: str, data: DataSpec, max_runs: int | None,
+             jobs: int) -> tuple[list[RunConfig], int, int]:
+    """(the configs without a row in OUT, at most ``max_runs`` of them, the longest first when ``jobs`` > 1;
+    the images of the data set's training split; how many configs have a row). Reads the data set when there
+    is anything to train, so a bad directory or a ``classes_per_worker`` beyond its classes fails first."""
     done = {r["config_key"] for r in store.read_results(out)}
     todo = [c for c in configs if c.key() not in done]
+    n_done = len(configs) - len(todo)
     if max_runs is not None:
         todo = todo[:max_runs]
-    # fail early and clearly on a bad data directory; the training split's size for the progress totals
     available = 0
     if todo:
         full_train = load_full(data)[0]
@@ -152,65 +193,45 @@ def run_sweep(configs: list[RunConfig], out: str, *, data: DataSpec | str | None
         if too_many:
             raise ValueError(f"classes_per_worker={too_many[0].classes_per_worker} ({too_many[0].label}) is more "
                              f"than the {full_train.info.num_classes} classes of the data set in {data.data_dir}")
-
     if jobs > 1:  # the longest runs (most optimizer steps) of each seed first, so no job idles at its end
         todo.sort(key=lambda c: (c.seed, -c.epochs * (c.images_per_epoch(available) // c.global_batch)))
+    return todo, available, n_done
 
-    def remaining_images(c: RunConfig) -> int:  # counting epochs already checkpointed as done
-        ep = len(store.read_jsonl(os.path.join(store.run_dir(out, c.key()), "metrics.jsonl")))
-        return max(0, c.epochs - ep) * c.images_per_epoch(available)
 
-    total = sum(remaining_images(c) for c in todo)
-    print(f"[reproduce] {len(configs)} runs, {len(configs) - len([c for c in configs if c.key() not in done])} "
-          f"already finished, {len(todo)} to train; launcher={launcher}, jobs={jobs}, threads={threads}, "
-          f"device={device}, amp={amp}, memory format={memory_format_name(channels_last)}; "
-          f"output {out}", file=sys.stderr, flush=True)
-    from tqdm.auto import tqdm
-
-    overall = tqdm(total=total, unit="img", unit_scale=True, position=0, desc="all runs", dynamic_ncols=True,
-                   disable=not progress, smoothing=0.05)
-    t0 = time.perf_counter()
+def _train_with_torchrun(claims, n_todo, data, out, overall, remaining_images, processes, threads, channels_last,
+                         device, amp) -> int:
+    """Each claimed run as a ``torchrun`` job (:func:`launch_torchrun`), one after the other; returns how many
+    finished."""
     finished = 0
+    for i, (cfg, lock) in enumerate(claims):
+        try:
+            overall.set_postfix_str(f"run {i + 1}/{n_todo}")
+            before = remaining_images(cfg)
+            launch_torchrun(cfg, data, out, processes or cfg.workers, threads, channels_last, lock, device, amp)
+        finally:
+            lock.release()
+        overall.update(before)
+        finished += 1
+    return finished
 
-    def on_skip(c: RunConfig) -> None:  # another process trains it: not in this process's total
-        overall.total = max(overall.n, overall.total - remaining_images(c))
-        overall.refresh()
 
-    claims = Claims(todo, out, on_skip=on_skip)
-    try:
-        if launcher == "torchrun":
-            for i, (cfg, lock) in enumerate(claims):
-                try:
-                    overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
-                    before = remaining_images(cfg)
-                    launch_torchrun(cfg, data, out, processes or cfg.workers, threads, channels_last, lock, device,
-                                    amp)
-                finally:
-                    lock.release()
-                overall.update(before)
-                finished += 1
-        elif jobs == 1:
-            torch.set_num_threads(threads)
-            for i, (cfg, lock) in enumerate(claims):
-                try:
-                    overall.set_postfix_str(f"run {i + 1}/{len(todo)}")
-                    train, val, pool = load_run_data(data, cfg)
-                    train_run(cfg, train, val, out, progress=progress, on_images=overall.update,
-                              channels_last=channels_last, lock_held=True, device=resolve_device(device), amp=amp,
-                              pool=pool)
-                finally:
-                    lock.release()
-                finished += 1
-        else:
-            finished = _run_parallel(iter(claims), out, data, jobs, threads, overall, progress,
-                                     ["--device", device, "--amp", amp] + (["--channels-last"] if channels_last
-                                                                           else []), available)
-    finally:
-        overall.close()
-    note = claims.summary()
-    print(f"[reproduce] trained {finished} runs in {time.perf_counter() - t0:.0f} s" + (f"; {note}" if note else ""),
-          file=sys.stderr, flush=True)
-    return store.read_results(out)
+def _train_here(claims, n_todo, data, out, overall, progress, threads, channels_last, device, amp) -> int:
+    """Each claimed run in this process (emulated workers), one after the other; returns how many finished."""
+    import torch
+
+    torch.set_num_threads(threads)
+    finished = 0
+    for i, (cfg, lock) in enumerate(claims):
+        try:
+            overall.set_postfix_str(f"run {i + 1}/{n_todo}")
+            train, val, pool = load_run_data(data, cfg)
+            train_run(cfg, train, val, out, progress=progress, on_images=overall.update,
+                      channels_last=channels_last, lock_held=True, device=resolve_device(device), amp=amp,
+                      pool=pool)
+        finally:
+            lock.release()
+        finished += 1
+    return finished
 
 
 def _run_parallel(claims, out, data, jobs, threads, overall, progress, exec_args, available) -> int:
