@@ -1,7 +1,10 @@
 """The harness's layout: no import cycle between its modules nor between its subpackages, counting imports inside
 functions too, and each registry names what the rest of the harness offers."""
 import ast
+import importlib
 from pathlib import Path
+
+import pytest
 
 import groupnorm.experiments as E
 from groupnorm.experiments.data import FORMATS, DATASET_CHOICES
@@ -10,8 +13,9 @@ from groupnorm.experiments.protocol import EXPERIMENTS, PLANS
 
 ROOT = Path(E.__file__).resolve().parent
 # data <- models <- protocol <- training <- launch; report reads rows (and protocol, models); the shared modules
-# (store, cli) sit beside them. A subpackage may import only from those before it in this order.
-ORDER = ("store", "data", "models", "protocol", "training", "launch", "report", "cli")
+# (store, cli) and the deprecated aliases (config, train) sit beside them. A subpackage may import only from those
+# before it in this order.
+ORDER = ("store", "data", "models", "protocol", "training", "launch", "report", "cli", "config", "train")
 
 
 def _module_name(path: Path) -> str:
@@ -101,3 +105,14 @@ def test_registries_name_every_member():
     assert {a.module for a in ARCHS.values()} == {"resnets", "vgg"}
     for name, fmt in FORMATS.items():
         assert fmt.task == "classification" and fmt.holds, name
+
+
+@pytest.mark.parametrize("old, new, names", [("config", "protocol", ("RunConfig", "experiment_configs", "PRESETS")),
+                                             ("train", "training", ("train_run", "lr_at", "evaluate"))])
+def test_old_module_paths_are_deprecated_aliases(old, new, names):
+    with pytest.warns(DeprecationWarning, match=f"groupnorm.experiments.{old} is deprecated"):
+        mod = importlib.reload(importlib.import_module(f"groupnorm.experiments.{old}"))
+    target = importlib.import_module(f"groupnorm.experiments.{new}")
+    assert all(getattr(mod, n) is getattr(target, n) for n in names)
+    if old == "train":
+        assert mod.build_model is target.build_run_model

@@ -5,30 +5,41 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from groupnorm.cli import main
 from groupnorm.experiments import store
 from groupnorm.experiments.protocol import experiment_configs, get_preset
-from helpers import SAMPLE_DATA
+from helpers import SAMPLE_DATA, results_lines, smoke_args
 
 pytestmark = pytest.mark.slow  # whole smoke reproductions, killed and resumed
 
-SMOKE = ["reproduce", "--preset", "smoke", "--data-dir", SAMPLE_DATA, "--jobs", "1", "--no-progress"]
 N_SMOKE = len(experiment_configs("all", get_preset("smoke")))
+_rows = results_lines
 
-
-def _rows(out):
-    return [json.loads(line) for line in open(os.path.join(out, "results.jsonl"))]
+# Runs `groupnorm reproduce ARGS` and SIGKILLs itself right after it has saved an epoch checkpoint while
+# results.jsonl holds at least MIN_ROWS rows: a kill at a chosen moment, not one raced by polling from outside.
+KILL_AFTER_CHECKPOINT = """
+import os, signal, sys
+from groupnorm.cli import main
+from groupnorm.experiments import store
+min_rows, out, args = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+save = store.save_checkpoint
+def save_then_kill(path, state):
+    save(path, state)
+    if len(store.read_results(out)) >= min_rows:
+        os.kill(os.getpid(), signal.SIGKILL)
+store.save_checkpoint = save_then_kill
+sys.exit(main(args))
+"""
 
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     """One uninterrupted smoke run of every experiment."""
     out = str(tmp_path_factory.mktemp("ref"))
-    assert main(SMOKE + ["--out", out]) == 0
+    assert main(smoke_args(out)) == 0
     return out
 
 
@@ -47,7 +58,7 @@ def test_smoke_writes_one_complete_row_per_run(reference_run):
 
 def test_rerun_skips_finished_runs(reference_run, capsys):
     before = open(os.path.join(reference_run, "results.jsonl")).read()
-    assert main(SMOKE + ["--out", reference_run, "--no-report"]) == 0  # no wall-time bound: the message says it
+    assert main(smoke_args(reference_run, "--no-report")) == 0  # no wall-time bound: the message says it
     assert open(os.path.join(reference_run, "results.jsonl")).read() == before
     assert f"{N_SMOKE} already finished, 0 to train" in capsys.readouterr().err
 
@@ -73,27 +84,20 @@ def test_report_holds_the_numbers_of_results_jsonl(reference_run):
 
 def test_kill_at_any_moment_then_resume_gives_the_same_rows(reference_run, tmp_path):
     out = str(tmp_path / "killed")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "groupnorm"] + SMOKE + ["--out", out, "--no-report"]
-    # Kill twice: once mid-run (a checkpoint exists, not all rows), once right after some rows.
-    for trigger in ("checkpoint", "rows"):
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            runs = os.path.join(out, "runs")
-            ck = os.path.isdir(runs) and any(os.path.exists(os.path.join(runs, d, "checkpoint.pt"))
-                                             for d in os.listdir(runs))
-            n = len(store.read_results(out))
-            if (trigger == "checkpoint" and ck) or (trigger == "rows" and n >= 3 and ck):
-                break
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    # Killed twice: after the first checkpoint (no row yet), then, resumed, after a checkpoint once 3 rows exist.
+    for min_rows in (0, 3):
+        proc = subprocess.run([sys.executable, "-c", KILL_AFTER_CHECKPOINT, str(min_rows), out,
+                               *smoke_args(out, "--no-report")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, timeout=600)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        runs = os.path.join(out, "runs")
+        assert any(os.path.exists(os.path.join(runs, d, "checkpoint.pt")) for d in os.listdir(runs))
+        assert len(store.read_results(out)) == min_rows
     partial = store.read_results(out)
     assert len(partial) < N_SMOKE  # really interrupted
     with open(os.path.join(out, "results.jsonl"), "ab") as f:  # and a torn last line, as a kill mid-write leaves
         f.write(b'{"config_key": "torn", "val_err')
-    assert main(SMOKE + ["--out", out, "--no-report"]) == 0
+    assert main(smoke_args(out, "--no-report")) == 0
     rows = store.read_results(out)
     assert len(rows) == N_SMOKE == len({r["config_key"] for r in rows})
     ref = {r["config_key"]: r for r in _rows(reference_run)}
@@ -143,8 +147,7 @@ def test_channels_last_runs_match_contiguous(reference_run, tmp_path, jobs):
     """``--channels-last`` trains the same runs (same keys) in channels-last memory, in process (jobs 1) and in
     ``run_one`` subprocesses (jobs 2); their numbers equal the contiguous ones up to float rounding."""
     out = str(tmp_path / "cl")
-    assert main(SMOKE[:-3] + ["--jobs", jobs, "--no-progress", "--experiment", "table1", "--channels-last",
-                              "--out", out, "--no-report"]) == 0
+    assert main(smoke_args(out, "--jobs", jobs, "--channels-last", "--no-report", experiment="table1")) == 0
     rows = {r["config_key"]: r for r in _rows(out)}
     ref = {r["config_key"]: r for r in _rows(reference_run)}
     assert rows and set(rows) <= set(ref)

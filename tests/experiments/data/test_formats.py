@@ -1,6 +1,5 @@
 """--data-dir formats: detection, CIFAR-10/100 and ImageFolder as the harness serves them, broken data sets,
 and `groupnorm reproduce` on tiny generated directories of each format (the repo ships none)."""
-import json
 import os
 import pickle
 import random
@@ -14,7 +13,7 @@ from groupnorm.experiments.data import imagefolder
 from groupnorm.experiments.data import (DataSpec, channel_stats, detect_format, epoch_batches, load_data,
                                         read_dataset)
 from groupnorm.experiments.data.holdout import write_idx
-from helpers import SAMPLE_DATA
+from helpers import SAMPLE_DATA, results_lines, smoke_args, write_cifar
 
 
 def _dump(path, obj):
@@ -28,23 +27,6 @@ def write_idx_dir(root, n_train=64, n_test=32, size=12):
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         write_idx(os.path.join(root, f"{prefix}-images-idx3-ubyte.gz"), rng.integers(0, 256, (n, size, size)))
         write_idx(os.path.join(root, f"{prefix}-labels-idx1-ubyte.gz"), np.arange(n) % 10)
-    return str(root)
-
-
-def write_cifar(root, kind="cifar10", n=16):
-    """CIFAR-10 (5 training batches of n) or CIFAR-100 (a training file of 5n) in the official layout."""
-    os.makedirs(root, exist_ok=True)
-    rng = np.random.default_rng(1)
-    nc = 10 if kind == "cifar10" else 100
-    if kind == "cifar10":
-        _dump(os.path.join(root, "batches.meta"), {b"label_names": [f"c{i}".encode() for i in range(10)]})
-        files, key = [(f"data_batch_{i}", n) for i in range(1, 6)] + [("test_batch", n)], b"labels"
-    else:
-        _dump(os.path.join(root, "meta"), {b"fine_label_names": [f"f{i}".encode() for i in range(100)]})
-        files, key = [("train", 5 * n), ("test", n)], b"fine_labels"
-    for name, m in files:
-        _dump(os.path.join(root, name), {b"data": rng.integers(0, 256, (m, 3072), dtype=np.uint8),
-                                         key: [int(v) for v in rng.integers(0, nc, m)]})
     return str(root)
 
 
@@ -199,8 +181,7 @@ def test_broken_cifar_errors_name_the_file(tmp_path):
 
 
 def _reproduce(out, data_dir, *extra):
-    return main(["reproduce", "--preset", "smoke", "--experiment", "table1", "--data-dir", data_dir, "--jobs", "1",
-                 "--no-progress", "--no-report", "--out", out, "--max-runs", "1", *extra])
+    return main(smoke_args(out, "--no-report", "--max-runs", "1", *extra, experiment="table1", data_dir=data_dir))
 
 
 @pytest.mark.slow
@@ -218,7 +199,7 @@ def test_reproduce_on_each_format(tmp_path, fmt):
         extra = ("--image-size", "8", "--data-workers", "0")
     out = str(tmp_path / "out")
     assert _reproduce(out, d, *extra) == 0
-    rows = [json.loads(line) for line in open(os.path.join(out, "results.jsonl"))]
+    rows = results_lines(out)
     assert len(rows) == 1
     r = rows[0]
     expect = dict(idx=(1, 10, [12, 12]), cifar10=(3, 10, [32, 32]), cifar100=(3, 100, [32, 32]),

@@ -1,5 +1,4 @@
 """The held-out split (lr sweep), the VGG of Figure 3 and its percentiles, and smoke runs of lrsweep, vgg, control."""
-import json
 import os
 
 import numpy as np
@@ -11,7 +10,7 @@ from groupnorm.experiments.data import loading
 from groupnorm.experiments.data import load_split
 from groupnorm.experiments.data.holdout import holdout_split, make_holdout
 from groupnorm.experiments.models.vgg import VGG, response_percentiles
-from helpers import SAMPLE_DATA
+from helpers import SAMPLE_DATA, results_lines, smoke_args
 
 
 def _keys(split):
@@ -71,9 +70,8 @@ def test_vgg_shapes_and_probe_is_the_last_conv(norm):
 def test_smoke_lrsweep_vgg_control_rows(tmp_path):
     out = str(tmp_path / "o")
     for exp in ("lrsweep", "vgg", "control"):
-        assert main(["reproduce", "--preset", "smoke", "--experiment", exp, "--data-dir", SAMPLE_DATA, "--jobs", "1",
-                     "--no-progress", "--out", out]) == 0
-    rows = [json.loads(line) for line in open(os.path.join(out, "results.jsonl"))]
+        assert main(smoke_args(out, experiment=exp)) == 0
+    rows = results_lines(out)
     sweep = [r for r in rows if r["experiment"] == "lrsweep"]
     assert len(sweep) == 4 and all(r["holdout"] for r in sweep)
     assert sorted({r["base_lr"] for r in sweep}) == [0.1, 0.4]

@@ -1,6 +1,5 @@
 """Several processes on one output directory: every run trained once and written once, none failing because of
 another (the lock re-checked against the store, held runs skipped, dead holders' locks taken over)."""
-import json
 import os
 import signal
 import subprocess
@@ -11,14 +10,14 @@ import pytest
 from groupnorm.experiments import store
 from groupnorm.experiments.launch import runner
 from groupnorm.experiments.protocol import experiment_configs, get_preset
-from helpers import SAMPLE_DATA
+from helpers import SAMPLE_DATA, results_lines
 
 CONFIGS = experiment_configs("table2", get_preset("smoke"))
 
 
 def _raw_keys(out):
     """The config keys of every line of results.jsonl, duplicates included."""
-    return [json.loads(line)["config_key"] for line in open(os.path.join(out, "results.jsonl"))]
+    return [r["config_key"] for r in results_lines(out)]
 
 
 def test_claim_run_claimed_held_done(tmp_path):

@@ -12,14 +12,9 @@ import pytest
 from groupnorm.experiments import store
 from groupnorm.experiments.protocol import experiment_configs, get_preset
 from groupnorm.experiments.launch.slurm import SlurmOptions, SweepTask, submit_sweep
-from helpers import SAMPLE_DATA
+from helpers import SAMPLE_DATA, results_lines, smoke_args
 
 CONFIGS = experiment_configs("table2", get_preset("smoke"))
-
-
-def raw_rows(out) -> list[dict]:
-    """Every line of results.jsonl (read_results would hide duplicates)."""
-    return store.read_jsonl(os.path.join(out, store.RESULTS))
 
 
 def test_options_become_submitit_parameters():
@@ -44,7 +39,7 @@ def test_a_task_skips_a_run_another_process_holds(tmp_path):
     task = pickle.loads(pickle.dumps(SweepTask(out, dict(data=SAMPLE_DATA, progress=False, jobs=1))))
     with store.RunLock(store.run_dir(out, cfg.key())):
         assert task(cfg.to_json()) is None
-    assert raw_rows(out) == []
+    assert results_lines(out) == []
     assert task.checkpoint(cfg.to_json()).args == (cfg.to_json(),)  # requeued with the same run
 
 
@@ -52,9 +47,8 @@ def test_a_task_skips_a_run_another_process_holds(tmp_path):
 def test_local_executor_with_a_concurrent_local_sweep_trains_each_run_once(tmp_path):
     out = str(tmp_path / "out")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    local = subprocess.Popen([sys.executable, "-m", "groupnorm.cli", "reproduce", "--experiment", "table2",
-                              "--preset", "smoke", "--data-dir", SAMPLE_DATA, "--out", out, "--jobs", "1",
-                              "--no-progress", "--no-report"], env=env, stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, "-m", "groupnorm.cli", *smoke_args(out, "--no-report", experiment="table2")]
+    local = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     try:
         from groupnorm.cli import main
 
@@ -64,14 +58,14 @@ def test_local_executor_with_a_concurrent_local_sweep_trains_each_run_once(tmp_p
     finally:
         _, err = local.communicate(timeout=600)
     assert local.returncode == 0, err
-    rows = raw_rows(out)
+    rows = results_lines(out)
     assert sorted(r["config_key"] for r in rows) == sorted(c.key() for c in CONFIGS)  # each once, none twice
     assert all(r["epochs_done"] == r["epochs"] for r in rows)
     logs = list((tmp_path / "out" / "slurm").rglob("*_log.err"))
     assert len(logs) >= 1  # submitit's own folder under OUT/slurm
     # a second submission finds nothing left to train and submits nothing
     jobs = submit_sweep(CONFIGS, out, dict(data=SAMPLE_DATA), SlurmOptions(gpus_per_node=0), cluster="local")
-    assert jobs == [] and len(raw_rows(out)) == len(CONFIGS)
+    assert jobs == [] and len(results_lines(out)) == len(CONFIGS)
 
 
 def _fake_slurm(bin_dir, record):
@@ -101,7 +95,7 @@ def test_slurm_submission_asks_for_what_the_flags_say(tmp_path, monkeypatch, cap
         assert line in script, (line, script)
     err = capsys.readouterr().err
     assert f"submitted {len(CONFIGS)} runs as a Slurm job array (4242)" in err and "groupnorm report" in err
-    assert raw_rows(str(out)) == []  # nothing trained by the submitting process
+    assert results_lines(str(out)) == []  # nothing trained by the submitting process
 
 
 def test_slurm_without_sbatch_is_a_clear_error(tmp_path, monkeypatch, capsys):

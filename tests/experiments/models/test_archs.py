@@ -10,7 +10,7 @@ import groupnorm.nn as gnn
 from groupnorm.experiments import models
 from groupnorm.experiments.protocol import RunConfig, experiment_configs, get_preset
 from groupnorm.experiments.training import build_run_model
-from helpers import SAMPLE_DATA
+from helpers import SAMPLE_DATA, results_lines, smoke_args
 
 
 def norm_weight(m):
@@ -176,14 +176,11 @@ def test_presets_that_need_a_data_dir_fail_clearly(name, capsys, monkeypatch, tm
 
 @pytest.mark.slow
 def test_reproduce_trains_a_named_arch_and_records_it(tmp_path):
-    import json
-
     from groupnorm.cli import main
 
     out = tmp_path / "o"
-    assert main(["reproduce", "--experiment", "table2", "--preset", "smoke", "--arch", "resnet20", "--max-runs", "1",
-                 "--data-dir", SAMPLE_DATA, "--out", str(out), "--jobs", "1", "--no-progress", "--no-report"]) == 0
-    rows = [json.loads(line) for line in open(out / "results.jsonl")]
+    assert main(smoke_args(out, "--arch", "resnet20", "--max-runs", "1", "--no-report", experiment="table2")) == 0
+    rows = results_lines(out)
     assert len(rows) == 1 and rows[0]["arch"] == "resnet20"
     assert rows[0]["widths"] == [16, 32, 64] and rows[0]["blocks"] == [3, 3, 3]
 

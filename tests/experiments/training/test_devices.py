@@ -13,7 +13,7 @@ from groupnorm.experiments.training import devices
 from groupnorm.experiments.protocol import get_preset
 from groupnorm.experiments.data import load_data
 from groupnorm.experiments.training import build_run_model, train_run
-from helpers import SAMPLE_DATA
+from helpers import SAMPLE_DATA, results_lines
 
 TINY = dataclasses.replace(get_preset("smoke").base, epochs=1, train_size=32, val_size=16, batch_per_worker=4)
 
@@ -58,7 +58,7 @@ def test_rows_carry_device_amp_and_throughput_and_identity_ignores_them(tmp_path
     assert main(base + ["--device", "cpu", "--amp", "bf16"]) == 0
     err = capsys.readouterr().err
     assert "device=cpu, amp=bf16" in err and "img/s" in err and "img_s=" in err  # throughput in the bars
-    rows = [json.loads(line) for line in open(os.path.join(out, "results.jsonl"))]
+    rows = results_lines(out)
     assert len(rows) == 1
     r = rows[0]
     assert r["device"] == "cpu" and r["amp"] == "bf16" and r["device_name"] and r["images_per_s"] > 0
@@ -68,7 +68,7 @@ def test_rows_carry_device_amp_and_throughput_and_identity_ignores_them(tmp_path
     # sweep trains table1's other run)
     assert main(base + ["--device", "auto", "--amp", "none", "--no-progress"]) == 0
     assert "2 runs, 1 already finished, 1 to train" in capsys.readouterr().err
-    keys = [json.loads(line)["config_key"] for line in open(os.path.join(out, "results.jsonl"))]
+    keys = [r["config_key"] for r in results_lines(out)]
     assert len(keys) == 2 and keys[0] == r["config_key"] != keys[1]
 
 
