@@ -3,7 +3,7 @@
 :mod:`.rows` (which rows are which: kinds, roles, settings), :mod:`.stats` (intervals, paired differences,
 convergence, verdict rules), :mod:`.tables` (the paper's tables and the report's sections), :mod:`.bn` (the
 sections of the experiments on BN's mechanism), :mod:`.claims` (the verdicts), :mod:`.plots` (the figures, one
-map), :mod:`.figure2` and :mod:`.diagnostics` (stand-alone figures and measurements).
+map), :mod:`.diagnostics` (a stand-alone measurement).
 """
 from .tables import build_report, write_report
 

@@ -6,7 +6,7 @@ Everything here is a pure function of results rows (dicts), so it is tested on s
 - :func:`paired`: the difference ``a - b`` per seed (only seeds present in both), as a list; its interval is the
   interval of the per-seed differences (a paired design: both runs of a seed share initialization and data
   order, so seed-to-seed variation common to both cancels).
-- :func:`converged`: the issue's criterion: the setting's mean validation error at 75% of training and at
+- :func:`converged`: the report's criterion: the setting's mean validation error at 75% of training and at
   100% differ by at most ``CONVERGENCE_POINTS`` = 1 point; :func:`control_check`: a run trained ``k`` times
   longer changes the mean error by at most 1 point.
 - :func:`verdict_greater` / :func:`verdict_equal`: a claim "a > b" (the interval of the difference lies above
