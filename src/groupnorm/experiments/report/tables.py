@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 from .. import store
 from .bn import sections
@@ -202,29 +203,54 @@ def _fig3(rows: list[dict]) -> list[str]:
     return L + ["", "Plot: `fig3_vgg.png`.", ""]
 
 
-def build_report(out: str) -> tuple[str, Results]:
+@dataclass
+class Report:
+    """What the report's sections read: the output directory, every row, the rows by role
+    (:func:`~.rows.split_roles`), the main protocol's (``res``), its first row ``r0``, Table 1's images per
+    worker ``b1``, and the convergence section with the settings that fail it (``failed``)."""
+
+    out: str
+    rows: list
+    roles: dict
+    res: Results
+    r0: dict | None = None
+    b1: int | None = None
+    convergence: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+
+
+def read_report(out: str) -> Report:
+    """The :class:`Report` of ``OUT/results.jsonl``."""
     rows = store.read_results(out)
     roles = split_roles(rows)
-    res = Results(roles["main"])
-    L = ["# Group Normalization on Fashion-MNIST: reproduction report", ""]
-    if not rows:
-        L += ["No finished runs in `results.jsonl` yet."]
-        return "\n".join(L) + "\n", res
-    r0 = (res.rows or rows)[0]
+    rep = Report(out, rows, roles, Results(roles["main"]))
+    if rows:
+        rep.r0 = (rep.res.rows or rows)[0]
+        bn_bs = rep.res.batches("BN") + rep.res.batches("GN")
+        rep.b1 = 32 if 32 in bn_bs else (max(bn_bs) if bn_bs else None)
+        read_metrics = lambda r: store.read_jsonl(os.path.join(store.run_dir(out, r["config_key"]),  # noqa: E731
+                                                               "metrics.jsonl"))
+        rep.convergence, rep.failed = _convergence(rep.res.rows, roles["control"], read_metrics)
+    return rep
+
+
+def _header(rep: Report) -> list[str]:
+    rows, roles, res, r0 = rep.rows, rep.roles, rep.res, rep.r0
     seeds = sorted({r["seed"] for r in rows})
     wall = sum(r["wall_s"] for r in rows)
-    L += [f"{len(rows)} finished runs ({len(res.rows)} of the main protocol, {len(roles['control'])} longer "
-          f"controls, {len(roles['lrsweep'])} of the lr sweep, {len(roles['vgg'])} VGG); protocol: "
-          f"{r0['epochs']} epochs, {r0['train_size']} training images, {r0['val_size']} validation images "
-          f"(from the test split), {'random crops and flips' if r0.get('augment', ROW_DEFAULTS['augment']) else 'no augmentation'}, "
-          f"ResNet widths {r0['widths']} blocks {r0['blocks']}, seeds {seeds}. Sum of the "
-          f"runs' wall times {wall / 60:.1f} min{_elapsed(rows)} ({r0.get('machine', '?')}, torch "
-          f"{r0.get('torch', '?')}, {r0.get('threads', '?')} thread(s) per run).",
-          "",
-          "Numbers are our validation error (%) after the last epoch: mean ± half-width of the 95% t interval "
-          "over seeds (n seeds; a single number when there is one seed). Differences are paired by seed (same "
-          "initialization and data order), with their own interval. *Paper* is ResNet-50 on ImageNet (top-1 "
-          "error %, 8 workers, 100 epochs): the trends are comparable, the absolute values are not.", ""]
+    augment = "random crops and flips" if r0.get("augment", ROW_DEFAULTS["augment"]) else "no augmentation"
+    L = [f"{len(rows)} finished runs ({len(res.rows)} of the main protocol, {len(roles['control'])} longer "
+         f"controls, {len(roles['lrsweep'])} of the lr sweep, {len(roles['vgg'])} VGG); protocol: "
+         f"{r0['epochs']} epochs, {r0['train_size']} training images, {r0['val_size']} validation images "
+         f"(from the test split), {augment}, "
+         f"ResNet widths {r0['widths']} blocks {r0['blocks']}, seeds {seeds}. Sum of the "
+         f"runs' wall times {wall / 60:.1f} min{_elapsed(rows)} ({r0.get('machine', '?')}, torch "
+         f"{r0.get('torch', '?')}, {r0.get('threads', '?')} thread(s) per run).",
+         "",
+         "Numbers are our validation error (%) after the last epoch: mean ± half-width of the 95% t interval "
+         "over seeds (n seeds; a single number when there is one seed). Differences are paired by seed (same "
+         "initialization and data order), with their own interval. *Paper* is ResNet-50 on ImageNet (top-1 "
+         "error %, 8 workers, 100 epochs): the trends are comparable, the absolute values are not.", ""]
     if res.other_protocols:
         L += [f"({res.other_protocols} rows of another protocol in this directory are not shown.)", ""]
     if roles["superseded"]:
@@ -235,40 +261,54 @@ def build_report(out: str) -> tuple[str, Results]:
     if div:
         L += ["Diverged runs (loss became non-finite; their error is the one measured when they stopped): "
               + ", ".join(f"{setting_name(r)} seed {r['seed']}" for r in div), ""]
-    read_metrics = lambda r: store.read_jsonl(os.path.join(store.run_dir(out, r["config_key"]), "metrics.jsonl"))  # noqa: E731
-    conv_lines, failed = _convergence(res.rows, roles["control"], read_metrics)
-    L += claims(res, roles, kind, failed)
+    return L
 
-    bn_bs = res.batches("BN") + res.batches("GN")
-    b1 = 32 if 32 in bn_bs else (max(bn_bs) if bn_bs else None)
-    L += _table2(res)
-    if b1 is not None:
-        L += _table1(res, b1) + _table3(res, b1, r0)
-    L += sections(res.rows)
-    L += _lrsweep(roles["lrsweep"], res.rows)
-    L += conv_lines
-    L += _fig3(roles["vgg"])
-    L += ["## All runs", "",
-          "| run | seed | epochs | base lr | lr | global batch | val error | train error | images/s | wall (s) |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (setting_name(r), r["epochs"], r.get("holdout") or False,
-                                         r.get("base_lr") or 0, r["seed"])):
+
+def _all_runs(rep: Report) -> list[str]:
+    L = ["## All runs", "",
+         "| run | seed | epochs | base lr | lr | global batch | val error | train error | images/s | wall (s) |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rep.rows, key=lambda r: (setting_name(r), r["epochs"], r.get("holdout") or False,
+                                             r.get("base_lr") or 0, r["seed"])):
         tag = (" holdout" if r.get("holdout") else "") + (" VGG" if r.get("arch") == "vgg" else "")
         L.append(f"| {setting_name(r)}{tag} | {r['seed']} | {r['epochs']} | {r.get('base_lr', '–')} | "
                  f"{r['lr']:.4g} | {r['global_batch']} | "
                  f"{r['val_error']:.2f} | {r['train_error']:.2f} | {r['images_per_s']:.0f} | {r['wall_s']:.0f} |")
-    return "\n".join(L) + "\n", res
+    return L
+
+
+SECTIONS = (  # the report's sections in order; a new one: a function of the Report returning markdown lines
+    _header,
+    lambda rep: claims(rep.res, rep.roles, kind, rep.failed),
+    lambda rep: _table2(rep.res),
+    lambda rep: [] if rep.b1 is None else _table1(rep.res, rep.b1) + _table3(rep.res, rep.b1, rep.r0),
+    lambda rep: sections(rep.res.rows),
+    lambda rep: _lrsweep(rep.roles["lrsweep"], rep.res.rows),
+    lambda rep: rep.convergence,
+    lambda rep: _fig3(rep.roles["vgg"]),
+    _all_runs,
+)
+
+
+def render(rep: Report) -> str:
+    """``report.md``'s text: the title, then each of :data:`SECTIONS`."""
+    L = ["# Group Normalization on Fashion-MNIST: reproduction report", ""]
+    if not rep.rows:
+        return "\n".join(L + ["No finished runs in `results.jsonl` yet."]) + "\n"
+    return "\n".join(L + [line for section in SECTIONS for line in section(rep)]) + "\n"
+
+
+def build_report(out: str) -> tuple[str, Results]:
+    """(``report.md``'s text, the main protocol's rows) of ``OUT/results.jsonl``."""
+    rep = read_report(out)
+    return render(rep), rep.res
 
 
 def write_report(out: str) -> str:
     """Write ``OUT/report.md`` and the plots; return the report's path."""
-    text, res = build_report(out)
-    made = []
-    rows = store.read_results(out)
-    if rows:
-        bn_bs = res.batches("BN") + res.batches("GN")
-        b1 = 32 if 32 in bn_bs else (max(bn_bs) if bn_bs else None)
-        made = plot_all(out, res, b1, (PAPER_TABLE3_G, PAPER_TABLE3_K), split_roles(rows))
+    rep = read_report(out)
+    text = render(rep)
+    made = plot_all(out, rep.res, rep.b1, (PAPER_TABLE3_G, PAPER_TABLE3_K), rep.roles) if rep.rows else []
     if made:
         text += "\n## Plots\n\n" + "\n".join(f"![{m}]({m})" for m in made) + "\n"
     path = os.path.join(out, "report.md")
