@@ -52,9 +52,8 @@ def test_local_executor_with_a_concurrent_local_sweep_trains_each_run_once(tmp_p
     try:
         from groupnorm.cli import main
 
-        assert main(["reproduce", "--experiment", "table2", "--preset", "smoke", "--data-dir", SAMPLE_DATA,
-                     "--out", out, "--executor", "submitit-local", "--slurm-gpus-per-node", "0",
-                     "--slurm-time", "30", "--no-report"]) == 0
+        assert main(smoke_args(out, "--executor", "submitit-local", "--slurm-gpus-per-node", "0", "--slurm-time",
+                               "30", "--no-report", experiment="table2")) == 0
     finally:
         _, err = local.communicate(timeout=600)
     assert local.returncode == 0, err
@@ -84,10 +83,9 @@ def test_slurm_submission_asks_for_what_the_flags_say(tmp_path, monkeypatch, cap
     _fake_slurm(tmp_path / "bin", record)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     out = tmp_path / "out"
-    assert main(["reproduce", "--experiment", "table2", "--preset", "smoke", "--data-dir", SAMPLE_DATA,
-                 "--out", str(out), "--executor", "slurm", "--launcher", "torchrun", "--slurm-partition", "gpu",
-                 "--slurm-account", "proj", "--slurm-time", "90", "--slurm-cpus-per-task", "6", "--slurm-mem", "32",
-                 "--slurm-array-parallelism", "3"]) == 0
+    assert main(smoke_args(out, "--executor", "slurm", "--launcher", "torchrun", "--slurm-partition", "gpu",
+                           "--slurm-account", "proj", "--slurm-time", "90", "--slurm-cpus-per-task", "6",
+                           "--slurm-mem", "32", "--slurm-array-parallelism", "3", experiment="table2")) == 0
     script = record.read_text()
     for line in ("#SBATCH --partition=gpu", "#SBATCH --account=proj", "#SBATCH --time=90",
                  "#SBATCH --gpus-per-node=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=6",
@@ -102,8 +100,7 @@ def test_slurm_without_sbatch_is_a_clear_error(tmp_path, monkeypatch, capsys):
     from groupnorm.cli import main
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch there
-    assert main(["reproduce", "--experiment", "table2", "--preset", "smoke", "--data-dir", SAMPLE_DATA,
-                 "--out", str(tmp_path / "out"), "--executor", "slurm"]) == 2
+    assert main(smoke_args(tmp_path / "out", "--executor", "slurm", experiment="table2")) == 2
     assert "sbatch is not on this machine's PATH" in capsys.readouterr().err
 
 
