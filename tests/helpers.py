@@ -3,6 +3,9 @@ without a residual; through the kernels' operator or the public call), a referen
 tolerance table, the grid of shapes and the kernels' skip mark. Test files import from here, never from each
 other.
 """
+import json
+import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +183,50 @@ def make_residual(x, seed, layout="same"):
     elif layout == "other" and x.dim() >= 3 and x.is_contiguous():
         r = channels_last(r)
     return r
+
+
+# --- the experiment harness's tests (tests/experiments/) ---
+
+# the Fashion-MNIST sample (IDX files) that the harness's tests train and read
+SAMPLE_DATA = str(ROOT / "tests" / "data" / "fashion-mnist-sample")
+
+
+def results_lines(out) -> list[dict]:
+    """Every line of ``OUT/results.jsonl`` as a dict, in file order, duplicates included ([] without the file;
+    ``store.read_results`` instead keeps the first row of each run and skips torn lines)."""
+    path = os.path.join(out, "results.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def smoke_args(out, *extra: str, experiment: str | None = None, data_dir: str = SAMPLE_DATA) -> list[str]:
+    """``groupnorm reproduce`` arguments: the smoke preset on ``data_dir``, one job, no progress bars, into
+    ``out``, for ``experiment`` (default: the preset's ``all``), then ``extra``."""
+    args = ["reproduce", "--preset", "smoke", "--data-dir", str(data_dir), "--jobs", "1", "--no-progress",
+            "--out", str(out)]
+    return args + (["--experiment", experiment] if experiment else []) + list(extra)
+
+
+def write_cifar(root, kind: str = "cifar10", n: int = 16, label: int | None = None) -> str:
+    """A CIFAR-10 (5 training batches of ``n`` images and a test batch of ``n``) or CIFAR-100 (a training file
+    of 5n, a test file of n) directory in the official pickled layout; labels seeded-random, or all ``label``."""
+    os.makedirs(root, exist_ok=True)
+    rng = np.random.default_rng(1)
+    nc = 10 if kind == "cifar10" else 100
+
+    def dump(name, obj):
+        with open(os.path.join(root, name), "wb") as f:
+            pickle.dump(obj, f)
+
+    if kind == "cifar10":
+        dump("batches.meta", {b"label_names": [f"c{i}".encode() for i in range(10)]})
+        files, key = [(f"data_batch_{i}", n) for i in range(1, 6)] + [("test_batch", n)], b"labels"
+    else:
+        dump("meta", {b"fine_label_names": [f"f{i}".encode() for i in range(100)]})
+        files, key = [("train", 5 * n), ("test", n)], b"fine_labels"
+    for name, m in files:
+        labels = [int(v) for v in rng.integers(0, nc, m)] if label is None else [label] * m
+        dump(name, {b"data": rng.integers(0, 256, (m, 3072), dtype=np.uint8), key: labels})
+    return str(root)

@@ -20,10 +20,10 @@ import os
 import signal
 import sys
 
-from .archs import ARCHS
-from .config import EXPERIMENTS, PRESET_NAMES
-from .dataspec import add_data_arguments, spec_from_args
-from .devices import AMP_MODES, DEVICES
+from .models.archs import ARCHS
+from .protocol import EXPERIMENTS, PRESET_NAMES
+from .data.spec import add_data_arguments, spec_from_args
+from .training.devices import AMP_MODES, DEVICES
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 
@@ -116,9 +116,9 @@ def register(subparsers) -> None:
 
 
 def run_reproduce(args) -> int:
-    from .config import experiment_configs, get_preset, preset_data_dir
-    from .report import write_report
-    from .runner import run_sweep
+    from .protocol import experiment_configs, get_preset, preset_data_dir
+    from .report.tables import write_report
+    from .launch.runner import run_sweep
 
     def _stop(signum, frame):  # SIGTERM stops like Ctrl-C: running side-by-side runs are terminated too
         raise KeyboardInterrupt
@@ -136,13 +136,13 @@ def run_reproduce(args) -> int:
     sweep = dict(data=data, launcher=args.launcher, threads=args.threads, channels_last=args.channels_last,
                  device=args.device, amp=args.amp)
     if args.executor == "local":
-        from .devices import resolve_device
+        from .training.devices import resolve_device
 
         on_gpu = resolve_device(args.device).type == "cuda"
         run_sweep(configs, out, progress=not args.no_progress, max_runs=args.max_runs,
                   jobs=args.jobs or (1 if on_gpu else min(2, os.cpu_count() or 1)), **sweep)  # one run per GPU
     else:
-        from . import slurm
+        from .launch import slurm
 
         options = slurm.SlurmOptions(
             partition=args.slurm_partition, account=args.slurm_account, time_min=args.slurm_time,
@@ -162,7 +162,7 @@ def run_reproduce(args) -> int:
 
 
 def run_report(args) -> int:
-    from .report import write_report
+    from .report.tables import write_report
 
     if not os.path.isdir(args.out):
         raise FileNotFoundError(f"output directory not found: {args.out}")

@@ -1,0 +1,183 @@
+"""The presets: a protocol (a base :class:`~.run_config.RunConfig`), the settings of each experiment, the seeds.
+
+``smoke`` (seconds, for the tests), ``quick`` and ``full`` (Fashion-MNIST on a CPU: one protocol, so quick's runs
+are a subset of full's), and the paper's protocol on a GPU (``cifar10``, ``cifar10-resnet20``, ``imagenet``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..data.formats import FORMATS
+from .run_config import RunConfig
+
+PRESET_NAMES = ("smoke", "quick", "full", "cifar10", "cifar10-resnet20", "imagenet")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A preset: the protocol (``base``), the settings of each experiment and the seeds.
+
+    ``lr_by_norm``: base learning rate (per ``lr_ref_batch`` images) per norm family: ``bn`` (BN, SyncBN,
+    ghost BN), ``gn`` (GN, LN, IN, GN+WS), ``none`` (VGG without normalization); norms not named use
+    ``base.base_lr``. ``lr_by_variant``: per variant (``RunConfig.variant``: ``LN``, ``GN G=4``, ``GN K=16``,
+    ...), before the family's. ``lrsweep_variants``: (norm, groups, group_size) of the variants the lr sweep
+    tunes besides BN and GN (at ``lrsweep_variant_lrs``, or ``lrsweep_lrs`` when empty).
+    ``seeds_by_experiment``: experiments run with fewer seeds than ``seeds`` (the lr sweep, Figure 3)."""
+
+    name: str
+    base: RunConfig
+    seeds: int
+    table1_norms: tuple
+    table2_batches: tuple
+    table3_groups: tuple
+    table3_group_sizes: tuple
+    table1_batch: int = 32
+    noniid_classes: tuple = (1, 2, 10)              # classes per worker (10 = i.i.d.)
+    noniid_batch: int = 8                           # images per worker in noniid
+    noniid_workers: int | None = None               # workers of noniid (None: group_workers)
+    noniid_norms: tuple = ("bn", "gn", "syncbn")
+    ghost_norm_batches: tuple = (32, 16, 8, 4, 2)   # BN statistics groups at the fixed global batch W x ghost_batch
+    ghost_batch: int | None = None                  # images per worker in ghost (None: table1_batch)
+    group_workers: int | None = None                # workers of noniid and ghost (None: the protocol's)
+    lr_by_norm: tuple = ()                          # ((family, base_lr), ...), see the class docstring
+    lrsweep_lrs: tuple = (0.2, 0.4, 0.8, 1.6, 3.2)  # base learning rates per 256 images tried by lrsweep
+    lr_by_variant: tuple = ()                       # ((variant, base_lr), ...), see the class docstring
+    lrsweep_variants: tuple = ()                    # ((norm, groups, group_size), ...) swept besides BN and GN
+    lrsweep_variant_lrs: tuple = ()                 # their base learning rates (empty: lrsweep_lrs)
+    control_factor: int = 2                         # the control runs' epochs: this times the protocol's
+    vgg_norms: tuple = ("none", "bn", "gn")
+    vgg_widths: tuple = (64, 128, 256)
+    vgg_blocks: tuple = (2, 2, 2)
+    seeds_by_experiment: tuple = (("lrsweep", 1), ("vgg", 1))
+    all_experiments: tuple = ("table2", "noniid", "ghost", "table1", "table3", "curves")  # what "all" means
+    dataset: str = "Fashion-MNIST"                  # what it trains on (its arch is base.arch)
+    needs_data_dir: bool = False                    # no default directory: --data-dir is required
+    data_format: str = "auto"                       # --dataset unless given (data.DATASET_CHOICES)
+
+    def base_lr(self, cfg: "RunConfig") -> float:
+        """The base learning rate of ``cfg``'s normalization: its variant's (``lr_by_variant``), else its norm
+        family's (``lr_by_norm``), else ``base.base_lr``."""
+        variants = dict(self.lr_by_variant)
+        if cfg.variant in variants:
+            return variants[cfg.variant]
+        family = {"ln": "gn", "in": "gn", "gn+ws": "gn", "bn-frozen": "bn"}.get(cfg.norm, cfg.norm)
+        return dict(self.lr_by_norm).get(family, self.base.base_lr)
+
+    def seeds_of(self, experiment: str, seeds: int) -> int:
+        return min(seeds, dict(self.seeds_by_experiment).get(experiment, seeds))
+
+
+# The protocol of quick and full (one protocol, so quick's runs are a subset of full's and a full run can start
+# from quick's rows). Fashion-MNIST, 3,000 training images, 2,000 validation images. Widths: 64 channels in every
+# layer at least, so G=32 leaves >= 2 channels per group everywhere (Table 3 measures grouping, not
+# InstanceNorm); the first stage at stride 2 (28 -> 14 -> 7 -> 4) keeps 64 channels cheap. One worker for Tables
+# 1-3 (the global batch is b; BN's statistics are per worker either way, which is what Table 2 varies). noniid:
+# 10 workers x 4 images, so that at one class per worker the global batch still holds every class once (the
+# optimizer's step stays class-balanced; only BN's per-worker statistics see one class). ghost: 4 workers x 8
+# images (global batch 32). 16 epochs for every setting (the paper's protocol: epochs fixed, so b=2 takes 16x the
+# steps of b=32; ``ghost`` is the fixed-steps view), the paper's step schedule (lr x0.1 after 30%, 60% and 90% of
+# the steps) after a 1-epoch warmup, no augmentation.
+# No augmentation, because with random crops and flips the error of this network still falls in the last quarter
+# of 30 epochs, while without them it fits its 3,000 images and its held-out error is flat over the last quarter
+# (docs/results/README.md); the 2x-longer ``control`` runs check that 16 epochs are enough. Learning rates: the
+# lr sweep on held-out training images (``--experiment lrsweep``; its table is in docs/results/README.md).
+PROTOCOL = RunConfig(workers=1, epochs=16, train_size=3000, val_size=2000, widths=(64, 128), blocks=(1, 1),
+                     stem_stride=2, first_stride=2, warmup_epochs=1.0, base_lr=0.1, augment=False,
+                     schedule="step")
+PROTOCOL_LRSWEEP = (0.4, 0.8, 1.6, 3.2, 6.4, 12.8)
+# Base learning rates per 256 images: the lr sweep's best for BN and for GN (both inside the swept range); VGG
+# without normalization is not swept (a plain deep net needs a smaller rate than a normalized one).
+PROTOCOL_LR = (("bn", 1.6), ("gn", 6.4), ("none", 0.4))
+# The variants of Tables 1 and 3 besides GN G=32 get their own sweep (full's lrsweep): at GN's 6.4, LN and GN with
+# few, large groups do not fit their training images (LN: 19% training error). G=32 is GN; G=1 is LN, K=1 is IN.
+PROTOCOL_SWEEP_VARIANTS = (("ln", None, None), ("in", None, None), ("gn+ws", 32, None),
+                           *(("gn", g, None) for g in (64, 16, 8, 4, 2)),
+                           *(("gn", None, k) for k in (64, 32, 16, 8, 4, 2)))
+PROTOCOL_VARIANT_LRSWEEP = (0.4, 0.8, 1.6, 3.2, 6.4)
+# Their best rates in the sweep; IN's equals GN's, so IN keeps the family's rate.
+PROTOCOL_LR_VARIANT = (("LN", 0.8), ("GN+WS G=32", 1.6), ("GN G=64", 1.6), ("GN G=16", 3.2), ("GN G=8", 3.2),
+                       ("GN G=4", 1.6), ("GN G=2", 3.2), ("GN K=64", 3.2), ("GN K=32", 0.8), ("GN K=16", 1.6),
+                       ("GN K=8", 0.8), ("GN K=4", 3.2), ("GN K=2", 3.2))
+
+PRESETS = {
+    # Seconds: a handful of tiny runs, for the tests.
+    "smoke": Preset(
+        "smoke",
+        RunConfig(workers=2, epochs=2, train_size=128, val_size=64, widths=(8, 16), blocks=(1, 1),
+                  warmup_epochs=0.5, base_lr=0.2),
+        seeds=1, table1_norms=("bn", "gn"), table2_batches=(8, 2), table3_groups=(8, 1),
+        table3_group_sizes=(4,), table1_batch=8, noniid_classes=(1, 10), noniid_batch=4,
+        ghost_norm_batches=(8, 2), lrsweep_lrs=(0.1, 0.4), vgg_widths=(8, 16), vgg_blocks=(1, 1),
+        all_experiments=("table2", "table1", "table3", "curves")),
+    # The README's main job (<= 15 minutes on 2 idle cores; docs/results/README.md has the measured time): the
+    # two ends of Table 2 (BN and GN at 32 and 2 images per worker) and noniid (BN, GN) at 1 and 10 classes per
+    # worker, 3 seeds. Same protocol as full, which adds SyncBN to noniid and the 2x-longer control.
+    "quick": Preset(
+        "quick", PROTOCOL, seeds=3, group_workers=4, ghost_batch=8, noniid_workers=10, noniid_batch=4,
+        seeds_by_experiment=(("lrsweep", 2), ("vgg", 1)),
+        table1_norms=("bn", "gn"), table2_batches=(32, 2), table3_groups=(32,), table3_group_sizes=(),
+        noniid_classes=(1, 10), noniid_norms=("bn", "gn"), lr_by_norm=PROTOCOL_LR, lrsweep_lrs=PROTOCOL_LRSWEEP,
+        all_experiments=("table2", "noniid")),
+    # Every experiment on the same protocol, 3 seeds (lr sweep and Figure 3: one); seeds run one after the other
+    # (all settings of seed 0 first), so a partial run is a full table. ~2.5 hours on 2 cores; resumable.
+    "full": Preset(
+        "full", PROTOCOL, seeds=3, group_workers=4, ghost_batch=8, noniid_workers=10, noniid_batch=4,
+        seeds_by_experiment=(("lrsweep", 2), ("vgg", 1)),
+        table1_norms=("bn", "ln", "in", "gn", "gn+ws"), lrsweep_lrs=PROTOCOL_LRSWEEP,
+        table2_batches=(32, 16, 8, 4, 2), table3_groups=(64, 32, 16, 8, 4, 2, 1),
+        table3_group_sizes=(64, 32, 16, 8, 4, 2, 1), lr_by_norm=PROTOCOL_LR,
+        lr_by_variant=PROTOCOL_LR_VARIANT, lrsweep_variants=PROTOCOL_SWEEP_VARIANTS,
+        lrsweep_variant_lrs=PROTOCOL_VARIANT_LRSWEEP,
+        all_experiments=("lrsweep", "table2", "noniid", "ghost", "control", "table1", "table3", "vgg")),
+    # What a GPU user runs (see docs/harness.md): the paper's protocol, data sets in their official formats.
+    # CIFAR-10 (50k training images, validation on the 10k test images): 8 workers, the paper's b list, its
+    # schedule in epochs (100 epochs, lr x0.1 at 30/60/90) and its lr 0.1 per 256 images, weight decay 1e-4.
+    # ResNet-18 with the 3x3 stem: 64..512 channels, so GN's 32 groups hold 2..16 channels as in ResNet-50.
+    "cifar10": Preset(
+        "cifar10",
+        RunConfig(arch="resnet18_cifar", workers=8, epochs=100, train_size=None, val_size=None, base_lr=0.1,
+                  warmup_epochs=1.0, schedule="step"),
+        seeds=3, table1_norms=("bn", "ln", "in", "gn"), table2_batches=(32, 16, 8, 4, 2),
+        table3_groups=(64, 32, 16, 8, 4, 2, 1), table3_group_sizes=(64, 32, 16, 8, 4, 2, 1),
+        dataset="CIFAR-10", needs_data_dir=True, data_format="cifar10"),
+    # The same with He et al.'s ResNet-20 (0.27M parameters, about 14x cheaper a step than ResNet-18): 16..64
+    # channels, so GN uses 8 groups (2..8 channels per group; 32 groups would be InstanceNorm in its first two
+    # stages). Table 3 from G=16 (its widest division of the 16-channel layers) down.
+    "cifar10-resnet20": Preset(
+        "cifar10-resnet20",
+        RunConfig(arch="resnet20", groups=8, workers=8, epochs=100, train_size=None, val_size=None, base_lr=0.1,
+                  warmup_epochs=1.0, schedule="step"),
+        seeds=3, table1_norms=("bn", "ln", "in", "gn"), table2_batches=(32, 16, 8, 4, 2),
+        table3_groups=(16, 8, 4, 2, 1), table3_group_sizes=(16, 8, 4, 2, 1),
+        dataset="CIFAR-10", needs_data_dir=True, data_format="cifar10"),
+    # The paper's Sec. 4.1 on ImageNet (an ImageFolder directory: train/<class>/, val/<class>/): ResNet-50,
+    # 8 workers (one GPU each with --launcher torchrun), 100 epochs, lr 0.1 per 256 images (linear scaling
+    # rule), x0.1 at epochs 30, 60, 90, weight decay 1e-4, and a 5-epoch linear warmup (Goyal et al., whose
+    # details the paper says it follows). One seed: each run is days of 8 GPUs.
+    "imagenet": Preset(
+        "imagenet",
+        RunConfig(arch="resnet50", workers=8, epochs=100, train_size=None, val_size=None, base_lr=0.1,
+                  warmup_epochs=5.0, schedule="step"),
+        seeds=1, table1_norms=("bn", "ln", "in", "gn"), table2_batches=(32, 16, 8, 4, 2),
+        table3_groups=(64, 32, 16, 8, 4, 2, 1), table3_group_sizes=(64, 32, 16, 8, 4, 2, 1),
+        all_experiments=("table2", "table1", "table3", "curves"), dataset="ImageNet", needs_data_dir=True,
+        data_format="imagefolder"),
+}
+
+
+def preset_data_dir(preset: Preset, data_dir: str | None) -> str | None:
+    """``data_dir``, checked against the preset: one whose data set has no default directory on this machine
+    (``needs_data_dir``) raises an error naming the preset, its data set and the directory it needs when
+    ``data_dir`` is None (``$GROUPNORM_DATA``, the Fashion-MNIST default's override, does not count)."""
+    if data_dir is None and preset.needs_data_dir:
+        fmt = FORMATS.get(preset.data_format)
+        hint = fmt.holds if fmt is not None else f"a directory with {preset.dataset}"
+        raise ValueError(f"preset {preset.name!r} trains {preset.base.arch} on {preset.dataset}, which has no "
+                         f"default directory: pass --data-dir DIR ({hint})")
+    return data_dir
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
