@@ -1,5 +1,6 @@
 """Moving clips: bouncing trajectories, exact resizing, rendering, determinism, the harness's split interface,
 and a label whose motion part no single frame tells (exactly, and on rendered clips) but several frames do."""
+import dataclasses
 import os
 
 import numpy as np
@@ -127,7 +128,8 @@ def test_labels_are_class_times_motion_and_balanced(sample_clips):
 
 def test_deterministic_from_the_seed():
     a, _ = load_clips(SAMPLE_DATA, ClipSpec(frames=8), seed=0)
-    b, _ = load_clips(SAMPLE_DATA, ClipSpec(frames=8), seed=0)
+    assert load_clips(SAMPLE_DATA, ClipSpec(frames=8), seed=0)[0] is a  # cached per process
+    b, _ = clip_splits(load_split(SAMPLE_DATA, "train"), load_split(SAMPLE_DATA, "test"), ClipSpec(frames=8), 0)
     c, _ = load_clips(SAMPLE_DATA, ClipSpec(frames=8), seed=1)
     for name in ("motion", "speed", "start"):
         assert torch.equal(getattr(a, name), getattr(b, name))
@@ -155,6 +157,8 @@ def test_split_interface_batches_subsets_and_dataset(sample_clips):
     loader = torch.utils.data.DataLoader(train, batch_size=4)
     xb, yb = next(iter(loader))
     assert xb.shape == (4, 1, 8, 32, 32) and torch.equal(xb[1], train[1][0]) and torch.equal(yb, train.labels[:4])
+    pinned = dataclasses.replace(train, pin_memory=False)  # what the training loop does with its splits
+    assert isinstance(pinned, ClipSplit) and torch.equal(pinned.labels, train.labels)
     sub = subset(train, 80, seed=0)
     assert isinstance(sub, ClipSplit) and len(sub) == 80
     assert torch.equal(sub.labels, sub.items.labels[sub.item] * 4 + sub.motion)
@@ -247,6 +251,22 @@ def test_items_from_an_image_folder(tmp_path):
 def test_bad_specs_are_clear(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ClipSpec(**kwargs)
+
+
+def test_clip_parameters_out_of_range_are_refused(sample_clips):
+    train, _ = sample_clips
+    args = dict(items=train.items, item=train.item[:3], motion=train.motion[:3], speed=train.speed[:3],
+                start=train.start[:3], spec=train.spec, info=train.info)
+    with pytest.raises(ValueError, match=r"start values span 0\.\.36, outside 0\.\.35"):
+        ClipSplit(**dict(args, start=torch.tensor([[0, 36], [1, 1], [2, 2]])))
+    with pytest.raises(ValueError, match=r"motion values span .*outside 0\.\.3"):
+        ClipSplit(**dict(args, motion=torch.tensor([0, 4, 1])))
+    with pytest.raises(ValueError, match=r"speeds \[5\] are not among"):
+        ClipSplit(**dict(args, speed=torch.tensor([1, 5, 2])))
+    with pytest.raises(ValueError, match=r"item values span .*outside 0\.\.319"):
+        ClipSplit(**dict(args, item=torch.tensor([0, 320, 1])))
+    with pytest.raises(ValueError, match=r"start has shape \(3,\), expected \(3, 2\)"):
+        ClipSplit(**dict(args, start=torch.tensor([0, 1, 2])))
 
 
 def test_items_of_another_size_are_refused(sample_clips):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import groupnorm.nn as gnn
 from groupnorm import kernels, reference
 from groupnorm.experiments.data.clips import ClipSpec, load_clips
-from groupnorm.experiments.models.resnet3d import ResNet3d
+from groupnorm.experiments.models.resnet3d import ResNet3d, build
 from groupnorm.nn.factory import NORM_NAMES
 from helpers import SAMPLE_DATA, TOL, assert_close
 
@@ -220,3 +220,15 @@ def test_bad_arguments_are_clear():
         ResNet3d(widths=(8,), blocks=(1,), groups=4)(torch.randn(2, 1, 8, 8))
     with pytest.raises(ValueError, match="unknown norm"):
         ResNet3d("batchnorm")
+
+
+def test_build_takes_the_run_shape_and_the_arch_fixed_fields():
+    from types import SimpleNamespace
+
+    m = build(SimpleNamespace(widths=None, blocks=None), "gn", 1, 40,
+              dict(widths=[8, 16], blocks=[1, 2], stem_stride=2, first_stride=1), groups=4, group_size=None,
+              workers=1)
+    assert sum(p.numel() for p in m.parameters()) == _expected_params((8, 16), (1, 2), 1, 40, "gn")
+    assert m.stem[0].stride == (1, 2, 2) and len(m.layers) == 3 and m.stem[1].num_groups == 4
+    fixed = build(SimpleNamespace(widths=(8,), blocks=(2,)), "bn", 3, 5, {}, groups=32, group_size=None, workers=2)
+    assert len(fixed.layers) == 2 and fixed.fc.out_features == 5 and fixed.stem[1].workers == 2

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .loading import DataInfo, Split, channel_stats, load_full, to_input
+from . import DataInfo, Split, as_spec, channel_stats, load_full, to_input  # the package's names (stable across its modules)
 
 MOTIONS = ("still", "horizontal", "vertical", "diagonal")
 MOTION_AXES = {"still": (0, 0), "horizontal": (0, 1), "vertical": (1, 0), "diagonal": (1, 1)}  # (rows, cols)
@@ -259,6 +259,16 @@ class ClipSplit(torch.utils.data.Dataset):
                 raise ValueError(f"{name} has shape {tuple(getattr(self, name).shape)}, expected ({n},)")
         if self.start.shape != (n, 2):
             raise ValueError(f"start has shape {tuple(self.start.shape)}, expected ({n}, 2)")
+        if n:
+            for name, values, top in (("item", self.item, len(self.items) - 1),
+                                      ("motion", self.motion, len(self.spec.motions) - 1),
+                                      ("start", self.start, 2 * self.spec.free - 1)):
+                if int(values.min()) < 0 or int(values.max()) > top:
+                    raise ValueError(f"{name} values span {int(values.min())}..{int(values.max())}, outside "
+                                     f"0..{top}")
+            bad = sorted(set(self.speed.tolist()) - set(self.spec.speeds))
+            if bad:
+                raise ValueError(f"speeds {bad} are not among spec.speeds={self.spec.speeds}")
         self.labels = self.items.labels[self.item] * len(self.spec.motions) + self.motion
 
     def __len__(self) -> int:
@@ -357,7 +367,13 @@ def clip_splits(train_items, test_items, spec: ClipSpec = ClipSpec(), seed: int 
     return make_clips(train, spec, info, seed, "train"), make_clips(test, spec, info, seed, "val")
 
 
+_cache: dict = {}
+
+
 def load_clips(data=None, spec: ClipSpec = ClipSpec(), seed: int = 0) -> tuple[ClipSplit, ClipSplit]:
     """:func:`clip_splits` of the data set in ``data`` (a ``DataSpec`` or a directory; None: the harness's
-    default, :func:`groupnorm.experiments.data.load_full`)."""
-    return clip_splits(*load_full(data), spec, seed)
+    default; read by :func:`groupnorm.experiments.data.load_full`), cached per process."""
+    key = (as_spec(data), spec, seed)
+    if key not in _cache:
+        _cache[key] = clip_splits(*load_full(data), spec, seed)
+    return _cache[key]

@@ -28,6 +28,9 @@ Parameters (``norm`` other than ``none``; every norm has a per-channel gamma and
 
 (with ``norm="none"``: no norm parameters, a bias per convolution). The default, widths (32, 64, 128), one
 block each, 1 input channel and 40 classes (10 item classes x 4 motion types), has 902,344.
+
+Memory formats: ``torch.channels_last`` is for 4-D tensors only; a model and its clips go channels-last with
+``torch.channels_last_3d`` (N, T, H, W, C strides), where GN takes the kernels' channels-last path.
 """
 from __future__ import annotations
 
@@ -108,3 +111,16 @@ class ResNet3d(nn.Module):
             raise ValueError(f"ResNet3d expects clips (N, C, T, H, W), got shape {tuple(x.shape)}")
         x = self.layers(self.stem(x))
         return self.fc(x.mean(dim=(2, 3, 4)))
+
+
+def build(arch, norm: str, in_channels: int, num_classes: int, shape: dict, **norm_kw) -> ResNet3d:
+    """The :class:`ResNet3d` for a harness arch entry ``arch`` and the run's ``shape`` (any of ``widths``,
+    ``blocks``, ``stem_stride``, ``first_stride``; ``widths`` and ``blocks`` absent from it come from the arch
+    where it fixes them, anything else from the class defaults). ``norm_kw``: ``groups``, ``group_size``,
+    ``workers``. The signature of every model module's ``build`` (:func:`groupnorm.experiments.models.build_model`)."""
+    kw = dict(shape)
+    for name in ("widths", "blocks"):
+        fixed = getattr(arch, name, None)
+        if name not in kw and fixed is not None:
+            kw[name] = fixed
+    return ResNet3d(norm, in_channels=in_channels, num_classes=num_classes, **kw, **norm_kw)
