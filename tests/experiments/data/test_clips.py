@@ -87,6 +87,13 @@ def test_resize_items_is_the_exact_area_mean():
     sq = y[0, 0, 0:3].astype(np.int64)
     w = np.array([[2, 1, 0], [0, 1, 2]])
     np.testing.assert_array_equal(resize_items(y, 2)[0, 0], (2 * (w @ sq @ w.T) + 9) // 18)
+    # a large photograph: converted to int64 a few rows at a time, the same exact mean
+    big = rng.integers(0, 256, (1, 3, 1500, 1200), dtype=np.uint8)
+    m, i, j = 1200, np.arange(14)[:, None], np.arange(1200)[None, :]
+    w = np.clip(np.minimum((i + 1) * m, (j + 1) * 14) - np.maximum(i * m, j * 14), 0, None)
+    assert w.sum(1).tolist() == [m] * 14
+    np.testing.assert_array_equal(resize_items(big, 14)[0], (2 * (w @ big[0, :, 150:1350].astype(np.int64) @ w.T)
+                                                            + m * m) // (2 * m * m))
     with pytest.raises(ValueError, match="uint8"):
         resize_items(x.astype(np.float32), 14)
 

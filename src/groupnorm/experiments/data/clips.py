@@ -128,10 +128,13 @@ def resize_items(images: np.ndarray, size: int) -> np.ndarray:
     j = np.arange(m, dtype=np.int64)[None, :]
     weight = np.clip(np.minimum((i + 1) * m, (j + 1) * size) - np.maximum(i * m, j * size), 0, None)  # (size, m)
     out = np.empty(images.shape[:2] + (size, size), dtype=np.uint8)
-    chunk = max(1, (1 << 24) // max(1, images.shape[1] * m * m))  # ~128 MiB of int64 at a time
+    budget = 1 << 22  # int64 values converted at a time (32 MiB), whatever the images' size
+    chunk = max(1, budget // (images.shape[1] * m * m))  # items per pass
     for k in range(0, images.shape[0], chunk):
-        x = images[k:k + chunk, :, top:top + m, left:left + m].astype(np.int64)
-        num = weight @ x @ weight.T  # (n, C, size, size), at most 255 m^2
+        x = images[k:k + chunk, :, top:top + m, left:left + m]
+        step = max(1, budget // (x.shape[0] * x.shape[1] * m))  # rows per conversion
+        cols = np.concatenate([x[:, :, r:r + step].astype(np.int64) @ weight.T for r in range(0, m, step)], 2)
+        num = weight @ cols  # (n, C, size, size), at most 255 m^2
         out[k:k + chunk] = (2 * num + m * m) // (2 * m * m)
     return out
 
