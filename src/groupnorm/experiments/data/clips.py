@@ -18,17 +18,17 @@ axes move: v = the clip's speed on them (drawn from ``speeds``, 1 to 3 pixels pe
 below L), 0 on the others. u_0 is uniform on Z_{2L} on each axis, independently. Everything is an integer:
 positions are exact, the same on every machine.
 
-Why one frame cannot tell the motion (exactly, by construction). With u_0 uniform on Z_{2L}, u_t = u_0 + v t
-is uniform on Z_{2L} for every frame t and every integer v, so p_t has one law, P(0) = P(L) = 1/(2L) and
-P(p) = 1/L for 0 < p < L, whatever the motion type and speed, on each axis independently; the item (which
-image, whether it is flipped) is drawn independently of the motion. Frame t is a function of the item and of
-p_t alone, so every frame has the same distribution under every motion type: any function of one frame (a
-1-frame network, even one told t) guesses the motion part with probability exactly 1/M, and the whole label
-with at most its item-class accuracy / M. The start direction is not a label because reflection hides it:
-the fold is symmetric, so fold(u_0 + v t) = fold(-u_0 - v t) and moving "left" from u_0 is moving "right"
-from -u_0; which axes move is what reflection keeps, hence motion types. Several frames tell the type: along
-an axis with speed 1 <= v < L the item cannot stay put three frames in a row (that needs 2v = 0 mod 2L), so
-with T >= 3 the axes along which it moves, hence the motion type, are a function of the clip.
+Why one frame cannot tell the motion (exactly, by construction). With u_0 uniform on Z_{2L}, u_t = u_0 + v t is
+uniform on Z_{2L} for every frame t and every integer v, so p_t has one law, P(0) = P(L) = 1/(2L) and P(p) = 1/L for
+0 < p < L, whatever the motion type and speed, on each axis independently; the item does not depend on the motion
+either (every item is equally likely to get every motion type, and a flip is drawn independently). Frame t is a
+function of the item and of p_t alone, so every frame has the same distribution under every motion type: any
+function of one frame (a 1-frame network, even one told t) guesses the motion part with probability exactly 1/M, and
+the whole label with at most its item-class accuracy / M. The sign of v is no label: the fold is symmetric, so
+fold(u_0 + v t) = fold(-u_0 - v t), the clip of -v from -u_0 (and the direction at some frame t0 would be told by a
+single frame near a wall at t0 + 1); which axes move is what reflection keeps, hence motion types. Several frames
+tell the type: along an axis with speed 1 <= v < L the item cannot stay put three frames in a row (that needs 2v = 0
+mod 2L), so with T >= 3 the axes along which it moves, hence the motion type, are a function of the clip.
 
 Items are the images of any data directory the harness reads (:func:`groupnorm.experiments.data.read_dataset`:
 IDX, CIFAR, ImageFolder), center-cropped to a square and resized to s x s by exact area averaging in integer
@@ -53,7 +53,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import DataInfo, Split, as_spec, channel_stats, load_full, to_input  # the package's names (stable across its modules)
+# the data package's names, whichever of its modules holds them
+from . import DataInfo, Split, as_spec, channel_stats, load_full, to_input
 
 MOTIONS = ("still", "horizontal", "vertical", "diagonal")
 MOTION_AXES = {"still": (0, 0), "horizontal": (0, 1), "vertical": (1, 0), "diagonal": (1, 1)}  # (rows, cols)
@@ -140,7 +141,7 @@ def resize_items(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def item_split(split, size: int) -> Split:
-    """The items of a harness split (:class:`~groupnorm.experiments.data.loading.Split`, or ImageFolder's
+    """The items of a harness split (:class:`~groupnorm.experiments.data.Split`, or ImageFolder's
     ``FolderSplit``, whose images are decoded here, one by one) as an in-memory :class:`Split` of uint8
     (N, C, size, size) images (:func:`resize_items`), same labels, its info's ``image_shape`` set to the size."""
     if isinstance(split, Split):
