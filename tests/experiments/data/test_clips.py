@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from groupnorm.experiments.data import epoch_batches, load_split, subset
+from groupnorm.experiments.data.holdout import holdout_split
 from groupnorm.experiments.data.clips import (MOTIONS, ClipSpec, ClipSplit, Draws, clip_info, clip_splits, fold,
                                               item_split, load_clips, make_clips, render, resize_items, trajectory)
 from helpers import SAMPLE_DATA
@@ -166,6 +167,9 @@ def test_split_interface_batches_subsets_and_dataset(sample_clips):
     assert xb.shape == (4, 1, 8, 32, 32) and torch.equal(xb[1], train[1][0]) and torch.equal(yb, train.labels[:4])
     pinned = dataclasses.replace(train, pin_memory=False)  # what the training loop does with its splits
     assert isinstance(pinned, ClipSplit) and torch.equal(pinned.labels, train.labels)
+    rest, held = holdout_split(train, 40)  # the lr sweep's held-out clips: clips of training items
+    assert isinstance(held, ClipSplit) and (len(rest), len(held)) == (280, 40)
+    assert not set(rest.item.tolist()) & set(held.item.tolist())
     sub = subset(train, 80, seed=0)
     assert isinstance(sub, ClipSplit) and len(sub) == 80
     assert torch.equal(sub.labels, sub.items.labels[sub.item] * 4 + sub.motion)
