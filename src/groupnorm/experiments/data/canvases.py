@@ -16,6 +16,7 @@ field                 shape, dtype        meaning
 ====================  ==================  ======================================================================
 ``image``             (H, W) uint8        the canvas
 ``boxes``             (K, 4) int64        ``x0, y0, x1, y1`` of each item's mask, in pixels, x1 / y1 exclusive
+                                          (float64 when read from a COCO file, :mod:`.coco`)
 ``labels``            (K,) int64          each item's class (its IDX label)
 ``masks``             (K, H, W) bool      each item's instance mask
 ``semantic``          (H, W) uint8        0 for background, ``label + 1`` where an item is
