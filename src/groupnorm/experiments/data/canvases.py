@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .loading import MEAN, STD, load_split
+from . import MEAN, STD, load_split  # the package's names (its modules move; these stay)
 
 __all__ = ["TEXTURES", "CANVAS_SIDES", "ITEM_SIDES", "ITEMS_PER_CANVAS", "MASK_THRESHOLD", "PLACE_TRIES",
            "CANVAS_SPLITS", "SEMANTIC_IGNORE", "Canvas", "CanvasSet", "CanvasBatch", "load_textures",
