@@ -16,7 +16,8 @@ from groupnorm.experiments.models.backbone import (DETECTION_SHAPE, build_backbo
                                                    masked_group_norms)
 from groupnorm.experiments.models.centernet import CenterNet, decode_centers, focal_loss, heatmap_targets
 from groupnorm.experiments.models.two_stage import (FG_FRACTION, ROIS_PER_IMAGE, TwoStageDetector, box_iou,
-                                                    decode_boxes, encode_boxes, nms, sample_rois)
+                                                    decode_boxes, encode_boxes, mask_targets, nms, paste_masks,
+                                                    sample_rois)
 from groupnorm.experiments.models.unet import UNet
 from groupnorm.nn import GroupNorm
 from helpers import SAMPLE_DATA
@@ -128,7 +129,7 @@ def test_sample_rois_64_per_image_at_most_a_quarter_foreground():
     random = torch.stack([corners[:, [0, 2]].min(1).values, corners[:, [1, 3]].min(1).values,
                           corners[:, [0, 2]].max(1).values + 1, corners[:, [1, 3]].max(1).values + 1], 1)
     props = torch.cat([jittered, random])
-    rois, cls, tgt = sample_rois(props, gt, torch.tensor([4, 7]), 10, (112, 120), g)
+    rois, cls, tgt, obj = sample_rois(props, gt, torch.tensor([4, 7]), 10, (112, 120), g)
     assert rois.shape == (ROIS_PER_IMAGE, 4) and cls.shape == (ROIS_PER_IMAGE,)
     fg = cls < 10
     assert int(fg.sum()) == int(FG_FRACTION * ROIS_PER_IMAGE)
@@ -136,8 +137,9 @@ def test_sample_rois_64_per_image_at_most_a_quarter_foreground():
     assert torch.all(iou[fg].max(1).values >= 0.5) and torch.all(iou[~fg].max(1).values < 0.5)
     assert torch.equal(cls[fg], torch.tensor([4, 7])[iou[fg].argmax(1)])
     assert torch.equal(tgt[fg], gt[iou[fg].argmax(1)])
+    assert torch.equal(obj[fg], iou[fg].argmax(1)) and torch.all(obj[~fg] == -1)
     # no objects, no proposals: 64 background RoIs (the whole image)
-    rois, cls, _ = sample_rois(torch.zeros(0, 4), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 10, (96, 100))
+    rois, cls, _, _ = sample_rois(torch.zeros(0, 4), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 10, (96, 100))
     assert rois.shape == (64, 4) and torch.all(cls == 10) and rois[0].tolist() == [0, 0, 100, 96]
 
 
@@ -171,15 +173,15 @@ def _train(model, batch, steps, lr=2e-3):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["centernet", "two_stage", "unet"])
+@pytest.mark.parametrize("kind", ["centernet", "two_stage", "two_stage_masks", "unet"])
 def test_losses_fall_over_a_few_steps(batch, kind):
     torch.manual_seed(3)
     bb = _small("gn")
     if kind == "centernet":
         m = CenterNet(bb, 10, "gn", groups=8, neck_width=32, head_width=32, masked_stats=True)
-    elif kind == "two_stage":
+    elif kind.startswith("two_stage"):
         m = TwoStageDetector(bb, 10, "bn", head_workers=2, groups=8, neck_width=32, conv_dim=16, fc_dim=64,
-                             masked_stats=True)
+                             masked_stats=True, masks=kind.endswith("masks"))
     else:
         m = UNet(bb, 10, "gn", groups=8, decoder_width=16, masked_stats=True)
     totals = _train(m, batch, 8, lr=1e-2 if kind == "unet" else 2e-3)
@@ -235,3 +237,38 @@ def test_bad_arguments():
         UNet(_small(), 0)
     with pytest.raises(ValueError, match="coarsest stride 2 must be a power of two >= 4"):
         CenterNet(build_backbone(norm="gn", widths=(16,), blocks=(1,), groups=8, first_stride=1), 3)
+
+
+def test_mask_targets_and_pasting():
+    m = torch.zeros(1, 60, 80, dtype=torch.bool)
+    m[0, 10:30, 20:50] = True  # the object's box: x 20..50, y 10..30
+    box = torch.tensor([[20.0, 10.0, 50.0, 30.0]])
+    assert torch.all(mask_targets([m], box, torch.tensor([0])) == 1)
+    wide = torch.tensor([[20.0, 10.0, 80.0, 30.0]])  # twice as wide: the left half is the object
+    t = mask_targets([torch.zeros(0, 60, 80, dtype=torch.bool), m], wide, torch.tensor([0]))[0]
+    assert torch.all(t[:, :14] == 1) and torch.all(t[:, 14:] == 0)
+    pasted = paste_masks(torch.ones(1, 28, 28), box, (60, 80))[0]
+    assert torch.equal(pasted >= 0.5, m[0])
+    half = paste_masks(t[None], wide, (60, 80))[0] >= 0.5
+    assert torch.equal(half, m[0])
+    # a canvas's objects: targets on their own boxes pasted back are their masks (bilinear rounding at the edges)
+    c = canvas_set(SAMPLE_DATA, "val", 1, 3)[0]
+    masks, boxes = torch.from_numpy(c.masks), torch.from_numpy(c.boxes).float()
+    back = paste_masks(mask_targets([masks], boxes, torch.arange(len(boxes))), boxes, c.size) >= 0.5
+    inter = (back & masks).sum((1, 2)).float()
+    union = (back | masks).sum((1, 2)).float()
+    assert torch.all(inter / union > 0.8), inter / union
+
+
+def test_two_stage_with_masks(batch):
+    torch.manual_seed(7)
+    m = TwoStageDetector(_small("gn"), 10, "gn", groups=8, neck_width=32, conv_dim=16, fc_dim=64, masks=True)
+    losses = m.losses(batch)
+    assert set(losses) == {"rpn_heatmap", "rpn_size", "rpn_offset", "cls", "box", "mask"}
+    assert 0.5 < float(losses["mask"].detach()) < 0.9  # about log 2 at the head's near-zero initial logits
+    sum(losses.values()).backward()
+    assert m.mask_head.out.weight.grad.abs().sum() > 0
+    m.eval()
+    for d, size in zip(m.detect(batch), batch.image_sizes):
+        assert d["masks"].shape == (len(d["boxes"]),) + tuple(size)
+        assert torch.all((d["masks"] >= 0) & (d["masks"] <= 1))

@@ -24,6 +24,15 @@ the foreground RoIs divided by the number of sampled RoIs, plus stage 1's Center
 
 Inference: the ``proposals`` best stage-1 boxes per image; each (RoI, class) pair with probability > 0.05 gives
 the box of that class's deltas, clipped to the image; per-class NMS at IoU 0.5; the ``top_k`` best.
+
+With ``masks=True`` a Mask R-CNN mask head (He et al. 2017) runs beside the box head on the foreground RoIs::
+
+    RoIAlign 14x14 - 4 x [conv3x3 - head norm - ReLU] - deconv 2x2 (stride 2) - ReLU - conv1x1   (R, K, 28, 28)
+
+trained with the binary cross-entropy of the object class's channel against the object's mask RoIAligned to the
+RoI at 28 x 28 and thresholded at 0.5 (a per-worker BN mask head runs once per worker's RoIs, whose numbers
+differ, so its running statistics average all workers'); at inference the detected class's channel (a probability) is pasted into
+the image over the detected box (``grid_sample``, as detectron2's ``paste_masks_in_image``).
 """
 from __future__ import annotations
 
@@ -39,7 +48,7 @@ from .backbone import Backbone
 from .centernet import STRIDE, CenterNet, decode_centers
 from .roi_align import boxes_to_rois, roi_align
 
-__all__ = ["TwoStageDetector", "BoxHead", "box_iou", "nms", "encode_boxes", "decode_boxes", "sample_rois",
+__all__ = ["TwoStageDetector", "BoxHead", "MaskHead", "mask_targets", "paste_masks", "box_iou", "nms", "encode_boxes", "decode_boxes", "sample_rois",
            "ROIS_PER_IMAGE", "FG_FRACTION"]
 
 ROIS_PER_IMAGE = 64
@@ -109,7 +118,7 @@ def sample_rois(proposals: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torc
                 image_size, generator=None) -> tuple:
     """One image's ``ROIS_PER_IMAGE`` training RoIs (module doc; the whole image (h, w) ``image_size`` is a
     candidate too, so there always is one): (boxes (64, 4), class (64,) with ``num_classes`` for background,
-    matched object box (64, 4))."""
+    matched object box (64, 4), matched object index (64,), -1 for background)."""
     whole = proposals.new_tensor([[0.0, 0.0, float(image_size[1]), float(image_size[0])]])
     cand = torch.cat([proposals, gt_boxes.to(proposals.dtype), whole], 0)
     keep = ((cand[:, 2] - cand[:, 0]) > 1e-3) & ((cand[:, 3] - cand[:, 1]) > 1e-3)
@@ -130,7 +139,8 @@ def sample_rois(proposals: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torc
     cls = torch.where(is_fg, gt_labels[match[pick]] if len(gt_boxes) else torch.zeros_like(pick),
                       torch.full_like(pick, num_classes))
     target = gt_boxes[match[pick]].to(cand.dtype) if len(gt_boxes) else cand[pick]
-    return cand[pick], cls, target
+    obj = torch.where(is_fg, match[pick], torch.full_like(pick, -1))
+    return cand[pick], cls, target, obj
 
 
 class BoxHead(nn.Module):
@@ -166,6 +176,63 @@ class BoxHead(nn.Module):
         return self.cls(x), self.deltas(x)
 
 
+class MaskHead(nn.Module):
+    """Mask R-CNN's mask head (module doc): RoI features (R, F, 14, 14) -> mask logits (R, K, 28, 28)."""
+
+    def __init__(self, in_channels: int, num_classes: int, norm: str = "gn", *, workers: int = 1,
+                 groups: int | None = 32, conv_dim: int = 64):
+        super().__init__()
+        layers, c = [], in_channels
+        for _ in range(4):
+            layers += [nn.Conv2d(c, conv_dim, 3, padding=1, bias=norm == "none"),
+                       make_norm(norm, conv_dim, groups=groups, activation="relu", workers=workers)]
+            c = conv_dim
+        self.convs = nn.Sequential(*layers)
+        self.up = nn.ConvTranspose2d(conv_dim, conv_dim, 2, stride=2)
+        self.out = nn.Conv2d(conv_dim, num_classes, 1)
+        for m in list(self.convs.modules()) + [self.up]:
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.normal_(self.out.weight, std=0.001)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.relu(self.up(self.convs(x))))
+
+
+MASK_POOLER, MASK_SIZE = 14, 28
+
+
+def mask_targets(masks: list, rois: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
+    """(R, 28, 28) float 0/1 targets: object ``objects[r]`` (an index into the images' masks ``masks``
+    [(K_i, h, w)] concatenated in order) RoIAligned to ``rois[r]`` (R, 4) and thresholded at 0.5 (module doc)."""
+    if len(rois) == 0:
+        return rois.new_zeros((0, MASK_SIZE, MASK_SIZE))
+    h = max(m.shape[-2] for m in masks)
+    w = max(m.shape[-1] for m in masks)
+    full = torch.cat([F.pad(m.to(rois.dtype), (0, w - m.shape[-1], 0, h - m.shape[-2])) for m in masks])[:, None]
+    rows = torch.cat([objects[:, None].to(rois.dtype), rois], 1)
+    return (roi_align(full, rows, MASK_SIZE, 1.0, sampling_ratio=2, aligned=True)[:, 0] >= 0.5).to(rois.dtype)
+
+
+def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, size) -> torch.Tensor:
+    """Masks (D, m, m) over ``boxes`` (D, 4) pasted into an image of ``size`` (h, w) -> (D, h, w): pixel centre
+    ``x + 1/2`` samples the mask at ``(x + 1/2 - x0) / (x1 - x0)`` of its width (bilinear, 0 outside the box)."""
+    h, w = size
+    d = probs.shape[0]
+    if d == 0:
+        return probs.new_zeros((0, h, w))
+    x0, y0, x1, y1 = boxes.unbind(1)
+    xs = torch.arange(w, dtype=probs.dtype, device=probs.device) + 0.5
+    ys = torch.arange(h, dtype=probs.dtype, device=probs.device) + 0.5
+    gx = (xs[None, :] - x0[:, None]) / (x1 - x0).clamp(min=1e-6)[:, None] * 2 - 1  # (D, w)
+    gy = (ys[None, :] - y0[:, None]) / (y1 - y0).clamp(min=1e-6)[:, None] * 2 - 1  # (D, h)
+    grid = torch.stack([gx[:, None, :].expand(d, h, w), gy[:, :, None].expand(d, h, w)], -1)
+    return F.grid_sample(probs[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+
+
 class TwoStageDetector(nn.Module):
     """The two-stage detector (module doc).
 
@@ -176,17 +243,22 @@ class TwoStageDetector(nn.Module):
         neck_width, conv_dim, fc_dim: widths; proposals: stage-1 boxes per image; top_k: detections per image.
         masked_stats: GN of the backbone and neck leaves the padding out of its statistics (the box head's
             RoIs have no padding).
+        masks: add the mask head (module doc); :meth:`detect` then also gives ``"masks"``.
     """
 
     def __init__(self, backbone: Backbone, num_classes: int, head_norm: str = "gn", *, head_workers: int = 1,
                  groups: int | None = 32, neck_width: int = 64, conv_dim: int = 64, fc_dim: int = 256,
-                 proposals: int = 100, masked_stats: bool = False, top_k: int = 100):
+                 proposals: int = 100, masked_stats: bool = False, top_k: int = 100, masks: bool = False):
         super().__init__()
         self.rpn = CenterNet(backbone, 1, "none", groups=groups, neck_width=neck_width, head_width=neck_width,
                              masked_stats=masked_stats, top_k=proposals)
         self.box_head = BoxHead(neck_width, num_classes, head_norm, workers=head_workers, groups=groups,
                                 conv_dim=conv_dim, fc_dim=fc_dim)
         self.num_classes, self.proposals, self.top_k = num_classes, proposals, top_k
+        # per-worker statistics come from running the head on each worker's RoIs (their counts differ)
+        self.mask_head = MaskHead(neck_width, num_classes, head_norm, groups=groups,
+                                  conv_dim=conv_dim) if masks else None
+        self.head_workers = head_workers
 
     @property
     def backbone(self) -> Backbone:
@@ -198,23 +270,50 @@ class TwoStageDetector(nn.Module):
                                batch.image_sizes, self.rpn._valid(batch.pad_mask, out), self.proposals)
         return out, [p["boxes"] for p in props]
 
-    def _pool(self, features, boxes: list) -> torch.Tensor:
-        return roi_align(features, boxes_to_rois(boxes), 7, 1.0 / STRIDE, sampling_ratio=2, aligned=True)
+    def _pool(self, features, boxes: list, size: int = 7) -> torch.Tensor:
+        return roi_align(features, boxes_to_rois(boxes), size, 1.0 / STRIDE, sampling_ratio=2, aligned=True)
 
     def losses(self, batch, generator=None) -> dict:
-        """Stage 1's ``{"heatmap", "size", "offset"}`` and the box head's ``{"cls", "box"}`` on a CanvasBatch."""
+        """Stage 1's ``{"rpn_heatmap", "rpn_size", "rpn_offset"}``, the box head's ``{"cls", "box"}`` and with
+        masks ``"mask"``, on a CanvasBatch."""
         out, props = self._stage1(batch)
         agnostic = [torch.zeros_like(lab) for lab in batch.labels]
         losses = {f"rpn_{k}": v for k, v in self.rpn.center_losses(out, batch.boxes, agnostic, batch.pad_mask).items()}
-        rois, cls, tgt = zip(*(sample_rois(p, b, lab, self.num_classes, size, generator)
+        rois, cls, tgt, obj = zip(*(sample_rois(p, b, lab, self.num_classes, size, generator)
                                for p, b, lab, size in zip(props, batch.boxes, batch.labels, batch.image_sizes)))
-        logits, deltas = self.box_head(self._pool(out["features"], list(rois)))
+        per_image = list(rois)
+        logits, deltas = self.box_head(self._pool(out["features"], per_image))
         cls, tgt, rois = torch.cat(cls), torch.cat(tgt), torch.cat(rois)
         losses["cls"] = F.cross_entropy(logits, cls)
         fg = (cls < self.num_classes).nonzero().flatten()
         d = deltas.reshape(-1, self.num_classes, 4)[fg, cls[fg]]
         losses["box"] = (d - encode_boxes(rois[fg], tgt[fg])).abs().sum() / max(len(cls), 1)
+        if self.mask_head is not None:
+            losses["mask"] = self._mask_loss(out["features"], per_image, cls, obj, batch.masks)
         return losses
+
+    def _mask_loss(self, features, per_image: list, cls, obj: tuple, masks: list) -> torch.Tensor:
+        """Binary cross-entropy of the foreground RoIs' class channel against their objects' masks."""
+        first = [sum(len(m) for m in masks[:i]) for i in range(len(masks))]  # object offsets of the images
+        fg = [o >= 0 for o in obj]
+        boxes = [r[f] for r, f in zip(per_image, fg)]  # in image order, as the pooled RoIs
+        if sum(len(b) for b in boxes) == 0:
+            return features.sum() * 0.0
+        objects = torch.cat([o[f] + k for o, f, k in zip(obj, fg, first)])
+        fg_cls = cls[cls < self.num_classes]
+        logits = self._mask_logits(features, boxes)
+        logits = logits[torch.arange(len(fg_cls)), fg_cls]
+        return F.binary_cross_entropy_with_logits(logits, mask_targets(masks, torch.cat(boxes), objects))
+
+    def _mask_logits(self, features, boxes: list) -> torch.Tensor:
+        """The mask head on per-image ``boxes`` (in image order): with ``head_workers`` W dividing the batch, on
+        each worker's images' RoIs in a separate call, so a BN head normalizes each worker's RoIs alone."""
+        n, w = len(boxes), self.head_workers
+        groups = [(0, n)] if w == 1 or n % w else [(k * n // w, (k + 1) * n // w) for k in range(w)]
+        outs = [self.mask_head(self._pool(features[a:b], boxes[a:b], MASK_POOLER)) for a, b in groups
+                if sum(len(x) for x in boxes[a:b])]
+        k = self.mask_head.out.out_channels
+        return torch.cat(outs) if outs else features.new_zeros((0, k, MASK_SIZE, MASK_SIZE))
 
     @torch.no_grad()
     def detect(self, batch) -> list:
@@ -240,4 +339,12 @@ class TwoStageDetector(nn.Module):
             keep = torch.cat(keep)
             keep = keep[scores[keep].argsort(descending=True)[:self.top_k]]
             res.append({"boxes": boxes[keep], "scores": scores[keep], "labels": c[keep]})
+        if self.mask_head is not None:
+            logits = self._mask_logits(out["features"], [r["boxes"] for r in res])
+            start = 0
+            for r, size in zip(res, batch.image_sizes):
+                n = len(r["boxes"])
+                probs = torch.sigmoid(logits[start:start + n][torch.arange(n), r["labels"]])
+                r["masks"] = paste_masks(probs, r["boxes"], size)
+                start += n
         return res
