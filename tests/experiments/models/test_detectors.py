@@ -15,9 +15,9 @@ from groupnorm.experiments.models import build_model
 from groupnorm.experiments.models.backbone import (DETECTION_SHAPE, build_backbone, load_classifier_weights, mask_at,
                                                    masked_group_norms)
 from groupnorm.experiments.models.centernet import CenterNet, decode_centers, focal_loss, heatmap_targets
+from groupnorm.experiments.models.mask_head import mask_targets, paste_masks
 from groupnorm.experiments.models.two_stage import (FG_FRACTION, ROIS_PER_IMAGE, TwoStageDetector, box_iou,
-                                                    decode_boxes, encode_boxes, mask_targets, nms, paste_masks,
-                                                    sample_rois)
+                                                    decode_boxes, encode_boxes, nms, sample_rois)
 from groupnorm.experiments.models.unet import UNet
 from groupnorm.nn import GroupNorm
 from helpers import SAMPLE_DATA

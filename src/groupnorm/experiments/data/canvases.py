@@ -125,7 +125,8 @@ def _overlaps(box, boxes) -> bool:
     return any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in boxes)
 
 
-def make_canvas(items: np.ndarray, labels: np.ndarray, rng: np.random.Generator, textures: dict | None = None) -> Canvas:
+def make_canvas(items: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                textures: dict | None = None) -> Canvas:
     """One canvas drawn with ``rng`` from ``items`` (uint8 (N, h, w)) and their ``labels`` (N,) (module doc).
 
     The draws, in order: height, width, texture, crop offset (row, column), number of items; then per item:
