@@ -19,7 +19,7 @@ import torch
 
 from . import kernels
 from .args import ACTIVATIONS, activation_code, check_activation, check_eps, resolve_num_groups
-from .plain import apply_activation, group_norm_plain
+from .plain import apply_activation, group_norm_masked, group_norm_plain
 
 __all__ = ["ACTIVATIONS", "resolve_num_groups", "group_norm", "group_norm_plain", "apply_activation", "check_activation"]
 
@@ -50,7 +50,7 @@ def _check_residual(residual, x) -> None:
 
 
 def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *, group_size=None, activation=None,
-               residual=None):
+               residual=None, mask=None):
     """Group normalization (Wu & He 2018) with an optional fused activation and residual.
 
     Args:
@@ -63,6 +63,12 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
         activation: None, "relu", "silu" or "gelu", applied after the affine.
         residual: None, or a tensor of x's shape, dtype and device added before the activation:
             ``act(GN(x) + residual)``, the end of a ResNet block (GN, shortcut added, ReLU) in one pass.
+        mask: None, or a boolean tensor of shape ``(N, 1, *spatial)`` on x's device, True where a position is
+            real (a batch padded to a common size, as detectron2 pads): each group's mean and variance are
+            taken over its real positions only; every position, padded ones too, is normalized with them;
+            padded positions get no gradient through the statistics. A sample with no real position is a
+            ValueError. A masked call always takes the plain path (``plain.group_norm_masked``), never the
+            compiled kernels.
 
     Returns:
         a tensor with the shape, dtype and memory format of ``x``.
@@ -78,6 +84,10 @@ def group_norm(x, num_groups=None, weight=None, bias=None, eps: float = 1e-5, *,
     code = activation_code(activation)
     if eps.__class__ is not float:
         eps = check_eps(eps)
+    if mask is not None:
+        _check(x, g, weight, bias, eps, residual)
+        _check_mask(mask, x)
+        return group_norm_masked(x, g, mask, weight, bias, eps, activation, residual)
     # the C++ entry (it decides kernels or plain, and checks what is left: rank, G dividing C, shapes, eps) or
     # the Python path
     how, op = _route(x, weight, bias, residual)
@@ -114,3 +124,22 @@ def _check(x, num_groups: int, weight, bias, eps: float, residual) -> None:
         check_eps(eps)  # raises
     if residual is not None:
         _check_residual(residual, x)
+
+
+def _check_mask(mask, x) -> None:
+    if not isinstance(mask, _TENSOR):
+        raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a boolean tensor (True = real position), got dtype {mask.dtype}")
+    want = (x.shape[0], 1) + tuple(x.shape[2:])
+    if tuple(mask.shape) != want:
+        raise ValueError(f"mask must have shape {want} (N, 1, *spatial) for x of shape {tuple(x.shape)}, "
+                         f"got {tuple(mask.shape)}")
+    if mask.device != x.device:
+        raise ValueError(f"mask is on {mask.device} but x is on {x.device}")
+    if x.shape[0] and not torch.compiler.is_compiling():
+        real = mask.reshape(mask.shape[0], -1).any(1)
+        if not bool(real.all()):
+            empty = (~real).nonzero().flatten().tolist()
+            raise ValueError(f"mask has no real (True) position in sample(s) {empty}: their groups' statistics "
+                             f"are undefined")

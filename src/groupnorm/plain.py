@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from .args import check_activation
 from .layout import memory_format
 
-__all__ = ["ERROR_BUDGET", "apply_activation", "memory_format", "group_norm_plain"]  # memory_format: groupnorm.layout's
+__all__ = ["ERROR_BUDGET", "apply_activation", "memory_format", "group_norm_plain",  # memory_format: groupnorm.layout's
+           "group_norm_masked"]
 
 _ACT_FNS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}  # groupnorm.args.ACTIVATIONS as torch functions
 # in place, for GN's own fresh output when no autograd graph is recorded
@@ -109,3 +110,42 @@ def _shifted_group_norm(x, k, num_groups, weight, bias, eps):
     w = weight.to(d.dtype) if weight is not None else None
     b = bias.to(d.dtype) if bias is not None else None
     return torch.group_norm(d, num_groups, w, b, eps)
+
+
+def group_norm_masked(x, num_groups: int, mask, weight=None, bias=None, eps: float = 1e-5, activation=None,
+                      residual=None):
+    """GN whose statistics leave out padded positions, arguments already checked (``groupnorm.functional``).
+
+    ``mask`` (bool, ``(N, 1, *spatial)``, True where a position is real): per sample and group, with ``m`` =
+    ``C // G`` x (real positions), ``mean = sum(mask * x) / m`` and ``var = sum(mask * (x - mean)^2) / m``
+    (two passes, so no cancellation at large means); every position, padded ones too, is normalized with
+    them, then ``act(weight * xhat + bias [+ residual])``. Written with torch ops, so autograd gives the exact
+    gradient: a padded position's input reaches the output only through its own ``xhat`` (no gradient
+    through the statistics). Computed in float32 for the half types. Returns x's shape, dtype and memory
+    format. Never the compiled kernels (they have no mask).
+    """
+    fmt = memory_format(x)
+    cd = torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
+    n, c = x.shape[0], x.shape[1]
+    spatial = tuple(x.shape[2:])
+    xv = x.to(cd).reshape((n, num_groups, c // num_groups) + spatial)
+    w = mask.to(cd).reshape((n, 1, 1) + spatial)
+    dims = tuple(range(2, xv.dim()))
+    count = w.sum(dims, keepdim=True) * (c // num_groups)
+    mean = (xv * w).sum(dims, keepdim=True) / count
+    d = xv - mean
+    var = (d * d * w).sum(dims, keepdim=True) / count
+    y = (d * torch.rsqrt(var + eps)).reshape(x.shape)
+    shape = (1, c) + (1,) * len(spatial)
+    if weight is not None:
+        y = y * weight.to(cd).reshape(shape)
+    if bias is not None:
+        y = y + bias.to(cd).reshape(shape)
+    if residual is not None:
+        y = y + residual
+    if activation is not None:
+        y = _ACT_FNS[activation](y)
+    y = y.to(x.dtype)
+    if fmt is not torch.contiguous_format:
+        y = y.contiguous(memory_format=fmt)
+    return y

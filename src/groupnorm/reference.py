@@ -28,6 +28,16 @@ gradients; for a normalization over ``m`` coefficients with ``xhat = (x - mu) * 
     dx    = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))   (means over the same set S_i)
     dgamma = sum over all axes but C of dy * xhat;  dbeta = sum over all axes but C of dy
 
+Masked GN (``mask=``, a boolean array of shape ``(N, 1, *spatial)``, True where a position is real): the
+statistics of a group are taken over its real positions only (``m`` = channels of the group x real positions),
+every position, padded ones too, is normalized with them, and with ``w_k`` = 1 at real positions, 0 at padded
+ones (the true gradient of that function)::
+
+    dx_k  = rstd * (dxhat_k - w_k * (sum(dxhat) + xhat_k * sum(dxhat * xhat)) / m)   (sums over all positions)
+
+so a padded position gets only the direct term ``rstd * dxhat_k``, nothing through the statistics. Without a
+mask ``w = 1`` and the sums over m are the means above.
+
 Weight-side methods: weight normalization (Salimans & Kingma 2016), ``w = g * v / ||v||``, and weight
 standardization (Qiao et al. 2019), ``w_hat = (w - mean) / sqrt(var + eps)`` over all axes but axis 0.
 """
@@ -152,14 +162,43 @@ def _view_and_axes(shape, method: str, num_groups: int | None = None):
     raise ValueError(f"unknown method {method!r}")
 
 
-def _normalize(x, method, num_groups, eps):
-    """xhat and rstd (broadcastable to x) for ``method``."""
+def _mask_weights(mask, x, view):
+    """The 0/1 float64 weights of a boolean ``mask`` of shape (N, 1, *spatial) for x, shaped (N, 1, 1,
+    *spatial) against GN's ``view`` (N, G, C // G, *spatial); None without a mask."""
+    if mask is None:
+        return None
+    m = np.asarray(mask)
+    if m.dtype != np.bool_:
+        raise TypeError(f"mask must be a boolean array, got dtype {m.dtype}")
+    want = (x.shape[0], 1) + tuple(x.shape[2:])
+    if m.shape != want:
+        raise ValueError(f"mask must have shape {want} (N, 1, *spatial) for an input of shape {x.shape}, "
+                         f"got {m.shape}")
+    empty = np.flatnonzero(~m.reshape(m.shape[0], -1).any(axis=1))
+    if empty.size:
+        raise ValueError(f"mask has no real (True) position in sample(s) {empty.tolist()}: their groups' "
+                         f"statistics are undefined")
+    if len(view) != x.ndim + 1:
+        raise ValueError("a mask is defined for group norm only")
+    return m.reshape((m.shape[0], 1, 1) + m.shape[2:]).astype(np.float64)
+
+
+def _normalize(x, method, num_groups, eps, mask=None):
+    """xhat and rstd (broadcastable to x) for ``method``, and the 0/1 mask weights in the reduction's view
+    (None without a mask; a mask only for GN)."""
     view, axes = _view_and_axes(x.shape, method, num_groups)
     xv = x.reshape(view)
-    mean, var = moments(xv, axes)
+    w = _mask_weights(mask, x, view)
+    if w is None:
+        mean, var = moments(xv, axes)
+    else:  # over the real positions only: m = (C // G) * (real positions) values per group
+        wb = np.broadcast_to(w, xv.shape)
+        count = wb.sum(axis=axes, keepdims=True)
+        mean = (xv * wb).sum(axis=axes, keepdims=True) / count
+        var = (((xv - mean) ** 2) * wb).sum(axis=axes, keepdims=True) / count
     rstd = 1.0 / np.sqrt(var + eps)
     xhat = ((xv - mean) * rstd).reshape(x.shape)
-    return xhat, mean, rstd
+    return xhat, mean, rstd, w
 
 
 def _residual(residual, x):
@@ -171,13 +210,13 @@ def _residual(residual, x):
     return r
 
 
-def _forward(x, method, gamma, beta, eps, num_groups=None, act=None, residual=None):
+def _forward(x, method, gamma, beta, eps, num_groups=None, act=None, residual=None, mask=None):
     x = _as_f64(x)
     _check_input(x)
     gamma = _channel_param(gamma, x.shape[1], "gamma")
     beta = _channel_param(beta, x.shape[1], "beta")
     r = _residual(residual, x)
-    xhat, _, _ = _normalize(x, method, num_groups, eps)
+    xhat, _, _, _ = _normalize(x, method, num_groups, eps, mask)
     y = xhat
     if gamma is not None:
         y = y * _bcast(gamma, x.ndim)
@@ -188,7 +227,7 @@ def _forward(x, method, gamma, beta, eps, num_groups=None, act=None, residual=No
     return activation(y, act)
 
 
-def _backward(dy, x, method, gamma, beta, eps, num_groups=None, act=None, residual=None):
+def _backward(dy, x, method, gamma, beta, eps, num_groups=None, act=None, residual=None, mask=None):
     """(dx, dgamma, dbeta, dv) for dy, the gradient after the activation; dv is the gradient before it (dy
     itself without an activation), which is also the residual's gradient."""
     x = _as_f64(x)
@@ -200,7 +239,7 @@ def _backward(dy, x, method, gamma, beta, eps, num_groups=None, act=None, residu
     gamma = _channel_param(gamma, c, "gamma")
     beta = _channel_param(beta, c, "beta")
     r = _residual(residual, x)
-    xhat, _, rstd = _normalize(x, method, num_groups, eps)
+    xhat, _, rstd, w = _normalize(x, method, num_groups, eps, mask)
     if act is not None:  # recompute the pre-activation output and go through the activation first
         y = xhat
         if gamma is not None:
@@ -217,7 +256,13 @@ def _backward(dy, x, method, gamma, beta, eps, num_groups=None, act=None, residu
     view, axes = _view_and_axes(x.shape, method, num_groups)
     dxh = dxhat.reshape(view)
     xh = xhat.reshape(view)
-    dx = rstd * (dxh - dxh.mean(axis=axes, keepdims=True) - xh * (dxh * xh).mean(axis=axes, keepdims=True))
+    if w is None:
+        dx = rstd * (dxh - dxh.mean(axis=axes, keepdims=True) - xh * (dxh * xh).mean(axis=axes, keepdims=True))
+    else:  # the sums run over every position (padded outputs depend on the statistics too), divided by m
+        count = np.broadcast_to(w, dxh.shape).sum(axis=axes, keepdims=True)
+        s1 = dxh.sum(axis=axes, keepdims=True) / count
+        s2 = (dxh * xh).sum(axis=axes, keepdims=True) / count
+        dx = rstd * (dxh - w * (s1 + xh * s2))
     return dx.reshape(x.shape), dgamma, dbeta, dy
 
 
@@ -293,40 +338,47 @@ def instance_norm_backward(dy, x, gamma=None, eps=1e-5):
 
 
 def group_norm(x, num_groups=None, gamma=None, beta=None, eps=1e-5, *, group_size=None, activation=None,
-               residual=None):
+               residual=None, mask=None):
     """Group normalization (Wu & He 2018), optionally followed by an activation.
 
     The C channels are split into G consecutive groups of C // G channels; statistics are taken per sample
     over a group's channels and all spatial positions. Exactly one of ``num_groups`` (G) and ``group_size``
     (C // G) is given. x: (N, C, *spatial); gamma, beta: (C,) or None; residual: x's shape or None. Returns
     ``act(gamma * xhat + beta + residual)`` (a ResNet block's end: GN, the shortcut added, then ReLU).
+
+    ``mask``: None, or a boolean array of shape (N, 1, *spatial), True where a position is real: the mean
+    and variance of each group are taken over its real positions only, and every position (padded ones
+    too) is normalized with them. A sample with no real position raises ValueError (its statistics are
+    undefined).
     """
     x = _as_f64(x)
     _check_input(x)
     g = resolve_num_groups(x.shape[1], num_groups, group_size)
-    return _forward(x, "gn", gamma, beta, eps, g, activation, residual)
+    return _forward(x, "gn", gamma, beta, eps, g, activation, residual, mask)
 
 
 def group_norm_backward(dy, x, num_groups=None, gamma=None, beta=None, eps=1e-5, *, group_size=None, activation=None,
-                        residual=None):
+                        residual=None, mask=None):
     """Gradients (dx, dgamma, dbeta) of :func:`group_norm`, given dy = dL/d(output after the activation);
     with a residual, (dx, dgamma, dbeta, dresidual), ``dresidual = dy * act'(pre-activation)``.
 
     ``beta`` (and the residual) are only needed when an activation follows (to recompute its input).
+    ``mask`` as in :func:`group_norm`; padded positions get no gradient through the statistics (module doc).
     """
     x = _as_f64(x)
     _check_input(x)
     g = resolve_num_groups(x.shape[1], num_groups, group_size)
-    grads = _backward(dy, x, "gn", gamma, beta, eps, g, activation, residual)
+    grads = _backward(dy, x, "gn", gamma, beta, eps, g, activation, residual, mask)
     return grads if residual is not None else grads[:3]
 
 
-def group_norm_stats(x, num_groups, eps=1e-5):
-    """Per-(sample, group) mean and rstd = 1 / sqrt(var + eps), each of shape (N, G)."""
+def group_norm_stats(x, num_groups, eps=1e-5, *, mask=None):
+    """Per-(sample, group) mean and rstd = 1 / sqrt(var + eps), each of shape (N, G); over the real positions
+    only with a ``mask`` (as in :func:`group_norm`)."""
     x = _as_f64(x)
     _check_input(x)
     g = resolve_num_groups(x.shape[1], num_groups)
-    _, mean, rstd = _normalize(x, "gn", g, eps)
+    _, mean, rstd, _ = _normalize(x, "gn", g, eps, mask)
     return mean.reshape(x.shape[0], g), rstd.reshape(x.shape[0], g)
 
 

@@ -15,7 +15,7 @@ ROOT = Path(E.__file__).resolve().parent
 # data <- models <- protocol <- training <- launch; report reads rows (and protocol, models); the shared modules
 # (store, cli) and the deprecated aliases (config, train) sit beside them. A subpackage may import only from those
 # before it in this order.
-ORDER = ("store", "data", "models", "protocol", "training", "launch", "report", "cli", "config", "train")
+ORDER = ("store", "data", "models", "metrics", "protocol", "training", "launch", "report", "cli", "config", "train")
 
 
 def _module_name(path: Path) -> str:

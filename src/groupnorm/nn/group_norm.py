@@ -66,16 +66,19 @@ class GroupNorm(nn.GroupNorm):
         """Channels per group, ``num_channels // num_groups``."""
         return self.num_channels // self.num_groups
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         """``act(GN(x) [+ residual])``; residual (x's shape and dtype) is added before the activation, as
-        where a ResNet block adds its shortcut before the last ReLU (one pass over memory instead of three)."""
+        where a ResNet block adds its shortcut before the last ReLU (one pass over memory instead of three).
+        ``mask`` (bool, ``(N, 1, *spatial)``, True = real position): statistics over the real positions only
+        (``groupnorm.functional.group_norm``'s ``mask``; the plain path)."""
         if isinstance(x, torch.Tensor) and x.dim() >= 2 and x.shape[1] != self.num_channels:
             raise ValueError(
                 f"GroupNorm expected an input with num_channels={self.num_channels} in dim 1, "
                 f"got input of shape {tuple(x.shape)}"
             )
         return GF.group_norm(x, self.num_groups, self.weight, self.bias, self.eps, activation=self.activation,
-                             residual=residual)
+                             residual=residual, mask=mask)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
