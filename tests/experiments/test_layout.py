@@ -8,6 +8,7 @@ import pytest
 
 import groupnorm.experiments as E
 from groupnorm.experiments.data import FORMATS, DATASET_CHOICES
+from groupnorm.experiments.data.formats import DENSE_TASKS, TASKS
 from groupnorm.experiments.models import ARCHS
 from groupnorm.experiments.protocol import EXPERIMENTS, PLANS
 
@@ -102,7 +103,9 @@ def test_subpackages_import_only_those_below_them():
 def test_registries_name_every_member():
     assert DATASET_CHOICES == ("auto", *FORMATS)
     assert EXPERIMENTS == (*PLANS, "all")
-    assert {a.module for a in ARCHS.values()} == {"resnets", "vgg"}
+    assert {a.module for a in ARCHS.values()} == {"resnets", "vgg", "centernet", "two_stage", "unet"}
+    assert {a.task for a in ARCHS.values()} == set(TASKS)
+    assert set(DENSE_TASKS) <= set(TASKS)
     for name, fmt in FORMATS.items():
         assert fmt.task == "classification" and fmt.holds, name
 

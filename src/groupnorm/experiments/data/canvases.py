@@ -40,7 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import MEAN, STD, load_split  # the package's names (its modules move; these stay)
+from .idx import load_split
+from .split import MEAN, STD, DataInfo
 
 __all__ = ["TEXTURES", "CANVAS_SIDES", "ITEM_SIDES", "ITEMS_PER_CANVAS", "MASK_THRESHOLD", "PLACE_TRIES",
            "CANVAS_SPLITS", "SEMANTIC_IGNORE", "Canvas", "CanvasSet", "CanvasBatch", "load_textures",
@@ -207,6 +208,11 @@ class CanvasSet:
 
     def __len__(self) -> int:
         return self.count
+
+    @property
+    def info(self):
+        """The set as results rows describe a data set (:class:`~.split.DataInfo`; the largest canvas side)."""
+        return DataInfo("canvases", self.classes, 1, (CANVAS_SIDES[1], CANVAS_SIDES[1]), (MEAN,), (STD,))
 
     def rng(self, i: int) -> np.random.Generator:
         """The generator canvas ``i`` is drawn from (module doc)."""

@@ -15,6 +15,8 @@ format         the directory holds                                     read by
 =============  ======================================================  =====================================
 
 ``task`` says what a format's labels are for; every format here is ``classification`` (one label per image).
+The ``detection`` and ``segmentation`` tasks make their canvases from an ``idx`` directory's items
+(:mod:`.canvases`; boxes, instance masks and a semantic mask per canvas).
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-TASKS = ("classification",)  # what a format's labels, a model's output and an experiment's rows are for
+TASKS = ("classification", "detection", "segmentation")  # what a format's labels, a model's output and an experiment's rows are for
+DENSE_TASKS = ("detection", "segmentation")  # tasks trained on canvases (data.canvases) by training.dense
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ class Arch:
     ResNet and the VGG); the named ResNets take none and fix ``block``, ``widths``, ``blocks``, ``stem``,
     ``shortcut`` and ``stem_stride`` here. ``module``: the module of :mod:`groupnorm.experiments.models` whose
     ``build(arch, norm, in_channels, num_classes, shape, **norm_kw)`` makes it; ``task``: what its output is
-    for (``classification``: one logit per class, :data:`groupnorm.experiments.data.formats.TASKS`)."""
+    for (``classification``: one logit per class, :data:`groupnorm.experiments.data.formats.TASKS`; the dense
+    tasks' ``build`` also takes ``head_norm``, ``head_workers`` and ``masked_stats``)."""
 
     block: str = "basic"
     widths: tuple | None = None
@@ -46,6 +47,10 @@ ARCHS = {
     "resnet101": Arch("bottleneck", _IMAGENET_WIDTHS, (3, 4, 23, 3), "7x7", "B", 2, 1000),
     "resnet18_cifar": Arch("basic", _IMAGENET_WIDTHS, (2, 2, 2, 2), "3x3", "B", 1, 10),
     "resnet50_cifar": Arch("bottleneck", _IMAGENET_WIDTHS, (3, 4, 6, 3), "3x3", "B", 1, 10),
+    # dense tasks: a ``resnet`` backbone shaped by the config (models/backbone.py) under a task's model
+    "centernet": Arch(config_fields=SHAPE_FIELDS, module="centernet", task="detection"),
+    "two_stage": Arch(config_fields=SHAPE_FIELDS, module="two_stage", task="detection"),
+    "unet": Arch(config_fields=SHAPE_FIELDS, module="unet", task="segmentation"),
 }
 
 

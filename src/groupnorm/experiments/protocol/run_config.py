@@ -15,8 +15,10 @@ import json
 from dataclasses import dataclass, field
 
 from ..data import NUM_CLASSES
-from ..data.formats import TASKS
+from ..data.formats import DENSE_TASKS, TASKS
 from ..models.archs import ARCHS, DEFAULT_ARCH, SHAPE_FIELDS
+
+HEAD_NORMS = ("bn", "syncbn", "gn", "bn-frozen", "none")  # the dense tasks' head norms (RunConfig.head_norm)
 
 
 def canonical_norm(norm: str, groups: int | None, group_size: int | None) -> tuple[str, tuple]:
@@ -96,6 +98,10 @@ class RunConfig:
     #                             stem_stride, first_stride), "vgg" (vgg.VGG, no residuals: Figure 3), or a
     #                             named ResNet (resnet20 .. resnet101, resnet18_cifar, ...: models/)
     task: str = "classification"  # what the run's data, model and rows are for (data.formats.TASKS)
+    # The dense tasks' fields (detection, segmentation; left out of the identity at their defaults):
+    head_norm: str | None = None  # the heads' norm (a make_norm name, or "syncbn": BN over the global batch);
+    #                               None: the backbone's
+    masked_stats: bool = False    # GN leaves the padding of a batch of canvases out of its statistics
     experiment: str = field(default="", compare=False)  # who asked for it first; not part of the identity
 
     @property
@@ -186,7 +192,8 @@ def config_label(cfg: RunConfig) -> str:
     extra = (f" norm_batch={cfg.norm_batch}" if cfg.kind == "BN" and cfg.norm_batch is not None else "") \
         + (f" c={cfg.classes_per_worker}" if cfg.classes_per_worker is not None else "") \
         + (f" lr={cfg.base_lr:g} holdout" if cfg.holdout else "") \
-        + (f" epochs={cfg.epochs}" if cfg.experiment == "control" else "")
+        + (f" epochs={cfg.epochs}" if cfg.experiment == "control" else "") \
+        + (f" head={cfg.head_norm}" if cfg.head_norm is not None else "") + (" masked" if cfg.masked_stats else "")
     arch = {DEFAULT_ARCH: "", "vgg": "VGG "}.get(cfg.arch, f"{cfg.arch} ")
     return arch + run_label(cfg.kind, cfg.canonical_groups(), cfg.batch_per_worker, cfg.seed) + extra
 
@@ -207,7 +214,7 @@ def identity(cfg: RunConfig) -> dict:
     if d["classes_per_worker"] is None:
         d.pop("classes_per_worker")
     for name, default in (("first_stride", 1), ("holdout", False), ("arch", DEFAULT_ARCH),
-                          ("task", "classification")):
+                          ("task", "classification"), ("head_norm", None), ("masked_stats", False)):
         if d[name] == default:
             d.pop(name)
     return d
@@ -230,6 +237,16 @@ def validate(cfg: RunConfig) -> None:
                          f"{DEFAULT_ARCH!r} only")
     if cfg.task not in TASKS:
         raise ValueError(f"task={cfg.task!r} must be one of {', '.join(TASKS)}")
+    if ARCHS[cfg.arch].task != cfg.task:
+        raise ValueError(f"arch={cfg.arch!r} is for {ARCHS[cfg.arch].task}, not task={cfg.task!r} (choose one of "
+                         f"{', '.join(n for n, a in ARCHS.items() if a.task == cfg.task)})")
+    if cfg.task not in DENSE_TASKS and (cfg.head_norm is not None or cfg.masked_stats):
+        raise ValueError(f"head_norm={cfg.head_norm!r} and masked_stats={cfg.masked_stats!r} apply to the tasks "
+                         f"{', '.join(DENSE_TASKS)} only, not task={cfg.task!r}")
+    if cfg.head_norm is not None and cfg.head_norm not in HEAD_NORMS:
+        raise ValueError(f"head_norm={cfg.head_norm!r} must be one of {', '.join(HEAD_NORMS)}")
+    if cfg.task in DENSE_TASKS and cfg.group_size is not None:
+        raise ValueError(f"group_size={cfg.group_size!r}: the {cfg.task} models take GN's groups only")
     if cfg.schedule not in ("cosine", "step"):
         raise ValueError(f"schedule={cfg.schedule!r} must be 'cosine' or 'step'")
     if cfg.norm_batch is not None:

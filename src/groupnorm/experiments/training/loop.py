@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Split, epoch_batches
+from ..data.formats import DENSE_TASKS
 from .. import store
 from ..protocol import RunConfig
 from .bn_eval import bn_decomposition
@@ -83,7 +84,8 @@ class TrainJob:
 def train_run(cfg: RunConfig, train: Split, val: Split, out: str, **how) -> dict | None:
     """Train ``cfg`` (resuming from its checkpoint if any); return its results row on rank 0 (else None).
 
-    ``train`` and ``val`` are the run's data (already cut to ``cfg.train_size`` / ``cfg.val_size``); ``how``:
+    ``train`` and ``val`` are the run's data (already cut to ``cfg.train_size`` / ``cfg.val_size``; canvas sets
+    for a dense task, trained by :func:`groupnorm.experiments.training.dense.train_dense`); ``how``:
     the other fields of :class:`TrainJob`. Rank 0 writes ``OUT/runs/<key>/`` (holding its lock) and appends
     the row to ``OUT/results.jsonl``. It takes the run's lock itself (:func:`store.claim_run`: an error if
     another process holds it; the existing row, without training, if the run is finished) unless
@@ -136,6 +138,10 @@ class _Run:
 
 
 def _train(job: TrainJob) -> dict | None:
+    if job.cfg.task in DENSE_TASKS:
+        from .dense import train_dense
+
+        return train_dense(job)
     run = _prepare(job)
     diverged = False
     for epoch in range(run.start_epoch, job.cfg.epochs):
