@@ -1,6 +1,8 @@
 """``groupnorm reproduce`` and ``groupnorm report``: the paper's experiments from the command line.
 
-    groupnorm reproduce --experiment {table1,table2,table3,curves,noniid,ghost,lrsweep,control,vgg,all}
+    groupnorm reproduce [--task {classification,detection,segmentation}]
+                        --experiment {table1,table2,table3,curves,noniid,ghost,lrsweep,control,vgg,
+                                      transfer,head,scratch,perworker,all}
                         --preset {smoke,quick,full,cifar10,cifar10-resnet20,imagenet} [--arch NAME]
                         [--data-dir DIR] [--dataset {auto,idx,cifar10,cifar100,imagefolder}] [--image-size S]
                         [--data-workers N] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
@@ -20,6 +22,7 @@ import os
 import signal
 import sys
 
+from .data.formats import TASKS
 from .models.archs import ARCHS
 from .protocol import EXPERIMENTS, PRESET_NAMES
 from .data.spec import add_data_arguments, spec_from_args
@@ -56,7 +59,12 @@ def register(subparsers) -> None:
                     "Each finished run is a line of OUT/results.jsonl; re-running the same command skips finished "
                     "runs and resumes an interrupted one from its last epoch checkpoint. Ends by writing "
                     "OUT/report.md and its plots.")
-    p.add_argument("--experiment", choices=EXPERIMENTS, default="all")
+    p.add_argument("--task", choices=TASKS, default="classification",
+                   help="classification (the paper's Tables 1-3), or detection / segmentation on canvases of the "
+                        "data set's items (Tables 4-7; presets smoke, quick, full; see docs/harness.md)")
+    p.add_argument("--experiment", choices=EXPERIMENTS, default="all",
+                   help="an experiment of the task (detection: transfer, head, scratch, perworker; segmentation: "
+                        "perworker), or all: the preset's")
     p.add_argument("--preset", choices=PRESET_NAMES, default="quick",
                    help="smoke: seconds (tests); quick: 13-16 min of training on 2 cores; full: closest to the paper on this CPU "
                         "(hours); cifar10, cifar10-resnet20, imagenet: the paper's protocol on a GPU "
@@ -124,7 +132,7 @@ def run_reproduce(args) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
-    preset = get_preset(args.preset)
+    preset = get_preset(args.preset, args.task)
     preset_data_dir(preset, args.data_dir)
     data = spec_from_args(args)
     if data.dataset == "auto" and preset.data_format != "auto":  # the preset's format: errors say what it needs

@@ -15,6 +15,20 @@
   convergence control of the report (their error may change by at most 1 point).
 - ``vgg``: the VGG-style network without normalization, with BN and with GN (Figure 3;
   :mod:`groupnorm.experiments.models.vgg`).
+- The dense tasks' experiments (``--task detection|segmentation``; presets in :mod:`.dense_presets`), at the
+  preset's ``dense_batch`` (2) images per worker unless said otherwise; ``syncbn`` is BN over the global batch in
+  the backbone and the heads:
+
+  - ``transfer`` (Tables 4 and 6): the backbone (and head) norm BN* (``bn-frozen``), BN per worker, SyncBN, GN, at
+    each of ``transfer_schedules`` (1x, 2x). Tests GN > BN*. Pre-training the backbones by the harness is not
+    wired yet, so these runs start from random weights and coincide with ``scratch``'s at 1x.
+  - ``head`` (Table 5): the two-stage detector, GN backbone, the box head without norm, with BN (per worker:
+    its RoIs come from its own canvases, not i.i.d.), GN, and SyncBN (the control that gives BN i.i.d.
+    statistics). Tests that BN in the head is far worse.
+  - ``scratch`` (Table 7): GN, SyncBN and BN from random weights at 1x and 3x (``scratch_schedules``). Tests that
+    GN trains from scratch and gains with the longer schedule.
+  - ``perworker``: BN vs GN at each of ``dense_batches`` images per worker (detector or U-Net). Tests that BN
+    degrades at few images per worker and GN does not.
 - ``all``: the preset's ``all_experiments``. Runs that two experiments share (e.g. GN at b=32) are trained once.
 
 A new experiment is one entry of :data:`PLANS`: a function of the :class:`Plan` (the preset, its base config
@@ -102,10 +116,42 @@ def _vgg(p: Plan) -> list[dict]:
                  blocks=p.preset.vgg_blocks, first_stride=1) for n in p.preset.vgg_norms]
 
 
+def _dense_norm(name: str, p: Plan, b: int) -> dict:
+    """A dense run's norm by name: ``syncbn`` is BN over the global batch (``norm_batch``) in the backbone and
+    the heads; other names are the backbone's norm, which the heads follow."""
+    if name == "syncbn":
+        return dict(norm="bn", norm_batch=p.base.workers * b, head_norm="syncbn")
+    return dict(norm=name)
+
+
+def _transfer(p: Plan) -> list[dict]:
+    b = p.preset.dense_batch
+    return [dict(_dense_norm(n, p, b), batch_per_worker=b, epochs=p.base.epochs * k)
+            for k in p.preset.transfer_schedules for n in p.preset.transfer_norms]
+
+
+def _head(p: Plan) -> list[dict]:
+    return [dict(norm="gn", arch="two_stage", head_norm=h, batch_per_worker=p.preset.dense_batch)
+            for h in p.preset.head_norms]
+
+
+def _scratch(p: Plan) -> list[dict]:
+    b = p.preset.dense_batch
+    return [dict(_dense_norm(n, p, b), batch_per_worker=b, epochs=p.base.epochs * k)
+            for k in p.preset.scratch_schedules for n in p.preset.scratch_norms]
+
+
+def _perworker(p: Plan) -> list[dict]:
+    return [dict(norm=n, batch_per_worker=b) for n in ("bn", "gn") for b in p.preset.dense_batches]
+
+
 PLANS: dict[str, Callable[[Plan], list[dict]]] = {
     "table1": _table1, "table2": _table2, "table3": _table3, "curves": _curves, "noniid": _noniid,
     "ghost": _ghost, "lrsweep": _lrsweep, "control": _control, "vgg": _vgg,
+    "transfer": _transfer, "head": _head, "scratch": _scratch, "perworker": _perworker,
 }
+PLAN_TASKS = {"transfer": ("detection",), "head": ("detection",), "scratch": ("detection",),
+              "perworker": ("detection", "segmentation")}  # the others: classification
 EXPERIMENTS = (*PLANS, "all")  # "all": the preset's all_experiments
 
 
@@ -140,7 +186,8 @@ def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None
                        arch: str | None = None) -> list[RunConfig]:
     """The runs of one experiment (or ``all``), each seed, duplicates (by key) removed, in a stable order.
 
-    ``seeds``, ``workers``, ``epochs``, ``batches`` (Table 2's images per worker) and ``arch`` override the
+    ``seeds``, ``workers``, ``epochs``, ``batches`` (Table 2's images per worker; a dense task's ``perworker``
+    list) and ``arch`` override the
     preset's (a named arch replaces the preset's ``resnet`` widths, blocks and strides).
     Every run gets its norm's learning rate (``Preset.base_lr``) unless its experiment sets one (lrsweep).
     """
@@ -150,12 +197,17 @@ def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None
     if n_seeds < 1:
         raise ValueError(f"seeds={n_seeds} must be at least 1")
     base = _base(preset, workers, epochs, arch)
+    names = list(preset.all_experiments) if experiment == "all" else [experiment]
+    wrong = [n for n in names if preset.task not in PLAN_TASKS.get(n, ("classification",))]
+    if wrong:
+        raise ValueError(f"experiment {wrong[0]!r} is not one of task {preset.task!r}'s: choose one of "
+                         + ", ".join(n for n in PLANS if preset.task in PLAN_TASKS.get(n, ("classification",))))
     if batches is not None:
         if not batches or any(not isinstance(b, int) or b < 1 for b in batches):
             raise ValueError(f"batches={batches!r} must be positive integers")
-        preset = dataclasses.replace(preset, table2_batches=tuple(batches))
+        field = "table2_batches" if preset.task == "classification" else "dense_batches"
+        preset = dataclasses.replace(preset, **{field: tuple(batches)})
     plan = make_plan(preset, base, workers)
-    names = list(preset.all_experiments) if experiment == "all" else [experiment]
     out, seen = [], set()
     for seed in range(n_seeds):  # all settings of seed 0 first, so a partial run is a full table
         for name in names:

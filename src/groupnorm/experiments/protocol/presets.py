@@ -1,10 +1,12 @@
 """The presets: a protocol (a base :class:`~.run_config.RunConfig`), the settings of each experiment, the seeds.
 
 ``smoke`` (seconds, for the tests), ``quick`` and ``full`` (Fashion-MNIST on a CPU: one protocol, so quick's runs
-are a subset of full's), and the paper's protocol on a GPU (``cifar10``, ``cifar10-resnet20``, ``imagenet``).
+are a subset of full's), and the paper's protocol on a GPU (``cifar10``, ``cifar10-resnet20``, ``imagenet``);
+the dense tasks' smoke, quick and full in :data:`DENSE_PRESETS`.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..data.formats import FORMATS
@@ -53,6 +55,15 @@ class Preset:
     dataset: str = "Fashion-MNIST"                  # what it trains on (its arch is base.arch)
     needs_data_dir: bool = False                    # no default directory: --data-dir is required
     data_format: str = "auto"                       # --dataset unless given (data.DATASET_CHOICES)
+    # The dense tasks' experiments (detection, segmentation; protocol/experiments.py, presets: DENSE_PRESETS):
+    task: str = "classification"                    # the task of base and of every run (data.formats.TASKS)
+    dense_batch: int = 2                            # images per worker of transfer, head and scratch (paper: 2)
+    dense_batches: tuple = (1, 2, 4, 16)            # images per worker of perworker (BN vs GN)
+    transfer_norms: tuple = ("bn-frozen", "bn", "syncbn", "gn")  # backbone (and head) norms of transfer
+    transfer_schedules: tuple = (1, 2)              # transfer's epochs: these times the protocol's (1x, 2x)
+    head_norms: tuple = ("none", "bn", "gn", "syncbn")  # the box head's norms of head (GN backbone)
+    scratch_norms: tuple = ("gn", "syncbn", "bn")   # from scratch (no pre-training)
+    scratch_schedules: tuple = (1, 3)               # scratch's epochs: these times the protocol's (1x, 3x)
 
     def base_lr(self, cfg: "RunConfig") -> float:
         """The base learning rate of ``cfg``'s normalization: its variant's (``lr_by_variant``), else its norm
@@ -165,6 +176,44 @@ PRESETS = {
 }
 
 
+# The presets of the dense tasks (``groupnorm reproduce --task detection|segmentation --preset NAME``).
+#
+# Canvases of Fashion-MNIST items on texture photographs (:mod:`groupnorm.experiments.data.canvases`, 96-128 px),
+# 8 emulated workers as the paper's 8 GPUs (smoke: 2), the detection backbone shape of
+# :data:`groupnorm.experiments.models.backbone.DETECTION_SHAPE` (widths 32, 64, 128; GN with 8 groups, so every
+# group holds at least 4 channels), the paper's step schedule after a warmup, no augmentation. ``quick`` and
+# ``full`` share one protocol (quick's runs are a subset of full's); their learning rates are not swept yet (the
+# linear scaling rule from one base rate per norm family).
+#
+# - ``smoke``: seconds, for the tests: BN and GN at 1 and 2 images per worker, tiny widths, a few dozen canvases.
+# - ``quick``: BN vs GN at 2 and 16 images per worker and (detection) the head experiment, 3 seeds.
+# - ``full``: every experiment of the task (detection: transfer, head, scratch, perworker; segmentation:
+#   perworker), 3 seeds.
+_SMOKE = RunConfig(norm="gn", groups=4, workers=2, batch_per_worker=2, epochs=2, train_size=16, val_size=8,
+                   widths=(8, 16, 32), blocks=(1, 1, 1), stem_stride=2, first_stride=2, warmup_epochs=0.5,
+                   base_lr=0.2, augment=False, schedule="step")
+_PROTOCOL = RunConfig(norm="gn", groups=8, workers=8, batch_per_worker=2, epochs=12, train_size=512, val_size=256,
+                      widths=(32, 64, 128), blocks=(1, 1, 1), stem_stride=2, first_stride=2, warmup_epochs=1.0,
+                      base_lr=0.32, augment=False, schedule="step")
+_LR = (("bn", 0.32), ("gn", 0.32), ("none", 0.32))  # per 256 canvases: 0.02 at 8 x 2 (detectron2's rate)
+_EMPTY = dict(table1_norms=(), table2_batches=(2,), table3_groups=(), table3_group_sizes=())
+
+
+def _task(task: str, arch: str) -> dict:
+    smoke = Preset("smoke", dataclasses.replace(_SMOKE, task=task, arch=arch), seeds=1, dense_batches=(1, 2),
+                   all_experiments=("perworker",), task=task, **_EMPTY)
+    quick = Preset("quick", dataclasses.replace(_PROTOCOL, task=task, arch=arch), seeds=3, dense_batches=(2, 16),
+                   lr_by_norm=_LR, head_norms=("none", "bn", "gn"), task=task,
+                   all_experiments=("perworker", "head") if task == "detection" else ("perworker",), **_EMPTY)
+    full = Preset("full", dataclasses.replace(_PROTOCOL, task=task, arch=arch), seeds=3, lr_by_norm=_LR, task=task,
+                  all_experiments=(("transfer", "head", "scratch", "perworker") if task == "detection"
+                                   else ("perworker",)), **_EMPTY)
+    return {"smoke": smoke, "quick": quick, "full": full}
+
+
+DENSE_PRESETS = {"detection": _task("detection", "centernet"), "segmentation": _task("segmentation", "unet")}
+
+
 def preset_data_dir(preset: Preset, data_dir: str | None) -> str | None:
     """``data_dir``, checked against the preset: one whose data set has no default directory on this machine
     (``needs_data_dir``) raises an error naming the preset, its data set and the directory it needs when
@@ -177,7 +226,14 @@ def preset_data_dir(preset: Preset, data_dir: str | None) -> str | None:
     return data_dir
 
 
-def get_preset(name: str) -> Preset:
+def get_preset(name: str, task: str = "classification") -> Preset:
+    """The preset ``name`` of ``task`` (:data:`PRESETS`, or a dense task's in :data:`DENSE_PRESETS`)."""
+    if task != "classification":
+        if task not in DENSE_PRESETS:
+            raise ValueError(f"unknown task {task!r}; choose classification or one of {', '.join(DENSE_PRESETS)}")
+        if name not in DENSE_PRESETS[task]:
+            raise ValueError(f"task {task!r} has no preset {name!r}; choose one of {', '.join(DENSE_PRESETS[task])}")
+        return DENSE_PRESETS[task][name]
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]
