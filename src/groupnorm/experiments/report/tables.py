@@ -20,6 +20,7 @@ from .. import store
 from .bn import sections
 from ..training.provenance import provenance_lines
 from .claims import claims
+from .dense import dense_sections
 from .plots import plot_all
 from .rows import ROW_DEFAULTS, Results, by_setting, is_standard, kind, row_variant, setting_name, split_roles, \
     t3_rows
@@ -222,7 +223,7 @@ class Report:
 
 def read_report(out: str) -> Report:
     """The :class:`Report` of ``OUT/results.jsonl``."""
-    rows = store.read_results(out)
+    rows = [r for r in store.read_results(out) if r.get("task", "classification") == "classification"]
     roles = split_roles(rows)
     rep = Report(out, rows, roles, Results(roles["main"]))
     if rows:
@@ -295,9 +296,11 @@ SECTIONS = (  # the report's sections in order; a new one: a function of the Rep
 def render(rep: Report) -> str:
     """``report.md``'s text: the title, then each of :data:`SECTIONS`."""
     L = ["# Group Normalization on Fashion-MNIST: reproduction report", ""]
-    if not rep.rows:
+    dense = dense_sections(store.read_results(rep.out))
+    if not rep.rows and not dense:
         return "\n".join(L + ["No finished runs in `results.jsonl` yet."]) + "\n"
-    return "\n".join(L + [line for section in SECTIONS for line in section(rep)]) + "\n"
+    classification = [line for section in SECTIONS for line in section(rep)] if rep.rows else []
+    return "\n".join(L + classification + dense) + "\n"
 
 
 def build_report(out: str) -> tuple[str, Results]:
