@@ -133,6 +133,9 @@ def run_reproduce(args) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     preset = get_preset(args.preset, args.task)
+    if args.task != "classification" and args.launcher != "emulate":
+        raise ValueError(f"--task {args.task} emulates its workers in one process; --launcher {args.launcher} "
+                         f"is for classification")
     preset_data_dir(preset, args.data_dir)
     data = spec_from_args(args)
     if data.dataset == "auto" and preset.data_format != "auto":  # the preset's format: errors say what it needs

@@ -163,3 +163,8 @@ def test_smoke_preset_end_to_end(tmp_path, task):
     assert "## Table 2" not in report  # no classification section without classification rows
     assert main(smoke_args(out, "--task", task)) == 0  # nothing left to train: the same rows
     assert len(store.read_results(str(out))) == 4
+
+
+def test_dense_tasks_refuse_torchrun(tmp_path):
+    with pytest.raises(ValueError, match="--task detection emulates its workers in one process"):
+        main(smoke_args(tmp_path, "--task", "detection", "--launcher", "torchrun"))

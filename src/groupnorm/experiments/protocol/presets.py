@@ -185,11 +185,11 @@ PRESETS = {
 # ``full`` share one protocol (quick's runs are a subset of full's); their learning rates are not swept yet (the
 # linear scaling rule from one base rate per norm family).
 #
-# - ``smoke``: seconds, for the tests: BN and GN at 1 and 2 images per worker, tiny widths, a few dozen canvases.
+# - ``smoke``: seconds, for the tests: BN and GN at 1 and 2 images per worker, tiny widths, 8 + 8 canvases.
 # - ``quick``: BN vs GN at 2 and 16 images per worker and (detection) the head experiment, 3 seeds.
 # - ``full``: every experiment of the task (detection: transfer, head, scratch, perworker; segmentation:
 #   perworker), 3 seeds.
-_SMOKE = RunConfig(norm="gn", groups=4, workers=2, batch_per_worker=2, epochs=2, train_size=16, val_size=8,
+_SMOKE = RunConfig(norm="gn", groups=4, workers=2, batch_per_worker=2, epochs=2, train_size=8, val_size=8,
                    widths=(8, 16, 32), blocks=(1, 1, 1), stem_stride=2, first_stride=2, warmup_epochs=0.5,
                    base_lr=0.2, augment=False, schedule="step")
 _PROTOCOL = RunConfig(norm="gn", groups=8, workers=8, batch_per_worker=2, epochs=12, train_size=512, val_size=256,
