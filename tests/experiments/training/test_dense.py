@@ -165,6 +165,7 @@ def test_smoke_preset_end_to_end(tmp_path, task):
     assert len(store.read_results(str(out))) == 4
 
 
-def test_dense_tasks_refuse_torchrun(tmp_path):
-    with pytest.raises(ValueError, match="--task detection emulates its workers in one process"):
-        main(smoke_args(tmp_path, "--task", "detection", "--launcher", "torchrun"))
+def test_dense_tasks_refuse_torchrun(tmp_path, capsys):
+    assert main(smoke_args(tmp_path, "--task", "detection", "--launcher", "torchrun")) == 2
+    assert "--task detection emulates its workers in one process" in capsys.readouterr().err
+    assert not (tmp_path / "results.jsonl").exists()
