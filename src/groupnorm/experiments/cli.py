@@ -2,7 +2,7 @@
 
     groupnorm reproduce [--task {classification,detection,segmentation}]
                         --experiment {table1,table2,table3,curves,noniid,ghost,lrsweep,control,vgg,
-                                      transfer,head,scratch,perworker,all}
+                                      transfer,head,scratch,perworker,masked,all}
                         --preset {smoke,quick,full,cifar10,cifar10-resnet20,imagenet} [--arch NAME]
                         [--data-dir DIR] [--dataset {auto,idx,cifar10,cifar100,imagefolder}] [--image-size S]
                         [--data-workers N] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
@@ -63,8 +63,8 @@ def register(subparsers) -> None:
                    help="classification (the paper's Tables 1-3), or detection / segmentation on canvases of the "
                         "data set's items (Tables 4-7; presets smoke, quick, full; see docs/harness.md)")
     p.add_argument("--experiment", choices=EXPERIMENTS, default="all",
-                   help="an experiment of the task (detection: transfer, head, scratch, perworker; segmentation: "
-                        "perworker), or all: the preset's")
+                   help="an experiment of the task (detection: transfer, head, scratch, perworker, masked; "
+                        "segmentation: perworker, masked), or all: the preset's")
     p.add_argument("--preset", choices=PRESET_NAMES, default="quick",
                    help="smoke: seconds (tests); quick: 13-16 min of training on 2 cores; full: closest to the paper on this CPU "
                         "(hours); cifar10, cifar10-resnet20, imagenet: the paper's protocol on a GPU "

@@ -70,6 +70,8 @@ def test_plans_belong_to_their_task():
     assert {c.epochs for c in full if c.experiment == "scratch"} == {36}  # 1x coincides with transfer's 1x
     assert {c.batch_per_worker for c in full if c.experiment == "perworker"} == {1, 4, 16}  # 2: transfer's
     assert all(c.task == "detection" for c in full)
+    masked = [c for c in experiment_configs("masked", get_preset("full", "segmentation"), seeds=1)]
+    assert [(c.kind, c.masked_stats, c.batch_per_worker) for c in masked] == [("GN", False, 2), ("GN", True, 2)]
 
 
 @pytest.mark.parametrize("head, workers", [("bn", 2), ("syncbn", 1)])

@@ -29,6 +29,8 @@
     GN trains from scratch and gains with the longer schedule.
   - ``perworker``: BN vs GN at each of ``dense_batches`` images per worker (detector or U-Net). Tests that BN
     degrades at few images per worker and GN does not.
+  - ``masked``: GN with the padding of a batch left out of its statistics (``masked_stats``) beside GN as
+    detectron2 computes it (padding included). Measures whether the padding in GN's statistics matters.
 - ``all``: the preset's ``all_experiments``. Runs that two experiments share (e.g. GN at b=32) are trained once.
 
 A new experiment is one entry of :data:`PLANS`: a function of the :class:`Plan` (the preset, its base config
@@ -145,13 +147,18 @@ def _perworker(p: Plan) -> list[dict]:
     return [dict(norm=n, batch_per_worker=b) for n in ("bn", "gn") for b in p.preset.dense_batches]
 
 
+def _masked(p: Plan) -> list[dict]:
+    return [dict(norm="gn", batch_per_worker=p.preset.dense_batch, masked_stats=m) for m in (False, True)]
+
+
 PLANS: dict[str, Callable[[Plan], list[dict]]] = {
     "table1": _table1, "table2": _table2, "table3": _table3, "curves": _curves, "noniid": _noniid,
     "ghost": _ghost, "lrsweep": _lrsweep, "control": _control, "vgg": _vgg,
-    "transfer": _transfer, "head": _head, "scratch": _scratch, "perworker": _perworker,
+    "transfer": _transfer, "head": _head, "scratch": _scratch, "perworker": _perworker, "masked": _masked,
 }
 PLAN_TASKS = {"transfer": ("detection",), "head": ("detection",), "scratch": ("detection",),
-              "perworker": ("detection", "segmentation")}  # the others: classification
+              "perworker": ("detection", "segmentation"),
+              "masked": ("detection", "segmentation")}  # the others: classification
 EXPERIMENTS = (*PLANS, "all")  # "all": the preset's all_experiments
 
 

@@ -187,8 +187,8 @@ PRESETS = {
 #
 # - ``smoke``: seconds, for the tests: BN and GN at 1 and 2 images per worker, tiny widths, 8 + 8 canvases.
 # - ``quick``: BN vs GN at 2 and 16 images per worker and (detection) the head experiment, 3 seeds.
-# - ``full``: every experiment of the task (detection: transfer, head, scratch, perworker; segmentation:
-#   perworker), 3 seeds.
+# - ``full``: every experiment of the task (detection: transfer, head, scratch, perworker, masked;
+#   segmentation: perworker, masked), 3 seeds.
 _SMOKE = RunConfig(norm="gn", groups=4, workers=2, batch_per_worker=2, epochs=2, train_size=8, val_size=8,
                    widths=(8, 16, 32), blocks=(1, 1, 1), stem_stride=2, first_stride=2, warmup_epochs=0.5,
                    base_lr=0.2, augment=False, schedule="step")
@@ -206,8 +206,8 @@ def _task(task: str, arch: str) -> dict:
                    lr_by_norm=_LR, head_norms=("none", "bn", "gn"), task=task,
                    all_experiments=("perworker", "head") if task == "detection" else ("perworker",), **_EMPTY)
     full = Preset("full", dataclasses.replace(_PROTOCOL, task=task, arch=arch), seeds=3, lr_by_norm=_LR, task=task,
-                  all_experiments=(("transfer", "head", "scratch", "perworker") if task == "detection"
-                                   else ("perworker",)), **_EMPTY)
+                  all_experiments=(("transfer", "head", "scratch", "perworker", "masked") if task == "detection"
+                                   else ("perworker", "masked")), **_EMPTY)
     return {"smoke": smoke, "quick": quick, "full": full}
 
 
