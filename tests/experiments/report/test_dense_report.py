@@ -12,7 +12,7 @@ def _row(seed, ap, norm="gn", head=None, b=2, epochs=12, arch="centernet", maske
 def test_settings_name_backbone_and_head():
     assert head_kind(_row(0, 1.0)) == "GN" and head_kind(_row(0, 1.0, head="syncbn")) == "SyncBN"
     assert head_kind(_row(0, 1.0, head="bn")) == "BN"
-    assert setting(_row(0, 1.0, norm="bn", norm_batch=16)) == ("centernet", "SyncBN", "SyncBN", 2, 12, False)
+    assert setting(_row(0, 1.0, norm="bn", norm_batch=16)) == ("centernet", "SyncBN", "SyncBN", 2, 12, False, 0)
 
 
 def test_verdicts_follow_the_paired_differences():

@@ -67,7 +67,8 @@ def test_plans_belong_to_their_task():
     sync = [c for c in full if c.kind == "SyncBN"]
     assert sync and all(c.norm_batch == c.global_batch and c.head_norm == "syncbn" for c in sync)
     assert {c.kind for c in full if c.experiment == "transfer"} == {"BN-FROZEN", "BN", "SyncBN", "GN"}
-    assert {c.epochs for c in full if c.experiment == "scratch"} == {36}  # 1x coincides with transfer's 1x
+    assert {c.epochs for c in full if c.experiment == "scratch"} == {12, 36}
+    assert {c.pretrain_epochs for c in full if c.experiment == "transfer"} == {16}
     assert {c.batch_per_worker for c in full if c.experiment == "perworker"} == {1, 4, 16}  # 2: transfer's
     assert all(c.task == "detection" for c in full)
     masked = [c for c in experiment_configs("masked", get_preset("full", "segmentation"), seeds=1)]
@@ -171,3 +172,24 @@ def test_dense_tasks_refuse_torchrun(tmp_path, capsys):
     assert main(smoke_args(tmp_path, "--task", "detection", "--launcher", "torchrun")) == 2
     assert "--task detection emulates its workers in one process" in capsys.readouterr().err
     assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_a_pretrained_bn_star_backbone_keeps_the_classifiers_statistics(tmp_path):
+    from groupnorm.experiments.protocol.presets import pretrain_config
+
+    torch.set_num_threads(1)
+    cfg = RunConfig(task="detection", arch="centernet", norm="bn-frozen", pretrain_epochs=1, **TINY)
+    train, val, _ = load_run_data(SAMPLE_DATA, cfg)
+    row = train_run(cfg, train, val, str(tmp_path), progress=False)
+    pre = pretrain_config(cfg)
+    assert pre.task == "classification" and pre.norm == "bn" and pre.epochs == 1 and pre.widths == cfg.widths
+    rows = {r["config_key"]: r for r in store.read_results(str(tmp_path))}
+    assert set(rows) == {pre.key(), cfg.key()} and rows[pre.key()]["experiment"] == "pretrain"
+    assert row["pretrain_epochs"] == 1 and row["task"] == "detection"
+    load = lambda key: torch.load(str(tmp_path / "runs" / key / "model.pt"), weights_only=True)  # noqa: E731
+    clf, det = load(pre.key()), load(cfg.key())
+    stats = [k for k in clf if k.endswith(("running_mean", "running_var")) and not k.startswith("fc.")]
+    assert stats and all(torch.equal(det["backbone." + k], clf[k]) for k in stats)  # BN*: frozen
+    assert any(not torch.equal(clf[k], torch.zeros_like(clf[k])) for k in stats if k.endswith("running_mean"))
+    with pytest.raises(ValueError, match="pretrain_epochs=1 apply to the tasks"):
+        dataclasses.replace(pre, pretrain_epochs=1).validate()

@@ -184,7 +184,7 @@ class CanvasSet:
     ``classes``: the items' class names (IDX files carry none: "0".."9" by default)."""
 
     def __init__(self, items: np.ndarray, labels: np.ndarray, split: str, count: int, seed: int,
-                 classes: tuple | None = None):
+                 classes: tuple | None = None, source: str | None = None):
         if split not in _SPLIT_CODE:
             raise ValueError(f"split={split!r} is not one of {', '.join(_SPLIT_CODE)}")
         if not isinstance(count, int) or count < 1:
@@ -197,6 +197,7 @@ class CanvasSet:
                              f"and {labels.shape} labels")
         self.items, self.labels = items, labels.astype(np.int64)
         self.split, self.count, self.seed = split, count, seed
+        self.source = source  # the IDX directory of the items (canvas_set), where pre-training reads its images
         n = int(self.labels.max()) + 1
         if int(self.labels.min()) < 0 or n > SEMANTIC_IGNORE - 1:
             raise ValueError(f"item labels must lie in 0..{SEMANTIC_IGNORE - 2} (the semantic mask is uint8 with "
@@ -235,7 +236,7 @@ def canvas_set(data_dir: str, split: str, count: int, seed: int = 0) -> CanvasSe
     if split not in CANVAS_SPLITS:
         raise ValueError(f"split={split!r} is not one of {', '.join(CANVAS_SPLITS)}")
     s = load_split(data_dir, CANVAS_SPLITS[split])
-    return CanvasSet(s.images[:, 0].numpy(), s.labels.numpy(), split, count, seed, s.info.classes)
+    return CanvasSet(s.images[:, 0].numpy(), s.labels.numpy(), split, count, seed, s.info.classes, data_dir)
 
 
 @dataclass

@@ -20,8 +20,9 @@
   the backbone and the heads:
 
   - ``transfer`` (Tables 4 and 6): the backbone (and head) norm BN* (``bn-frozen``), BN per worker, SyncBN, GN, at
-    each of ``transfer_schedules`` (1x, 2x). Tests GN > BN*. Pre-training the backbones by the harness is not
-    wired yet, so these runs start from random weights and coincide with ``scratch``'s at 1x.
+    each of ``transfer_schedules`` (1x, 2x), the backbone pre-trained by the harness on the data set's
+    classification (``pretrain_epochs``; :func:`.presets.pretrain_config`: BN for BN*, BN and SyncBN, GN for GN).
+    Tests GN > BN*.
   - ``head`` (Table 5): the two-stage detector, GN backbone, the box head without norm, with BN (per worker:
     its RoIs come from its own canvases, not i.i.d.), GN, and SyncBN (the control that gives BN i.i.d.
     statistics). Tests that BN in the head is far worse.
@@ -128,7 +129,8 @@ def _dense_norm(name: str, p: Plan, b: int) -> dict:
 
 def _transfer(p: Plan) -> list[dict]:
     b = p.preset.dense_batch
-    return [dict(_dense_norm(n, p, b), batch_per_worker=b, epochs=p.base.epochs * k)
+    return [dict(_dense_norm(n, p, b), batch_per_worker=b, epochs=p.base.epochs * k,
+                 pretrain_epochs=p.preset.pretrain_epochs)
             for k in p.preset.transfer_schedules for n in p.preset.transfer_norms]
 
 

@@ -64,6 +64,7 @@ class Preset:
     head_norms: tuple = ("none", "bn", "gn", "syncbn")  # the box head's norms of head (GN backbone)
     scratch_norms: tuple = ("gn", "syncbn", "bn")   # from scratch (no pre-training)
     scratch_schedules: tuple = (1, 3)               # scratch's epochs: these times the protocol's (1x, 3x)
+    pretrain_epochs: int = 16                       # transfer's backbone pre-training (pretrain_config)
 
     def base_lr(self, cfg: "RunConfig") -> float:
         """The base learning rate of ``cfg``'s normalization: its variant's (``lr_by_variant``), else its norm
@@ -212,6 +213,23 @@ def _task(task: str, arch: str) -> dict:
 
 
 DENSE_PRESETS = {"detection": _task("detection", "centernet"), "segmentation": _task("segmentation", "unet")}
+
+
+def pretrain_config(cfg: RunConfig) -> RunConfig:
+    """The classification run whose weights the backbone of the dense run ``cfg`` starts from (``cfg.pretrain_epochs``
+    > 0; the paper's ImageNet pre-training, at our scale): the quick/full classification protocol (``PROTOCOL``:
+    the data set's own 28x28 images, 32 per worker, one worker, the step schedule, its lr for the norm family)
+    for ``cfg.pretrain_epochs`` epochs, on the ``resnet`` of ``cfg``'s shape and groups, with BN for BN, BN* and
+    SyncBN backbones (a BN model, frozen or fine-tuned afterwards) and GN for GN; ``cfg``'s seed. Its
+    ``experiment`` is ``pretrain`` (kept out of the classification tables)."""
+    if cfg.pretrain_epochs < 1:
+        raise ValueError(f"pretrain_epochs={cfg.pretrain_epochs!r}: run {cfg.label!r} is not pre-trained")
+    norm = "bn" if cfg.norm in ("bn", "bn-frozen") else cfg.norm
+    pre = dataclasses.replace(PROTOCOL, norm=norm, groups=cfg.groups if norm == "gn" else PROTOCOL.groups,
+                              batch_per_worker=32, widths=tuple(cfg.widths), blocks=tuple(cfg.blocks),
+                              stem_stride=cfg.stem_stride, first_stride=cfg.first_stride, seed=cfg.seed,
+                              epochs=cfg.pretrain_epochs, experiment="pretrain")
+    return dataclasses.replace(pre, base_lr=dict(PROTOCOL_LR).get(norm, PROTOCOL.base_lr))
 
 
 def preset_data_dir(preset: Preset, data_dir: str | None) -> str | None:

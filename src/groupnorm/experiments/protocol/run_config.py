@@ -102,6 +102,8 @@ class RunConfig:
     head_norm: str | None = None  # the heads' norm (a make_norm name, or "syncbn": BN over the global batch);
     #                               None: the backbone's
     masked_stats: bool = False    # GN leaves the padding of a batch of canvases out of its statistics
+    pretrain_epochs: int = 0      # epochs of the backbone's classification pre-training (presets.pretrain_config);
+    #                               0: from random weights
     experiment: str = field(default="", compare=False)  # who asked for it first; not part of the identity
 
     @property
@@ -193,7 +195,8 @@ def config_label(cfg: RunConfig) -> str:
         + (f" c={cfg.classes_per_worker}" if cfg.classes_per_worker is not None else "") \
         + (f" lr={cfg.base_lr:g} holdout" if cfg.holdout else "") \
         + (f" epochs={cfg.epochs}" if cfg.experiment == "control" else "") \
-        + (f" head={cfg.head_norm}" if cfg.head_norm is not None else "") + (" masked" if cfg.masked_stats else "")
+        + (f" head={cfg.head_norm}" if cfg.head_norm is not None else "") + (" masked" if cfg.masked_stats else "") \
+        + (f" pretrained={cfg.pretrain_epochs}" if cfg.pretrain_epochs else "")
     arch = {DEFAULT_ARCH: "", "vgg": "VGG "}.get(cfg.arch, f"{cfg.arch} ")
     return arch + run_label(cfg.kind, cfg.canonical_groups(), cfg.batch_per_worker, cfg.seed) + extra
 
@@ -214,7 +217,8 @@ def identity(cfg: RunConfig) -> dict:
     if d["classes_per_worker"] is None:
         d.pop("classes_per_worker")
     for name, default in (("first_stride", 1), ("holdout", False), ("arch", DEFAULT_ARCH),
-                          ("task", "classification"), ("head_norm", None), ("masked_stats", False)):
+                          ("task", "classification"), ("head_norm", None), ("masked_stats", False),
+                          ("pretrain_epochs", 0)):
         if d[name] == default:
             d.pop(name)
     return d
@@ -240,9 +244,12 @@ def validate(cfg: RunConfig) -> None:
     if ARCHS[cfg.arch].task != cfg.task:
         raise ValueError(f"arch={cfg.arch!r} is for {ARCHS[cfg.arch].task}, not task={cfg.task!r} (choose one of "
                          f"{', '.join(n for n, a in ARCHS.items() if a.task == cfg.task)})")
-    if cfg.task not in DENSE_TASKS and (cfg.head_norm is not None or cfg.masked_stats):
-        raise ValueError(f"head_norm={cfg.head_norm!r} and masked_stats={cfg.masked_stats!r} apply to the tasks "
-                         f"{', '.join(DENSE_TASKS)} only, not task={cfg.task!r}")
+    if cfg.task not in DENSE_TASKS and (cfg.head_norm is not None or cfg.masked_stats or cfg.pretrain_epochs):
+        raise ValueError(f"head_norm={cfg.head_norm!r}, masked_stats={cfg.masked_stats!r} and pretrain_epochs="
+                         f"{cfg.pretrain_epochs!r} apply to the tasks {', '.join(DENSE_TASKS)} only, not "
+                         f"task={cfg.task!r}")
+    if not isinstance(cfg.pretrain_epochs, int) or cfg.pretrain_epochs < 0:
+        raise ValueError(f"pretrain_epochs={cfg.pretrain_epochs!r} must be a non-negative integer")
     if cfg.head_norm is not None and cfg.head_norm not in HEAD_NORMS:
         raise ValueError(f"head_norm={cfg.head_norm!r} must be one of {', '.join(HEAD_NORMS)}")
     if cfg.task in DENSE_TASKS and cfg.group_size is not None:

@@ -2,10 +2,10 @@
 paired differences behind the paper's claims (Tables 4-7) with their 95% intervals and verdicts
 (:mod:`.claims`; fewer than 2 paired seeds: "not testable here"), and every run.
 
-A setting is (arch, backbone norm kind, head norm kind, images per worker, epochs, masked statistics); the
+A setting is (arch, backbone norm kind, head norm kind, images per worker, epochs, masked statistics, pre-training epochs); the
 metric is the task's headline (:data:`groupnorm.experiments.training.dense.TASK_METRICS`: box AP or mIoU, in
-points). Rows are found by setting, not by the experiment that asked for them first (``transfer`` at 1x and
-``scratch`` at 1x are the same runs until the backbones are pre-trained).
+points); pre-trained runs (``pretrain_epochs``) are settings of their own. Rows are found by setting, not by the
+experiment that asked for them first.
 """
 from __future__ import annotations
 
@@ -35,16 +35,17 @@ def head_kind(row: dict) -> str:
 
 def setting(row: dict) -> tuple:
     return (row["arch"], kind(row), head_kind(row), row["batch_per_worker"], row["epochs"],
-            bool(row.get("masked_stats")))
+            bool(row.get("masked_stats")), row.get("pretrain_epochs") or 0)
 
 
 def setting_name(s: tuple) -> str:
-    arch, k, h, b, epochs, masked = s
-    return f"{arch} {k}" + (f" head {h}" if h != k else "") + f" b={b} {epochs} ep" + (" masked" if masked else "")
+    arch, k, h, b, epochs, masked, pre = s
+    return (f"{arch} {k}" + (f" head {h}" if h != k else "") + f" b={b} {epochs} ep" + (" masked" if masked else "")
+            + (f" pre-trained {pre} ep" if pre else ""))
 
 
 def _find(rows: list[dict], **want) -> list[dict]:
-    keys = dict(arch=0, kind=1, head=2, b=3, epochs=4, masked=5)
+    keys = dict(arch=0, kind=1, head=2, b=3, epochs=4, masked=5, pre=6)
     return [r for r in rows if all(setting(r)[keys[k]] == v for k, v in want.items())]
 
 
@@ -60,31 +61,33 @@ def _claim_lines(rows: list[dict], task: str, metric: str) -> list[str]:
 
     epochs = sorted({r["epochs"] for r in rows})
     base = epochs[0] if epochs else None
-    for arch in sorted({r["arch"] for r in rows}):
+    for arch, pre in sorted({(r["arch"], r.get("pretrain_epochs") or 0) for r in rows}):
         for b in sorted({r["batch_per_worker"] for r in rows}):
             for ep in epochs:
-                same = dict(arch=arch, b=b, epochs=ep, masked=False)
+                same = dict(arch=arch, b=b, epochs=ep, masked=False, pre=pre)
+                arch_ = arch + (" pre-trained" if pre else "")
                 gn = _find(rows, kind="GN", head="GN", **same)
-                add(f"{arch} GN − BN at b={b}, {ep} ep", PAPER["perworker"], gn,
+                add(f"{arch_} GN − BN at b={b}, {ep} ep", PAPER["perworker"], gn,
                     _find(rows, kind="BN", head="BN", **same))
                 if task == "detection":
-                    add(f"{arch} GN − BN* at b={b}, {ep // base}x", PAPER["transfer"], gn,
+                    add(f"{arch_} GN − BN* at b={b}, {ep // base}x", PAPER["transfer"], gn,
                         _find(rows, kind="BN-FROZEN", **same))
-                    add(f"{arch} GN − SyncBN at b={b}, {ep // base}x", PAPER["scratch"], gn,
+                    add(f"{arch_} GN − SyncBN at b={b}, {ep // base}x", PAPER["scratch"], gn,
                         _find(rows, kind="SyncBN", head="SyncBN", **same))
                     gb = dict(same, kind="GN")
-                    add(f"{arch} box head GN − BN (GN backbone), b={b}", PAPER["head"],
+                    add(f"{arch_} box head GN − BN (GN backbone), b={b}", PAPER["head"],
                         _find(rows, head="GN", **gb), _find(rows, head="BN", **gb))
-                    add(f"{arch} box head SyncBN − BN (GN backbone), b={b}", "control: BN's head statistics "
+                    add(f"{arch_} box head SyncBN − BN (GN backbone), b={b}", "control: BN's head statistics "
                         "over all workers' RoIs", _find(rows, head="SyncBN", **gb), _find(rows, head="BN", **gb))
                     for longer in epochs:
                         if longer > ep:
-                            add(f"{arch} GN {longer} ep − {ep} ep, b={b}", PAPER["scratch"],
+                            add(f"{arch_} GN {longer} ep − {ep} ep, b={b}", PAPER["scratch"],
                                 _find(rows, **dict(same, kind="GN", head="GN", epochs=longer)), gn)
-            masked = _find(rows, arch=arch, kind="GN", b=b, masked=True)
+            masked = _find(rows, arch=arch, kind="GN", b=b, masked=True, pre=pre)
             for ep in sorted({r["epochs"] for r in masked}):
-                add(f"{arch} GN masked − unmasked statistics, b={b}", "(not in the paper)",
-                    masked, _find(rows, arch=arch, kind="GN", head="GN", b=b, epochs=ep, masked=False))
+                add(f"{arch_} GN masked − unmasked statistics, b={b}", "(not in the paper)",
+                    _find(masked, epochs=ep),
+                    _find(rows, arch=arch, kind="GN", head="GN", b=b, epochs=ep, masked=False, pre=pre))
     return out
 
 
@@ -102,7 +105,7 @@ def task_section(rows: list[dict], task: str) -> list[str]:
     groups: dict = {}
     for r in rows:
         groups.setdefault(setting(r), []).append(r)
-    for s in sorted(groups, key=lambda s: (s[0], s[3], s[4], s[1], s[2], s[5])):
+    for s in sorted(groups, key=lambda s: (s[0], s[6], s[3], s[4], s[1], s[2], s[5])):
         L.append(f"| {setting_name(s)} | " + " | ".join(cell([r.get(m) for r in groups[s]])
                                                         for m in TASK_METRICS[task]) + " |")
     claims = _claim_lines(rows, task, metric)

@@ -223,7 +223,8 @@ class Report:
 
 def read_report(out: str) -> Report:
     """The :class:`Report` of ``OUT/results.jsonl``."""
-    rows = [r for r in store.read_results(out) if r.get("task", "classification") == "classification"]
+    rows = [r for r in store.read_results(out)  # a dense task's rows and its backbones' pre-training are apart
+            if r.get("task", "classification") == "classification" and r.get("experiment") != "pretrain"]
     roles = split_roles(rows)
     rep = Report(out, rows, roles, Results(roles["main"]))
     if rows:

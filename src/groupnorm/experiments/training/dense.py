@@ -11,6 +11,9 @@ non-i.i.d. head), or over the whole batch (SyncBN: ``norm_batch`` = the global b
 ``head_norm="syncbn"`` for the heads); BN* (``bn-frozen``) uses fixed statistics. GN is per canvas, with the
 padding left out of its statistics when ``masked_stats``.
 
+Pre-training (``cfg.pretrain_epochs`` > 0): the backbone starts from the weights of a classification run of
+the same shape on the data set's images (:func:`pretrained_weights`), BN* freezing the BN model's statistics.
+
 Loss: the sum of the model's loss terms (``model.losses(batch)``: CenterNet's heatmap focal loss + size + offset;
 the two-stage detector's stage-1 terms + RoI classification + box regression; the U-Net's pixel cross-entropy),
 minimized by the harness's SGD and schedule (:mod:`.schedule`: linear scaling rule over W x b canvases, warmup,
@@ -35,6 +38,8 @@ from .. import store
 from ..data.canvases import collate
 from ..metrics import ConfusionMatrix, box_ap
 from .devices import autocast, conv_context
+from ..models.backbone import load_classifier_weights
+from ..protocol.presets import pretrain_config
 from .model import build_run_model
 from .row import finite, run_fields
 from .schedule import lr_at, make_optimizer
@@ -81,6 +86,19 @@ def evaluate_dense(model: torch.nn.Module, task: str, canvases: list, device, am
         model.train(was)
 
 
+def pretrained_weights(job) -> dict:
+    """The state_dict of the finished classification run that pre-trains ``job``'s backbone
+    (:func:`groupnorm.experiments.protocol.presets.pretrain_config`; trained first by
+    :func:`groupnorm.experiments.training.loop.train_run`), from the store of ``job.out``."""
+    key = pretrain_config(job.cfg).key()
+    path = os.path.join(store.run_dir(job.out, key), "model.pt")
+    if not store.is_finished(job.out, key) or not os.path.exists(path):
+        raise RuntimeError(f"run {job.cfg.label!r} starts from the pre-training run {key}, which has no weights in "
+                           f"{job.out!r}")
+    with open(path, "rb") as f:
+        return torch.load(f, map_location="cpu", weights_only=True)
+
+
 def train_dense(job) -> dict | None:
     """Train the dense run of ``job`` (a :class:`~.loop.TrainJob` whose ``train``/``val`` are canvas sets),
     resuming from its checkpoint; return its results row (module doc). Emulated workers only (one process)."""
@@ -93,7 +111,10 @@ def train_dense(job) -> dict | None:
     rdir = store.run_dir(job.out, key)
     store.atomic_write_json(os.path.join(rdir, "config.json"), dict(cfg.to_json(), key=key))
     train, val = list(job.train), list(job.val)  # made once: each epoch reuses them
-    model = build_run_model(cfg, 1, job.train.info).to(device)
+    model = build_run_model(cfg, 1, job.train.info)
+    if cfg.pretrain_epochs:
+        load_classifier_weights(model.backbone, pretrained_weights(job))
+    model = model.to(device)
     opt = make_optimizer(model, cfg)
     gb = cfg.global_batch
     steps = len(train) // gb
@@ -142,7 +163,7 @@ def train_dense(job) -> dict | None:
     last = history[-1]
     names = TASK_METRICS[cfg.task]
     row = dict(run_fields(job, history, diverged, wall(), job.train.info), head_norm=cfg.head_norm,
-               masked_stats=cfg.masked_stats, train_loss=last["train_loss"],
+               masked_stats=cfg.masked_stats, pretrain_epochs=cfg.pretrain_epochs, train_loss=last["train_loss"],
                **{n: last[n] for n in names}, **{f"{names[0]}_curve": [h[names[0]] for h in history]})
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)

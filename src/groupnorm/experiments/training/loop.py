@@ -141,6 +141,8 @@ def _train(job: TrainJob) -> dict | None:
     if job.cfg.task in DENSE_TASKS:
         from .dense import train_dense
 
+        if job.cfg.pretrain_epochs:
+            _pretrain(job)
         return train_dense(job)
     run = _prepare(job)
     diverged = False
@@ -155,6 +157,27 @@ def _train(job: TrainJob) -> dict | None:
     if run.probe is not None:
         run.probe.close()
     return _finish(run, diverged) if job.rank == 0 else None
+
+
+def _pretrain(job: TrainJob) -> None:
+    """Make sure the classification run that pre-trains a dense run's backbone
+    (:func:`groupnorm.experiments.protocol.presets.pretrain_config`) is finished in ``job.out``: train it here (on
+    the IDX directory the canvases' items come from) when it has no row, or wait while another process trains it."""
+    from ..data import load_run_data
+    from ..protocol.presets import pretrain_config
+
+    pre = pretrain_config(job.cfg)
+    while not store.is_finished(job.out, pre.key()):
+        status, lock = store.claim_run(job.out, pre.key())
+        if status == "held":
+            time.sleep(2.0)
+        elif status == "claimed":
+            try:
+                train, val, pool = load_run_data(job.train.source, pre)
+                train_run(pre, train, val, job.out, progress=False, lock_held=True, device=job.device, amp=job.amp,
+                          pool=pool, channels_last=job.channels_last)
+            finally:
+                lock.release()
 
 
 def _prepare(job: TrainJob) -> _Run:
