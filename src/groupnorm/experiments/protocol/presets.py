@@ -202,7 +202,7 @@ _EMPTY = dict(table1_norms=(), table2_batches=(2,), table3_groups=(), table3_gro
 
 def _task(task: str, arch: str) -> dict:
     smoke = Preset("smoke", dataclasses.replace(_SMOKE, task=task, arch=arch), seeds=1, dense_batches=(1, 2),
-                   all_experiments=("perworker",), task=task, **_EMPTY)
+                   all_experiments=("perworker",), task=task, pretrain_epochs=1, transfer_schedules=(1,), **_EMPTY)
     quick = Preset("quick", dataclasses.replace(_PROTOCOL, task=task, arch=arch), seeds=3, dense_batches=(2, 16),
                    lr_by_norm=_LR, head_norms=("none", "bn", "gn"), task=task,
                    all_experiments=("perworker", "head") if task == "detection" else ("perworker",), **_EMPTY)
