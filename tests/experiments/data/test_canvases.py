@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from groupnorm.experiments.data import canvases as C
-from groupnorm.experiments.data.loading import MEAN, STD, load_split
+from groupnorm.experiments.data import MEAN, STD, load_split
 from helpers import SAMPLE_DATA
 
 
