@@ -5,6 +5,7 @@ and why. :func:`collect` returns it as a dict (for bug reports), :func:`format_t
 """
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import platform
 import sys
@@ -25,10 +26,9 @@ def _version(dist: str) -> str | None:
 def _triton_module():
     """groupnorm's Triton path (``groupnorm.kernels.triton``), or None where this version has none."""
     try:
-        from .kernels import triton
+        return importlib.import_module("groupnorm.kernels.triton")
     except ImportError:
         return None
-    return triton
 
 
 def _triton_status() -> dict:
@@ -96,14 +96,21 @@ def _example_tensors(spec: dict, fake: bool):
     layer's affine). ``fake``: tensors with no storage (FakeTensorMode), for a device this machine lacks."""
     import torch
 
-    from .bench import DTYPES, to_layout
+    from .bench import DTYPES
 
     shape, dtype = spec["shape"], DTYPES[spec["dtype"]]
     if torch.tensor([], dtype=dtype).element_size() * torch.Size(shape).numel() > _ALLOC_LIMIT:
         shape = shape[:2] + (2,) * (len(shape) - 2)
 
+    # channels-last: (N, *spatial, C) in memory; strides written out (no copy, which a storage-less CUDA tensor
+    # on a torch without CUDA cannot make)
+    order = [0, *range(2, len(shape)), 1] if spec["layout"] == "channels_last" else list(range(len(shape)))
+    strides, step = [0] * len(shape), 1
+    for d in reversed(order):
+        strides[d], step = step, step * shape[d]
+
     def make():
-        x = to_layout(torch.empty(shape, dtype=dtype, device=spec["device"]), spec["layout"])
+        x = torch.empty_strided(shape, strides, dtype=dtype, device=spec["device"])
         c = shape[1]
         return x, torch.ones(c, dtype=dtype, device=spec["device"]), torch.zeros(c, dtype=dtype, device=spec["device"])
 
