@@ -89,7 +89,7 @@ def provided_site(tmp_path_factory):
 def wheelhouse(tmp_path_factory):
     """setuptools and wheel for pip's isolated builds, fetched once (skip where no package index answers)."""
     house = tmp_path_factory.mktemp("wheelhouse")
-    r = _run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps", "-d", house,
+    r = _run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", house,
               "setuptools>=64", "wheel"], cwd=house, ok=False, timeout=600)
     if r.returncode != 0:
         pytest.skip(f"pip's isolated build needs setuptools from a package index, and none answered: {r.stderr[-300:]}")
