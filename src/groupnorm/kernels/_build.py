@@ -114,9 +114,11 @@ def build(out_path: str | os.PathLike, build_dir: str | os.PathLike, log=print) 
     Needs torch importable (its headers and libraries). Raises BuildError (one line) if a required unit does not
     compile or the link fails; an optional level that does not compile is left out with a line to ``log``.
     """
-    import torch
-    from torch.utils import cpp_extension
-
+    try:
+        import torch
+        from torch.utils import cpp_extension
+    except ImportError as exc:
+        raise BuildError(f"torch did not import ({exc}): the kernels build against it") from None
     cxx = compiler()
     out_path, build_dir = Path(out_path), Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
