@@ -177,7 +177,10 @@ def _find_library():
     built_for = _build.read_build_info(lib)
     if built_for != torch.__version__:
         raise _NotLoaded(f"{lib} was built for torch {built_for}; run `{BUILD_COMMAND} --force`")
-    return _import_file(lib), f"built on first use ({lib})"
+    try:
+        return _import_file(lib), f"built on first use ({lib})"
+    except ImportError as exc:
+        raise _NotLoaded(f"{lib} did not load ({exc}); run `{BUILD_COMMAND} --force`") from None
 
 
 def _load():
@@ -193,8 +196,8 @@ def _load():
         _lib, _origin = mod, origin
     except _NotLoaded as exc:
         _load_error = str(exc)
-    except ImportError as exc:  # a stale library, or one that does not load with this torch
-        _load_error = f"the compiled kernels did not load: {exc}; run `{BUILD_COMMAND} --force`"
+    except ImportError as exc:  # a stale library (built from other sources)
+        _load_error = f"the compiled kernels did not load: {exc}"
     except AttributeError as exc:  # a library from before the module entry points
         _load_error = f"the compiled kernel library is stale ({exc}); re-install the package"
     if _load_error is not None:
