@@ -127,13 +127,13 @@ def _table(main: list[dict]) -> list[str]:
         paper_of = {(clips[0], t): (8, 32), (more[0] if more else None, t): (4, 32)}
         if more:
             paper_of[more] = (4, 64)
-    L = ["| clips per worker | frames | BN top-1 | GN top-1 | GN − BN (paired) | paper BN | paper GN |",
+    L = ["| clips per worker | frames | BN top-1 | GN top-1 | GN − BN top-1 (paired) | paper BN | paper GN |",
          "|---|---|---|---|---|---|---|"]
     for c, f in settings:
         bn, gn = by.get(("BN", c, f), []), by.get(("GN", c, f), [])
         p = paper_of.get((c, f))
         pb, pg = (f"{PAPER_TABLE8[k][p]} ({p[0]} x {p[1]})" for k in ("BN", "GN")) if p else ("–", "–")
-        L.append(f"| {c} | {f} | {cell(_acc(bn))} | {cell(_acc(gn))} | {cell(paired(gn, bn), signed=True)} | "
+        L.append(f"| {c} | {f} | {cell(_acc(bn))} | {cell(_acc(gn))} | {cell(paired(bn, gn), signed=True)} | "
                  f"{pb} | {pg} |")
     return L
 
