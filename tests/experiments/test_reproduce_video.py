@@ -26,7 +26,7 @@ def test_smoke_video_end_to_end(tmp_path, capsys):
     assert "| 4 | 4 | " in text and "| 73.3 (8 x 32) | 73.0 (8 x 32) |" in text
     assert "| BN loses accuracy from 4 to 2 clips per worker (4 frames) | −1.2 points (73.3 → 72.1) | " \
            "**not testable here** |" in text  # one seed: no interval
-    assert "## Table 2" not in text
+    assert "## Table 2" not in text and (out / "video_table8.png").is_file()
     capsys.readouterr()
     assert main(smoke_args(out, "--task", "video", "--no-report")) == 0
     assert "6 already finished, 0 to train" in capsys.readouterr().err and len(results_lines(out)) == 6

@@ -1,7 +1,7 @@
 """The report's video section on rows with known errors: Table 8's layout, the verdicts, the convergence check and
 the lr sweep; classification sections untouched by video rows."""
 from groupnorm.experiments import store
-from groupnorm.experiments.report.tables import build_report
+from groupnorm.experiments.report.tables import build_report, write_report
 from groupnorm.experiments.report.video import video_claims, video_roles
 
 SEEDS = (0, 1, 2)
@@ -13,8 +13,9 @@ JITTER = (0.0, 0.3, -0.2)
 
 def _row(norm, clips, frames, seed, err, **extra):
     key = f"{norm}{clips}{frames}{seed}{extra.get('base_lr', '')}{extra.get('epochs', '')}"
-    return dict(dict(task="video", experiment="video", arch="resnet3d", norm=norm, groups=8 if norm == "gn" else None,
-                     group_size=None, batch_per_worker=clips, workers=4, global_batch=4 * clips, frames=frames,
+    return dict(dict(task="video", experiment="video", arch="resnet3d", norm=norm,
+                     groups=8 if norm == "gn" else None, group_size=None, batch_per_worker=clips, workers=4,
+                     global_batch=4 * clips, frames=frames,
                      canvas=32, seed=seed, epochs=8, val_error=err, train_error=err / 2, val_loss=1.0, train_loss=0.5,
                      val_error_curve=[60.0] * 5 + [err + 0.2, err + 0.1, err], widths=[32, 64, 128], blocks=[1, 1, 1],
                      dataset="clips-idx", num_classes=40, train_size=2000, val_size=1000, holdout=False, base_lr=0.4,
@@ -49,8 +50,10 @@ def test_roles_and_claims_follow_the_rows():
     # BN gains 4 points from more frames here, GN 3.2: the opposite of the paper's direction
     assert v["BN gains less from more frames than GN (8 → 16 frames at 4 clips)"] == \
         "not reproduced: the opposite holds"
-    assert "GN's gain − BN's gain = -0.80 points" in cl["BN gains less from more frames than GN (8 → 16 frames at 4 clips)"]["evidence"]
-    assert "BN error, 4 − 8 clips = +4.00 points" in cl["BN loses accuracy from 8 to 4 clips per worker (8 frames)"]["evidence"]
+    frames_claim = cl["BN gains less from more frames than GN (8 → 16 frames at 4 clips)"]
+    assert "GN's gain − BN's gain = -0.80 points" in frames_claim["evidence"]
+    assert "BN error, 4 − 8 clips = +4.00 points" in \
+        cl["BN loses accuracy from 8 to 4 clips per worker (8 frames)"]["evidence"]
 
 
 def test_report_has_the_video_section(tmp_path):
@@ -62,13 +65,23 @@ def test_report_has_the_video_section(tmp_path):
     assert "## Video: clips per worker against frames per clip (Table 8)" in text
     assert "## Verdicts" not in text and "## Table 2" not in text
     lines = text.splitlines()
-    table = lines[lines.index("| clips per worker | frames | BN top-1 | GN top-1 | GN − BN top-1 (paired) | paper BN | "
-                              "paper GN |") + 2:][:4]
+    header = "| clips per worker | frames | BN top-1 | GN top-1 | GN − BN top-1 (paired) | paper BN | paper GN |"
+    table = lines[lines.index(header) + 2:][:4]
     assert table[0].startswith("| 8 | 8 | 69.97 ± ") and table[0].endswith("| 73.3 (8 x 32) | 73.0 (8 x 32) |")
     assert table[1].startswith("| 4 | 8 | 65.97 ± ") and table[1].endswith("| 72.1 (4 x 32) | 72.8 (4 x 32) |")
     assert table[2].startswith("| 2 | 8 |") and table[2].endswith("| – | – |")
     assert table[3].startswith("| 4 | 16 |") and "+2.00 ± 0.00 (n=3)" in table[3] and table[3].endswith(
         "| 73.3 (4 x 64) | 74.5 (4 x 64) |")
     assert "| BN loses more than GN from 8 to 4 clips per worker | 1.2 vs 0.2 points: +1.0 | **reproduced** |" in text
-    assert "| BN c=8 T=8 | 3 | " in text and "| BN c=2 T=8, 16 epochs (control) | 3 | – | – | -3.00 ± 0.00 (n=3) | **no** |" in text
+    assert "| BN c=8 T=8 | 3 | " in text
+    assert "| BN c=2 T=8, 16 epochs (control) | 3 | – | – | -3.00 ± 0.00 (n=3) | **no** |" in text
     assert "| BN | 39.80 | 39.60 | 39.20 | 0.8 |" in text and "| GN | 39.80 | 39.60 | 39.20 | 0.8 |" in text
+
+
+def test_write_report_plots_the_video_grid(tmp_path):
+    out = str(tmp_path)
+    for r in _rows():
+        store.append_result(out, r)
+    text = open(write_report(out)).read()
+    assert "![video_table8.png](video_table8.png)" in text
+    assert (tmp_path / "video_table8.png").stat().st_size > 1000

@@ -4,6 +4,7 @@ from .experiments import EXPERIMENTS, PLAN_TASKS, PLANS, Plan, experiment_config
 from .presets import PRESET_NAMES, PRESETS, PROTOCOL, Preset, get_preset, preset_data_dir
 from .run_config import DEFAULT_CONFIG, RunConfig, canonical_norm, norm_kind, run_label, variant_label
 
-__all__ = ["EXPERIMENTS", "PLAN_TASKS", "plan_task", "PLANS", "Plan", "experiment_configs", "PRESET_NAMES", "PRESETS", "PROTOCOL", "Preset",
+__all__ = ["EXPERIMENTS", "PLAN_TASKS", "plan_task", "PLANS", "Plan", "experiment_configs", "PRESET_NAMES",
+           "PRESETS", "PROTOCOL", "Preset",
            "get_preset", "preset_data_dir", "DEFAULT_CONFIG", "RunConfig", "canonical_norm", "norm_kind",
            "run_label", "variant_label"]

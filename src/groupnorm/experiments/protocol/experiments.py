@@ -21,7 +21,8 @@
   validated on held-out training clips; ``video-control``: BN at the most and fewest clips trained
   ``control_factor`` times as many epochs (:mod:`groupnorm.experiments.data.clips`,
   :mod:`groupnorm.experiments.models.resnet3d`).
-- ``all``: the preset's ``all_experiments`` (with ``task="video"``: its ``video_experiments``). Runs that two experiments share (e.g. GN at b=32) are trained once.
+- ``all``: the preset's ``all_experiments`` (with ``task="video"``: its ``video_experiments``). Runs that two
+  experiments share (e.g. GN at b=32) are trained once.
 
 A new experiment is one entry of :data:`PLANS`: a function of the :class:`Plan` (the preset, its base config
 and the batch sizes and worker counts the experiments share) returning the overrides of each run.

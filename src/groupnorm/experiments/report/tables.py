@@ -21,7 +21,7 @@ from .bn import sections
 from ..training.provenance import provenance_lines
 from .claims import claims
 from .plots import plot_all
-from .video import video_section
+from .video import video_roles, video_section
 from .rows import ROW_DEFAULTS, Results, by_setting, is_standard, kind, row_variant, setting_name, split_roles, \
     t3_rows
 from .stats import CONVERGENCE_POINTS, cell, control_check, converged, paired
@@ -318,7 +318,8 @@ def write_report(out: str) -> str:
     """Write ``OUT/report.md`` and the plots; return the report's path."""
     rep = read_report(out)
     text = render(rep)
-    made = plot_all(out, rep.res, rep.b1, (PAPER_TABLE3_G, PAPER_TABLE3_K), rep.roles) if rep.rows else []
+    roles = dict(rep.roles, video=video_roles(rep.video)["main"])
+    made = plot_all(out, rep.res, rep.b1, (PAPER_TABLE3_G, PAPER_TABLE3_K), roles) if rep.rows or rep.video else []
     if made:
         text += "\n## Plots\n\n" + "\n".join(f"![{m}]({m})" for m in made) + "\n"
     path = os.path.join(out, "report.md")

@@ -97,7 +97,8 @@ def video_claims(main: list[dict]) -> list[dict]:
         bn_hi, bn_lo, gn_hi, gn_lo = by[("BN", hi, t)], by[("BN", lo, t)], by[("GN", hi, t)], by[("GN", lo, t)]
         paper_pair = (hi, lo) == (8, 4)
         claim(f"BN loses accuracy from {hi} to {lo} clips per worker ({t} frames)", "−1.2 points (73.3 → 72.1)",
-              verdict_greater(paired(bn_lo, bn_hi), f"BN error, {lo} − {hi} clips", paper=1.2 if paper_pair else None))
+              verdict_greater(paired(bn_lo, bn_hi), f"BN error, {lo} − {hi} clips",
+                              paper=1.2 if paper_pair else None))
         claim(f"GN's accuracy does not depend on clips per worker ({hi} vs {lo})", "−0.2 points (73.0 → 72.8)",
               verdict_equal(paired(gn_lo, gn_hi), f"GN error, {lo} − {hi} clips", EQUAL_MARGIN))
         claim(f"BN loses more than GN from {hi} to {lo} clips per worker", "1.2 vs 0.2 points: +1.0",
@@ -168,7 +169,8 @@ def _convergence(main: list[dict], control: list[dict], read_metrics) -> list[st
     for (k, c, f), rs in sorted(_by(control).items()):
         chk = control_check(by.get((k, c, f), []), rs)
         L.append(f"| {k} c={c} T={f}, {rs[0]['epochs']} epochs (control) | {len(chk['diffs'])} | – | – | "
-                 f"{cell(chk['diffs'], signed=True)} | {'–' if chk['ok'] is None else ('yes' if chk['ok'] else '**no**')} |")
+                 f"{cell(chk['diffs'], signed=True)} | "
+                 f"{'–' if chk['ok'] is None else ('yes' if chk['ok'] else '**no**')} |")
     return L
 
 
