@@ -30,3 +30,16 @@ def test_smoke_video_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert main(smoke_args(out, "--task", "video", "--no-report")) == 0
     assert "6 already finished, 0 to train" in capsys.readouterr().err and len(results_lines(out)) == 6
+
+
+def test_video_bn_as_torchrun_ranks_matches_emulated_workers(tmp_path):
+    """Two DDP ranks (gloo), one worker's clips each, train the numbers of two emulated workers."""
+    args = ("--task", "video", "--experiment", "video", "--batches", "4", "--seeds", "1", "--no-report")
+    emu, real = tmp_path / "emulate", tmp_path / "torchrun"
+    assert main(smoke_args(emu, *args)) == 0
+    assert main(smoke_args(real, *args, "--launcher", "torchrun", "--max-runs", "1")) == 0
+    (r,) = results_lines(real)
+    e = {row["config_key"]: row for row in results_lines(emu)}[r["config_key"]]
+    assert r["launcher"] == "torchrun" and r["processes"] == 2 and r["norm"] == "bn" and r["task"] == "video"
+    assert r["train_loss"] == pytest.approx(e["train_loss"], rel=1e-5)
+    assert r["val_loss"] == pytest.approx(e["val_loss"], rel=1e-5) and r["val_error"] == e["val_error"]
