@@ -33,8 +33,10 @@ def _rows():
 
 
 def test_roles_and_claims_follow_the_rows():
-    roles = video_roles(_rows() + [dict(task="classification", norm="bn", epochs=8, val_error=1.0)])
+    old = [_row("gn", 8, 8, s, 20.0, base_lr=0.1, finished_at="1999-01-01T00:00:00Z") for s in SEEDS]
+    roles = video_roles(_rows() + old + [dict(task="classification", norm="bn", epochs=8, val_error=1.0)])
     assert (len(roles["main"]), len(roles["control"]), len(roles["lrsweep"])) == (24, 6, 6)
+    assert roles["superseded"] == old  # an older learning rate of GN at 8 clips: not more seeds of it
     cl = {c["claim"]: c for c in video_claims(roles["main"])}
     assert list(cl) == ["BN loses accuracy from 8 to 4 clips per worker (8 frames)",
                         "GN's accuracy does not depend on clips per worker (8 vs 4)",

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from .claims import EQUAL_MARGIN, RULE, verdict_equal, verdict_greater
-from .rows import kind
+from .rows import current_lr, kind
 from .stats import CONVERGENCE_POINTS, cell, control_check, converged, paired
 
 # Table 8 of the paper: I3D ResNet-50 on Kinetics, top-1 accuracy (%), (clips per GPU, frames) -> accuracy.
@@ -35,15 +35,16 @@ def video_rows(rows: list[dict]) -> list[dict]:
 
 
 def video_roles(rows: list[dict]) -> dict:
-    """The video rows by role (module docstring): ``main``, ``control``, ``lrsweep``."""
+    """The video rows by role (module docstring): ``main``, ``control``, ``lrsweep``, and ``superseded``: rows
+    at a learning rate the preset no longer uses (:func:`.rows.current_lr`)."""
     rows = video_rows(rows)
     sweep = [r for r in rows if r.get("holdout")]
-    rest = [r for r in rows if not r.get("holdout")]
+    rest, superseded = current_lr(r for r in rows if not r.get("holdout"))
     counts = Counter(r["epochs"] for r in rest if r.get("experiment") != "video-control") \
         or Counter(r["epochs"] for r in rest)
     epochs = counts.most_common(1)[0][0] if counts else None
     return dict(main=[r for r in rest if r["epochs"] == epochs], control=[r for r in rest if r["epochs"] != epochs],
-                lrsweep=sweep)
+                lrsweep=sweep, superseded=superseded)
 
 
 def _by(rows: list[dict]) -> dict:
@@ -195,5 +196,7 @@ def video_section(rows: list[dict], read_metrics=None) -> list[str]:
             L += ["", *RULE, "", "| claim | paper | verdict | evidence |", "|---|---|---|---|"]
             L += [f"| {c['claim']} | {c['paper']} | **{c['verdict']}** | {c['evidence']} |" for c in cl]
         L += _convergence(main, roles["control"], read_metrics)
+    if roles["superseded"]:
+        L += ["", f"({len(roles['superseded'])} rows at a learning rate the preset no longer uses are not shown.)"]
     L += _lrsweep(roles["lrsweep"])
     return L + [""]
