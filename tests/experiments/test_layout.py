@@ -8,8 +8,10 @@ import pytest
 
 import groupnorm.experiments as E
 from groupnorm.experiments.data import FORMATS, DATASET_CHOICES
+from groupnorm.experiments.data.formats import TASKS
 from groupnorm.experiments.models import ARCHS
 from groupnorm.experiments.protocol import EXPERIMENTS, PLANS
+from groupnorm.experiments.protocol.experiments import PLAN_TASKS
 
 ROOT = Path(E.__file__).resolve().parent
 # data <- models <- protocol <- training <- launch; report reads rows (and protocol, models); the shared modules
@@ -102,9 +104,12 @@ def test_subpackages_import_only_those_below_them():
 def test_registries_name_every_member():
     assert DATASET_CHOICES == ("auto", *FORMATS)
     assert EXPERIMENTS == (*PLANS, "all")
-    assert {a.module for a in ARCHS.values()} == {"resnets", "vgg"}
+    assert {a.module for a in ARCHS.values()} == {"resnets", "vgg", "resnet3d"}
+    assert {a.task for a in ARCHS.values()} == set(TASKS)
+    assert [n for n, a in ARCHS.items() if a.task == "video"] == ["resnet3d"]
     for name, fmt in FORMATS.items():
         assert fmt.task == "classification" and fmt.holds, name
+    assert {PLAN_TASKS.get(n, "classification") for n in PLANS} == set(TASKS)
 
 
 @pytest.mark.parametrize("old, new, names", [("config", "protocol", ("RunConfig", "experiment_configs", "PRESETS")),

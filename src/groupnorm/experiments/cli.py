@@ -1,6 +1,7 @@
 """``groupnorm reproduce`` and ``groupnorm report``: the paper's experiments from the command line.
 
-    groupnorm reproduce --experiment {table1,table2,table3,curves,noniid,ghost,lrsweep,control,vgg,all}
+    groupnorm reproduce --experiment {table1,table2,table3,curves,noniid,ghost,lrsweep,control,vgg,video,
+                                      video-lrsweep,video-control,all} [--task {classification,video}]
                         --preset {smoke,quick,full,cifar10,cifar10-resnet20,imagenet} [--arch NAME]
                         [--data-dir DIR] [--dataset {auto,idx,cifar10,cifar100,imagefolder}] [--image-size S]
                         [--data-workers N] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
@@ -20,6 +21,7 @@ import os
 import signal
 import sys
 
+from .data.formats import TASKS
 from .models.archs import ARCHS
 from .protocol import EXPERIMENTS, PRESET_NAMES
 from .data.spec import add_data_arguments, spec_from_args
@@ -57,6 +59,10 @@ def register(subparsers) -> None:
                     "runs and resumes an interrupted one from its last epoch checkpoint. Ends by writing "
                     "OUT/report.md and its plots.")
     p.add_argument("--experiment", choices=EXPERIMENTS, default="all")
+    p.add_argument("--task", choices=TASKS, default=None,
+                   help="video: BN vs GN on clips of the data set's images moving on a canvas, with a 3D ResNet "
+                        "(the paper's Table 8); --experiment all then runs the preset's video experiments "
+                        "(default: the experiment's task; classification for all)")
     p.add_argument("--preset", choices=PRESET_NAMES, default="quick",
                    help="smoke: seconds (tests); quick: 13-16 min of training on 2 cores; full: closest to the paper on this CPU "
                         "(hours); cifar10, cifar10-resnet20, imagenet: the paper's protocol on a GPU "
@@ -131,7 +137,7 @@ def run_reproduce(args) -> int:
         data = dataclasses.replace(data, dataset=preset.data_format)
     out = args.out or os.path.join("runs", args.preset)
     configs = experiment_configs(args.experiment, preset, seeds=args.seeds, workers=args.workers,
-                                 epochs=args.epochs, batches=args.batches, arch=args.arch)
+                                 epochs=args.epochs, batches=args.batches, arch=args.arch, task=args.task)
     # the device stays a name ("auto" included): each process, here or on a cluster node, resolves it itself
     sweep = dict(data=data, launcher=args.launcher, threads=args.threads, channels_last=args.channels_last,
                  device=args.device, amp=args.amp)

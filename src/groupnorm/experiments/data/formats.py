@@ -15,6 +15,7 @@ format         the directory holds                                     read by
 =============  ======================================================  =====================================
 
 ``task`` says what a format's labels are for; every format here is ``classification`` (one label per image).
+The ``video`` task reads any of them and moves their images in clips (:func:`.clips.load_clips`).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-TASKS = ("classification",)  # what a format's labels, a model's output and an experiment's rows are for
+TASKS = ("classification", "video")  # what a format's labels, a model's output and an experiment's rows are for
 
 
 @dataclass(frozen=True)

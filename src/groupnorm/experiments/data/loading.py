@@ -68,21 +68,6 @@ def _splits(data, holdout: bool) -> tuple:
 POOL_IMAGES = 10000  # training-split images a run's precise BN draws from (training.bn_eval.PRECISE_BN_IMAGES)
 
 
-def load_run_data(data: "DataSpec | str | None", cfg) -> tuple:
-    """(train, val, pool) for the run ``cfg`` (a RunConfig): :func:`load_data`'s training and validation
-    subsets, and ``pool``: ``POOL_IMAGES`` images of the same training split (or, with ``cfg.holdout``, of its
-    part outside the held-out images), a fixed seeded class-balanced draw that includes images the run did not
-    train on. Precise BN (:mod:`groupnorm.experiments.training.bn_eval`) recomputes population statistics over
-    the pool, since the run's own training subset can be smaller than the 10,000 images Wu & Johnson's precise
-    BN asks for; the pool never holds validation (test-split or held-out) images."""
-    train, val = load_data(data, cfg.train_size, cfg.val_size, cfg.holdout)
-    pkey = (as_spec(data), "pool", cfg.holdout)
-    if pkey not in _cache:
-        _cache[pkey] = subset(_splits(data, cfg.holdout)[0], POOL_IMAGES, seed=2)
-    pool = _cache[pkey]
-    return train, val, (pool if len(pool) > len(train) else train)
-
-
 def subset(split, size: int | None, seed: int = 0):
     """A class-balanced subset of ``size`` examples drawn with a fixed ``seed`` (all of it if ``size`` is None).
 

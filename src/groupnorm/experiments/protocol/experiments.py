@@ -15,7 +15,14 @@
   convergence control of the report (their error may change by at most 1 point).
 - ``vgg``: the VGG-style network without normalization, with BN and with GN (Figure 3;
   :mod:`groupnorm.experiments.models.vgg`).
-- ``all``: the preset's ``all_experiments``. Runs that two experiments share (e.g. GN at b=32) are trained once.
+- ``video`` (task video): BN and GN at each of the preset's ``video_clips`` clips per worker with
+  ``video_frames`` frames, and at ``video_more_frames`` (the paper's Table 8: 4 clips of 64 frames against 8 and
+  4 clips of 32); ``video-lrsweep``: BN and GN at the most clips per worker for each of ``video_lrsweep_lrs``,
+  validated on held-out training clips; ``video-control``: BN at the most and fewest clips trained
+  ``control_factor`` times as many epochs (:mod:`groupnorm.experiments.data.clips`,
+  :mod:`groupnorm.experiments.models.resnet3d`).
+- ``all``: the preset's ``all_experiments`` (with ``task="video"``: its ``video_experiments``). Runs that two
+  experiments share (e.g. GN at b=32) are trained once.
 
 A new experiment is one entry of :data:`PLANS`: a function of the :class:`Plan` (the preset, its base config
 and the batch sizes and worker counts the experiments share) returning the overrides of each run.
@@ -102,16 +109,43 @@ def _vgg(p: Plan) -> list[dict]:
                  blocks=p.preset.vgg_blocks, first_stride=1) for n in p.preset.vgg_norms]
 
 
+def _video(p: Plan) -> list[dict]:
+    pr = p.preset
+    clips, frames = pr.video_more_frames
+    return ([dict(norm=n, batch_per_worker=c, frames=pr.video_frames) for n in ("bn", "gn") for c in pr.video_clips]
+            + [dict(norm=n, batch_per_worker=clips, frames=frames) for n in ("bn", "gn")])
+
+
+def _video_lrsweep(p: Plan) -> list[dict]:
+    pr = p.preset
+    return [dict(norm=n, batch_per_worker=max(pr.video_clips), frames=pr.video_frames, base_lr=lr, holdout=True)
+            for n in ("bn", "gn") for lr in pr.video_lrsweep_lrs]
+
+
+def _video_control(p: Plan) -> list[dict]:
+    pr = p.preset
+    return [dict(norm="bn", batch_per_worker=c, frames=pr.video_frames, epochs=p.base.epochs * pr.control_factor)
+            for c in sorted({max(pr.video_clips), min(pr.video_clips)}, reverse=True)]
+
+
 PLANS: dict[str, Callable[[Plan], list[dict]]] = {
     "table1": _table1, "table2": _table2, "table3": _table3, "curves": _curves, "noniid": _noniid,
     "ghost": _ghost, "lrsweep": _lrsweep, "control": _control, "vgg": _vgg,
+    "video": _video, "video-lrsweep": _video_lrsweep, "video-control": _video_control,
 }
+PLAN_TASKS = {"video": "video", "video-lrsweep": "video", "video-control": "video"}  # others: classification
 EXPERIMENTS = (*PLANS, "all")  # "all": the preset's all_experiments
 
 
-def _base(preset: Preset, workers: int | None, epochs: int | None, arch: str | None) -> RunConfig:
-    """The preset's base config with the caller's ``workers``, ``epochs`` and ``arch`` (a named arch replaces
-    the preset's ``resnet`` widths, blocks and strides)."""
+def plan_task(experiment: str) -> str:
+    """The task of an experiment's runs (``PLAN_TASKS``; classification when not named there)."""
+    return PLAN_TASKS.get(experiment, "classification")
+
+
+def _base(preset: Preset, workers: int | None, epochs: int | None, arch: str | None,
+          task: str = "classification") -> RunConfig:
+    """The preset's base config of ``task`` (:meth:`Preset.task_base`) with the caller's ``workers``,
+    ``epochs`` and ``arch`` (a named arch replaces the preset's ``resnet`` widths, blocks and strides)."""
     over = {k: v for k, v in (("workers", workers), ("epochs", epochs)) if v is not None}
     if arch is not None:
         over["arch"] = arch
@@ -119,7 +153,7 @@ def _base(preset: Preset, workers: int | None, epochs: int | None, arch: str | N
             raise ValueError(f"arch={arch!r} must be one of {', '.join(ARCHS)}")
         if not ARCHS[arch].config_fields:  # a named ResNet: the preset's small-ResNet shape does not apply
             over.update({n: getattr(DEFAULT_CONFIG, n) for n in SHAPE_FIELDS})
-    return dataclasses.replace(preset.base, **over)
+    return dataclasses.replace(preset.task_base(task), **over)
 
 
 def make_plan(preset: Preset, base: RunConfig, workers: int | None = None) -> Plan:
@@ -137,25 +171,34 @@ def make_plan(preset: Preset, base: RunConfig, workers: int | None = None) -> Pl
 
 def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None, workers: int | None = None,
                        epochs: int | None = None, batches: tuple | None = None,
-                       arch: str | None = None) -> list[RunConfig]:
+                       arch: str | None = None, task: str | None = None) -> list[RunConfig]:
     """The runs of one experiment (or ``all``), each seed, duplicates (by key) removed, in a stable order.
 
-    ``seeds``, ``workers``, ``epochs``, ``batches`` (Table 2's images per worker) and ``arch`` override the
-    preset's (a named arch replaces the preset's ``resnet`` widths, blocks and strides).
+    ``seeds``, ``workers``, ``epochs``, ``batches`` (Table 2's images per worker; with task video, the clips per
+    worker of ``video``) and ``arch`` override the preset's (a named arch replaces the preset's ``resnet``
+    widths, blocks and strides). ``task``: the experiment's (:func:`plan_task`) by default; with ``all``, which
+    task's experiments (default classification); a named experiment of another task is an error.
     Every run gets its norm's learning rate (``Preset.base_lr``) unless its experiment sets one (lrsweep).
     """
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
+    own = "classification" if experiment == "all" else plan_task(experiment)
+    if task is None:
+        task = own
+    elif experiment != "all" and task != own:
+        raise ValueError(f"experiment {experiment!r} is of the {own} task, not task={task!r}; the {task} task's "
+                         f"experiments: {', '.join(n for n in PLANS if plan_task(n) == task)}")
     n_seeds = preset.seeds if seeds is None else seeds
     if n_seeds < 1:
         raise ValueError(f"seeds={n_seeds} must be at least 1")
-    base = _base(preset, workers, epochs, arch)
+    base = _base(preset, workers, epochs, arch, task)
     if batches is not None:
         if not batches or any(not isinstance(b, int) or b < 1 for b in batches):
             raise ValueError(f"batches={batches!r} must be positive integers")
-        preset = dataclasses.replace(preset, table2_batches=tuple(batches))
+        field = "video_clips" if task == "video" else "table2_batches"
+        preset = dataclasses.replace(preset, **{field: tuple(batches)})
     plan = make_plan(preset, base, workers)
-    names = list(preset.all_experiments) if experiment == "all" else [experiment]
+    names = list(preset.task_experiments(task)) if experiment == "all" else [experiment]
     out, seen = [], set()
     for seed in range(n_seeds):  # all settings of seed 0 first, so a partial run is a full table
         for name in names:

@@ -96,6 +96,8 @@ class RunConfig:
     #                             stem_stride, first_stride), "vgg" (vgg.VGG, no residuals: Figure 3), or a
     #                             named ResNet (resnet20 .. resnet101, resnet18_cifar, ...: models/)
     task: str = "classification"  # what the run's data, model and rows are for (data.formats.TASKS)
+    frames: int = 8             # video only: frames T per clip (data.clips.ClipSpec); in the identity for video
+    canvas: int = 32            # video only: frames are canvas x canvas pixels; in the identity for video
     experiment: str = field(default="", compare=False)  # who asked for it first; not part of the identity
 
     @property
@@ -187,6 +189,7 @@ def config_label(cfg: RunConfig) -> str:
         + (f" c={cfg.classes_per_worker}" if cfg.classes_per_worker is not None else "") \
         + (f" lr={cfg.base_lr:g} holdout" if cfg.holdout else "") \
         + (f" epochs={cfg.epochs}" if cfg.experiment == "control" else "")
+    extra += f" T={cfg.frames}" if cfg.task == "video" else ""
     arch = {DEFAULT_ARCH: "", "vgg": "VGG "}.get(cfg.arch, f"{cfg.arch} ")
     return arch + run_label(cfg.kind, cfg.canonical_groups(), cfg.batch_per_worker, cfg.seed) + extra
 
@@ -210,6 +213,9 @@ def identity(cfg: RunConfig) -> dict:
                           ("task", "classification")):
         if d[name] == default:
             d.pop(name)
+    if cfg.task != "video":  # the clip spec means nothing to other tasks (and their keys predate it)
+        d.pop("frames")
+        d.pop("canvas")
     return d
 
 
@@ -230,6 +236,14 @@ def validate(cfg: RunConfig) -> None:
                          f"{DEFAULT_ARCH!r} only")
     if cfg.task not in TASKS:
         raise ValueError(f"task={cfg.task!r} must be one of {', '.join(TASKS)}")
+    if ARCHS[cfg.arch].task != cfg.task:
+        raise ValueError(f"arch={cfg.arch!r} is for the {ARCHS[cfg.arch].task} task, not task={cfg.task!r} "
+                         f"(choose one of {', '.join(n for n, a in ARCHS.items() if a.task == cfg.task)})")
+    if cfg.task == "video":
+        for name, low in (("frames", 1), ("canvas", 2)):
+            v = getattr(cfg, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name}={v!r} must be an integer of at least {low}")
     if cfg.schedule not in ("cosine", "step"):
         raise ValueError(f"schedule={cfg.schedule!r} must be 'cosine' or 'step'")
     if cfg.norm_batch is not None:

@@ -59,4 +59,5 @@ def results_row(job, history: list[dict], diverged: bool, wall_s: float, decompo
         first_stride=cfg.first_stride, augment=cfg.augment, schedule=cfg.schedule,
         warmup_epochs=cfg.warmup_epochs, val_error_curve=[h["val_error"] for h in history],
         train_error_curve=[h["train_error"] for h in history], **percentile_fields(history), **decomposition,
+        **(dict(frames=cfg.frames, canvas=cfg.canvas) if cfg.task == "video" else {}),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
