@@ -73,7 +73,7 @@ def parse_input(shape: str, dtype: str = "fp32", layout: str = "contiguous", dev
     import torch
 
     from .args import resolve_num_groups
-    from .bench import DTYPES, LAYOUTS, parse_shapes
+    from .bench_cases import DTYPES, LAYOUTS, parse_shapes
 
     shapes = parse_shapes(shape)
     if len(shapes) != 1:
@@ -96,7 +96,7 @@ def _example_tensors(spec: dict, fake: bool):
     layer's affine). ``fake``: tensors with no storage (FakeTensorMode), for a device this machine lacks."""
     import torch
 
-    from .bench import DTYPES
+    from .bench_cases import DTYPES
 
     shape, dtype = spec["shape"], DTYPES[spec["dtype"]]
     if torch.tensor([], dtype=dtype).element_size() * torch.Size(shape).numel() > _ALLOC_LIMIT:
@@ -174,7 +174,7 @@ def call_path(spec: dict) -> dict:
 
 
 def _names(dtypes) -> str:
-    from .bench import DTYPES
+    from .bench_cases import DTYPES
 
     return ", ".join(name for name, dt in DTYPES.items() if dt in dtypes)
 

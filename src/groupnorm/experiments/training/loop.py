@@ -2,7 +2,7 @@
 
 Workers: the global batch of ``W * b`` images is cut into W slices of b images. A job of ``world`` processes
 gives each rank ``W / world`` consecutive slices; inside a process the slices are emulated workers
-(:class:`~groupnorm.nn.worker_bn.WorkerBatchNorm2d`). So ``world=1`` is W emulated workers, ``world=W`` is W
+(:class:`~groupnorm.nn.worker_bn.WorkerBatchNorm`). So ``world=1`` is W emulated workers, ``world=W`` is W
 real workers (plain BN per process under DDP with ``broadcast_buffers=True``), and both compute the same thing:
 
 - BN statistics per slice of b images; running statistics from slice 0 (rank 0's, which DDP broadcasts);
