@@ -37,7 +37,7 @@ if ! "$VPY" -c "import importlib.metadata as m, sys; sys.exit(0 if m.version('to
 fi
 
 # 3. The package, re-installed only when its build inputs change.
-STAMP_SRC=$(cat pyproject.toml setup.py $(find src/groupnorm/kernels -name '*.c' -o -name '*.h' -o -name '*.cpp' | sort) 2>/dev/null | sha256sum | cut -c1-16)
+STAMP_SRC=$(cat pyproject.toml setup.py src/groupnorm/kernels/_build.py $(find src/groupnorm/kernels -name '*.c' -o -name '*.h' -o -name '*.cpp' | sort) 2>/dev/null | sha256sum | cut -c1-16)
 if [ ! -f .setup-stamp ] || [ "$(cat .setup-stamp)" != "$STAMP_SRC" ] || ! "$VPY" -c "import importlib.util as u, sys; sys.exit(0 if u.find_spec('groupnorm') else 1)" 2>/dev/null; then
     echo "[setup] installing groupnorm (editable, compiling kernels) and test dependencies"
     "$VPY" -m pip install -q --disable-pip-version-check "torch==2.13.0" setuptools wheel

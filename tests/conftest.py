@@ -6,6 +6,11 @@ import pytest
 import torch
 from hypothesis import settings
 
+# Without a GPU the Triton kernels' tests run in Triton's interpreter, which must be on before anything imports
+# Triton (test modules of other folders may, through torch's compiler stack, long before those tests run)
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # tests/ on sys.path, so that test files in every subfolder import helpers (pytest's default import mode puts
 # it there too; --import-mode=importlib does not)
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:

@@ -1,6 +1,7 @@
 """The API reference builds from the docstrings with warnings as errors (``mkdocs build --strict``): a docstring
 griffe cannot parse (a parameter documented that the signature lacks, a malformed section), a page naming an
 object that does not exist, or a broken link between the pages fails here."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,15 @@ def test_api_reference_builds_strict(tmp_path):
     for name in ("GroupNorm", "make_norm", "FrozenBatchNorm", "WSConv2d"):
         assert name in page, name
     assert "convert_bn_to_gn" in (tmp_path / "site" / "groupnorm" / "index.html").read_text()
+    # the formulas are marked for KaTeX, and the pages load every script and stylesheet from the site itself
+    assert 'class="arithmatex">\\[' in (tmp_path / "site" / "reference" / "index.html").read_text()
+    for html in (tmp_path / "site").rglob("*.html"):
+        text = html.read_text()
+        loads = re.findall(r"<script[^>]*\ssrc=\"([^\"]+)\"", text) + re.findall(r"<link[^>]*\shref=\"([^\"]+)\"", text)
+        external = [u for u in loads if re.match(r"(https?:)?//", u)]
+        assert not external, f"{html.relative_to(tmp_path)} loads {external}"
+        if html.name == "index.html" and "arithmatex" in text:
+            assert "assets/katex/katex.min.js" in text and "assets/katex/katex.min.css" in text
+    for asset in ("assets/katex/katex.min.js", "assets/katex/contrib/auto-render.min.js", "assets/katex/LICENSE",
+                  "assets/katex/fonts/KaTeX_Main-Regular.woff2", "assets/katex-init.js"):
+        assert (tmp_path / "site" / asset).is_file(), asset

@@ -103,13 +103,13 @@ def test_to_layout_and_layout_of(shape):
 
 
 def test_layout_helpers_have_one_home():
-    from groupnorm import bench, plain
+    from groupnorm import bench_cases, plain
     from groupnorm.kernels import _lib
 
     assert _lib.layout_of is layout.layout_of and _lib.to_layout is layout.to_layout
     assert (_lib.LAYOUT_NCS, _lib.LAYOUT_NSC) == (layout.LAYOUT_NCS, layout.LAYOUT_NSC)
     assert plain.memory_format is layout.memory_format
-    assert bench.to_layout is layout.to_layout and set(bench.LAYOUTS) == set(layout.LAYOUTS)
+    assert bench_cases.to_layout is layout.to_layout and set(bench_cases.LAYOUTS) == set(layout.LAYOUTS)
 
 
 # ------------------------------------------------------------------------------------------ names
@@ -175,9 +175,11 @@ def test_convert_package_exports_what_the_module_did():
         assert getattr(groupnorm, name) is getattr(C, name)
 
 
-def test_bench_small_does_not_import_bench():
-    """The timing helpers live in groupnorm.timing: the small-input bench needs nothing from groupnorm.bench."""
-    code = "import sys, groupnorm.bench_small; assert 'groupnorm.bench' not in sys.modules, sorted(sys.modules)"
+@pytest.mark.parametrize("module", ["groupnorm.bench_small", "groupnorm.bench_gpu"])
+def test_the_other_benches_do_not_import_bench(module):
+    """The timing helpers live in groupnorm.timing and the shared case helpers in groupnorm.bench_cases: the
+    small-input and GPU benches need nothing from groupnorm.bench (which imports them), so there is no cycle."""
+    code = f"import sys, {module}; assert 'groupnorm.bench' not in sys.modules, sorted(sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
 

@@ -76,7 +76,7 @@ def test_torch_names_say_what_is_missing_without_torch():
 @pytest.mark.slow  # imports every submodule in a fresh interpreter
 def test_every_export_is_the_right_object_before_and_after_importing_all_submodules():
     """A submodule imported after the lazy name was resolved (or before) must not shadow it: e.g. the function
-    ``groupnorm.precise_bn`` lives in ``groupnorm.bn_stats``, so importing every submodule leaves it a function."""
+    ``groupnorm.precise_bn`` lives in ``groupnorm.nn.precise_bn``, so importing every submodule leaves it a function."""
     _run("""
         import importlib, pkgutil, types
         import groupnorm

@@ -4,13 +4,13 @@ import torch
 from torch import nn
 
 import groupnorm
-from groupnorm.nn import SyncBatchNorm, WorkerBatchNorm2d
+from groupnorm.nn import SyncBatchNorm, WorkerBatchNorm
 
 
 def _model():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6, momentum=None), nn.ReLU(),
-                         nn.Conv2d(6, 4, 3), WorkerBatchNorm2d(4, workers=2), nn.ReLU(),
+                         nn.Conv2d(6, 4, 3), WorkerBatchNorm(4, workers=2), nn.ReLU(),
                          nn.Conv2d(4, 5, 1), SyncBatchNorm(5), nn.Flatten(), nn.Linear(5 * 6 * 6, 3),
                          nn.BatchNorm1d(3))
 

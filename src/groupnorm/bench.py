@@ -38,91 +38,21 @@ defaults.
 """
 from __future__ import annotations
 
-import datetime
 import json
-import os
 import platform
-import subprocess
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .layout import LAYOUTS as LAYOUT_CODES
-from .layout import to_layout
+from .bench_cases import (DEFAULT_SHAPES, DTYPES, GRID_DTYPES, LAYOUTS, PLAIN_DTYPES, case_fields,  # noqa: F401
+                          case_inputs, git_commit, naive_group_norm, parse_list, parse_shapes, torch_gn_add_relu,
+                          torch_gn_silu, utc_now)
 from .timing import interleaved, keep_freed_memory  # noqa: F401 (also used from here by scripts)
 
-DEFAULT_SHAPES = [
-    (8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7),  # ResNet-50 stages, batch 8
-    (1, 320, 64, 64), (1, 640, 32, 32), (1, 1280, 16, 16),                  # diffusion UNet
-    (2, 64, 8, 56, 56),                                                      # video
-]
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
-LAYOUTS = tuple(LAYOUT_CODES)  # the layouts by name: contiguous, channels_last
-GRID_DTYPES = "fp32,bf16"
-PLAIN_DTYPES = "fp32,bf16,fp16"
 JSON_FORMAT = 2
 """``meta.format`` of the JSON this bench writes (2: the commit / CPU / time fields in ``meta``, sections ``cases``,
 ``plain``, ``small``, ``e2e``); ``--resume`` takes only files of this format."""
-
-
-def parse_shapes(text: str) -> list[tuple[int, ...]]:
-    """``"8,256,56,56;1,320,64,64"`` -> [(8, 256, 56, 56), (1, 320, 64, 64)]."""
-    shapes = []
-    for part in text.split(";"):
-        part = part.strip().lower().replace("x", ",")
-        if not part:
-            continue
-        try:
-            dims = tuple(int(d) for d in part.split(","))
-        except ValueError:
-            raise ValueError(f"bad shape {part!r}: expected comma-separated integers like 8,256,56,56") from None
-        if len(dims) < 3 or min(dims) < 1:
-            raise ValueError(f"bad shape {part!r}: need (N, C, *spatial) with rank >= 3 and positive sizes")
-        shapes.append(dims)
-    if not shapes:
-        raise ValueError("no shapes given")
-    return shapes
-
-
-def naive_group_norm(x, num_groups, weight, bias, eps=1e-5):
-    """The textbook composite GroupNorm as tutorials write it (view, mean, unbiased var, normalize, affine)."""
-    n, c = x.shape[:2]
-    xv = x.reshape(n, num_groups, -1)
-    mean = xv.mean(-1, keepdim=True)
-    var = xv.var(-1, keepdim=True)
-    xv = (xv - mean) / (var + eps).sqrt()
-    shape = (1, c) + (1,) * (x.dim() - 2)
-    return xv.reshape(x.shape) * weight.reshape(shape) + bias.reshape(shape)
-
-
-def torch_gn_silu(x, groups, w, b):
-    """GN followed by SiLU as a user writes it with torch: ``F.silu(F.group_norm(x, G, w, b))``."""
-    return F.silu(F.group_norm(x, groups, w, b, 1e-5))
-
-
-def torch_gn_add_relu(x, groups, w, b, res):
-    """A ResNet block's end as torchvision writes it: ``out = GN(x); out += identity; out.relu_()`` (no grad)."""
-    out = F.group_norm(x, groups, w, b, 1e-5)
-    out += res
-    return out.relu_()
-
-
-def _inputs(shape, dtype, layout):
-    """x, weight, bias, dy, residual of one case (seeded: every contender and every run sees the same data)."""
-    gen = torch.Generator().manual_seed(0)
-    code = LAYOUT_CODES[layout]
-    x = to_layout(torch.randn(shape, generator=gen).to(dtype), code)
-    c = shape[1]
-    w = (torch.rand(c, generator=gen) + 0.5).to(dtype)
-    b = (torch.randn(c, generator=gen) * 0.1).to(dtype)
-    dy = to_layout(torch.randn(shape, generator=gen).to(dtype), code)
-    res = to_layout(torch.randn(shape, generator=gen).to(dtype), code)
-    return x, w, b, dy, res
-
-
-def _case_fields(shape, dtype, layout, groups) -> dict:
-    return {"shape": list(shape), "dtype": str(dtype).replace("torch.", ""), "layout": layout, "groups": groups}
 
 
 def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) -> dict:
@@ -130,7 +60,7 @@ def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) 
     torch / ours, the copy bandwidth and ours as a percentage of it."""
     from . import functional, kernels
 
-    x, w, b, dy, res = _inputs(shape, dtype, layout)
+    x, w, b, dy, res = case_inputs(shape, dtype, layout)
     out = torch.empty_like(x)
     if not kernels.kernel_takes(x, w, b, res):
         raise RuntimeError(f"the kernels do not take this case (available: {kernels.is_available()}, "
@@ -164,7 +94,7 @@ def bench_case(shape, dtype, layout, groups, repeats, warmup, use_compile=True) 
     t.update(interleaved({"ours_fb": ours_fb, "torch_fb": torch_fb}, max(3, repeats // 2), max(1, warmup // 2)))
     nbytes = x.numel() * x.element_size()
     rec = {
-        **_case_fields(shape, dtype, layout, groups),
+        **case_fields(shape, dtype, layout, groups),
         "mbytes": nbytes / 1e6, "ms": {k: v * 1e3 for k, v in t.items()},
         "copy_gbps": 2 * nbytes / t["copy"] / 1e9, "ours_fwd_gbps": 2 * nbytes / t["ours_fwd"] / 1e9,
         "speedup": {
@@ -189,7 +119,7 @@ def bench_plain_case(shape, dtype, layout, groups, repeats, warmup) -> dict:
     Returns medians in ``ms`` and ``speedup`` = torch composite / ours (above 1: the plain path is faster)."""
     from . import functional, kernels
 
-    x, w, b, _, res = _inputs(shape, dtype, layout)
+    x, w, b, _, res = case_inputs(shape, dtype, layout)
     fns = {
         "plain_fwd": lambda: functional.group_norm(x, groups, w, b, 1e-5),
         "torch_fwd": lambda: F.group_norm(x, groups, w, b, 1e-5),
@@ -202,7 +132,7 @@ def bench_plain_case(shape, dtype, layout, groups, repeats, warmup) -> dict:
         if kernels.kernel_for(x, w, b, res) is not None:
             raise RuntimeError("the kernels still take the call with GROUPNORM_DISABLE_KERNELS=1")
         t = interleaved(fns, repeats, warmup)
-    return {**_case_fields(shape, dtype, layout, groups), "ms": {k: v * 1e3 for k, v in t.items()},
+    return {**case_fields(shape, dtype, layout, groups), "ms": {k: v * 1e3 for k, v in t.items()},
             "speedup": {"fwd": t["torch_fwd"] / t["plain_fwd"], "silu": t["torch_silu"] / t["plain_silu"],
                         "res_relu": t["torch_res"] / t["plain_res"]}}
 
@@ -308,30 +238,6 @@ def format_e2e(e: dict) -> str:
         f"  fastest of each: kernels ({b['kernels']}) vs plain ({b['plain']}), {e['speedup_best']:.2f}x"])
 
 
-# ------------------------------------------------------------------------------------------ records
-def git_commit(path: str | os.PathLike | None = None) -> dict:
-    """``{"commit": sha, "dirty": bool}`` of the git checkout holding ``path`` (default: this package's
-    folder, i.e. the code being measured); ``dirty``: tracked files under that folder differ from the commit.
-    Both None where there is no git or no checkout (an installed wheel): not an error."""
-    where = str(path if path is not None else Path(__file__).resolve().parent)
-
-    def git(*args):
-        return subprocess.run(["git", "-C", where, *args], capture_output=True, text=True, timeout=10, check=True
-                              ).stdout.strip()
-
-    try:
-        sha = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "."))
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": sha, "dirty": dirty}
-
-
-def utc_now() -> str:
-    """The current UTC time, ISO 8601 to the second (``2026-12-02T19:50:00Z``)."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def run_meta(args, keep_memory: bool) -> dict:
     """What the JSON's ``meta`` records about the run: the code (commit), the machine (CPU model, load
     average), the software (torch, threads, kernel level) and the settings; ``finished_utc`` and
@@ -383,14 +289,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _parse_list(text: str, allowed, what: str) -> list[str]:
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    for s in items:
-        if s not in allowed:
-            raise ValueError(f"unknown {what} {s!r}; expected some of {', '.join(allowed)}")
-    return items
-
-
 def _check_args(args, grid: bool):
     """The run's settings from the command line, checked: ``(grid_dtypes, plain_dtypes, layouts, shapes)``;
     sets torch's threads. Raises RuntimeError when a section that times the kernels cannot run, ValueError
@@ -405,9 +303,9 @@ def _check_args(args, grid: bool):
     if args.repeats < 1 or args.warmup < 0 or args.inner < 1:
         raise ValueError(f"--repeats and --inner must be >= 1 and --warmup >= 0, got {args.repeats}, "
                          f"{args.inner} and {args.warmup}")
-    grid_dtypes = _parse_list(args.dtypes or GRID_DTYPES, DTYPES, "dtype")
-    plain_dtypes = _parse_list(args.dtypes or PLAIN_DTYPES, DTYPES, "dtype")
-    layouts = _parse_list(args.layouts, LAYOUTS, "layout")
+    grid_dtypes = parse_list(args.dtypes or GRID_DTYPES, DTYPES, "dtype")
+    plain_dtypes = parse_list(args.dtypes or PLAIN_DTYPES, DTYPES, "dtype")
+    layouts = parse_list(args.layouts, LAYOUTS, "layout")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
@@ -441,17 +339,17 @@ def _jobs(args, grid: bool, grid_dtypes, plain_dtypes, layouts, shapes) -> list:
 
     jobs = []
     if grid:
-        jobs += [("cases", _key(_case_fields(s, DTYPES[d], lay, args.groups)),
+        jobs += [("cases", _key(case_fields(s, DTYPES[d], lay, args.groups)),
                   lambda s=s, d=d, lay=lay: bench_case(s, DTYPES[d], lay, args.groups, args.repeats, args.warmup,
                                                        use_compile=not args.no_compile))
                  for s in shapes for d in grid_dtypes for lay in layouts]
     if args.plain:
-        jobs += [("plain", _key(_case_fields(s, DTYPES[d], lay, args.groups)),
+        jobs += [("plain", _key(case_fields(s, DTYPES[d], lay, args.groups)),
                   lambda s=s, d=d, lay=lay: bench_plain_case(s, DTYPES[d], lay, args.groups, args.repeats,
                                                              args.warmup))
                  for s in shapes for d in plain_dtypes for lay in layouts]
     if args.small:
-        jobs += [("small", _key(_case_fields(s, torch.float32, lay, min(32, s[1]))),
+        jobs += [("small", _key(case_fields(s, torch.float32, lay, min(32, s[1]))),
                   lambda s=s, lay=lay: bench_small_case(s, lay, args.repeats, args.warmup, args.inner))
                  for s in SMALL_SHAPES for lay in LAYOUTS]
     return jobs

@@ -27,7 +27,7 @@ import platform
 import torch
 import torch.nn.functional as F
 
-from .bench import DEFAULT_SHAPES, _case_fields, _inputs, git_commit, torch_gn_silu, utc_now
+from .bench_cases import DEFAULT_SHAPES, case_fields, case_inputs, git_commit, torch_gn_silu, utc_now
 
 __all__ = ["GPU_SHAPES", "bench_gpu_case", "format_gpu_table", "run_gpu"]
 
@@ -79,7 +79,7 @@ def bench_gpu_case(shape, dtype, layout, groups, device, use_compile=True, rep_m
     from . import functional
     from .kernels import triton as gt
 
-    x, w, b, dy, res = (t.to(device) for t in _inputs(shape, dtype, layout))
+    x, w, b, dy, res = (t.to(device) for t in case_inputs(shape, dtype, layout))
     if not gt.takes(x, w, b, res):
         raise RuntimeError(f"the Triton kernels do not take this case (available: {gt.is_available()}: "
                            f"{gt.load_error() or 'GROUPNORM_DISABLE_KERNELS set?'})")
@@ -100,7 +100,7 @@ def bench_gpu_case(shape, dtype, layout, groups, device, use_compile=True, rep_m
     out = torch.empty_like(x)
     copy_ms = _ms(lambda: out.copy_(x), rep_ms)
     copy_gbs = 2 * x.numel() * x.element_size() / copy_ms / 1e6
-    result = {**_case_fields(shape, dtype, layout, groups), "copy_ms": copy_ms, "copy_gbs": copy_gbs, "rows": []}
+    result = {**case_fields(shape, dtype, layout, groups), "copy_ms": copy_ms, "copy_gbs": copy_gbs, "rows": []}
     for comp in COMPOSITES:
         contenders = {"ours": ours[comp], "eager": eager[comp]}
         if use_compile and comp in COMPILED:
@@ -181,13 +181,13 @@ def run_gpu(args) -> int:
 
 
     from .atomic import atomic_write_bytes
-    from .bench import DTYPES, GRID_DTYPES, _parse_list, parse_shapes
+    from .bench_cases import DTYPES, GRID_DTYPES, parse_list, parse_shapes
     from .kernels import triton as gt
 
     if args.small or args.plain or args.e2e or args.e2e_only or args.resume:
         raise ValueError(f"--device {args.device} runs the default grid only (no --small, --plain, --e2e, --resume)")
-    dtypes = _parse_list(args.dtypes or GRID_DTYPES, DTYPES, "dtype")
-    layouts = _parse_list(args.layouts, ("contiguous", "channels_last"), "layout")
+    dtypes = parse_list(args.dtypes or GRID_DTYPES, DTYPES, "dtype")
+    layouts = parse_list(args.layouts, ("contiguous", "channels_last"), "layout")
     shapes = parse_shapes(args.shapes) if args.shapes else GPU_SHAPES
     for s in shapes:
         if s[1] % args.groups:

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "groupnorm.convert_cli",
     "groupnorm.experiments.cli",
     "groupnorm.bench",
+    "groupnorm.info",
 ]
 
 

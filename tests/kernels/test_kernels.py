@@ -345,7 +345,7 @@ def test_kernel_takes_and_disable_switch(monkeypatch):
     assert not kernels.kernel_takes(x.to_sparse(), None, None)
     assert not kernels.kernel_takes(x.numpy(), None, None) and not kernels.kernel_takes(x, x.numpy()[0, :, 0])
     assert kernels.kernel_for(x, w) is torch.ops.groupnorm.gn_forward.default._op  # eager: the C++ entry
-    # during ONNX export (either exporter's flag; can_handle reads the flags torch.onnx.is_in_onnx_export reads)
+    # during ONNX export (either exporter's flag; kernel_takes reads the flags torch.onnx.is_in_onnx_export reads)
     from torch.onnx._internal.exporter import _flags
     from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
 

@@ -37,7 +37,7 @@ def test_batch_norm_act_values_and_grads_against_reference(act, with_residual, s
     rng = np.random.default_rng(len(shape))
     x, dz = rng.standard_normal(shape) * 2 + 1, rng.standard_normal(shape)
     r = rng.standard_normal(shape) if with_residual else None
-    m = _affine(gnn.BatchNormAct2d(shape[1], activation=act, dtype=torch.float64))
+    m = _affine(gnn.BatchNormAct(shape[1], activation=act, dtype=torch.float64))
     z, dx, dw, db, dr = _run(m, x, r, dz)
     gamma, beta = m.weight.detach().numpy(), m.bias.detach().numpy()
     pre = R.batch_norm(x, gamma, beta) + (0 if r is None else r)
@@ -80,7 +80,7 @@ def test_frozen_batch_norm_act_against_reference(act, mode):
 def test_sync_batch_norm_act_single_process_is_batch_norm_act():
     torch.manual_seed(0)
     x, r = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5)
-    a, b = gnn.SyncBatchNormAct(3, activation="silu"), gnn.BatchNormAct2d(3, activation="silu")
+    a, b = gnn.SyncBatchNormAct(3, activation="silu"), gnn.BatchNormAct(3, activation="silu")
     b.load_state_dict(a.state_dict())
     torch.testing.assert_close(a(x, residual=r), b(x, residual=r))
     torch.testing.assert_close(a.running_var, b.running_var)
@@ -96,7 +96,7 @@ def test_identity_act_and_input_untouched():
 
 
 def test_isinstance_state_dict_and_repr():
-    bn, t = gnn.BatchNormAct2d(8, activation="relu"), torch.nn.BatchNorm2d(8)
+    bn, t = gnn.BatchNormAct(8, activation="relu"), torch.nn.BatchNorm2d(8)
     assert isinstance(bn, torch.nn.BatchNorm2d) and isinstance(gnn.SyncBatchNormAct(8), gnn.SyncBatchNorm)
     assert isinstance(gnn.FrozenBatchNormAct(8), gnn.FrozenBatchNorm)
     assert isinstance(gnn.IdentityAct(), torch.nn.Identity)
@@ -113,16 +113,16 @@ def test_loads_checkpoints_of_the_former_sequential_norm_activation():
     """Models saved when make_norm returned nn.Sequential(norm, act) (keys 'norm.0.weight') still load."""
     old = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Sequential(torch.nn.BatchNorm2d(4), torch.nn.ReLU()))
     _affine(old[1][0])
-    new = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), gnn.BatchNormAct2d(4, activation="relu"))
+    new = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), gnn.BatchNormAct(4, activation="relu"))
     new.load_state_dict(old.state_dict())  # strict: every key used, none missing
     assert torch.equal(new[1].weight, old[1][0].weight) and torch.equal(new[1].running_var, old[1][0].running_var)
 
 
 def test_bad_activation_and_residual():
     with pytest.raises(ValueError, match="unknown activation 'tanh'"):
-        gnn.BatchNormAct2d(4, activation="tanh")
+        gnn.BatchNormAct(4, activation="tanh")
     with pytest.raises(ValueError, match=r"residual must have the output's shape \(2, 4, 3\), got \(2, 4, 1\)"):
-        gnn.BatchNormAct2d(4)(torch.randn(2, 4, 3), residual=torch.randn(2, 4, 1))
+        gnn.BatchNormAct(4)(torch.randn(2, 4, 3), residual=torch.randn(2, 4, 1))
 
 
 @pytest.mark.parametrize("name", ["bn", "gn", "gn+ws", "ln", "in", "bn-frozen", "none"])
@@ -147,7 +147,7 @@ def test_conversions_keep_the_activation_and_the_residual_call():
     frozen = freeze_batch_norm(model)
     assert type(frozen[0]) is gnn.FrozenBatchNormAct and frozen[0].activation == "relu"
     back = unfreeze_batch_norm(frozen)
-    assert type(back[0]) is gnn.BatchNormAct2d and back[0].activation == "relu"
+    assert type(back[0]) is gnn.BatchNormAct and back[0].activation == "relu"
     gn = convert_bn_to_gn(model, 2)
     assert type(gn[0]) is gnn.GroupNorm and gn[0].activation == "relu" and gn[1].activation is None
     # each converted layer computes relu(its norm(x) + residual), its norm the reference's
@@ -161,7 +161,7 @@ def test_conversions_keep_the_activation_and_the_residual_call():
         assert_close(m[0](x, residual=x), R.activation(norm + xn, "relu"), tol, type(m[0]).__name__)
     # plain torch layers convert to plain layers, as before
     assert type(convert_sync_batchnorm(torch.nn.BatchNorm2d(4))) is gnn.SyncBatchNorm
-    assert norm_act_class(torch.nn.BatchNorm3d) is gnn.BatchNormAct2d
+    assert norm_act_class(torch.nn.BatchNorm3d) is gnn.BatchNormAct
     with pytest.raises(TypeError, match="no norm-with-activation class stands for Linear"):
         norm_act_class(torch.nn.Linear)
 
@@ -169,7 +169,7 @@ def test_conversions_keep_the_activation_and_the_residual_call():
 def test_stand_ins_declare_what_they_stand_for():
     assert isinstance(gnn.WSConv2d(4, 4, 3), torch.nn.Conv2d) and isinstance(gnn.WSConv1d(4, 4, 3), torch.nn.Conv1d)
     assert isinstance(gnn.SyncBatchNorm(4), torch.nn.modules.batchnorm._BatchNorm)
-    assert isinstance(gnn.WorkerBatchNorm2d(4), torch.nn.BatchNorm2d)
+    assert isinstance(gnn.WorkerBatchNorm(4), torch.nn.BatchNorm2d)
     # not torch.nn.SyncBatchNorm (DDP refuses those on CPU), not _BatchNorm for the frozen one (see docstrings)
     assert not isinstance(gnn.SyncBatchNorm(4), torch.nn.SyncBatchNorm)
     assert not isinstance(gnn.FrozenBatchNorm(4), torch.nn.modules.batchnorm._BatchNorm)

@@ -6,7 +6,7 @@ attributes, the root module itself), replaces the matching layers, and keeps:
 - sharing: a module used in several places is replaced by *one* new module used in the same places;
 - ``.training`` of every replaced layer; device, dtype and ``requires_grad`` of the carried tensors;
 - a norm-with-activation layer's activation and its ``forward(x, residual=None)``
-  (``groupnorm.nn.norm_act``: e.g. ``BatchNormAct2d`` becomes ``SyncBatchNormAct`` or a ``GroupNorm`` with
+  (``groupnorm.nn.norm_act``: e.g. ``BatchNormAct`` becomes ``SyncBatchNormAct`` or a ``GroupNorm`` with
   that activation);
 - the input model, unless ``inplace=True`` (the default works on a ``copy.deepcopy``).
 

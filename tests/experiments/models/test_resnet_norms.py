@@ -6,14 +6,14 @@ import torch.nn.functional as F
 import groupnorm.nn as gnn
 from groupnorm.experiments.models import ResNet
 from groupnorm.nn.factory import make_norm
-from groupnorm.nn.worker_bn import WorkerBatchNorm2d, per_worker_batch_stats
+from groupnorm.nn.worker_bn import WorkerBatchNorm, per_worker_batch_stats
 
 
 def test_worker_bn_normalizes_each_slice_with_its_own_statistics():
     torch.manual_seed(0)
     W, b, C = 4, 3, 5
     x = torch.randn(W * b, C, 6, 7) * 3 + torch.arange(W * b).view(-1, 1, 1, 1).float()  # slices differ
-    m = WorkerBatchNorm2d(C, workers=W)
+    m = WorkerBatchNorm(C, workers=W)
     with torch.no_grad():
         m.weight.uniform_(0.5, 1.5)
         m.bias.uniform_(-1, 1)
@@ -38,7 +38,7 @@ def test_worker_bn_normalizes_each_slice_with_its_own_statistics():
 def test_worker_bn_gradients_equal_separate_plain_bns():
     torch.manual_seed(1)
     x = torch.randn(8, 3, 4, 4, requires_grad=True)
-    m = WorkerBatchNorm2d(3, workers=2)
+    m = WorkerBatchNorm(3, workers=2)
     y = m(x)
     (y * torch.arange(y.numel()).view_as(y).float().sin()).sum().backward()
     x2 = x.detach().clone().requires_grad_(True)
@@ -52,13 +52,13 @@ def test_worker_bn_gradients_equal_separate_plain_bns():
 def test_worker_bn_one_worker_is_batchnorm_and_bad_batch_is_clear():
     torch.manual_seed(2)
     x = torch.randn(6, 4, 3, 3)
-    a, b = WorkerBatchNorm2d(4, workers=1), torch.nn.BatchNorm2d(4)
+    a, b = WorkerBatchNorm(4, workers=1), torch.nn.BatchNorm2d(4)
     torch.testing.assert_close(a(x), b(x))
     torch.testing.assert_close(a.running_var, b.running_var)
     with pytest.raises(ValueError, match="batch of 6 images does not split into workers=4"):
-        WorkerBatchNorm2d(4, workers=4)(x)
+        WorkerBatchNorm(4, workers=4)(x)
     with pytest.raises(ValueError, match="workers=0"):
-        WorkerBatchNorm2d(4, workers=0)
+        WorkerBatchNorm(4, workers=0)
     a.eval()
     torch.testing.assert_close(a(x), F.batch_norm(x, a.running_mean, a.running_var, a.weight, a.bias, False))
 
@@ -74,7 +74,7 @@ def test_factory_builds_each_norm_by_name():
     assert make_norm("gn", 32, groups=64).num_groups == 32      # clamped: one channel per group
     assert make_norm("gn", 32, group_size=64).num_groups == 1   # clamped: one group
     bn = make_norm("bn", 64, workers=2, activation="relu")
-    assert isinstance(bn, WorkerBatchNorm2d) and bn.workers == 2 and bn.activation == "relu"
+    assert isinstance(bn, WorkerBatchNorm) and bn.workers == 2 and bn.activation == "relu"
     assert isinstance(make_norm("bn-frozen", 8), gnn.FrozenBatchNorm)
     assert isinstance(make_norm("none", 8), torch.nn.Identity)
     with pytest.raises(ValueError, match="groups=24 does not divide num_channels=64"):

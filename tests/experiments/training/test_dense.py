@@ -12,7 +12,7 @@ from groupnorm.cli import main
 from groupnorm.experiments import store
 from groupnorm.experiments.data import load_run_data
 from groupnorm.experiments.data.canvases import collate
-from groupnorm.experiments.protocol import RunConfig, experiment_configs, get_preset
+from groupnorm.experiments.protocol import RunConfig, experiment_configs, get_preset, plan_task, plan_tasks
 from groupnorm.experiments.training import build_run_model, train_run
 from groupnorm.experiments.training.dense import TASK_METRICS, epoch_order, evaluate_dense
 from groupnorm.nn.worker_bn import WorkerBatchNorm
@@ -42,8 +42,8 @@ def test_dense_fields_are_in_the_identity_only_when_set():
 
 
 @pytest.mark.parametrize("over, match", [
-    (dict(task="detection"), "arch='resnet' is for classification"),
-    (dict(task="segmentation", arch="centernet"), "arch='centernet' is for detection"),
+    (dict(task="detection"), "arch='resnet' is for the classification task"),
+    (dict(task="segmentation", arch="centernet"), "arch='centernet' is for the detection task"),
     (dict(head_norm="bn"), "apply to the tasks detection, segmentation only"),
     (dict(task="detection", arch="centernet", head_norm="ws"), "head_norm='ws' must be one of"),
     (dict(task="detection", arch="centernet", groups=None, group_size=2), "group_size=2"),
@@ -60,6 +60,16 @@ def test_plans_belong_to_their_task():
         experiment_configs("perworker", get_preset("smoke"))
     with pytest.raises(ValueError, match="task 'detection' has no preset 'imagenet'"):
         get_preset("imagenet", "detection")
+    with pytest.raises(ValueError, match=r"preset 'smoke' has no detection protocol.*get_preset\(name, 'detection'\)"):
+        experiment_configs("all", get_preset("smoke"), task="detection")
+    with pytest.raises(ValueError, match="experiment 'perworker' is of the detection / segmentation task, not "
+                                         "task='video'"):
+        experiment_configs("perworker", get_preset("smoke", "detection"), task="video")
+    with pytest.raises(ValueError, match="unknown task 'bogus'"):
+        get_preset("smoke", "bogus")
+    assert plan_task("perworker") == "detection" and plan_tasks("masked") == ("detection", "segmentation")
+    seg = experiment_configs("perworker", get_preset("smoke", "segmentation"), batches=(3,))
+    assert {(c.task, c.batch_per_worker) for c in seg} == {("segmentation", 3)}
     full = experiment_configs("all", get_preset("full", "detection"), seeds=1)
     head = [c for c in full if c.experiment == "head"]
     assert {(c.arch, c.norm, c.head_norm) for c in head} == {("two_stage", "gn", h)

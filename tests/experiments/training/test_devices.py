@@ -35,7 +35,7 @@ def test_resolve_device_and_backend():
 @pytest.mark.slow
 @pytest.mark.parametrize("norm", ["gn", "bn"])
 def test_bf16_autocast_on_cpu_runs_convolutions_in_bfloat16(norm):
-    model = build_run_model(dataclasses.replace(TINY, norm=norm))  # bn: 2 emulated workers (WorkerBatchNorm2d)
+    model = build_run_model(dataclasses.replace(TINY, norm=norm))  # bn: 2 emulated workers (WorkerBatchNorm)
     seen = []
     model.stem[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     x = torch.randn(8, 1, 28, 28)

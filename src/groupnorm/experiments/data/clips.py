@@ -53,8 +53,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-# the data package's names, whichever of its modules holds them
-from . import DataInfo, Split, as_spec, channel_stats, load_full, to_input
+from .cifar import channel_stats
+from .loading import load_full
+from .spec import as_spec
+from .split import DataInfo, Split, to_input
 
 MOTIONS = ("still", "horizontal", "vertical", "diagonal")
 MOTION_AXES = {"still": (0, 0), "horizontal": (0, 1), "vertical": (1, 0), "diagonal": (1, 1)}  # (rows, cols)

@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from .formats import DENSE_TASKS, FORMATS, detect_format
+from .formats import FORMATS, detect_format
 from .holdout import holdout_split
 from .noniid import worker_class_order
 from .spec import DataSpec, as_spec
@@ -68,25 +68,6 @@ def _splits(data, holdout: bool) -> tuple:
 POOL_IMAGES = 10000  # training-split images a run's precise BN draws from (training.bn_eval.PRECISE_BN_IMAGES)
 
 
-def load_run_data(data: "DataSpec | str | None", cfg) -> tuple:
-    """(train, val, pool) for the run ``cfg`` (a RunConfig): :func:`load_data`'s training and validation
-    subsets, and ``pool``: ``POOL_IMAGES`` images of the same training split (or, with ``cfg.holdout``, of its
-    part outside the held-out images), a fixed seeded class-balanced draw that includes images the run did not
-    train on. Precise BN (:mod:`groupnorm.experiments.training.bn_eval`) recomputes population statistics over
-    the pool, since the run's own training subset can be smaller than the 10,000 images Wu & Johnson's precise
-    BN asks for; the pool never holds validation (test-split or held-out) images.
-
-    A dense task's run (``cfg.task`` in ``DENSE_TASKS``) gets canvases instead (:func:`dense_run_data`)."""
-    if cfg.task in DENSE_TASKS:
-        return dense_run_data(data, cfg)
-    train, val = load_data(data, cfg.train_size, cfg.val_size, cfg.holdout)
-    pkey = (as_spec(data), "pool", cfg.holdout)
-    if pkey not in _cache:
-        _cache[pkey] = subset(_splits(data, cfg.holdout)[0], POOL_IMAGES, seed=2)
-    pool = _cache[pkey]
-    return train, val, (pool if len(pool) > len(train) else train)
-
-
 def subset(split, size: int | None, seed: int = 0):
     """A class-balanced subset of ``size`` examples drawn with a fixed ``seed`` (all of it if ``size`` is None).
 
@@ -133,28 +114,3 @@ def epoch_batches(split, global_batch: int, seed: int, epoch: int, *, augment: b
     else:
         perm = worker_class_order(split.labels, steps, workers, global_batch // workers, classes_per_worker, g)
     yield from split.train_batches(perm, g, global_batch, steps, augment, part)
-
-
-CANVAS_SEED = 0  # the canvas sets' seed: every run of a dense task sees the same canvases
-
-
-def dense_run_data(data: "DataSpec | str | None", cfg) -> tuple:
-    """(train, val, train) canvases of a dense task's run: ``cfg.train_size`` canvases of the IDX directory's
-    training items and ``cfg.val_size`` of its test items (:func:`groupnorm.experiments.data.canvases.canvas_set`,
-    seed ``CANVAS_SEED``), made once per process; the data set's format must be ``idx``."""
-    from .canvases import canvas_set
-
-    spec = as_spec(data)
-    fmt = detect_format(spec.data_dir) if spec.dataset == "auto" else spec.dataset
-    if fmt != "idx":
-        raise ValueError(f"task={cfg.task!r} makes its canvases from MNIST-format IDX items; {spec.data_dir!r} "
-                         f"holds {fmt!r} data")
-    for name in ("train_size", "val_size"):
-        if getattr(cfg, name) is None:
-            raise ValueError(f"{name}=None: task={cfg.task!r} needs a number of canvases")
-    key = (spec, "canvases", cfg.train_size, cfg.val_size)
-    if key not in _cache:
-        _cache[key] = (canvas_set(spec.data_dir, "train", cfg.train_size, CANVAS_SEED),
-                       canvas_set(spec.data_dir, "val", cfg.val_size, CANVAS_SEED))
-    train, val = _cache[key]
-    return train, val, train

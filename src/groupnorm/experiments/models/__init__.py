@@ -22,7 +22,8 @@ conv, projection shortcuts; the counts above, for 1000 classes, equal torchvisio
 variants swap the ImageNet stem for a 3x3 stride-1 conv without max-pool (32x32 inputs keep 32x32 in the first
 stage). Parameter counts are for ``norm="bn"``; GN, LN and IN have the same (a per-channel gamma and beta).
 ``vgg`` (Figure 3's network without residuals, shaped by the config's widths and blocks) is
-:class:`groupnorm.experiments.models.vgg.VGG`.
+:class:`groupnorm.experiments.models.vgg.VGG`. ``resnet3d`` (the video task's 3D ResNet on (N, C, T, H, W) clips,
+shaped by the config's widths, blocks and strides) is :class:`groupnorm.experiments.models.resnet3d.ResNet3d`.
 """
 from __future__ import annotations
 

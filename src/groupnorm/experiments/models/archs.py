@@ -47,6 +47,8 @@ ARCHS = {
     "resnet101": Arch("bottleneck", _IMAGENET_WIDTHS, (3, 4, 23, 3), "7x7", "B", 2, 1000),
     "resnet18_cifar": Arch("basic", _IMAGENET_WIDTHS, (2, 2, 2, 2), "3x3", "B", 1, 10),
     "resnet50_cifar": Arch("bottleneck", _IMAGENET_WIDTHS, (3, 4, 6, 3), "3x3", "B", 1, 10),
+    # resnet3d.ResNet3d: 3x3x3 basic blocks on (N, C, T, H, W) clips, shaped by the config (the video task)
+    "resnet3d": Arch(num_classes=40, config_fields=SHAPE_FIELDS, module="resnet3d", task="video"),
     # dense tasks: a ``resnet`` backbone shaped by the config (models/backbone.py) under a task's model
     "centernet": Arch(config_fields=SHAPE_FIELDS, module="centernet", task="detection"),
     "two_stage": Arch(config_fields=SHAPE_FIELDS, module="two_stage", task="detection"),

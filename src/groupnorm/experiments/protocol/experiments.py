@@ -15,6 +15,12 @@
   convergence control of the report (their error may change by at most 1 point).
 - ``vgg``: the VGG-style network without normalization, with BN and with GN (Figure 3;
   :mod:`groupnorm.experiments.models.vgg`).
+- ``video`` (task video): BN and GN at each of the preset's ``video_clips`` clips per worker with
+  ``video_frames`` frames, and at ``video_more_frames`` (the paper's Table 8: 4 clips of 64 frames against 8 and
+  4 clips of 32); ``video-lrsweep``: BN and GN at the most clips per worker for each of ``video_lrsweep_lrs``,
+  validated on held-out training clips; ``video-control``: BN at the most and fewest clips trained
+  ``control_factor`` times as many epochs (:mod:`groupnorm.experiments.data.clips`,
+  :mod:`groupnorm.experiments.models.resnet3d`).
 - The dense tasks' experiments (``--task detection|segmentation``; presets in :mod:`.dense_presets`), at the
   preset's ``dense_batch`` (2) images per worker unless said otherwise; ``syncbn`` is BN over the global batch in
   the backbone and the heads:
@@ -32,7 +38,8 @@
     degrades at few images per worker and GN does not.
   - ``masked``: GN with the padding of a batch left out of its statistics (``masked_stats``) beside GN as
     detectron2 computes it (padding included). Measures whether the padding in GN's statistics matters.
-- ``all``: the preset's ``all_experiments``. Runs that two experiments share (e.g. GN at b=32) are trained once.
+- ``all``: the preset's ``all_experiments`` (with ``task="video"``: its ``video_experiments``). Runs that two
+  experiments share (e.g. GN at b=32) are trained once.
 
 A new experiment is one entry of :data:`PLANS`: a function of the :class:`Plan` (the preset, its base config
 and the batch sizes and worker counts the experiments share) returning the overrides of each run.
@@ -44,7 +51,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..models.archs import ARCHS, SHAPE_FIELDS
-from .presets import Preset
+from .presets import Preset, task_presets
 from .run_config import DEFAULT_CONFIG, RunConfig
 
 
@@ -119,6 +126,25 @@ def _vgg(p: Plan) -> list[dict]:
                  blocks=p.preset.vgg_blocks, first_stride=1) for n in p.preset.vgg_norms]
 
 
+def _video(p: Plan) -> list[dict]:
+    pr = p.preset
+    clips, frames = pr.video_more_frames
+    return ([dict(norm=n, batch_per_worker=c, frames=pr.video_frames) for n in ("bn", "gn") for c in pr.video_clips]
+            + [dict(norm=n, batch_per_worker=clips, frames=frames) for n in ("bn", "gn")])
+
+
+def _video_lrsweep(p: Plan) -> list[dict]:
+    pr = p.preset
+    return [dict(norm=n, batch_per_worker=max(pr.video_clips), frames=pr.video_frames, base_lr=lr, holdout=True)
+            for n in ("bn", "gn") for lr in pr.video_lrsweep_lrs]
+
+
+def _video_control(p: Plan) -> list[dict]:
+    pr = p.preset
+    return [dict(norm="bn", batch_per_worker=c, frames=pr.video_frames, epochs=p.base.epochs * pr.control_factor)
+            for c in sorted({max(pr.video_clips), min(pr.video_clips)}, reverse=True)]
+
+
 def _dense_norm(name: str, p: Plan, b: int) -> dict:
     """A dense run's norm by name: ``syncbn`` is BN over the global batch (``norm_batch``) in the backbone and
     the heads; other names are the backbone's norm, which the heads follow."""
@@ -156,17 +182,53 @@ def _masked(p: Plan) -> list[dict]:
 PLANS: dict[str, Callable[[Plan], list[dict]]] = {
     "table1": _table1, "table2": _table2, "table3": _table3, "curves": _curves, "noniid": _noniid,
     "ghost": _ghost, "lrsweep": _lrsweep, "control": _control, "vgg": _vgg,
+    "video": _video, "video-lrsweep": _video_lrsweep, "video-control": _video_control,
+
     "transfer": _transfer, "head": _head, "scratch": _scratch, "perworker": _perworker, "masked": _masked,
+
 }
-PLAN_TASKS = {"transfer": ("detection",), "head": ("detection",), "scratch": ("detection",),
+PLAN_TASKS = {"video": ("video",), "video-lrsweep": ("video",), "video-control": ("video",),
+              "transfer": ("detection",), "head": ("detection",), "scratch": ("detection",),
               "perworker": ("detection", "segmentation"),
-              "masked": ("detection", "segmentation")}  # the others: classification
+              "masked": ("detection", "segmentation")}  # the others: ("classification",)
 EXPERIMENTS = (*PLANS, "all")  # "all": the preset's all_experiments
 
 
-def _base(preset: Preset, workers: int | None, epochs: int | None, arch: str | None) -> RunConfig:
-    """The preset's base config with the caller's ``workers``, ``epochs`` and ``arch`` (a named arch replaces
-    the preset's ``resnet`` widths, blocks and strides)."""
+def plan_tasks(experiment: str) -> tuple:
+    """The tasks an experiment's runs can be of (``PLAN_TASKS``; classification when not named there)."""
+    return PLAN_TASKS.get(experiment, ("classification",))
+
+
+def plan_task(experiment: str) -> str:
+    """The task of an experiment's runs by default: the first of :func:`plan_tasks`."""
+    return plan_tasks(experiment)[0]
+
+
+def _run_task(experiment: str, preset: Preset, task: str | None) -> str:
+    """The task of ``experiment``'s runs on ``preset`` (see :func:`experiment_configs`), or an error naming the
+    experiments of the task asked for."""
+    def of(t):
+        return ", ".join(n for n in PLANS if t in plan_tasks(n))
+    if experiment == "all":
+        return preset.task if task is None else task
+    own = plan_tasks(experiment)
+    if task is None:
+        if preset.task in own:
+            return preset.task
+        if task_presets(own[0]) is not task_presets(preset.task):
+            raise ValueError(f"experiment {experiment!r} is not one of task {preset.task!r} (preset "
+                             f"{preset.name!r}); choose one of {of(preset.task)}, or a preset of task {own[0]!r}")
+        return own[0]
+    if task not in own:
+        raise ValueError(f"experiment {experiment!r} is of the {' / '.join(own)} task, not task={task!r}; the {task} "
+                         f"task's experiments: {of(task)}")
+    return task
+
+
+def _base(preset: Preset, workers: int | None, epochs: int | None, arch: str | None,
+          task: str = "classification") -> RunConfig:
+    """The preset's base config of ``task`` (:meth:`Preset.task_base`) with the caller's ``workers``,
+    ``epochs`` and ``arch`` (a named arch replaces the preset's ``resnet`` widths, blocks and strides)."""
     over = {k: v for k, v in (("workers", workers), ("epochs", epochs)) if v is not None}
     if arch is not None:
         over["arch"] = arch
@@ -174,7 +236,7 @@ def _base(preset: Preset, workers: int | None, epochs: int | None, arch: str | N
             raise ValueError(f"arch={arch!r} must be one of {', '.join(ARCHS)}")
         if not ARCHS[arch].config_fields:  # a named ResNet: the preset's small-ResNet shape does not apply
             over.update({n: getattr(DEFAULT_CONFIG, n) for n in SHAPE_FIELDS})
-    return dataclasses.replace(preset.base, **over)
+    return dataclasses.replace(preset.task_base(task), **over)
 
 
 def make_plan(preset: Preset, base: RunConfig, workers: int | None = None) -> Plan:
@@ -192,31 +254,31 @@ def make_plan(preset: Preset, base: RunConfig, workers: int | None = None) -> Pl
 
 def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None, workers: int | None = None,
                        epochs: int | None = None, batches: tuple | None = None,
-                       arch: str | None = None) -> list[RunConfig]:
+                       arch: str | None = None, task: str | None = None) -> list[RunConfig]:
     """The runs of one experiment (or ``all``), each seed, duplicates (by key) removed, in a stable order.
 
-    ``seeds``, ``workers``, ``epochs``, ``batches`` (Table 2's images per worker; a dense task's ``perworker``
-    list) and ``arch`` override the
-    preset's (a named arch replaces the preset's ``resnet`` widths, blocks and strides).
+    ``seeds``, ``workers``, ``epochs``, ``batches`` (Table 2's images per worker; with task video, the clips per
+    worker of ``video``; with a dense task, the images per worker of ``perworker``) and ``arch`` override the
+    preset's (a named arch replaces the preset's ``resnet`` widths, blocks and strides). ``task``: by default the
+    preset's own (:attr:`Preset.task`) where the experiment is one of its, else the experiment's
+    (:func:`plan_task`) where the same presets serve it (video), else an error; with ``all``, which task's
+    experiments (default the preset's). A named experiment of another task is an error.
     Every run gets its norm's learning rate (``Preset.base_lr``) unless its experiment sets one (lrsweep).
     """
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
+    task = _run_task(experiment, preset, task)
     n_seeds = preset.seeds if seeds is None else seeds
     if n_seeds < 1:
         raise ValueError(f"seeds={n_seeds} must be at least 1")
-    base = _base(preset, workers, epochs, arch)
-    names = list(preset.all_experiments) if experiment == "all" else [experiment]
-    wrong = [n for n in names if preset.task not in PLAN_TASKS.get(n, ("classification",))]
-    if wrong:
-        raise ValueError(f"experiment {wrong[0]!r} is not one of task {preset.task!r}'s: choose one of "
-                         + ", ".join(n for n in PLANS if preset.task in PLAN_TASKS.get(n, ("classification",))))
+    base = _base(preset, workers, epochs, arch, task)
     if batches is not None:
         if not batches or any(not isinstance(b, int) or b < 1 for b in batches):
             raise ValueError(f"batches={batches!r} must be positive integers")
-        field = "table2_batches" if preset.task == "classification" else "dense_batches"
+        field = {"classification": "table2_batches", "video": "video_clips"}.get(task, "dense_batches")
         preset = dataclasses.replace(preset, **{field: tuple(batches)})
     plan = make_plan(preset, base, workers)
+    names = list(preset.task_experiments(task)) if experiment == "all" else [experiment]
     out, seen = [], set()
     for seed in range(n_seeds):  # all settings of seed 0 first, so a partial run is a full table
         for name in names:

@@ -50,7 +50,7 @@ class Preset:
     vgg_norms: tuple = ("none", "bn", "gn")
     vgg_widths: tuple = (64, 128, 256)
     vgg_blocks: tuple = (2, 2, 2)
-    seeds_by_experiment: tuple = (("lrsweep", 1), ("vgg", 1))
+    seeds_by_experiment: tuple = (("lrsweep", 1), ("vgg", 1), ("video-lrsweep", 1))
     all_experiments: tuple = ("table2", "noniid", "ghost", "table1", "table3", "curves")  # what "all" means
     dataset: str = "Fashion-MNIST"                  # what it trains on (its arch is base.arch)
     needs_data_dir: bool = False                    # no default directory: --data-dir is required
@@ -65,15 +65,43 @@ class Preset:
     scratch_norms: tuple = ("gn", "syncbn", "bn")   # from scratch (no pre-training)
     scratch_schedules: tuple = (1, 3)               # scratch's epochs: these times the protocol's (1x, 3x)
     pretrain_epochs: int = 16                       # transfer's backbone pre-training (pretrain_config)
+    # The video task (``--task video``): its protocol, the clips per worker BN and GN are compared at (with
+    # video_frames frames), the (clips, frames) of "more frames at the same memory", its learning rates and sweep.
+    video_base: RunConfig | None = None             # None: the preset has no video protocol
+    video_clips: tuple = (8, 4, 2)                  # clips per worker (the paper: 8 and 4 clips per GPU)
+    video_frames: int = 8                           # frames per clip at each of video_clips (the paper: 32)
+    video_more_frames: tuple = (4, 16)              # (clips per worker, frames): the paper's 4 x 64
+    video_lr_by_norm: tuple = ()                    # as lr_by_norm, for the video task (else video_base.base_lr)
+    video_lrsweep_lrs: tuple = (0.1, 0.2, 0.4, 0.8, 1.6)  # base lrs per 256 clips tried by video-lrsweep
+    video_experiments: tuple = ("video",)           # what "all" means with --task video
 
     def base_lr(self, cfg: "RunConfig") -> float:
         """The base learning rate of ``cfg``'s normalization: its variant's (``lr_by_variant``), else its norm
-        family's (``lr_by_norm``), else ``base.base_lr``."""
+        family's (``lr_by_norm``), else ``base.base_lr``; for the video task ``video_lr_by_norm``, else
+        ``video_base.base_lr``."""
+        family = {"ln": "gn", "in": "gn", "gn+ws": "gn", "bn-frozen": "bn"}.get(cfg.norm, cfg.norm)
+        if cfg.task == "video":
+            return dict(self.video_lr_by_norm).get(family, self.task_base("video").base_lr)
         variants = dict(self.lr_by_variant)
         if cfg.variant in variants:
             return variants[cfg.variant]
-        family = {"ln": "gn", "in": "gn", "gn+ws": "gn", "bn-frozen": "bn"}.get(cfg.norm, cfg.norm)
         return dict(self.lr_by_norm).get(family, self.base.base_lr)
+
+    def task_base(self, task: str) -> "RunConfig":
+        """The protocol of ``task``: ``base`` for the preset's own ``task`` (classification, or a dense task's
+        preset of :data:`DENSE_PRESETS`), ``video_base`` for video (an error naming the presets that have one)."""
+        if task == self.task:
+            return self.base
+        if task == "video" and self.video_base is not None:
+            return self.video_base
+        raise ValueError(f"preset {self.name!r} has no {task} protocol; presets with one: "
+                         + ", ".join(n for n, p in task_presets(task).items()
+                                     if p.task == task or (task == "video" and p.video_base is not None))
+                         + (f" (get_preset(name, {task!r}))" if task != "video" else ""))
+
+    def task_experiments(self, task: str) -> tuple:
+        """What ``all`` means for ``task``: ``video_experiments`` for video, else ``all_experiments``."""
+        return self.video_experiments if task == "video" else self.all_experiments
 
     def seeds_of(self, experiment: str, seeds: int) -> int:
         return min(seeds, dict(self.seeds_by_experiment).get(experiment, seeds))
@@ -111,6 +139,17 @@ PROTOCOL_LR_VARIANT = (("LN", 0.8), ("GN+WS G=32", 1.6), ("GN G=64", 1.6), ("GN 
                        ("GN G=4", 1.6), ("GN G=2", 3.2), ("GN K=64", 3.2), ("GN K=32", 0.8), ("GN K=16", 1.6),
                        ("GN K=8", 0.8), ("GN K=4", 3.2), ("GN K=2", 3.2))
 
+# The video task's protocol (quick and full): clips of Fashion-MNIST items moving on a 32 x 32 canvas
+# (data/clips.py: 10 item classes x 4 motion types = 40 classes), 2,000 training clips, 1,000 validation clips
+# (from the test items), 4 emulated workers (the paper's 8 GPUs, scaled), 8 epochs for every setting after a
+# 1-epoch warmup, the step schedule, augmentation on (a new speed, start and flip per clip and epoch; the label
+# is kept). The 3D ResNet: widths (32, 64, 128), one basic block each, stem at spatial stride 2 (32 -> 16 -> 16 ->
+# 8 -> 4), time stride 2 from the second stage; GN with 8 groups (4 to 16 channels per group, as the paper's
+# ResNet-50 has 2 to 64). Learning rates: video_base's until the video lr sweep's best are set.
+VIDEO_PROTOCOL = RunConfig(task="video", arch="resnet3d", groups=8, workers=4, epochs=8, train_size=2000,
+                           val_size=1000, widths=(32, 64, 128), blocks=(1, 1, 1), stem_stride=2, first_stride=1,
+                           warmup_epochs=1.0, base_lr=0.4, schedule="step", augment=True, frames=8, canvas=32)
+
 PRESETS = {
     # Seconds: a handful of tiny runs, for the tests.
     "smoke": Preset(
@@ -120,27 +159,32 @@ PRESETS = {
         seeds=1, table1_norms=("bn", "gn"), table2_batches=(8, 2), table3_groups=(8, 1),
         table3_group_sizes=(4,), table1_batch=8, noniid_classes=(1, 10), noniid_batch=4,
         ghost_norm_batches=(8, 2), lrsweep_lrs=(0.1, 0.4), vgg_widths=(8, 16), vgg_blocks=(1, 1),
-        all_experiments=("table2", "table1", "table3", "curves")),
+        all_experiments=("table2", "table1", "table3", "curves"),
+        video_base=RunConfig(task="video", arch="resnet3d", groups=4, workers=2, epochs=2, train_size=32,
+                             val_size=16, widths=(4, 8), blocks=(1, 1), stem_stride=2, warmup_epochs=0.5,
+                             base_lr=0.2, frames=4, canvas=16),
+        video_clips=(4, 2), video_frames=4, video_more_frames=(2, 8), video_lrsweep_lrs=(0.1, 0.4)),
     # The README's main job (<= 15 minutes on 2 idle cores; docs/results/README.md has the measured time): the
     # two ends of Table 2 (BN and GN at 32 and 2 images per worker) and noniid (BN, GN) at 1 and 10 classes per
     # worker, 3 seeds. Same protocol as full, which adds SyncBN to noniid and the 2x-longer control.
     "quick": Preset(
         "quick", PROTOCOL, seeds=3, group_workers=4, ghost_batch=8, noniid_workers=10, noniid_batch=4,
-        seeds_by_experiment=(("lrsweep", 2), ("vgg", 1)),
+        seeds_by_experiment=(("lrsweep", 2), ("vgg", 1), ("video-lrsweep", 2)),
         table1_norms=("bn", "gn"), table2_batches=(32, 2), table3_groups=(32,), table3_group_sizes=(),
         noniid_classes=(1, 10), noniid_norms=("bn", "gn"), lr_by_norm=PROTOCOL_LR, lrsweep_lrs=PROTOCOL_LRSWEEP,
-        all_experiments=("table2", "noniid")),
+        all_experiments=("table2", "noniid"), video_base=VIDEO_PROTOCOL, video_clips=(8, 4)),
     # Every experiment on the same protocol, 3 seeds (lr sweep and Figure 3: one); seeds run one after the other
     # (all settings of seed 0 first), so a partial run is a full table. ~2.5 hours on 2 cores; resumable.
     "full": Preset(
         "full", PROTOCOL, seeds=3, group_workers=4, ghost_batch=8, noniid_workers=10, noniid_batch=4,
-        seeds_by_experiment=(("lrsweep", 2), ("vgg", 1)),
+        seeds_by_experiment=(("lrsweep", 2), ("vgg", 1), ("video-lrsweep", 2)),
         table1_norms=("bn", "ln", "in", "gn", "gn+ws"), lrsweep_lrs=PROTOCOL_LRSWEEP,
         table2_batches=(32, 16, 8, 4, 2), table3_groups=(64, 32, 16, 8, 4, 2, 1),
         table3_group_sizes=(64, 32, 16, 8, 4, 2, 1), lr_by_norm=PROTOCOL_LR,
         lr_by_variant=PROTOCOL_LR_VARIANT, lrsweep_variants=PROTOCOL_SWEEP_VARIANTS,
         lrsweep_variant_lrs=PROTOCOL_VARIANT_LRSWEEP,
-        all_experiments=("lrsweep", "table2", "noniid", "ghost", "control", "table1", "table3", "vgg")),
+        all_experiments=("lrsweep", "table2", "noniid", "ghost", "control", "table1", "table3", "vgg"),
+        video_base=VIDEO_PROTOCOL, video_experiments=("video-lrsweep", "video", "video-control")),
     # What a GPU user runs (see docs/harness.md): the paper's protocol, data sets in their official formats.
     # CIFAR-10 (50k training images, validation on the 10k test images): 8 workers, the paper's b list, its
     # schedule in epochs (100 epochs, lr x0.1 at 30/60/90) and its lr 0.1 per 256 images, weight decay 1e-4.
@@ -244,14 +288,19 @@ def preset_data_dir(preset: Preset, data_dir: str | None) -> str | None:
     return data_dir
 
 
+def task_presets(task: str) -> dict:
+    """The presets that serve ``task``: :data:`PRESETS` (classification and video), or ``DENSE_PRESETS[task]``."""
+    if task in ("classification", "video"):
+        return PRESETS
+    if task not in DENSE_PRESETS:
+        raise ValueError(f"unknown task {task!r}; choose one of classification, video, {', '.join(DENSE_PRESETS)}")
+    return DENSE_PRESETS[task]
+
+
 def get_preset(name: str, task: str = "classification") -> Preset:
-    """The preset ``name`` of ``task`` (:data:`PRESETS`, or a dense task's in :data:`DENSE_PRESETS`)."""
-    if task != "classification":
-        if task not in DENSE_PRESETS:
-            raise ValueError(f"unknown task {task!r}; choose classification or one of {', '.join(DENSE_PRESETS)}")
-        if name not in DENSE_PRESETS[task]:
-            raise ValueError(f"task {task!r} has no preset {name!r}; choose one of {', '.join(DENSE_PRESETS[task])}")
-        return DENSE_PRESETS[task][name]
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]
+    """The preset ``name`` of ``task``: one of :data:`PRESETS` for classification and video (its ``base`` and
+    ``video_base``), a dense task's of :data:`DENSE_PRESETS`; its protocol is ``.task_base(task)``."""
+    presets = task_presets(task)
+    if name not in presets:
+        raise ValueError(f"task {task!r} has no preset {name!r}; choose one of {', '.join(presets)}")
+    return presets[name]

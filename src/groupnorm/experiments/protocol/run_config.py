@@ -98,6 +98,8 @@ class RunConfig:
     #                             stem_stride, first_stride), "vgg" (vgg.VGG, no residuals: Figure 3), or a
     #                             named ResNet (resnet20 .. resnet101, resnet18_cifar, ...: models/)
     task: str = "classification"  # what the run's data, model and rows are for (data.formats.TASKS)
+    frames: int = 8             # video only: frames T per clip (data.clips.ClipSpec); in the identity for video
+    canvas: int = 32            # video only: frames are canvas x canvas pixels; in the identity for video
     # The dense tasks' fields (detection, segmentation; left out of the identity at their defaults):
     head_norm: str | None = None  # the heads' norm (a make_norm name, or "syncbn": BN over the global batch);
     #                               None: the backbone's
@@ -197,6 +199,7 @@ def config_label(cfg: RunConfig) -> str:
         + (f" epochs={cfg.epochs}" if cfg.experiment == "control" else "") \
         + (f" head={cfg.head_norm}" if cfg.head_norm is not None else "") + (" masked" if cfg.masked_stats else "") \
         + (f" pretrained={cfg.pretrain_epochs}" if cfg.pretrain_epochs else "")
+    extra += f" T={cfg.frames}" if cfg.task == "video" else ""
     arch = {DEFAULT_ARCH: "", "vgg": "VGG "}.get(cfg.arch, f"{cfg.arch} ")
     return arch + run_label(cfg.kind, cfg.canonical_groups(), cfg.batch_per_worker, cfg.seed) + extra
 
@@ -221,6 +224,9 @@ def identity(cfg: RunConfig) -> dict:
                           ("pretrain_epochs", 0)):
         if d[name] == default:
             d.pop(name)
+    if cfg.task != "video":  # the clip spec means nothing to other tasks (and their keys predate it)
+        d.pop("frames")
+        d.pop("canvas")
     return d
 
 
@@ -242,8 +248,8 @@ def validate(cfg: RunConfig) -> None:
     if cfg.task not in TASKS:
         raise ValueError(f"task={cfg.task!r} must be one of {', '.join(TASKS)}")
     if ARCHS[cfg.arch].task != cfg.task:
-        raise ValueError(f"arch={cfg.arch!r} is for {ARCHS[cfg.arch].task}, not task={cfg.task!r} (choose one of "
-                         f"{', '.join(n for n, a in ARCHS.items() if a.task == cfg.task)})")
+        raise ValueError(f"arch={cfg.arch!r} is for the {ARCHS[cfg.arch].task} task, not task={cfg.task!r} "
+                         f"(choose one of {', '.join(n for n, a in ARCHS.items() if a.task == cfg.task)})")
     if cfg.task not in DENSE_TASKS and (cfg.head_norm is not None or cfg.masked_stats or cfg.pretrain_epochs):
         raise ValueError(f"head_norm={cfg.head_norm!r}, masked_stats={cfg.masked_stats!r} and pretrain_epochs="
                          f"{cfg.pretrain_epochs!r} apply to the tasks {', '.join(DENSE_TASKS)} only, not "
@@ -254,6 +260,11 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"head_norm={cfg.head_norm!r} must be one of {', '.join(HEAD_NORMS)}")
     if cfg.task in DENSE_TASKS and cfg.group_size is not None:
         raise ValueError(f"group_size={cfg.group_size!r}: the {cfg.task} models take GN's groups only")
+    if cfg.task == "video":
+        for name, low in (("frames", 1), ("canvas", 2)):
+            v = getattr(cfg, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name}={v!r} must be an integer of at least {low}")
     if cfg.schedule not in ("cosine", "step"):
         raise ValueError(f"schedule={cfg.schedule!r} must be 'cosine' or 'step'")
     if cfg.norm_batch is not None:

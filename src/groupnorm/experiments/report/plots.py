@@ -8,7 +8,9 @@
 - ``ghost.png``  BN's error against the images its statistics are taken over, at a fixed global batch and lr,
   with GN and SyncBN as horizontal references;
 - ``bn_decomposition.png``  BN's three validation errors (EMA, precise BN, batch statistics) against b;
-- ``fig3_vgg.png``  Figure 3: percentiles of the VGG's late conv responses over training, and its curves.
+- ``fig3_vgg.png``  Figure 3: percentiles of the VGG's late conv responses over training, and its curves;
+- ``video_table8.png``  the video task (Table 8): top-1 accuracy against clips per worker, BN and GN, with the
+  more-frames setting as its own markers (``roles["video"]``: the video rows of the main protocol).
 """
 from __future__ import annotations
 
@@ -157,7 +159,7 @@ def _plot_table3(d: PlotData, plt) -> list[str]:
 
 def _errbar(ax, xs, groups, **kw):
     st = [error_bar(g) for g in groups]
-    ax.errorbar(xs, [s[0] for s in st], yerr=[s[1] for s in st], marker="o", capsize=3, **kw)
+    ax.errorbar(xs, [s[0] for s in st], yerr=[s[1] for s in st], **{"marker": "o", "capsize": 3, **kw})
 
 
 def _log2_axis(ax, ticks, label):
@@ -267,5 +269,28 @@ def _plot_fig3(d: PlotData, plt) -> list[str]:
     return [_save(fig, plt, d.out, "fig3_vgg.png", dpi=110)]
 
 
+def _plot_video(d: PlotData, plt) -> list[str]:
+    """Table 8: top-1 accuracy against clips per worker, BN and GN, at the base frames and with more frames."""
+    from .video import grid
+
+    main = d.roles.get("video", [])
+    t, clips, more = grid(main)
+    if not clips:
+        return []
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for k, color in (("BN", "tab:blue"), ("GN", "tab:red")):
+        acc = [[100.0 - r["val_error"] for r in main if kind(r) == k and r["batch_per_worker"] == c
+                and r["frames"] == f] for c, f in [(c, t) for c in clips] + ([more] if more else [])]
+        _errbar(ax, clips, acc[:len(clips)], color=color, label=f"{k}, {t} frames")
+        if more:
+            _errbar(ax, [more[0]], acc[-1:], color=color, marker="s", mfc="none", ls="none",
+                    label=f"{k}, {more[1]} frames")
+    _log2_axis(ax, sorted(set(clips) | ({more[0]} if more else set())), "clips per worker")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("Video: clips per worker against frames per clip")
+    ax.legend(fontsize=8)
+    return [_save(fig, plt, d.out, "video_table8.png")]
+
+
 PLOTS = (_plot_fig1, _plot_fig4, _plot_fig5, _plot_table3, _plot_noniid, _plot_ghost, _plot_decomposition,
-         _plot_fig3)  # in the report's order; a new plot: a function of (PlotData, pyplot) -> file names
+         _plot_fig3, _plot_video)  # in the report's order; a new plot: a function of (PlotData, pyplot) -> file names

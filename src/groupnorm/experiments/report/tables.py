@@ -22,6 +22,7 @@ from ..training.provenance import provenance_lines
 from .claims import claims
 from .dense import dense_sections
 from .plots import plot_all
+from .video import video_roles, video_section
 from .rows import ROW_DEFAULTS, Results, by_setting, is_standard, kind, row_variant, setting_name, split_roles, \
     t3_rows
 from .stats import CONVERGENCE_POINTS, cell, control_check, converged, paired
@@ -219,14 +220,17 @@ class Report:
     b1: int | None = None
     convergence: list = field(default_factory=list)
     failed: list = field(default_factory=list)
+    video: list = field(default_factory=list)  # the video task's rows (their own section, :mod:`.video`)
 
 
 def read_report(out: str) -> Report:
     """The :class:`Report` of ``OUT/results.jsonl``."""
-    rows = [r for r in store.read_results(out)  # a dense task's rows and its backbones' pre-training are apart
+    rows = store.read_results(out)
+    video = [r for r in rows if r.get("task") == "video"]
+    rows = [r for r in rows  # a dense task's rows, the video task's and dense backbones' pre-training are apart
             if r.get("task", "classification") == "classification" and r.get("experiment") != "pretrain"]
     roles = split_roles(rows)
-    rep = Report(out, rows, roles, Results(roles["main"]))
+    rep = Report(out, rows, roles, Results(roles["main"]), video=video)
     if rows:
         rep.r0 = (rep.res.rows or rows)[0]
         bn_bs = rep.res.batches("BN") + rep.res.batches("GN")
@@ -298,10 +302,13 @@ def render(rep: Report) -> str:
     """``report.md``'s text: the title, then each of :data:`SECTIONS`."""
     L = ["# Group Normalization on Fashion-MNIST: reproduction report", ""]
     dense = dense_sections(store.read_results(rep.out))
-    if not rep.rows and not dense:
+    if not rep.rows and not rep.video and not dense:
         return "\n".join(L + ["No finished runs in `results.jsonl` yet."]) + "\n"
+    read_metrics = lambda r: store.read_jsonl(os.path.join(store.run_dir(rep.out, r["config_key"]),  # noqa: E731
+                                                           "metrics.jsonl"))
+    video = video_section(rep.video, read_metrics)
     classification = [line for section in SECTIONS for line in section(rep)] if rep.rows else []
-    return "\n".join(L + classification + dense) + "\n"
+    return "\n".join(L + classification + video + dense) + "\n"
 
 
 def build_report(out: str) -> tuple[str, Results]:
@@ -314,7 +321,8 @@ def write_report(out: str) -> str:
     """Write ``OUT/report.md`` and the plots; return the report's path."""
     rep = read_report(out)
     text = render(rep)
-    made = plot_all(out, rep.res, rep.b1, (PAPER_TABLE3_G, PAPER_TABLE3_K), rep.roles) if rep.rows else []
+    roles = dict(rep.roles, video=video_roles(rep.video)["main"])
+    made = plot_all(out, rep.res, rep.b1, (PAPER_TABLE3_G, PAPER_TABLE3_K), roles) if rep.rows or rep.video else []
     if made:
         text += "\n## Plots\n\n" + "\n".join(f"![{m}]({m})" for m in made) + "\n"
     path = os.path.join(out, "report.md")

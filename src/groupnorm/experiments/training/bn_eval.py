@@ -73,7 +73,7 @@ def bn_decomposition(model: torch.nn.Module, cfg, train: Split, val: Split, loca
                                          part=(0, gb // local_batch)))
     with conv_context(device, local_batch), autocast(device, amp):
         used = precise_bn(pm, batches, num_images=min(want, want // gb * local_batch))
-    _, err_precise = evaluate(pm, val, channels_last=fmt == torch.channels_last, amp=amp)
+    _, err_precise = evaluate(pm, val, channels_last=fmt != torch.contiguous_format, amp=amp)
     err_batch, n_batch = _batch_stats_error(model, val, local_batch, fmt, amp)
     return dict(val_error_precise_bn=err_precise, precise_bn_images=used,
                 precise_bn_all_training_images=len(train) < PRECISE_BN_IMAGES,  # the pool ran short

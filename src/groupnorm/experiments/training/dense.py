@@ -1,6 +1,6 @@
 """Train and evaluate one run of a dense task (detection, segmentation) on canvases, with emulated workers.
 
-Data: the run's training canvases (:func:`groupnorm.experiments.data.loading.dense_run_data`) in a seeded
+Data: the run's training canvases (:func:`groupnorm.experiments.data.load_run_data`) in a seeded
 shuffle per epoch (the (seed, epoch) generator of the classification loop), the last partial global batch
 dropped. A global batch of ``W * b`` canvases is one padded :class:`~groupnorm.experiments.data.canvases.CanvasBatch`
 (detectron2's padding to a multiple of 32); worker ``w`` holds canvases ``w*b .. (w+1)*b - 1``.

@@ -4,12 +4,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from groupnorm.layout import LAYOUT_NCS, LAYOUT_NSC, torch_format
+
 from .devices import autocast
 
 
-def memory_format(channels_last: bool) -> torch.memory_format:
-    """``torch.channels_last`` if ``channels_last``, else ``torch.contiguous_format``."""
-    return torch.channels_last if channels_last else torch.contiguous_format
+def memory_format(channels_last: bool, ndim: int = 4) -> torch.memory_format:
+    """``torch.channels_last`` (rank 4: images) or ``torch.channels_last_3d`` (rank 5: clips) if
+    ``channels_last``, else ``torch.contiguous_format`` (:func:`groupnorm.layout.torch_format`)."""
+    return torch_format(LAYOUT_NSC if channels_last else LAYOUT_NCS, ndim)
 
 
 def memory_format_name(channels_last: bool) -> str:
@@ -40,4 +43,4 @@ def evaluate(model: torch.nn.Module, split, batch: int = 250, *,
 
 def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
     """A batch on ``device`` in the run's memory format (asynchronous from pinned memory)."""
-    return x.to(device, non_blocking=True).contiguous(memory_format=memory_format(channels_last))
+    return x.to(device, non_blocking=True).contiguous(memory_format=memory_format(channels_last, x.dim()))

@@ -2,7 +2,7 @@
 
 Workers: the global batch of ``W * b`` images is cut into W slices of b images. A job of ``world`` processes
 gives each rank ``W / world`` consecutive slices; inside a process the slices are emulated workers
-(:class:`~groupnorm.nn.worker_bn.WorkerBatchNorm2d`). So ``world=1`` is W emulated workers, ``world=W`` is W
+(:class:`~groupnorm.nn.worker_bn.WorkerBatchNorm`). So ``world=1`` is W emulated workers, ``world=W`` is W
 real workers (plain BN per process under DDP with ``broadcast_buffers=True``), and both compute the same thing:
 
 - BN statistics per slice of b images; running statistics from slice 0 (rank 0's, which DDP broadcasts);
@@ -23,7 +23,8 @@ batches come from pinned memory (copied asynchronously). Rows record ``device``,
 ``images_per_s`` is the training throughput (data loading included) over the run's epochs.
 
 Memory format: ``channels_last=True`` runs the model and its batches in channels-last (NHWC) memory, where this
-CPU's convolutions are faster (and GN takes the compiled kernels' channels-last path). It is how a run is
+CPU's convolutions are faster (and GN takes the compiled kernels' channels-last path); the video task's clips
+and 3D model use ``channels_last_3d``. It is how a run is
 executed, like the thread count, not part of its identity: the numbers differ only by float rounding.
 """
 from __future__ import annotations
@@ -197,7 +198,7 @@ def _prepare(job: TrainJob) -> _Run:
     pin = device.type == "cuda"  # pinned host batches: asynchronous copies to the GPU
     train, val = dataclasses.replace(job.train, pin_memory=pin), dataclasses.replace(job.val, pin_memory=pin)
     # the checkpoint's values load into these strides, on this device
-    model = build_run_model(cfg, world, train.info).to(device=device, memory_format=memory_format(job.channels_last))
+    model = build_run_model(cfg, world, train.info).to(device=device, memory_format=_model_format(job))
     opt = make_optimizer(model, cfg)
     steps = cfg.images_per_epoch(len(train)) // cfg.global_batch
     run = _Run(job, train, val, model, model, opt, device, steps, rdir, [])
@@ -299,6 +300,11 @@ def _end_epoch(run: _Run, epoch: int, sums: list, count: int, lr: float, train_s
                                               wall_s=run.wall_s()))
 
 
+def _model_format(job: TrainJob) -> torch.memory_format:
+    """The memory format of the run's model and batches: channels-last of rank 5 for the video task's clips."""
+    return memory_format(job.channels_last, 5 if job.cfg.task == "video" else 4)
+
+
 def _finish(run: _Run, diverged: bool) -> dict:
     """Rank 0 after the last epoch: BN's error decomposition, the row (appended to results.jsonl), the final
     weights (``model.pt``); the checkpoint is removed."""
@@ -307,7 +313,7 @@ def _finish(run: _Run, diverged: bool) -> dict:
     decomposition = {}
     if cfg.norm == "bn" and not diverged and not (job.world > 1 and cfg.bn_batch > local):
         decomposition = bn_decomposition(run.model, cfg, run.train if job.pool is None else job.pool, run.val,
-                                         local, memory_format(job.channels_last), amp=job.amp)
+                                         local, _model_format(job), amp=job.amp)
     row = results_row(job, run.history, diverged, run.wall_s(), decomposition)
     buf = io.BytesIO()
     torch.save(run.model.state_dict(), buf)

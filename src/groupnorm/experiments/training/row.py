@@ -54,7 +54,9 @@ def run_fields(job, history: list[dict], diverged: bool, wall_s: float, info) ->
         image_shape=list(info.image_shape), norm_batch=cfg.norm_batch, bn_batch=cfg.bn_batch,
         classes_per_worker=cfg.classes_per_worker, holdout=cfg.holdout, base_lr=cfg.base_lr,
         first_stride=cfg.first_stride, augment=cfg.augment, schedule=cfg.schedule,
-        warmup_epochs=cfg.warmup_epochs, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        warmup_epochs=cfg.warmup_epochs,
+        **(dict(frames=cfg.frames, canvas=cfg.canvas) if cfg.task == "video" else {}),
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
 def results_row(job, history: list[dict], diverged: bool, wall_s: float, decomposition: dict) -> dict:
