@@ -8,7 +8,7 @@ import pytest
 
 import groupnorm.experiments as E
 from groupnorm.experiments.data import FORMATS, DATASET_CHOICES
-from groupnorm.experiments.data.formats import TASKS
+from groupnorm.experiments.data.formats import DENSE_TASKS, TASKS
 from groupnorm.experiments.models import ARCHS
 from groupnorm.experiments.protocol import EXPERIMENTS, PLANS
 from groupnorm.experiments.protocol.experiments import PLAN_TASKS
@@ -104,12 +104,13 @@ def test_subpackages_import_only_those_below_them():
 def test_registries_name_every_member():
     assert DATASET_CHOICES == ("auto", *FORMATS)
     assert EXPERIMENTS == (*PLANS, "all")
-    assert {a.module for a in ARCHS.values()} == {"resnets", "vgg", "resnet3d"}
+    assert {a.module for a in ARCHS.values()} == {"resnets", "vgg", "resnet3d", "centernet", "two_stage", "unet"}
     assert {a.task for a in ARCHS.values()} == set(TASKS)
     assert [n for n, a in ARCHS.items() if a.task == "video"] == ["resnet3d"]
+    assert set(DENSE_TASKS) <= set(TASKS)
     for name, fmt in FORMATS.items():
         assert fmt.task == "classification" and fmt.holds, name
-    assert {PLAN_TASKS.get(n, "classification") for n in PLANS} == set(TASKS)
+    assert {t for n in PLANS for t in PLAN_TASKS.get(n, ("classification",))} == set(TASKS)
 
 
 @pytest.mark.parametrize("old, new, names", [("config", "protocol", ("RunConfig", "experiment_configs", "PRESETS")),

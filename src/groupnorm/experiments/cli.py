@@ -1,7 +1,8 @@
 """``groupnorm reproduce`` and ``groupnorm report``: the paper's experiments from the command line.
 
     groupnorm reproduce --experiment {table1,table2,table3,curves,noniid,ghost,lrsweep,control,vgg,video,
-                                      video-lrsweep,video-control,all} [--task {classification,video}]
+                                      video-lrsweep,video-control,transfer,head,scratch,perworker,masked,all}
+                        [--task {classification,video,detection,segmentation}]
                         --preset {smoke,quick,full,cifar10,cifar10-resnet20,imagenet} [--arch NAME]
                         [--data-dir DIR] [--dataset {auto,idx,cifar10,cifar100,imagefolder}] [--image-size S]
                         [--data-workers N] [--out DIR] [--seeds K] [--workers W] [--launcher {emulate,torchrun}]
@@ -21,7 +22,7 @@ import os
 import signal
 import sys
 
-from .data.formats import TASKS
+from .data.formats import DENSE_TASKS, TASKS
 from .models.archs import ARCHS
 from .protocol import EXPERIMENTS, PRESET_NAMES
 from .data.spec import add_data_arguments, spec_from_args
@@ -58,11 +59,15 @@ def register(subparsers) -> None:
                     "Each finished run is a line of OUT/results.jsonl; re-running the same command skips finished "
                     "runs and resumes an interrupted one from its last epoch checkpoint. Ends by writing "
                     "OUT/report.md and its plots.")
-    p.add_argument("--experiment", choices=EXPERIMENTS, default="all")
+    p.add_argument("--experiment", choices=EXPERIMENTS, default="all",
+                   help="an experiment (video: video, video-lrsweep, video-control; detection: transfer, head, "
+                        "scratch, perworker, masked; segmentation: perworker, masked), or all: the preset's")
     p.add_argument("--task", choices=TASKS, default=None,
                    help="video: BN vs GN on clips of the data set's images moving on a canvas, with a 3D ResNet "
-                        "(the paper's Table 8); --experiment all then runs the preset's video experiments "
-                        "(default: the experiment's task; classification for all)")
+                        "(the paper's Table 8); detection / segmentation: on canvases of the data set's items "
+                        "(Tables 4-7; presets smoke, quick, full; see docs/harness.md); --experiment all then runs "
+                        "the task's experiments of the preset (default: the experiment's task; classification for "
+                        "all)")
     p.add_argument("--preset", choices=PRESET_NAMES, default="quick",
                    help="smoke: seconds (tests); quick: 13-16 min of training on 2 cores; full: closest to the paper on this CPU "
                         "(hours); cifar10, cifar10-resnet20, imagenet: the paper's protocol on a GPU "
@@ -122,7 +127,7 @@ def register(subparsers) -> None:
 
 
 def run_reproduce(args) -> int:
-    from .protocol import experiment_configs, get_preset, preset_data_dir
+    from .protocol import experiment_configs, get_preset, plan_task, preset_data_dir
     from .report.tables import write_report
     from .launch.runner import run_sweep
 
@@ -130,14 +135,18 @@ def run_reproduce(args) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
-    preset = get_preset(args.preset)
+    task = args.task or ("classification" if args.experiment == "all" else plan_task(args.experiment))
+    preset = get_preset(args.preset, task)
+    if task in DENSE_TASKS and args.launcher != "emulate":
+        raise ValueError(f"--task {task} emulates its workers in one process; --launcher {args.launcher} "
+                         f"is for classification and video")
     preset_data_dir(preset, args.data_dir)
     data = spec_from_args(args)
     if data.dataset == "auto" and preset.data_format != "auto":  # the preset's format: errors say what it needs
         data = dataclasses.replace(data, dataset=preset.data_format)
     out = args.out or os.path.join("runs", args.preset)
     configs = experiment_configs(args.experiment, preset, seeds=args.seeds, workers=args.workers,
-                                 epochs=args.epochs, batches=args.batches, arch=args.arch, task=args.task)
+                                 epochs=args.epochs, batches=args.batches, arch=args.arch, task=task)
     # the device stays a name ("auto" included): each process, here or on a cluster node, resolves it itself
     sweep = dict(data=data, launcher=args.launcher, threads=args.threads, channels_last=args.channels_last,
                  device=args.device, amp=args.amp)

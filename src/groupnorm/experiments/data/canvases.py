@@ -40,7 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import MEAN, STD, load_split  # the package's names (its modules move; these stay)
+from .idx import load_split
+from .split import MEAN, STD, DataInfo
 
 __all__ = ["TEXTURES", "CANVAS_SIDES", "ITEM_SIDES", "ITEMS_PER_CANVAS", "MASK_THRESHOLD", "PLACE_TRIES",
            "CANVAS_SPLITS", "SEMANTIC_IGNORE", "Canvas", "CanvasSet", "CanvasBatch", "load_textures",
@@ -183,7 +184,7 @@ class CanvasSet:
     ``classes``: the items' class names (IDX files carry none: "0".."9" by default)."""
 
     def __init__(self, items: np.ndarray, labels: np.ndarray, split: str, count: int, seed: int,
-                 classes: tuple | None = None):
+                 classes: tuple | None = None, source: str | None = None):
         if split not in _SPLIT_CODE:
             raise ValueError(f"split={split!r} is not one of {', '.join(_SPLIT_CODE)}")
         if not isinstance(count, int) or count < 1:
@@ -196,6 +197,7 @@ class CanvasSet:
                              f"and {labels.shape} labels")
         self.items, self.labels = items, labels.astype(np.int64)
         self.split, self.count, self.seed = split, count, seed
+        self.source = source  # the IDX directory of the items (canvas_set), where pre-training reads its images
         n = int(self.labels.max()) + 1
         if int(self.labels.min()) < 0 or n > SEMANTIC_IGNORE - 1:
             raise ValueError(f"item labels must lie in 0..{SEMANTIC_IGNORE - 2} (the semantic mask is uint8 with "
@@ -207,6 +209,11 @@ class CanvasSet:
 
     def __len__(self) -> int:
         return self.count
+
+    @property
+    def info(self):
+        """The set as results rows describe a data set (:class:`~.split.DataInfo`; the largest canvas side)."""
+        return DataInfo("canvases", self.classes, 1, (CANVAS_SIDES[1], CANVAS_SIDES[1]), (MEAN,), (STD,))
 
     def rng(self, i: int) -> np.random.Generator:
         """The generator canvas ``i`` is drawn from (module doc)."""
@@ -229,7 +236,7 @@ def canvas_set(data_dir: str, split: str, count: int, seed: int = 0) -> CanvasSe
     if split not in CANVAS_SPLITS:
         raise ValueError(f"split={split!r} is not one of {', '.join(CANVAS_SPLITS)}")
     s = load_split(data_dir, CANVAS_SPLITS[split])
-    return CanvasSet(s.images[:, 0].numpy(), s.labels.numpy(), split, count, seed, s.info.classes)
+    return CanvasSet(s.images[:, 0].numpy(), s.labels.numpy(), split, count, seed, s.info.classes, data_dir)
 
 
 @dataclass

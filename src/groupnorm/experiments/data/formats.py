@@ -15,6 +15,8 @@ format         the directory holds                                     read by
 =============  ======================================================  =====================================
 
 ``task`` says what a format's labels are for; every format here is ``classification`` (one label per image).
+The ``detection`` and ``segmentation`` tasks make their canvases from an ``idx`` directory's items
+(:mod:`.canvases`; boxes, instance masks and a semantic mask per canvas).
 The ``video`` task reads any of them and moves their images in clips (:func:`.clips.load_clips`).
 """
 from __future__ import annotations
@@ -23,7 +25,8 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-TASKS = ("classification", "video")  # what a format's labels, a model's output and an experiment's rows are for
+TASKS = ("classification", "video", "detection", "segmentation")  # what a format's labels, a model's output and an experiment's rows are for
+DENSE_TASKS = ("detection", "segmentation")  # tasks trained on canvases (data.canvases) by training.dense
 
 
 @dataclass(frozen=True)

@@ -41,14 +41,15 @@ __all__ = ["ARCHS", "DEFAULT_ARCH", "ResNet", "BasicBlock", "Bottleneck", "arch_
 def build_model(arch: str, norm: str, in_channels: int, num_classes: int, *, groups: int | None = 32,
                 group_size: int | None = None, workers: int = 1, widths: tuple | None = None,
                 blocks: tuple | None = None, stem_stride: int | None = None,
-                first_stride: int | None = None) -> nn.Module:
+                first_stride: int | None = None, **task_kw) -> nn.Module:
     """The model ``arch`` (a key of ``ARCHS``) for (N, in_channels, H, W) images and ``num_classes`` classes.
 
     ``norm``, ``groups``, ``group_size`` and ``workers`` (emulated workers of per-worker BN) go to every norm
     (:func:`groupnorm.nn.make_norm`). ``widths``, ``blocks``, ``stem_stride`` and ``first_stride`` shape the
     archs that take them from the run's config (``resnet``: all four, required; ``vgg``: widths and blocks);
     the named ResNets fix them, and passing one is an error. The arch's module (``ARCHS[arch].module``) builds
-    it with its ``build`` function.
+    it with its ``build`` function. ``task_kw``: the dense tasks' ``head_norm``, ``head_workers`` and
+    ``masked_stats`` (:func:`.backbone.dense_parts`).
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
@@ -62,8 +63,10 @@ def build_model(arch: str, norm: str, in_channels: int, num_classes: int, *, gro
     if missing:
         raise ValueError(f"arch {arch!r} needs {', '.join(missing)} (got {given})")
     module = importlib.import_module(f"{__name__}.{a.module}")
+    if task_kw and a.task == "classification":
+        raise ValueError(f"arch {arch!r} is a classifier; {', '.join(sorted(task_kw))} apply to the dense tasks")
     return module.build(a, norm, in_channels, num_classes, given, groups=groups, group_size=group_size,
-                        workers=workers)
+                        workers=workers, **task_kw)
 
 
 def _named(arch: str):

@@ -19,7 +19,8 @@ class Arch:
     ResNet and the VGG); the named ResNets take none and fix ``block``, ``widths``, ``blocks``, ``stem``,
     ``shortcut`` and ``stem_stride`` here. ``module``: the module of :mod:`groupnorm.experiments.models` whose
     ``build(arch, norm, in_channels, num_classes, shape, **norm_kw)`` makes it; ``task``: what its output is
-    for (``classification``: one logit per class, :data:`groupnorm.experiments.data.formats.TASKS`)."""
+    for (``classification``: one logit per class, :data:`groupnorm.experiments.data.formats.TASKS`; the dense
+    tasks' ``build`` also takes ``head_norm``, ``head_workers`` and ``masked_stats``)."""
 
     block: str = "basic"
     widths: tuple | None = None
@@ -48,6 +49,10 @@ ARCHS = {
     "resnet50_cifar": Arch("bottleneck", _IMAGENET_WIDTHS, (3, 4, 6, 3), "3x3", "B", 1, 10),
     # resnet3d.ResNet3d: 3x3x3 basic blocks on (N, C, T, H, W) clips, shaped by the config (the video task)
     "resnet3d": Arch(num_classes=40, config_fields=SHAPE_FIELDS, module="resnet3d", task="video"),
+    # dense tasks: a ``resnet`` backbone shaped by the config (models/backbone.py) under a task's model
+    "centernet": Arch(config_fields=SHAPE_FIELDS, module="centernet", task="detection"),
+    "two_stage": Arch(config_fields=SHAPE_FIELDS, module="two_stage", task="detection"),
+    "unet": Arch(config_fields=SHAPE_FIELDS, module="unet", task="segmentation"),
 }
 
 

@@ -29,7 +29,7 @@ from groupnorm.nn import GroupNorm
 from . import build_model
 from .archs import ARCHS
 
-__all__ = ["DETECTION_SHAPE", "Backbone", "build_backbone", "load_classifier_weights", "mask_at",
+__all__ = ["DETECTION_SHAPE", "Backbone", "build_backbone", "dense_parts", "load_classifier_weights", "mask_at",
            "masked_group_norms"]
 
 DETECTION_SHAPE = dict(widths=(32, 64, 128), blocks=(1, 1, 1), stem_stride=2, first_stride=2)
@@ -80,12 +80,26 @@ def build_backbone(arch: str = "resnet", norm: str = "gn", *, groups: int | None
     ``arch`` takes from a config (for ``resnet``: ``DETECTION_SHAPE`` by default)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
-    if ARCHS[arch].block == "vgg":
-        raise ValueError("arch 'vgg' has no residual stages to serve as a backbone; choose a ResNet")
+    if ARCHS[arch].module != "resnets":
+        raise ValueError(f"arch {arch!r} has no residual stages to serve as a backbone; choose a ResNet")
     fields = ARCHS[arch].config_fields
     shape = {**{k: v for k, v in DETECTION_SHAPE.items() if k in fields}, **shape}
     resnet = build_model(arch, norm, in_channels, 10, groups=groups, workers=workers, **shape)
     return Backbone(resnet, norm, workers, groups)
+
+
+def dense_parts(norm: str, in_channels: int, shape: dict, *, groups: int | None = 32, workers: int = 1,
+                head_norm: str | None = None, head_workers: int | None = None) -> tuple:
+    """(backbone, head norm, head workers) of a dense task's model, as the archs' ``build`` functions take them
+    (:mod:`groupnorm.experiments.models.archs`): the ``resnet`` backbone shaped by ``shape`` with ``norm`` and
+    ``workers``; the heads' norm ``head_norm`` (None: the backbone's; ``syncbn``: BN over the whole batch, one
+    statistics group) with ``head_workers`` groups (None: ``workers``)."""
+    backbone = build_backbone("resnet", norm, groups=groups, workers=workers, in_channels=in_channels, **shape)
+    head = norm if head_norm is None else head_norm
+    hw = workers if head_workers is None else head_workers
+    if head == "syncbn":
+        head, hw = "bn", 1
+    return backbone, head, hw
 
 
 def load_classifier_weights(backbone: Backbone, state_dict: dict) -> None:

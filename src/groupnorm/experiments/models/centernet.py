@@ -37,7 +37,7 @@ from torch import nn
 
 from groupnorm.nn.factory import make_norm
 
-from .backbone import Backbone, masked_group_norms
+from .backbone import Backbone, dense_parts, masked_group_norms
 
 __all__ = ["CenterNet", "Neck", "STRIDE", "heatmap_targets", "focal_loss", "decode_centers"]
 
@@ -232,3 +232,15 @@ class CenterNet(nn.Module):
         out = self(batch.images, batch.pad_mask)
         return decode_centers(out["heatmap"], out["size"], out["offset"], batch.image_sizes,
                               self._valid(batch.pad_mask, out), self.top_k)
+
+
+def build(arch, norm: str, in_channels: int, num_classes: int, shape: dict, *, groups: int | None = 32,
+          group_size: int | None = None, workers: int = 1, head_norm: str | None = None,
+          head_workers: int | None = None, masked_stats: bool = False) -> CenterNet:
+    """The arch registry's builder (:data:`groupnorm.experiments.models.archs.ARCHS`): a :class:`CenterNet` on the
+    ``resnet`` backbone shaped by ``shape`` (:func:`.backbone.dense_parts`); GN takes ``groups`` only."""
+    if group_size is not None:
+        raise ValueError(f"group_size={group_size!r}: the dense models take GN's groups only")
+    backbone, head, hw = dense_parts(norm, in_channels, shape, groups=groups, workers=workers, head_norm=head_norm,
+                                     head_workers=head_workers)
+    return CenterNet(backbone, num_classes, head, head_workers=hw, groups=groups, masked_stats=masked_stats)

@@ -38,7 +38,7 @@ from torch import nn
 
 from groupnorm.nn.factory import make_norm
 
-from .backbone import Backbone
+from .backbone import Backbone, dense_parts
 from .centernet import STRIDE, CenterNet, decode_centers
 from .mask_head import MASK_POOLER, MASK_SIZE, MaskHead, mask_targets, paste_masks
 from .roi_align import boxes_to_rois, roi_align
@@ -286,3 +286,15 @@ class TwoStageDetector(nn.Module):
                 r["masks"] = paste_masks(probs, r["boxes"], size)
                 start += n
         return res
+
+
+def build(arch, norm: str, in_channels: int, num_classes: int, shape: dict, *, groups: int | None = 32,
+          group_size: int | None = None, workers: int = 1, head_norm: str | None = None,
+          head_workers: int | None = None, masked_stats: bool = False) -> TwoStageDetector:
+    """The arch registry's builder (:data:`groupnorm.experiments.models.archs.ARCHS`): a :class:`TwoStageDetector` on the
+    ``resnet`` backbone shaped by ``shape`` (:func:`.backbone.dense_parts`); GN takes ``groups`` only."""
+    if group_size is not None:
+        raise ValueError(f"group_size={group_size!r}: the dense models take GN's groups only")
+    backbone, head, hw = dense_parts(norm, in_channels, shape, groups=groups, workers=workers, head_norm=head_norm,
+                                     head_workers=head_workers)
+    return TwoStageDetector(backbone, num_classes, head, head_workers=hw, groups=groups, masked_stats=masked_stats)

@@ -23,7 +23,7 @@ from torch import nn
 from groupnorm.nn.factory import make_norm
 
 from ..data.canvases import SEMANTIC_IGNORE
-from .backbone import Backbone, masked_group_norms
+from .backbone import Backbone, dense_parts, masked_group_norms
 
 __all__ = ["UNet"]
 
@@ -89,3 +89,15 @@ class UNet(nn.Module):
         padding."""
         pred = self(batch.images, batch.pad_mask).argmax(1)
         return pred.masked_fill(~batch.pad_mask[:, 0], SEMANTIC_IGNORE)
+
+
+def build(arch, norm: str, in_channels: int, num_classes: int, shape: dict, *, groups: int | None = 32,
+          group_size: int | None = None, workers: int = 1, head_norm: str | None = None,
+          head_workers: int | None = None, masked_stats: bool = False) -> UNet:
+    """The arch registry's builder (:data:`groupnorm.experiments.models.archs.ARCHS`): a :class:`UNet` on the
+    ``resnet`` backbone shaped by ``shape`` (:func:`.backbone.dense_parts`); GN takes ``groups`` only."""
+    if group_size is not None:
+        raise ValueError(f"group_size={group_size!r}: the dense models take GN's groups only")
+    backbone, head, hw = dense_parts(norm, in_channels, shape, groups=groups, workers=workers, head_norm=head_norm,
+                                     head_workers=head_workers)
+    return UNet(backbone, num_classes, head, head_workers=hw, groups=groups, masked_stats=masked_stats)

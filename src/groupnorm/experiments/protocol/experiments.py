@@ -21,6 +21,23 @@
   validated on held-out training clips; ``video-control``: BN at the most and fewest clips trained
   ``control_factor`` times as many epochs (:mod:`groupnorm.experiments.data.clips`,
   :mod:`groupnorm.experiments.models.resnet3d`).
+- The dense tasks' experiments (``--task detection|segmentation``; presets in :mod:`.dense_presets`), at the
+  preset's ``dense_batch`` (2) images per worker unless said otherwise; ``syncbn`` is BN over the global batch in
+  the backbone and the heads:
+
+  - ``transfer`` (Tables 4 and 6): the backbone (and head) norm BN* (``bn-frozen``), BN per worker, SyncBN, GN, at
+    each of ``transfer_schedules`` (1x, 2x), the backbone pre-trained by the harness on the data set's
+    classification (``pretrain_epochs``; :func:`.presets.pretrain_config`: BN for BN*, BN and SyncBN, GN for GN).
+    Tests GN > BN*.
+  - ``head`` (Table 5): the two-stage detector, GN backbone, the box head without norm, with BN (per worker:
+    its RoIs come from its own canvases, not i.i.d.), GN, and SyncBN (the control that gives BN i.i.d.
+    statistics). Tests that BN in the head is far worse.
+  - ``scratch`` (Table 7): GN, SyncBN and BN from random weights at 1x and 3x (``scratch_schedules``). Tests that
+    GN trains from scratch and gains with the longer schedule.
+  - ``perworker``: BN vs GN at each of ``dense_batches`` images per worker (detector or U-Net). Tests that BN
+    degrades at few images per worker and GN does not.
+  - ``masked``: GN with the padding of a batch left out of its statistics (``masked_stats``) beside GN as
+    detectron2 computes it (padding included). Measures whether the padding in GN's statistics matters.
 - ``all``: the preset's ``all_experiments`` (with ``task="video"``: its ``video_experiments``). Runs that two
   experiments share (e.g. GN at b=32) are trained once.
 
@@ -34,7 +51,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..models.archs import ARCHS, SHAPE_FIELDS
-from .presets import Preset
+from .presets import Preset, task_presets
 from .run_config import DEFAULT_CONFIG, RunConfig
 
 
@@ -128,18 +145,84 @@ def _video_control(p: Plan) -> list[dict]:
             for c in sorted({max(pr.video_clips), min(pr.video_clips)}, reverse=True)]
 
 
+def _dense_norm(name: str, p: Plan, b: int) -> dict:
+    """A dense run's norm by name: ``syncbn`` is BN over the global batch (``norm_batch``) in the backbone and
+    the heads; other names are the backbone's norm, which the heads follow."""
+    if name == "syncbn":
+        return dict(norm="bn", norm_batch=p.base.workers * b, head_norm="syncbn")
+    return dict(norm=name)
+
+
+def _transfer(p: Plan) -> list[dict]:
+    b = p.preset.dense_batch
+    return [dict(_dense_norm(n, p, b), batch_per_worker=b, epochs=p.base.epochs * k,
+                 pretrain_epochs=p.preset.pretrain_epochs)
+            for k in p.preset.transfer_schedules for n in p.preset.transfer_norms]
+
+
+def _head(p: Plan) -> list[dict]:
+    return [dict(norm="gn", arch="two_stage", head_norm=h, batch_per_worker=p.preset.dense_batch)
+            for h in p.preset.head_norms]
+
+
+def _scratch(p: Plan) -> list[dict]:
+    b = p.preset.dense_batch
+    return [dict(_dense_norm(n, p, b), batch_per_worker=b, epochs=p.base.epochs * k)
+            for k in p.preset.scratch_schedules for n in p.preset.scratch_norms]
+
+
+def _perworker(p: Plan) -> list[dict]:
+    return [dict(norm=n, batch_per_worker=b) for n in ("bn", "gn") for b in p.preset.dense_batches]
+
+
+def _masked(p: Plan) -> list[dict]:
+    return [dict(norm="gn", batch_per_worker=p.preset.dense_batch, masked_stats=m) for m in (False, True)]
+
+
 PLANS: dict[str, Callable[[Plan], list[dict]]] = {
     "table1": _table1, "table2": _table2, "table3": _table3, "curves": _curves, "noniid": _noniid,
     "ghost": _ghost, "lrsweep": _lrsweep, "control": _control, "vgg": _vgg,
     "video": _video, "video-lrsweep": _video_lrsweep, "video-control": _video_control,
+
+    "transfer": _transfer, "head": _head, "scratch": _scratch, "perworker": _perworker, "masked": _masked,
+
 }
-PLAN_TASKS = {"video": "video", "video-lrsweep": "video", "video-control": "video"}  # others: classification
+PLAN_TASKS = {"video": ("video",), "video-lrsweep": ("video",), "video-control": ("video",),
+              "transfer": ("detection",), "head": ("detection",), "scratch": ("detection",),
+              "perworker": ("detection", "segmentation"),
+              "masked": ("detection", "segmentation")}  # the others: ("classification",)
 EXPERIMENTS = (*PLANS, "all")  # "all": the preset's all_experiments
 
 
+def plan_tasks(experiment: str) -> tuple:
+    """The tasks an experiment's runs can be of (``PLAN_TASKS``; classification when not named there)."""
+    return PLAN_TASKS.get(experiment, ("classification",))
+
+
 def plan_task(experiment: str) -> str:
-    """The task of an experiment's runs (``PLAN_TASKS``; classification when not named there)."""
-    return PLAN_TASKS.get(experiment, "classification")
+    """The task of an experiment's runs by default: the first of :func:`plan_tasks`."""
+    return plan_tasks(experiment)[0]
+
+
+def _run_task(experiment: str, preset: Preset, task: str | None) -> str:
+    """The task of ``experiment``'s runs on ``preset`` (see :func:`experiment_configs`), or an error naming the
+    experiments of the task asked for."""
+    def of(t):
+        return ", ".join(n for n in PLANS if t in plan_tasks(n))
+    if experiment == "all":
+        return preset.task if task is None else task
+    own = plan_tasks(experiment)
+    if task is None:
+        if preset.task in own:
+            return preset.task
+        if task_presets(own[0]) is not task_presets(preset.task):
+            raise ValueError(f"experiment {experiment!r} is not one of task {preset.task!r} (preset "
+                             f"{preset.name!r}); choose one of {of(preset.task)}, or a preset of task {own[0]!r}")
+        return own[0]
+    if task not in own:
+        raise ValueError(f"experiment {experiment!r} is of the {' / '.join(own)} task, not task={task!r}; the {task} "
+                         f"task's experiments: {of(task)}")
+    return task
 
 
 def _base(preset: Preset, workers: int | None, epochs: int | None, arch: str | None,
@@ -175,19 +258,16 @@ def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None
     """The runs of one experiment (or ``all``), each seed, duplicates (by key) removed, in a stable order.
 
     ``seeds``, ``workers``, ``epochs``, ``batches`` (Table 2's images per worker; with task video, the clips per
-    worker of ``video``) and ``arch`` override the preset's (a named arch replaces the preset's ``resnet``
-    widths, blocks and strides). ``task``: the experiment's (:func:`plan_task`) by default; with ``all``, which
-    task's experiments (default classification); a named experiment of another task is an error.
+    worker of ``video``; with a dense task, the images per worker of ``perworker``) and ``arch`` override the
+    preset's (a named arch replaces the preset's ``resnet`` widths, blocks and strides). ``task``: by default the
+    preset's own (:attr:`Preset.task`) where the experiment is one of its, else the experiment's
+    (:func:`plan_task`) where the same presets serve it (video), else an error; with ``all``, which task's
+    experiments (default the preset's). A named experiment of another task is an error.
     Every run gets its norm's learning rate (``Preset.base_lr``) unless its experiment sets one (lrsweep).
     """
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
-    own = "classification" if experiment == "all" else plan_task(experiment)
-    if task is None:
-        task = own
-    elif experiment != "all" and task != own:
-        raise ValueError(f"experiment {experiment!r} is of the {own} task, not task={task!r}; the {task} task's "
-                         f"experiments: {', '.join(n for n in PLANS if plan_task(n) == task)}")
+    task = _run_task(experiment, preset, task)
     n_seeds = preset.seeds if seeds is None else seeds
     if n_seeds < 1:
         raise ValueError(f"seeds={n_seeds} must be at least 1")
@@ -195,7 +275,7 @@ def experiment_configs(experiment: str, preset: Preset, seeds: int | None = None
     if batches is not None:
         if not batches or any(not isinstance(b, int) or b < 1 for b in batches):
             raise ValueError(f"batches={batches!r} must be positive integers")
-        field = "video_clips" if task == "video" else "table2_batches"
+        field = {"classification": "table2_batches", "video": "video_clips"}.get(task, "dense_batches")
         preset = dataclasses.replace(preset, **{field: tuple(batches)})
     plan = make_plan(preset, base, workers)
     names = list(preset.task_experiments(task)) if experiment == "all" else [experiment]

@@ -1,10 +1,12 @@
 """The presets: a protocol (a base :class:`~.run_config.RunConfig`), the settings of each experiment, the seeds.
 
 ``smoke`` (seconds, for the tests), ``quick`` and ``full`` (Fashion-MNIST on a CPU: one protocol, so quick's runs
-are a subset of full's), and the paper's protocol on a GPU (``cifar10``, ``cifar10-resnet20``, ``imagenet``).
+are a subset of full's), and the paper's protocol on a GPU (``cifar10``, ``cifar10-resnet20``, ``imagenet``);
+the dense tasks' smoke, quick and full in :data:`DENSE_PRESETS`.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..data.formats import FORMATS
@@ -53,6 +55,16 @@ class Preset:
     dataset: str = "Fashion-MNIST"                  # what it trains on (its arch is base.arch)
     needs_data_dir: bool = False                    # no default directory: --data-dir is required
     data_format: str = "auto"                       # --dataset unless given (data.DATASET_CHOICES)
+    # The dense tasks' experiments (detection, segmentation; protocol/experiments.py, presets: DENSE_PRESETS):
+    task: str = "classification"                    # the task of base and of every run (data.formats.TASKS)
+    dense_batch: int = 2                            # images per worker of transfer, head and scratch (paper: 2)
+    dense_batches: tuple = (1, 2, 4, 16)            # images per worker of perworker (BN vs GN)
+    transfer_norms: tuple = ("bn-frozen", "bn", "syncbn", "gn")  # backbone (and head) norms of transfer
+    transfer_schedules: tuple = (1, 2)              # transfer's epochs: these times the protocol's (1x, 2x)
+    head_norms: tuple = ("none", "bn", "gn", "syncbn")  # the box head's norms of head (GN backbone)
+    scratch_norms: tuple = ("gn", "syncbn", "bn")   # from scratch (no pre-training)
+    scratch_schedules: tuple = (1, 3)               # scratch's epochs: these times the protocol's (1x, 3x)
+    pretrain_epochs: int = 16                       # transfer's backbone pre-training (pretrain_config)
     # The video task (``--task video``): its protocol, the clips per worker BN and GN are compared at (with
     # video_frames frames), the (clips, frames) of "more frames at the same memory", its learning rates and sweep.
     video_base: RunConfig | None = None             # None: the preset has no video protocol
@@ -76,17 +88,19 @@ class Preset:
         return dict(self.lr_by_norm).get(family, self.base.base_lr)
 
     def task_base(self, task: str) -> "RunConfig":
-        """The protocol of ``task``: ``base`` for classification, ``video_base`` for video (an error naming the
-        preset when it has none)."""
-        if task == "classification":
+        """The protocol of ``task``: ``base`` for the preset's own ``task`` (classification, or a dense task's
+        preset of :data:`DENSE_PRESETS`), ``video_base`` for video (an error naming the presets that have one)."""
+        if task == self.task:
             return self.base
         if task == "video" and self.video_base is not None:
             return self.video_base
         raise ValueError(f"preset {self.name!r} has no {task} protocol; presets with one: "
-                         + ", ".join(n for n, p in PRESETS.items() if p.video_base is not None))
+                         + ", ".join(n for n, p in task_presets(task).items()
+                                     if p.task == task or (task == "video" and p.video_base is not None))
+                         + (f" (get_preset(name, {task!r}))" if task != "video" else ""))
 
     def task_experiments(self, task: str) -> tuple:
-        """What ``all`` means for ``task``: ``all_experiments`` or ``video_experiments``."""
+        """What ``all`` means for ``task``: ``video_experiments`` for video, else ``all_experiments``."""
         return self.video_experiments if task == "video" else self.all_experiments
 
     def seeds_of(self, experiment: str, seeds: int) -> int:
@@ -207,6 +221,61 @@ PRESETS = {
 }
 
 
+# The presets of the dense tasks (``groupnorm reproduce --task detection|segmentation --preset NAME``).
+#
+# Canvases of Fashion-MNIST items on texture photographs (:mod:`groupnorm.experiments.data.canvases`, 96-128 px),
+# 8 emulated workers as the paper's 8 GPUs (smoke: 2), the detection backbone shape of
+# :data:`groupnorm.experiments.models.backbone.DETECTION_SHAPE` (widths 32, 64, 128; GN with 8 groups, so every
+# group holds at least 4 channels), the paper's step schedule after a warmup, no augmentation. ``quick`` and
+# ``full`` share one protocol (quick's runs are a subset of full's); their learning rates are not swept yet (the
+# linear scaling rule from one base rate per norm family).
+#
+# - ``smoke``: seconds, for the tests: BN and GN at 1 and 2 images per worker, tiny widths, 8 + 8 canvases.
+# - ``quick``: BN vs GN at 2 and 16 images per worker and (detection) the head experiment, 3 seeds.
+# - ``full``: every experiment of the task (detection: transfer, head, scratch, perworker, masked;
+#   segmentation: perworker, masked), 3 seeds.
+_SMOKE = RunConfig(norm="gn", groups=4, workers=2, batch_per_worker=2, epochs=2, train_size=8, val_size=8,
+                   widths=(8, 16, 32), blocks=(1, 1, 1), stem_stride=2, first_stride=2, warmup_epochs=0.5,
+                   base_lr=0.2, augment=False, schedule="step")
+_PROTOCOL = RunConfig(norm="gn", groups=8, workers=8, batch_per_worker=2, epochs=12, train_size=512, val_size=256,
+                      widths=(32, 64, 128), blocks=(1, 1, 1), stem_stride=2, first_stride=2, warmup_epochs=1.0,
+                      base_lr=0.32, augment=False, schedule="step")
+_LR = (("bn", 0.32), ("gn", 0.32), ("none", 0.32))  # per 256 canvases: 0.02 at 8 x 2 (detectron2's rate)
+_EMPTY = dict(table1_norms=(), table2_batches=(2,), table3_groups=(), table3_group_sizes=())
+
+
+def _task(task: str, arch: str) -> dict:
+    smoke = Preset("smoke", dataclasses.replace(_SMOKE, task=task, arch=arch), seeds=1, dense_batches=(1, 2),
+                   all_experiments=("perworker",), task=task, pretrain_epochs=1, transfer_schedules=(1,), **_EMPTY)
+    quick = Preset("quick", dataclasses.replace(_PROTOCOL, task=task, arch=arch), seeds=3, dense_batches=(2, 16),
+                   lr_by_norm=_LR, head_norms=("none", "bn", "gn"), task=task,
+                   all_experiments=("perworker", "head") if task == "detection" else ("perworker",), **_EMPTY)
+    full = Preset("full", dataclasses.replace(_PROTOCOL, task=task, arch=arch), seeds=3, lr_by_norm=_LR, task=task,
+                  all_experiments=(("transfer", "head", "scratch", "perworker", "masked") if task == "detection"
+                                   else ("perworker", "masked")), **_EMPTY)
+    return {"smoke": smoke, "quick": quick, "full": full}
+
+
+DENSE_PRESETS = {"detection": _task("detection", "centernet"), "segmentation": _task("segmentation", "unet")}
+
+
+def pretrain_config(cfg: RunConfig) -> RunConfig:
+    """The classification run whose weights the backbone of the dense run ``cfg`` starts from (``cfg.pretrain_epochs``
+    > 0; the paper's ImageNet pre-training, at our scale): the quick/full classification protocol (``PROTOCOL``:
+    the data set's own 28x28 images, 32 per worker, one worker, the step schedule, its lr for the norm family)
+    for ``cfg.pretrain_epochs`` epochs, on the ``resnet`` of ``cfg``'s shape and groups, with BN for BN, BN* and
+    SyncBN backbones (a BN model, frozen or fine-tuned afterwards) and GN for GN; ``cfg``'s seed. Its
+    ``experiment`` is ``pretrain`` (kept out of the classification tables)."""
+    if cfg.pretrain_epochs < 1:
+        raise ValueError(f"pretrain_epochs={cfg.pretrain_epochs!r}: run {cfg.label!r} is not pre-trained")
+    norm = "bn" if cfg.norm in ("bn", "bn-frozen") else cfg.norm
+    pre = dataclasses.replace(PROTOCOL, norm=norm, groups=cfg.groups if norm == "gn" else PROTOCOL.groups,
+                              batch_per_worker=32, widths=tuple(cfg.widths), blocks=tuple(cfg.blocks),
+                              stem_stride=cfg.stem_stride, first_stride=cfg.first_stride, seed=cfg.seed,
+                              epochs=cfg.pretrain_epochs, experiment="pretrain")
+    return dataclasses.replace(pre, base_lr=dict(PROTOCOL_LR).get(norm, PROTOCOL.base_lr))
+
+
 def preset_data_dir(preset: Preset, data_dir: str | None) -> str | None:
     """``data_dir``, checked against the preset: one whose data set has no default directory on this machine
     (``needs_data_dir``) raises an error naming the preset, its data set and the directory it needs when
@@ -219,7 +288,19 @@ def preset_data_dir(preset: Preset, data_dir: str | None) -> str | None:
     return data_dir
 
 
-def get_preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]
+def task_presets(task: str) -> dict:
+    """The presets that serve ``task``: :data:`PRESETS` (classification and video), or ``DENSE_PRESETS[task]``."""
+    if task in ("classification", "video"):
+        return PRESETS
+    if task not in DENSE_PRESETS:
+        raise ValueError(f"unknown task {task!r}; choose one of classification, video, {', '.join(DENSE_PRESETS)}")
+    return DENSE_PRESETS[task]
+
+
+def get_preset(name: str, task: str = "classification") -> Preset:
+    """The preset ``name`` of ``task``: one of :data:`PRESETS` for classification and video (its ``base`` and
+    ``video_base``), a dense task's of :data:`DENSE_PRESETS`; its protocol is ``.task_base(task)``."""
+    presets = task_presets(task)
+    if name not in presets:
+        raise ValueError(f"task {task!r} has no preset {name!r}; choose one of {', '.join(presets)}")
+    return presets[name]

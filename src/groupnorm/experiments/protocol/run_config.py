@@ -15,8 +15,10 @@ import json
 from dataclasses import dataclass, field
 
 from ..data import NUM_CLASSES
-from ..data.formats import TASKS
+from ..data.formats import DENSE_TASKS, TASKS
 from ..models.archs import ARCHS, DEFAULT_ARCH, SHAPE_FIELDS
+
+HEAD_NORMS = ("bn", "syncbn", "gn", "bn-frozen", "none")  # the dense tasks' head norms (RunConfig.head_norm)
 
 
 def canonical_norm(norm: str, groups: int | None, group_size: int | None) -> tuple[str, tuple]:
@@ -98,6 +100,12 @@ class RunConfig:
     task: str = "classification"  # what the run's data, model and rows are for (data.formats.TASKS)
     frames: int = 8             # video only: frames T per clip (data.clips.ClipSpec); in the identity for video
     canvas: int = 32            # video only: frames are canvas x canvas pixels; in the identity for video
+    # The dense tasks' fields (detection, segmentation; left out of the identity at their defaults):
+    head_norm: str | None = None  # the heads' norm (a make_norm name, or "syncbn": BN over the global batch);
+    #                               None: the backbone's
+    masked_stats: bool = False    # GN leaves the padding of a batch of canvases out of its statistics
+    pretrain_epochs: int = 0      # epochs of the backbone's classification pre-training (presets.pretrain_config);
+    #                               0: from random weights
     experiment: str = field(default="", compare=False)  # who asked for it first; not part of the identity
 
     @property
@@ -188,7 +196,9 @@ def config_label(cfg: RunConfig) -> str:
     extra = (f" norm_batch={cfg.norm_batch}" if cfg.kind == "BN" and cfg.norm_batch is not None else "") \
         + (f" c={cfg.classes_per_worker}" if cfg.classes_per_worker is not None else "") \
         + (f" lr={cfg.base_lr:g} holdout" if cfg.holdout else "") \
-        + (f" epochs={cfg.epochs}" if cfg.experiment == "control" else "")
+        + (f" epochs={cfg.epochs}" if cfg.experiment == "control" else "") \
+        + (f" head={cfg.head_norm}" if cfg.head_norm is not None else "") + (" masked" if cfg.masked_stats else "") \
+        + (f" pretrained={cfg.pretrain_epochs}" if cfg.pretrain_epochs else "")
     extra += f" T={cfg.frames}" if cfg.task == "video" else ""
     arch = {DEFAULT_ARCH: "", "vgg": "VGG "}.get(cfg.arch, f"{cfg.arch} ")
     return arch + run_label(cfg.kind, cfg.canonical_groups(), cfg.batch_per_worker, cfg.seed) + extra
@@ -210,7 +220,8 @@ def identity(cfg: RunConfig) -> dict:
     if d["classes_per_worker"] is None:
         d.pop("classes_per_worker")
     for name, default in (("first_stride", 1), ("holdout", False), ("arch", DEFAULT_ARCH),
-                          ("task", "classification")):
+                          ("task", "classification"), ("head_norm", None), ("masked_stats", False),
+                          ("pretrain_epochs", 0)):
         if d[name] == default:
             d.pop(name)
     if cfg.task != "video":  # the clip spec means nothing to other tasks (and their keys predate it)
@@ -239,6 +250,16 @@ def validate(cfg: RunConfig) -> None:
     if ARCHS[cfg.arch].task != cfg.task:
         raise ValueError(f"arch={cfg.arch!r} is for the {ARCHS[cfg.arch].task} task, not task={cfg.task!r} "
                          f"(choose one of {', '.join(n for n, a in ARCHS.items() if a.task == cfg.task)})")
+    if cfg.task not in DENSE_TASKS and (cfg.head_norm is not None or cfg.masked_stats or cfg.pretrain_epochs):
+        raise ValueError(f"head_norm={cfg.head_norm!r}, masked_stats={cfg.masked_stats!r} and pretrain_epochs="
+                         f"{cfg.pretrain_epochs!r} apply to the tasks {', '.join(DENSE_TASKS)} only, not "
+                         f"task={cfg.task!r}")
+    if not isinstance(cfg.pretrain_epochs, int) or cfg.pretrain_epochs < 0:
+        raise ValueError(f"pretrain_epochs={cfg.pretrain_epochs!r} must be a non-negative integer")
+    if cfg.head_norm is not None and cfg.head_norm not in HEAD_NORMS:
+        raise ValueError(f"head_norm={cfg.head_norm!r} must be one of {', '.join(HEAD_NORMS)}")
+    if cfg.task in DENSE_TASKS and cfg.group_size is not None:
+        raise ValueError(f"group_size={cfg.group_size!r}: the {cfg.task} models take GN's groups only")
     if cfg.task == "video":
         for name, low in (("frames", 1), ("canvas", 2)):
             v = getattr(cfg, name)

@@ -20,6 +20,7 @@ from .. import store
 from .bn import sections
 from ..training.provenance import provenance_lines
 from .claims import claims
+from .dense import dense_sections
 from .plots import plot_all
 from .video import video_roles, video_section
 from .rows import ROW_DEFAULTS, Results, by_setting, is_standard, kind, row_variant, setting_name, split_roles, \
@@ -226,7 +227,8 @@ def read_report(out: str) -> Report:
     """The :class:`Report` of ``OUT/results.jsonl``."""
     rows = store.read_results(out)
     video = [r for r in rows if r.get("task") == "video"]
-    rows = [r for r in rows if r.get("task") != "video"]
+    rows = [r for r in rows  # a dense task's rows, the video task's and dense backbones' pre-training are apart
+            if r.get("task", "classification") == "classification" and r.get("experiment") != "pretrain"]
     roles = split_roles(rows)
     rep = Report(out, rows, roles, Results(roles["main"]), video=video)
     if rows:
@@ -299,13 +301,14 @@ SECTIONS = (  # the report's sections in order; a new one: a function of the Rep
 def render(rep: Report) -> str:
     """``report.md``'s text: the title, then each of :data:`SECTIONS`."""
     L = ["# Group Normalization on Fashion-MNIST: reproduction report", ""]
-    if not rep.rows and not rep.video:
+    dense = dense_sections(store.read_results(rep.out))
+    if not rep.rows and not rep.video and not dense:
         return "\n".join(L + ["No finished runs in `results.jsonl` yet."]) + "\n"
     read_metrics = lambda r: store.read_jsonl(os.path.join(store.run_dir(rep.out, r["config_key"]),  # noqa: E731
                                                            "metrics.jsonl"))
     video = video_section(rep.video, read_metrics)
-    return "\n".join(L + [line for section in (SECTIONS if rep.rows else ()) for line in section(rep)]
-                      + video) + "\n"
+    classification = [line for section in SECTIONS for line in section(rep)] if rep.rows else []
+    return "\n".join(L + classification + video + dense) + "\n"
 
 
 def build_report(out: str) -> tuple[str, Results]:

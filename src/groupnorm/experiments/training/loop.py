@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Split, epoch_batches
+from ..data.formats import DENSE_TASKS
 from .. import store
 from ..protocol import RunConfig
 from .bn_eval import bn_decomposition
@@ -84,7 +85,8 @@ class TrainJob:
 def train_run(cfg: RunConfig, train: Split, val: Split, out: str, **how) -> dict | None:
     """Train ``cfg`` (resuming from its checkpoint if any); return its results row on rank 0 (else None).
 
-    ``train`` and ``val`` are the run's data (already cut to ``cfg.train_size`` / ``cfg.val_size``); ``how``:
+    ``train`` and ``val`` are the run's data (already cut to ``cfg.train_size`` / ``cfg.val_size``; canvas sets
+    for a dense task, trained by :func:`groupnorm.experiments.training.dense.train_dense`); ``how``:
     the other fields of :class:`TrainJob`. Rank 0 writes ``OUT/runs/<key>/`` (holding its lock) and appends
     the row to ``OUT/results.jsonl``. It takes the run's lock itself (:func:`store.claim_run`: an error if
     another process holds it; the existing row, without training, if the run is finished) unless
@@ -137,6 +139,12 @@ class _Run:
 
 
 def _train(job: TrainJob) -> dict | None:
+    if job.cfg.task in DENSE_TASKS:
+        from .dense import train_dense
+
+        if job.cfg.pretrain_epochs:
+            _pretrain(job)
+        return train_dense(job)
     run = _prepare(job)
     diverged = False
     for epoch in range(run.start_epoch, job.cfg.epochs):
@@ -150,6 +158,27 @@ def _train(job: TrainJob) -> dict | None:
     if run.probe is not None:
         run.probe.close()
     return _finish(run, diverged) if job.rank == 0 else None
+
+
+def _pretrain(job: TrainJob) -> None:
+    """Make sure the classification run that pre-trains a dense run's backbone
+    (:func:`groupnorm.experiments.protocol.presets.pretrain_config`) is finished in ``job.out``: train it here (on
+    the IDX directory the canvases' items come from) when it has no row, or wait while another process trains it."""
+    from ..data import load_run_data
+    from ..protocol.presets import pretrain_config
+
+    pre = pretrain_config(job.cfg)
+    while not store.is_finished(job.out, pre.key()):
+        status, lock = store.claim_run(job.out, pre.key())
+        if status == "held":
+            time.sleep(2.0)
+        elif status == "claimed":
+            try:
+                train, val, pool = load_run_data(job.train.source, pre)
+                train_run(pre, train, val, job.out, progress=False, lock_held=True, device=job.device, amp=job.amp,
+                          pool=pool, channels_last=job.channels_last)
+            finally:
+                lock.release()
 
 
 def _prepare(job: TrainJob) -> _Run:

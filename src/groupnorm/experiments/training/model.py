@@ -5,6 +5,7 @@ import torch
 
 from ..data import IDX_INFO, DataInfo
 from ..models import build_model
+from ..data.formats import DENSE_TASKS
 from ..protocol import RunConfig
 
 
@@ -15,7 +16,8 @@ def build_run_model(cfg: RunConfig, world: int = 1, info: DataInfo = IDX_INFO) -
     images each
     (a worker's b, or ``norm_batch``), so a process's share of the global batch holds
     ``(global_batch / world) / bn_batch`` of them; a group spanning processes (SyncBN with ``world > 1``) gets
-    :class:`groupnorm.nn.SyncBatchNorm` (the group must then be the whole global batch)."""
+    :class:`groupnorm.nn.SyncBatchNorm` (the group must then be the whole global batch). A dense task's heads
+    (``cfg.head_norm``) keep a worker's images (its RoIs) in one group, or the whole batch with ``syncbn``."""
     torch.manual_seed(cfg.seed)
     local = cfg.global_batch // world
     slices, sync = cfg.workers // world, False
@@ -28,8 +30,11 @@ def build_run_model(cfg: RunConfig, world: int = 1, info: DataInfo = IDX_INFO) -
             slices, sync = 1, world > 1
         else:
             slices = local // cfg.bn_batch
+    task_kw = {}
+    if cfg.task in DENSE_TASKS:  # the heads' BN: per worker (this process's slices), or one group (syncbn)
+        task_kw = dict(head_norm=cfg.head_norm, head_workers=cfg.workers // world, masked_stats=cfg.masked_stats)
     model = build_model(cfg.arch, cfg.norm, info.channels, info.num_classes, groups=cfg.groups,
-                       group_size=cfg.group_size, workers=slices, **cfg.shape_overrides())
+                       group_size=cfg.group_size, workers=slices, **cfg.shape_overrides(), **task_kw)
     if sync:
         from groupnorm.convert import convert_sync_batchnorm
 

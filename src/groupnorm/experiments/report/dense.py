@@ -1,0 +1,127 @@
+"""The dense tasks' sections of the report (detection, segmentation): each setting's metric over seeds, the
+paired differences behind the paper's claims (Tables 4-7) with their 95% intervals and verdicts
+(:mod:`.claims`; fewer than 2 paired seeds: "not testable here"), and every run.
+
+A setting is (arch, backbone norm kind, head norm kind, images per worker, epochs, masked statistics, pre-training epochs); the
+metric is the task's headline (:data:`groupnorm.experiments.training.dense.TASK_METRICS`: box AP or mIoU, in
+points); pre-trained runs (``pretrain_epochs``) are settings of their own. Rows are found by setting, not by the
+experiment that asked for them first.
+"""
+from __future__ import annotations
+
+from ..data.formats import DENSE_TASKS
+from ..protocol import norm_kind
+from ..training.dense import TASK_METRICS
+from .claims import verdict_greater
+from .rows import kind
+from .stats import cell, paired
+
+TITLES = {"detection": "Detection (canvases of Fashion-MNIST items): COCO box AP",
+          "segmentation": "Semantic segmentation (canvases of Fashion-MNIST items): mIoU"}
+# The paper's numbers (Mask R-CNN on COCO, ResNet-50), beside which our differences are shown.
+PAPER = {"transfer": "GN − BN* box AP: +1.1 (R50-C4, Table 4), +1.7 (FPN, 2x, Table 6)",
+         "head": "BN in the box head: about 9 box AP below GN (Table 5)",
+         "scratch": "GN from scratch: 39.5 box AP at 3x, more than at shorter schedules (Table 7)",
+         "perworker": "detection and segmentation run at 1-2 images per GPU, where BN must be frozen (Sec. 6)"}
+
+
+def head_kind(row: dict) -> str:
+    """The heads' norm of a dense row: its ``head_norm`` (``syncbn``: SyncBN), or the backbone's kind."""
+    h = row.get("head_norm")
+    if h is None:
+        return kind(row)
+    return "SyncBN" if h == "syncbn" else norm_kind(h, row.get("groups"))
+
+
+def setting(row: dict) -> tuple:
+    return (row["arch"], kind(row), head_kind(row), row["batch_per_worker"], row["epochs"],
+            bool(row.get("masked_stats")), row.get("pretrain_epochs") or 0)
+
+
+def setting_name(s: tuple) -> str:
+    arch, k, h, b, epochs, masked, pre = s
+    return (f"{arch} {k}" + (f" head {h}" if h != k else "") + f" b={b} {epochs} ep" + (" masked" if masked else "")
+            + (f" pre-trained {pre} ep" if pre else ""))
+
+
+def _find(rows: list[dict], **want) -> list[dict]:
+    keys = dict(arch=0, kind=1, head=2, b=3, epochs=4, masked=5, pre=6)
+    return [r for r in rows if all(setting(r)[keys[k]] == v for k, v in want.items())]
+
+
+def _claim_lines(rows: list[dict], task: str, metric: str) -> list[str]:
+    """(claim, paper, verdict, evidence) table rows of the experiments whose runs exist."""
+    out = []
+
+    def add(text, paper, a, b):
+        d = paired(a, b, metric)
+        if a and b:
+            v, ev = verdict_greater(d, text)
+            out.append(f"| {text} | {paper} | {v} | {ev} |")
+
+    epochs = sorted({r["epochs"] for r in rows})
+    base = epochs[0] if epochs else None
+    for arch, pre in sorted({(r["arch"], r.get("pretrain_epochs") or 0) for r in rows}):
+        for b in sorted({r["batch_per_worker"] for r in rows}):
+            for ep in epochs:
+                same = dict(arch=arch, b=b, epochs=ep, masked=False, pre=pre)
+                arch_ = arch + (" pre-trained" if pre else "")
+                gn = _find(rows, kind="GN", head="GN", **same)
+                add(f"{arch_} GN − BN at b={b}, {ep} ep", PAPER["perworker"], gn,
+                    _find(rows, kind="BN", head="BN", **same))
+                if task == "detection":
+                    add(f"{arch_} GN − BN* at b={b}, {ep // base}x", PAPER["transfer"], gn,
+                        _find(rows, kind="BN-FROZEN", **same))
+                    add(f"{arch_} GN − SyncBN at b={b}, {ep // base}x", PAPER["scratch"], gn,
+                        _find(rows, kind="SyncBN", head="SyncBN", **same))
+                    gb = dict(same, kind="GN")
+                    add(f"{arch_} box head GN − BN (GN backbone), b={b}", PAPER["head"],
+                        _find(rows, head="GN", **gb), _find(rows, head="BN", **gb))
+                    add(f"{arch_} box head SyncBN − BN (GN backbone), b={b}", "control: BN's head statistics "
+                        "over all workers' RoIs", _find(rows, head="SyncBN", **gb), _find(rows, head="BN", **gb))
+                    for longer in epochs:
+                        if longer > ep:
+                            add(f"{arch_} GN {longer} ep − {ep} ep, b={b}", PAPER["scratch"],
+                                _find(rows, **dict(same, kind="GN", head="GN", epochs=longer)), gn)
+            masked = _find(rows, arch=arch, kind="GN", b=b, masked=True, pre=pre)
+            for ep in sorted({r["epochs"] for r in masked}):
+                add(f"{arch_} GN masked − unmasked statistics, b={b}", "(not in the paper)",
+                    _find(masked, epochs=ep),
+                    _find(rows, arch=arch, kind="GN", head="GN", b=b, epochs=ep, masked=False, pre=pre))
+    return out
+
+
+def task_section(rows: list[dict], task: str) -> list[str]:
+    """The section of ``task``'s rows (module doc)."""
+    metric = TASK_METRICS[task][0]
+    r0 = rows[0]
+    L = [f"## {TITLES[task]}", "",
+         f"{len(rows)} finished runs; canvases: {r0['train_size']} training, {r0['val_size']} validation (items of "
+         f"the test split), {r0['workers']} emulated workers, backbone widths {r0['widths']}, seeds "
+         f"{sorted({r['seed'] for r in rows})}. Numbers are our {metric} (points) after the last epoch: mean ± "
+         "half-width of the 95% t interval over seeds; differences are paired by seed. The paper's numbers are "
+         "Mask R-CNN on COCO: the directions are comparable, the values are not.", "",
+         "| setting | " + " | ".join(TASK_METRICS[task]) + " |", "|---|" + "---|" * len(TASK_METRICS[task])]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(setting(r), []).append(r)
+    for s in sorted(groups, key=lambda s: (s[0], s[6], s[3], s[4], s[1], s[2], s[5])):
+        L.append(f"| {setting_name(s)} | " + " | ".join(cell([r.get(m) for r in groups[s]])
+                                                        for m in TASK_METRICS[task]) + " |")
+    claims = _claim_lines(rows, task, metric)
+    if claims:
+        L += ["", "| claim (difference in points) | paper | verdict | evidence |", "|---|---|---|---|", *claims]
+    div = [r for r in rows if r.get("diverged")]
+    if div:
+        L += ["", "Diverged runs: " + ", ".join(f"{setting_name(setting(r))} seed {r['seed']}" for r in div)]
+    return L + [""]
+
+
+def dense_sections(rows: list[dict]) -> list[str]:
+    """The sections of the dense tasks present in ``rows`` (in ``DENSE_TASKS`` order)."""
+    out = []
+    for task in DENSE_TASKS:
+        mine = [r for r in rows if r.get("task") == task]
+        if mine:
+            out += task_section(mine, task)
+    return out

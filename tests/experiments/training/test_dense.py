@@ -1,0 +1,205 @@
+"""The dense tasks (detection, segmentation) in the harness: configs and their keys, the models by registry,
+the training loop (per-worker BN in the heads, resume), evaluation, and the smoke presets end to end."""
+import dataclasses
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from groupnorm.cli import main
+from groupnorm.experiments import store
+from groupnorm.experiments.data import load_run_data
+from groupnorm.experiments.data.canvases import collate
+from groupnorm.experiments.protocol import RunConfig, experiment_configs, get_preset, plan_task, plan_tasks
+from groupnorm.experiments.training import build_run_model, train_run
+from groupnorm.experiments.training.dense import TASK_METRICS, epoch_order, evaluate_dense
+from groupnorm.nn.worker_bn import WorkerBatchNorm
+from helpers import SAMPLE_DATA, smoke_args
+
+TINY = dict(groups=4, workers=2, batch_per_worker=2, epochs=2, train_size=8, val_size=4, widths=(8, 16, 32),
+            blocks=(1, 1, 1), stem_stride=2, first_stride=2, warmup_epochs=0.5, base_lr=0.2, augment=False)
+
+
+def test_classification_keys_and_labels_are_unchanged():
+    # the keys and labels of every classification preset's runs, as before the dense tasks existed
+    cfgs = [c for p in ("smoke", "quick", "full") for c in experiment_configs("all", get_preset(p))]
+    digest = lambda xs: hashlib.sha256("".join(xs).encode()).hexdigest()[:16]  # noqa: E731
+    assert len(cfgs) == 321
+    assert digest(c.key() for c in cfgs) == "c9e1f521b44bb57e"
+    assert digest(c.label for c in cfgs) == "6d6f33c9dbc5b78a"
+    assert RunConfig().key() == "581b47531f85f584" and "task" not in RunConfig().canonical()
+
+
+def test_dense_fields_are_in_the_identity_only_when_set():
+    base = RunConfig(task="detection", arch="centernet", **TINY)
+    assert "head_norm" not in base.canonical() and "masked_stats" not in base.canonical()
+    assert base.canonical()["task"] == "detection" and base.canonical()["arch"] == "centernet"
+    keys = {base.key(), dataclasses.replace(base, head_norm="bn").key(),
+            dataclasses.replace(base, masked_stats=True).key(), dataclasses.replace(base, arch="two_stage").key()}
+    assert len(keys) == 4
+
+
+@pytest.mark.parametrize("over, match", [
+    (dict(task="detection"), "arch='resnet' is for the classification task"),
+    (dict(task="segmentation", arch="centernet"), "arch='centernet' is for the detection task"),
+    (dict(head_norm="bn"), "apply to the tasks detection, segmentation only"),
+    (dict(task="detection", arch="centernet", head_norm="ws"), "head_norm='ws' must be one of"),
+    (dict(task="detection", arch="centernet", groups=None, group_size=2), "group_size=2"),
+])
+def test_bad_dense_configs_name_the_field(over, match):
+    with pytest.raises(ValueError, match=match):
+        RunConfig(**over).validate()
+
+
+def test_plans_belong_to_their_task():
+    with pytest.raises(ValueError, match="experiment 'head' is not one of task 'segmentation'"):
+        experiment_configs("head", get_preset("smoke", "segmentation"))
+    with pytest.raises(ValueError, match="experiment 'perworker' is not one of task 'classification'"):
+        experiment_configs("perworker", get_preset("smoke"))
+    with pytest.raises(ValueError, match="task 'detection' has no preset 'imagenet'"):
+        get_preset("imagenet", "detection")
+    with pytest.raises(ValueError, match=r"preset 'smoke' has no detection protocol.*get_preset\(name, 'detection'\)"):
+        experiment_configs("all", get_preset("smoke"), task="detection")
+    with pytest.raises(ValueError, match="experiment 'perworker' is of the detection / segmentation task, not "
+                                         "task='video'"):
+        experiment_configs("perworker", get_preset("smoke", "detection"), task="video")
+    with pytest.raises(ValueError, match="unknown task 'bogus'"):
+        get_preset("smoke", "bogus")
+    assert plan_task("perworker") == "detection" and plan_tasks("masked") == ("detection", "segmentation")
+    seg = experiment_configs("perworker", get_preset("smoke", "segmentation"), batches=(3,))
+    assert {(c.task, c.batch_per_worker) for c in seg} == {("segmentation", 3)}
+    full = experiment_configs("all", get_preset("full", "detection"), seeds=1)
+    head = [c for c in full if c.experiment == "head"]
+    assert {(c.arch, c.norm, c.head_norm) for c in head} == {("two_stage", "gn", h)
+                                                              for h in ("none", "bn", "gn", "syncbn")}
+    sync = [c for c in full if c.kind == "SyncBN"]
+    assert sync and all(c.norm_batch == c.global_batch and c.head_norm == "syncbn" for c in sync)
+    assert {c.kind for c in full if c.experiment == "transfer"} == {"BN-FROZEN", "BN", "SyncBN", "GN"}
+    assert {c.epochs for c in full if c.experiment == "scratch"} == {12, 36}
+    assert {c.pretrain_epochs for c in full if c.experiment == "transfer"} == {16}
+    assert {c.batch_per_worker for c in full if c.experiment == "perworker"} == {1, 4, 16}  # 2: transfer's
+    assert all(c.task == "detection" for c in full)
+    masked = [c for c in experiment_configs("masked", get_preset("full", "segmentation"), seeds=1)]
+    assert [(c.kind, c.masked_stats, c.batch_per_worker) for c in masked] == [("GN", False, 2), ("GN", True, 2)]
+
+
+@pytest.mark.parametrize("head, workers", [("bn", 2), ("syncbn", 1)])
+def test_head_bn_statistics_are_per_worker_or_synchronized(head, workers):
+    cfg = RunConfig(task="detection", arch="two_stage", norm="gn", head_norm=head, **TINY)
+    model = build_run_model(cfg)
+    bns = [m for m in model.box_head.modules() if isinstance(m, WorkerBatchNorm)]
+    assert bns and all(m.workers == workers for m in bns)
+    assert not any(isinstance(m, WorkerBatchNorm) for m in model.backbone.modules())
+    # the heads follow a BN backbone's per-worker statistics when head_norm is not given
+    seg = build_run_model(RunConfig(task="segmentation", arch="unet", norm="bn", **TINY))
+    assert {m.workers for m in seg.modules() if isinstance(m, WorkerBatchNorm)} == {2}
+
+
+def test_epoch_order_is_seeded_and_drops_the_rest():
+    a, b = epoch_order(10, 4, seed=1, epoch=0), epoch_order(10, 4, seed=1, epoch=0)
+    assert a == b and len(a) == 2 and all(len(x) == 4 for x in a) and len(set(sum(a, []))) == 8
+    assert a != epoch_order(10, 4, seed=1, epoch=1)
+    with pytest.raises(ValueError, match="global batch of 12 canvases is larger than the 10"):
+        epoch_order(10, 12, 0, 0)
+
+
+class _Oracle(torch.nn.Module):
+    """detect() returns the ground truth (scores 1) and segment() the semantic mask: the metrics' maxima."""
+
+    num_classes = 10
+
+    def __init__(self, canvases):
+        super().__init__()
+        self.truth = {c.image.tobytes(): c for c in canvases}
+
+    def detect(self, batch):
+        out = []
+        for img, (h, w) in zip(batch.images, batch.image_sizes):
+            c = next(c for c in self.truth.values() if c.size == (h, w) and torch.allclose(
+                collate([c]).images[0, :, :h, :w], img[:, :h, :w]))
+            out.append({"boxes": torch.from_numpy(c.boxes).float(), "scores": torch.ones(len(c.boxes)),
+                        "labels": torch.from_numpy(c.labels)})
+        return out
+
+    def segment(self, batch):
+        return batch.semantic
+
+
+def test_evaluate_dense_gives_the_maximum_on_the_truth():
+    cfg = RunConfig(task="detection", arch="centernet", **TINY)
+    _, val, _ = load_run_data(SAMPLE_DATA, cfg)
+    canvases = list(val)
+    oracle = _Oracle(canvases)
+    assert evaluate_dense(oracle, "detection", canvases, "cpu") == pytest.approx(
+        {"box_ap": 100.0, "box_ap50": 100.0, "box_ap75": 100.0})
+    assert evaluate_dense(oracle, "segmentation", canvases, "cpu") == pytest.approx({"miou": 100.0})
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    cfg = RunConfig(task="segmentation", arch="unet", norm="bn", **TINY)
+    train, val, _ = load_run_data(SAMPLE_DATA, cfg)
+    whole = train_run(cfg, train, val, str(tmp_path / "a"), progress=False)
+    save = store.save_checkpoint
+
+    def save_then_stop(path, state):
+        save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, train, val, str(tmp_path / "b"), progress=False)
+    monkeypatch.setattr(store, "save_checkpoint", save)
+    resumed = train_run(cfg, train, val, str(tmp_path / "b"), progress=False)
+    assert resumed["miou_curve"] == whole["miou_curve"] and resumed["train_loss"] == whole["train_loss"]
+    assert whole["task"] == "segmentation" and 0 <= whole["miou"] <= 100 and len(whole["miou_curve"]) == 2
+    assert np.isfinite(whole["train_loss"]) and whole["epochs_done"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_smoke_preset_end_to_end(tmp_path, task):
+    out = tmp_path / task
+    assert main(smoke_args(out, "--task", task)) == 0
+    rows = store.read_results(str(out))
+    cfgs = experiment_configs("all", get_preset("smoke", task))
+    assert sorted(r["config_key"] for r in rows) == sorted(c.key() for c in cfgs) and len(rows) == 4
+    for r in rows:
+        assert r["task"] == task and r["experiment"] == "perworker" and r["epochs_done"] == 2
+        assert all(0.0 <= r[m] <= 100.0 for m in TASK_METRICS[task])
+        assert json.dumps(r)  # JSON-clean
+    report = (out / "report.md").read_text()
+    title = {"detection": "## Detection", "segmentation": "## Semantic segmentation"}[task]
+    assert title in report and "GN − BN at b=1" in report and "not testable here" in report
+    assert "## Table 2" not in report  # no classification section without classification rows
+    assert main(smoke_args(out, "--task", task)) == 0  # nothing left to train: the same rows
+    assert len(store.read_results(str(out))) == 4
+
+
+def test_dense_tasks_refuse_torchrun(tmp_path, capsys):
+    assert main(smoke_args(tmp_path, "--task", "detection", "--launcher", "torchrun")) == 2
+    assert "--task detection emulates its workers in one process" in capsys.readouterr().err
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_a_pretrained_bn_star_backbone_keeps_the_classifiers_statistics(tmp_path):
+    from groupnorm.experiments.protocol.presets import pretrain_config
+
+    torch.set_num_threads(1)
+    cfg = RunConfig(task="detection", arch="centernet", norm="bn-frozen", pretrain_epochs=1, **TINY)
+    train, val, _ = load_run_data(SAMPLE_DATA, cfg)
+    row = train_run(cfg, train, val, str(tmp_path), progress=False)
+    pre = pretrain_config(cfg)
+    assert pre.task == "classification" and pre.norm == "bn" and pre.epochs == 1 and pre.widths == cfg.widths
+    rows = {r["config_key"]: r for r in store.read_results(str(tmp_path))}
+    assert set(rows) == {pre.key(), cfg.key()} and rows[pre.key()]["experiment"] == "pretrain"
+    assert row["pretrain_epochs"] == 1 and row["task"] == "detection"
+    load = lambda key: torch.load(str(tmp_path / "runs" / key / "model.pt"), weights_only=True)  # noqa: E731
+    clf, det = load(pre.key()), load(cfg.key())
+    stats = [k for k in clf if k.endswith(("running_mean", "running_var")) and not k.startswith("fc.")]
+    assert stats and all(torch.equal(det["backbone." + k], clf[k]) for k in stats)  # BN*: frozen
+    assert any(not torch.equal(clf[k], torch.zeros_like(clf[k])) for k in stats if k.endswith("running_mean"))
+    with pytest.raises(ValueError, match="pretrain_epochs=1 apply to the tasks"):
+        dataclasses.replace(pre, pretrain_epochs=1).validate()
