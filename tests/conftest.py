@@ -4,7 +4,6 @@ import sys
 
 import pytest
 import torch
-from hypothesis import settings
 
 # Without a GPU the Triton kernels' tests run in Triton's interpreter, which must be on before anything imports
 # Triton (test modules of other folders may, through torch's compiler stack, long before those tests run)
@@ -23,8 +22,14 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 # hypothesis draws the same examples on every run (derandomize: seeded from each test's name), so a failure
 # replays; the failing example is printed with the blob that reproduces it
-settings.register_profile("groupnorm", derandomize=True, print_blob=True, deadline=None)
-settings.load_profile("groupnorm")
+# (the GPU check runs the Triton tests on machines that may lack hypothesis: it is needed only by its own tests)
+try:
+    from hypothesis import settings
+except ImportError:
+    settings = None
+if settings is not None:
+    settings.register_profile("groupnorm", derandomize=True, print_blob=True, deadline=None)
+    settings.load_profile("groupnorm")
 
 
 @pytest.fixture(autouse=True)
