@@ -39,7 +39,7 @@ from torch import nn
 import groupnorm.nn as gnn
 from groupnorm.nn.factory import make_norm, uses_weight_standardization
 
-from .resnets import BasicBlock
+from .resnets import BasicBlock, init_residual_net
 
 
 def _stride(t: int, s: int):
@@ -94,17 +94,7 @@ class ResNet3d(nn.Module):
         self._init()
 
     def _init(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        for block in self.layers:  # the paper's gamma init: 0 for the last norm of each residual block
-            w = getattr(block.last_norm, "weight", None)
-            if w is not None:
-                nn.init.zeros_(w)
-        nn.init.normal_(self.fc.weight, std=0.01)
-        nn.init.zeros_(self.fc.bias)
+        init_residual_net(self, nn.Conv3d)
 
     def forward(self, x):
         if x.dim() != 5:

@@ -181,17 +181,7 @@ class ResNet(nn.Module):
         self._init()
 
     def _init(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        for block in self.layers:  # the paper's gamma init: 0 for the last norm of each residual block
-            w = getattr(block.last_norm, "weight", None)
-            if w is not None:
-                nn.init.zeros_(w)
-        nn.init.normal_(self.fc.weight, std=0.01)
-        nn.init.zeros_(self.fc.bias)
+        init_residual_net(self, nn.Conv2d)
 
     def forward(self, x):
         x = self.layers(self.stem(x))
@@ -205,3 +195,20 @@ def build(arch, norm: str, in_channels: int, num_classes: int, shape: dict, **no
                   stem_stride=shape.get("stem_stride", arch.stem_stride), first_stride=shape.get("first_stride", 1),
                   block=arch.block, stem=arch.stem, shortcut=arch.shortcut, in_channels=in_channels,
                   num_classes=num_classes, **norm_kw)
+
+
+def init_residual_net(model: nn.Module, conv_type: type) -> None:
+    """The initialization of the harness's residual networks (``model.layers`` of blocks with ``last_norm``,
+    ``model.fc``): Kaiming-normal (fan out) convolutions of ``conv_type``, the paper's zero gamma for the last
+    norm of each residual block, and a classifier drawn from N(0, 0.01^2) with zero bias."""
+    for m in model.modules():
+        if isinstance(m, conv_type):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    for block in model.layers:
+        w = getattr(block.last_norm, "weight", None)
+        if w is not None:
+            nn.init.zeros_(w)
+    nn.init.normal_(model.fc.weight, std=0.01)
+    nn.init.zeros_(model.fc.bias)
