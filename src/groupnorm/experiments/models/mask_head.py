@@ -23,18 +23,25 @@ from .roi_align import roi_align
 __all__ = ["MaskHead", "mask_targets", "paste_masks", "MASK_POOLER", "MASK_SIZE"]
 
 
+def conv_norm_stack(in_channels: int, conv_dim: int, norm: str, *, groups: int | None, workers: int,
+                    depth: int = 4) -> nn.Sequential:
+    """A head's ``depth`` blocks of 3x3 conv (no bias unless ``norm`` is "none") then ``norm`` + ReLU (the
+    paper's 4conv heads): (R, in_channels, h, w) -> (R, conv_dim, h, w)."""
+    layers, c = [], in_channels
+    for _ in range(depth):
+        layers += [nn.Conv2d(c, conv_dim, 3, padding=1, bias=norm == "none"),
+                   make_norm(norm, conv_dim, groups=groups, activation="relu", workers=workers)]
+        c = conv_dim
+    return nn.Sequential(*layers)
+
+
 class MaskHead(nn.Module):
     """Mask R-CNN's mask head (module doc): RoI features (R, F, 14, 14) -> mask logits (R, K, 28, 28)."""
 
     def __init__(self, in_channels: int, num_classes: int, norm: str = "gn", *, workers: int = 1,
                  groups: int | None = 32, conv_dim: int = 64):
         super().__init__()
-        layers, c = [], in_channels
-        for _ in range(4):
-            layers += [nn.Conv2d(c, conv_dim, 3, padding=1, bias=norm == "none"),
-                       make_norm(norm, conv_dim, groups=groups, activation="relu", workers=workers)]
-            c = conv_dim
-        self.convs = nn.Sequential(*layers)
+        self.convs = conv_norm_stack(in_channels, conv_dim, norm, groups=groups, workers=workers)
         self.up = nn.ConvTranspose2d(conv_dim, conv_dim, 2, stride=2)
         self.out = nn.Conv2d(conv_dim, num_classes, 1)
         for m in list(self.convs.modules()) + [self.up]:

@@ -36,11 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groupnorm.nn.factory import make_norm
 
 from .backbone import Backbone, dense_parts
 from .centernet import STRIDE, CenterNet, decode_centers
-from .mask_head import MASK_POOLER, MASK_SIZE, MaskHead, mask_targets, paste_masks
+from .mask_head import MASK_POOLER, MASK_SIZE, MaskHead, conv_norm_stack, mask_targets, paste_masks
 from .roi_align import boxes_to_rois, roi_align
 
 __all__ = ["TwoStageDetector", "BoxHead", "box_iou", "nms", "encode_boxes", "decode_boxes", "sample_rois",
@@ -145,12 +144,7 @@ class BoxHead(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, norm: str = "gn", *, workers: int = 1,
                  groups: int | None = 32, conv_dim: int = 64, fc_dim: int = 256, pooler: int = 7):
         super().__init__()
-        layers, c = [], in_channels
-        for _ in range(4):
-            layers += [nn.Conv2d(c, conv_dim, 3, padding=1, bias=norm == "none"),
-                       make_norm(norm, conv_dim, groups=groups, activation="relu", workers=workers)]
-            c = conv_dim
-        self.convs = nn.Sequential(*layers)
+        self.convs = conv_norm_stack(in_channels, conv_dim, norm, groups=groups, workers=workers)
         self.fc = nn.Linear(conv_dim * pooler * pooler, fc_dim)
         self.cls = nn.Linear(fc_dim, num_classes + 1)
         self.deltas = nn.Linear(fc_dim, 4 * num_classes)
