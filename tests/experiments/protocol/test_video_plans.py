@@ -57,7 +57,7 @@ def test_full_video_grid_is_the_papers_table8_scaled():
     sweep = experiment_configs("video-lrsweep", full)
     assert all(c.holdout and c.batch_per_worker == 8 and c.frames == 8 for c in sweep)
     assert {(c.norm, c.base_lr) for c in sweep} == {(n, lr) for n in ("bn", "gn") for lr in full.video_lrsweep_lrs}
-    assert {c.seed for c in sweep} == {0, 1}
+    assert {c.seed for c in sweep} == {0}
     control = experiment_configs("video-control", full)
     assert _settings(control) == [("bn", 2, 8), ("bn", 8, 8)] and {c.epochs for c in control} == {16}
     every = experiment_configs("all", full, task="video")
