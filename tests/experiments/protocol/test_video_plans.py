@@ -50,16 +50,16 @@ def _settings(cfgs):
 def test_full_video_grid_is_the_papers_table8_scaled():
     full = get_preset("full")
     main = experiment_configs("video", full)
-    assert _settings(main) == sorted([(n, c, 8) for n in ("bn", "gn") for c in (8, 4, 2)]
-                                     + [("bn", 4, 16), ("gn", 4, 16)])
+    assert _settings(main) == sorted([(n, c, 4) for n in ("bn", "gn") for c in (8, 4, 2)]
+                                     + [("bn", 4, 8), ("gn", 4, 8)])
     assert {c.seed for c in main} == {0, 1, 2} and len(main) == 24
     assert all(c.task == "video" and c.arch == "resnet3d" and c.workers == 4 and not c.holdout for c in main)
     sweep = experiment_configs("video-lrsweep", full)
-    assert all(c.holdout and c.batch_per_worker == 8 and c.frames == 8 for c in sweep)
+    assert all(c.holdout and c.batch_per_worker == 8 and c.frames == 4 for c in sweep)
     assert {(c.norm, c.base_lr) for c in sweep} == {(n, lr) for n in ("bn", "gn") for lr in full.video_lrsweep_lrs}
     assert {c.seed for c in sweep} == {0}
     control = experiment_configs("video-control", full)
-    assert _settings(control) == [("bn", 2, 8), ("bn", 8, 8)] and {c.epochs for c in control} == {16}
+    assert _settings(control) == [("bn", 2, 4), ("bn", 8, 4)] and {c.epochs for c in control} == {32}
     every = experiment_configs("all", full, task="video")
     assert {c.experiment for c in every} == {"video", "video-lrsweep", "video-control"}
     assert all(c.task == "video" for c in every)
