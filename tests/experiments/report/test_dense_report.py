@@ -6,7 +6,8 @@ def _row(seed, ap, norm="gn", head=None, b=2, epochs=12, arch="centernet", maske
     return dict(task="detection", arch=arch, norm=norm, groups=8 if norm == "gn" else None, group_size=None,
                 norm_batch=extra.get("norm_batch"), global_batch=8 * b, batch_per_worker=b, epochs=epochs,
                 seed=seed, head_norm=head, masked_stats=masked, box_ap=ap, box_ap50=ap + 10, box_ap75=ap - 5,
-                train_size=512, val_size=256, workers=8, widths=[32, 64, 128], diverged=False)
+                train_size=512, val_size=256, workers=8, widths=[32, 64, 128], diverged=False,
+                **{k: v for k, v in extra.items() if k != "norm_batch"})
 
 
 def test_settings_name_backbone_and_head():
@@ -35,3 +36,28 @@ def test_one_seed_gives_no_verdict():
     text = "\n".join(dense_sections([_row(0, 30.0), _row(0, 20.0, norm="bn")]))
     assert "not testable here" in text and "| reproduced |" not in text
     assert dense_sections([]) == []
+
+
+def test_sweep_rows_stay_out_of_the_tables_and_get_their_own():
+    from groupnorm.experiments.report.dense import dense_roles
+
+    main = [_row(s, 30.0 + s, base_lr=0.32) for s in range(2)] + [_row(s, 20.0, norm="bn", base_lr=0.32)
+                                                                   for s in range(2)]
+    sweep = [dict(_row(0, ap, norm=n, base_lr=lr), holdout=True)
+             for n, aps in (("bn", (5.0, 12.5, 9.0)), ("gn", (7.0, 8.0, 14.25)))
+             for lr, ap in zip((0.08, 0.32, 1.28), aps)]
+    text = "\n".join(dense_sections(main + sweep))
+    assert "4 finished runs" in text and "centernet GN b=2 12 ep | 30.50" in text  # sweep rows not averaged in
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert lines["BN"] == "| BN | 5.00 | **12.50** | 9.00 | 0.32 |"
+    assert lines["GN"] == "| GN | 7.00 | 8.00 | **14.25** | 1.28 |"
+    assert "held-out *training* items" in text
+    only_sweep = "\n".join(dense_sections(sweep))  # the sweep alone: its table, no settings or claims
+    assert "| BN | 5.00 | **12.50** |" in only_sweep and "| claim" not in only_sweep
+    # rows at a rate the preset no longer uses (the setting re-run at the sweep's best) are counted, not averaged
+    old = [dict(r, base_lr=0.16, finished_at="2000-01-01", box_ap=99.0) for r in main]
+    new = [dict(r, finished_at="2001-01-01") for r in main]
+    roles = dense_roles(old + new + sweep)
+    assert roles["main"] == new and roles["superseded"] == old and len(roles["lrsweep"]) == 6
+    text = "\n".join(dense_sections(old + new))
+    assert "(4 rows at a learning rate the preset no longer uses are not shown.)" in text and "99.00" not in text

@@ -178,6 +178,20 @@ def test_smoke_preset_end_to_end(tmp_path, task):
     assert len(store.read_results(str(out))) == 4
 
 
+@pytest.mark.slow
+def test_smoke_lrsweep_end_to_end(tmp_path):
+    out = tmp_path / "sweep"
+    assert main(smoke_args(out, "--task", "segmentation", experiment="dense-lrsweep")) == 0
+    rows = store.read_results(str(out))
+    p = get_preset("smoke", "segmentation")
+    assert sorted((r["norm"], r["base_lr"]) for r in rows) == sorted((n, lr) for n in ("bn", "gn")
+                                                                      for lr in p.dense_lrsweep_lrs)
+    assert all(r["holdout"] and r["experiment"] == "dense-lrsweep" and 0 <= r["miou"] <= 100 for r in rows)
+    assert all((r["train_size"], r["val_size"]) == (p.base.train_size, p.base.val_size) for r in rows)
+    report = (out / "report.md").read_text()
+    assert "Learning-rate sweep (`dense-lrsweep`" in report and "| claim" not in report
+
+
 def test_dense_tasks_refuse_torchrun(tmp_path, capsys):
     assert main(smoke_args(tmp_path, "--task", "detection", "--launcher", "torchrun")) == 2
     assert "--task detection emulates its workers in one process" in capsys.readouterr().err

@@ -6,6 +6,11 @@ A setting is (arch, backbone norm kind, head norm kind, images per worker, epoch
 metric is the task's headline (:data:`groupnorm.experiments.training.dense.TASK_METRICS`: box AP or mIoU, in
 points); pre-trained runs (``pretrain_epochs``) are settings of their own. Rows are found by setting, not by the
 experiment that asked for them first.
+
+Rows by role (:func:`dense_roles`): ``main`` (validated on canvases of the test items), ``lrsweep``
+(``holdout``: the ``dense-lrsweep`` runs, validated on canvases of held-out training items; only in the sweep's
+own table, never in the settings, claims or plots) and ``superseded`` (a setting's rows at a learning rate other
+than that of its most recent run: :func:`.rows.current_lr`; counted, not shown).
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from ..data.formats import DENSE_TASKS
 from ..protocol import norm_kind
 from ..training.dense import TASK_METRICS
 from .claims import verdict_greater
-from .rows import kind
+from .rows import current_lr, kind, protocol_of
 from .stats import cell, paired
 
 TITLES = {"detection": "Detection (canvases of Fashion-MNIST items): COCO box AP",
@@ -42,6 +47,36 @@ def setting_name(s: tuple) -> str:
     arch, k, h, b, epochs, masked, pre = s
     return (f"{arch} {k}" + (f" head {h}" if h != k else "") + f" b={b} {epochs} ep" + (" masked" if masked else "")
             + (f" pre-trained {pre} ep" if pre else ""))
+
+
+def dense_roles(rows: list[dict]) -> dict:
+    """A dense task's rows by role (module doc): ``main``, ``lrsweep``, ``superseded``."""
+    sweep = [r for r in rows if r.get("holdout")]
+    main, superseded = current_lr((r for r in rows if not r.get("holdout")),
+                                  lambda r: (protocol_of(r), setting(r)))
+    return dict(main=main, lrsweep=sweep, superseded=superseded)
+
+
+def lrsweep_table(rows: list[dict], metric: str) -> list[str]:
+    """The lr sweep's table: ``metric`` (mean over seeds) per backbone norm (rows) and base lr (columns), the
+    best (largest) of each norm in bold and named in the last column; none without rows."""
+    if not rows:
+        return []
+    by: dict = {}
+    for r in rows:
+        if r.get(metric) is not None:
+            by.setdefault((setting(r)[1], r["base_lr"]), []).append(r[metric])
+    lrs = sorted({lr for _, lr in by})
+    L = [f"Learning-rate sweep (`dense-lrsweep`; validated on canvases of held-out *training* items, never the "
+         f"test items; {metric}, mean over seeds, the best of each norm in bold):", "",
+         "| norm | " + " | ".join(f"{lr:g}" for lr in lrs) + " | best |", "|---|" + "---|" * (len(lrs) + 1)]
+    for k in sorted({k for k, _ in by}):
+        means = {lr: sum(by[(k, lr)]) / len(by[(k, lr)]) for lr in lrs if (k, lr) in by}
+        best = max(means, key=means.get)
+        L.append(f"| {k} | " + " | ".join("–" if lr not in means else (f"**{means[lr]:.2f}**" if lr == best
+                                                                         else f"{means[lr]:.2f}") for lr in lrs)
+                 + f" | {best:g} |")
+    return L
 
 
 def _find(rows: list[dict], **want) -> list[dict]:
@@ -94,9 +129,14 @@ def _claim_lines(rows: list[dict], task: str, metric: str) -> list[str]:
 def task_section(rows: list[dict], task: str) -> list[str]:
     """The section of ``task``'s rows (module doc)."""
     metric = TASK_METRICS[task][0]
+    roles = dense_roles(rows)
+    rows, L = roles["main"], [f"## {TITLES[task]}", ""]
+    if roles["superseded"]:
+        L += [f"({len(roles['superseded'])} rows at a learning rate the preset no longer uses are not shown.)", ""]
+    if not rows:
+        return L + lrsweep_table(roles["lrsweep"], metric) + [""]
     r0 = rows[0]
-    L = [f"## {TITLES[task]}", "",
-         f"{len(rows)} finished runs; canvases: {r0['train_size']} training, {r0['val_size']} validation (items of "
+    L += [f"{len(rows)} finished runs; canvases: {r0['train_size']} training, {r0['val_size']} validation (items of "
          f"the test split), {r0['workers']} emulated workers, backbone widths {r0['widths']}, seeds "
          f"{sorted({r['seed'] for r in rows})}. Numbers are our {metric} (points) after the last epoch: mean ± "
          "half-width of the 95% t interval over seeds; differences are paired by seed. The paper's numbers are "
@@ -114,6 +154,8 @@ def task_section(rows: list[dict], task: str) -> list[str]:
     div = [r for r in rows if r.get("diverged")]
     if div:
         L += ["", "Diverged runs: " + ", ".join(f"{setting_name(setting(r))} seed {r['seed']}" for r in div)]
+    if roles["lrsweep"]:
+        L += ["", *lrsweep_table(roles["lrsweep"], metric)]
     return L + [""]
 
 
