@@ -61,3 +61,15 @@ def test_sweep_rows_stay_out_of_the_tables_and_get_their_own():
     assert roles["main"] == new and roles["superseded"] == old and len(roles["lrsweep"]) == 6
     text = "\n".join(dense_sections(old + new))
     assert "(4 rows at a learning rate the preset no longer uses are not shown.)" in text and "99.00" not in text
+
+
+def test_the_bn_head_control_shows_batch_beside_running_statistics():
+    rows = ([dict(_row(s, 16.0 + s, arch="two_stage", head="bn"), box_ap_batchstats=19.0 + s * 1.5)
+             for s in range(3)] + [_row(s, 25.0 + s, arch="two_stage", head="gn") for s in range(3)])
+    text = "\n".join(dense_sections(rows))
+    control = text.split("Table 5's control")[1]
+    line = next(x for x in control.splitlines() if x.startswith("| two_stage GN head BN b=2 12 ep | 17.00"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2].startswith("20.50 ± ") and cells[3].startswith("+3.50 ± ") and cells[4].startswith("26.00 ± ")
+    assert "Table 5's control" in text and "not i.i.d." in text
+    assert "Table 5's control" not in "\n".join(dense_sections(rows[3:]))  # no BN head rows: no control

@@ -217,3 +217,70 @@ def test_a_pretrained_bn_star_backbone_keeps_the_classifiers_statistics(tmp_path
     assert any(not torch.equal(clf[k], torch.zeros_like(clf[k])) for k in stats if k.endswith("running_mean"))
     with pytest.raises(ValueError, match="pretrain_epochs=1 apply to the tasks"):
         dataclasses.replace(pre, pretrain_epochs=1).validate()
+
+
+def _bn_head_model():
+    cfg = RunConfig(task="detection", arch="two_stage", norm="gn", head_norm="bn", **TINY)
+    model = build_run_model(cfg)
+    g = torch.Generator().manual_seed(5)
+    for m in model.box_head.modules():  # running statistics far from any batch's
+        if isinstance(m, WorkerBatchNorm):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 3)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 5 + 0.1)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return cfg, model
+
+
+def test_head_batch_stats_normalizes_the_heads_with_their_input_statistics():
+    from groupnorm.experiments.training.dense import head_batch_stats
+
+    torch.manual_seed(0)
+    cfg, model = _bn_head_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bs = head_batch_stats(model)
+    model.eval()
+    bs.eval()
+    x = torch.randn(6, 64, 7, 7)
+    bn = bs.box_head.convs[1]
+    w, b = bn.weight.detach().double(), bn.bias.detach().double()
+    xd = x.double()
+    mean, var = xd.mean((0, 2, 3), keepdim=True), xd.var((0, 2, 3), unbiased=False, keepdim=True)
+    want = ((xd - mean) / torch.sqrt(var + bn.eps) * w.view(1, -1, 1, 1) + b.view(1, -1, 1, 1)).clamp(min=0)
+    torch.testing.assert_close(bn(x).double(), want, rtol=1e-5, atol=1e-5)  # the float64 formula
+    assert not torch.allclose(model.box_head.convs[1](x), bn(x), atol=1e-2)  # the run's: running statistics
+    # the rest is the run's: the same backbone output; the heads' logits differ
+    batch = collate(list(load_run_data(SAMPLE_DATA, cfg)[1])[:2])
+    with torch.no_grad():
+        torch.testing.assert_close(bs.backbone(batch.images), model.backbone(batch.images))
+        feats = model.rpn(batch.images, batch.pad_mask)["features"]
+        rois = model._pool(feats, [torch.tensor([[4.0, 4.0, 40.0, 40.0], [10.0, 20.0, 60.0, 50.0]])] * 2)
+        assert not torch.allclose(model.box_head(rois)[0], bs.box_head(rois)[0], atol=1e-3)
+        run, ctl = model.detect(batch), bs.detect(batch)  # eval mode: running vs batch statistics in the head
+        assert [len(d["scores"]) for d in run] != [len(d["scores"]) for d in ctl] or not all(
+            torch.allclose(a["scores"], c["scores"]) for a, c in zip(run, ctl))
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)  # no leak
+    assert "box_head.convs.1.running_mean" not in bs.state_dict()
+    with pytest.raises(ValueError, match="heads have no BatchNorm"):
+        head_batch_stats(build_run_model(RunConfig(task="detection", arch="two_stage", norm="gn", **TINY)))
+
+
+def test_a_bn_head_run_records_box_ap_with_batch_statistics(tmp_path):
+    torch.set_num_threads(1)
+    rows = {}
+    for head in ("bn", "gn"):
+        cfg = RunConfig(task="detection", arch="two_stage", norm="gn", head_norm=head, **dict(TINY, epochs=1))
+        train, val, _ = load_run_data(SAMPLE_DATA, cfg)
+        rows[head] = train_run(cfg, train, val, str(tmp_path / head), progress=False)
+    assert 0.0 <= rows["bn"]["box_ap_batchstats"] <= 100.0 and "box_ap_batchstats" not in rows["gn"]
+    # the number is the evaluation of the saved weights with the heads' batch statistics, one worker's b per batch
+    from groupnorm.experiments.training.dense import head_batch_stats
+
+    cfg = RunConfig(task="detection", arch="two_stage", norm="gn", head_norm="bn", **dict(TINY, epochs=1))
+    model = build_run_model(cfg)
+    model.load_state_dict(torch.load(str(tmp_path / "bn" / "runs" / cfg.key() / "model.pt"), weights_only=True))
+    val = list(load_run_data(SAMPLE_DATA, cfg)[1])
+    assert evaluate_dense(head_batch_stats(model), "detection", val, "cpu", batch=2)["box_ap"] == pytest.approx(
+        rows["bn"]["box_ap_batchstats"])
+    assert evaluate_dense(model, "detection", val, "cpu")["box_ap"] == pytest.approx(rows["bn"]["box_ap"])
