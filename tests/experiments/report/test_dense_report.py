@@ -73,3 +73,13 @@ def test_the_bn_head_control_shows_batch_beside_running_statistics():
     assert cells[2].startswith("20.50 ± ") and cells[3].startswith("+3.50 ± ") and cells[4].startswith("26.00 ± ")
     assert "Table 5's control" in text and "not i.i.d." in text
     assert "Table 5's control" not in "\n".join(dense_sections(rows[3:]))  # no BN head rows: no control
+
+
+def test_mask_head_rows_are_their_own_setting_with_a_mask_ap_column():
+    rows = ([dict(_row(s, 20.0 + s, arch="two_stage", head="gn"), masks=True, mask_ap=15.0 + s) for s in range(2)]
+            + [_row(s, 21.0 + s, arch="two_stage", head="gn") for s in range(2)])
+    text = "\n".join(dense_sections(rows))
+    assert "| setting | box_ap | box_ap50 | box_ap75 | mask_ap |" in text
+    assert "| two_stage+masks GN b=2 12 ep | 20.50 ± " in text and "| 15.50 ± 6.35 (n=2) |" in text
+    assert "| two_stage GN b=2 12 ep | 21.50 ± " in text and text.count("| – |") == 1  # no mask AP without masks
+    assert "mask_ap" not in "\n".join(dense_sections(rows[2:]))

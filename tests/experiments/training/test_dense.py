@@ -284,3 +284,39 @@ def test_a_bn_head_run_records_box_ap_with_batch_statistics(tmp_path):
     assert evaluate_dense(head_batch_stats(model), "detection", val, "cpu", batch=2)["box_ap"] == pytest.approx(
         rows["bn"]["box_ap_batchstats"])
     assert evaluate_dense(model, "detection", val, "cpu")["box_ap"] == pytest.approx(rows["bn"]["box_ap"])
+
+
+def test_mask_head_runs_record_mask_ap():
+    torch.set_num_threads(1)
+    cfg = RunConfig(task="detection", arch="two_stage", norm="gn", masks=True, **dict(TINY, epochs=1))
+    assert cfg.key() != dataclasses.replace(cfg, masks=False).key() and cfg.label.endswith(" masks")
+    assert "masks" not in dataclasses.replace(cfg, masks=False).canonical()  # old keys hold
+    with pytest.raises(ValueError, match="masks=True: the mask head is the two-stage detector's"):
+        dataclasses.replace(cfg, arch="centernet").validate()
+    assert build_run_model(cfg).mask_head is not None
+    assert build_run_model(dataclasses.replace(cfg, masks=False)).mask_head is None
+    # the evaluation's mask AP is 100 for the true masks, and the row carries it
+    _, val, _ = load_run_data(SAMPLE_DATA, cfg)
+    canvases = list(val)
+
+    class Masks(_Oracle):
+        def detect(self, batch):
+            out = super().detect(batch)
+            for d, (h, w) in zip(out, batch.image_sizes):
+                c = next(c for c in self.truth.values() if len(c.boxes) == len(d["boxes"]) and c.size == (h, w)
+                         and np.array_equal(c.boxes, d["boxes"].numpy()))
+                d["masks"] = torch.from_numpy(c.masks).float()
+            return out
+
+    assert evaluate_dense(Masks(canvases), "detection", canvases, "cpu")["mask_ap"] == pytest.approx(100.0)
+    assert "mask_ap" not in evaluate_dense(_Oracle(canvases), "detection", canvases, "cpu")
+
+
+def test_a_mask_head_run_row(tmp_path):
+    torch.set_num_threads(1)
+    cfg = RunConfig(task="detection", arch="two_stage", norm="gn", masks=True, **dict(TINY, epochs=1))
+    train, val, _ = load_run_data(SAMPLE_DATA, cfg)
+    row = train_run(cfg, train, val, str(tmp_path), progress=False)
+    assert row["masks"] is True and 0.0 <= row["mask_ap"] <= 100.0 and 0.0 <= row["box_ap"] <= 100.0
+    hist = store.read_jsonl(str(tmp_path / "runs" / cfg.key() / "metrics.jsonl"))
+    assert [h["mask_ap"] for h in hist] == [row["mask_ap"]]

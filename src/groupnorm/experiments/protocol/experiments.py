@@ -31,7 +31,8 @@
     Tests GN > BN*.
   - ``head`` (Table 5): the two-stage detector, GN backbone, the box head without norm, with BN (per worker:
     its RoIs come from its own canvases, not i.i.d.), GN, and SyncBN (the control that gives BN i.i.d.
-    statistics). Tests that BN in the head is far worse.
+    statistics); with the preset's ``head_masks`` the mask head too (mask AP). Tests that BN in the head is far
+    worse.
   - ``scratch`` (Table 7): GN, SyncBN and BN from random weights at 1x and 3x (``scratch_schedules``). Tests that
     GN trains from scratch and gains with the longer schedule.
   - ``perworker``: BN vs GN at each of ``dense_batches`` images per worker (detector or U-Net). Tests that BN
@@ -165,8 +166,8 @@ def _transfer(p: Plan) -> list[dict]:
 
 
 def _head(p: Plan) -> list[dict]:
-    return [dict(norm="gn", arch="two_stage", head_norm=h, batch_per_worker=p.preset.dense_batch)
-            for h in p.preset.head_norms]
+    return [dict(norm="gn", arch="two_stage", head_norm=h, batch_per_worker=p.preset.dense_batch,
+                 masks=p.preset.head_masks) for h in p.preset.head_norms]
 
 
 def _scratch(p: Plan) -> list[dict]:

@@ -7,6 +7,8 @@ metric is the task's headline (:data:`groupnorm.experiments.training.dense.TASK_
 points); pre-trained runs (``pretrain_epochs``) are settings of their own. Rows are found by setting, not by the
 experiment that asked for them first.
 
+Runs of the two-stage detector with its mask head (``masks``) add a ``mask_ap`` column (COCO mask AP).
+
 Rows by role (:func:`dense_roles`): ``main`` (validated on canvases of the test items), ``lrsweep``
 (``holdout``: the ``dense-lrsweep`` runs, validated on canvases of held-out training items; only in the sweep's
 own table, never in the settings, claims or plots) and ``superseded`` (a setting's rows at a learning rate other
@@ -41,7 +43,9 @@ def head_kind(row: dict) -> str:
 
 
 def setting(row: dict) -> tuple:
-    return (row["arch"], kind(row), head_kind(row), row["batch_per_worker"], row["epochs"],
+    """(arch, backbone kind, head kind, images per worker, epochs, masked statistics, pre-training epochs); the
+    two-stage detector with its mask head (``masks``) is the arch ``two_stage+masks``."""
+    return (row["arch"] + ("+masks" if row.get("masks") else ""), kind(row), head_kind(row), row["batch_per_worker"], row["epochs"],
             bool(row.get("masked_stats")), row.get("pretrain_epochs") or 0)
 
 
@@ -98,7 +102,7 @@ def _claim_lines(rows: list[dict], task: str, metric: str) -> list[str]:
 
     epochs = sorted({r["epochs"] for r in rows})
     base = epochs[0] if epochs else None
-    for arch, pre in sorted({(r["arch"], r.get("pretrain_epochs") or 0) for r in rows}):
+    for arch, pre in sorted({(setting(r)[0], setting(r)[6]) for r in rows}):
         for b in sorted({r["batch_per_worker"] for r in rows}):
             for ep in epochs:
                 same = dict(arch=arch, b=b, epochs=ep, masked=False, pre=pre)
@@ -164,18 +168,19 @@ def task_section(rows: list[dict], task: str) -> list[str]:
     if not rows:
         return L + lrsweep_table(roles["lrsweep"], metric) + [""]
     r0 = rows[0]
+    metrics = TASK_METRICS[task] + (("mask_ap",) if any(r.get("mask_ap") is not None for r in rows) else ())
     L += [f"{len(rows)} finished runs; canvases: {r0['train_size']} training, {r0['val_size']} validation (items of "
          f"the test split), {r0['workers']} emulated workers, backbone widths {r0['widths']}, seeds "
          f"{sorted({r['seed'] for r in rows})}. Numbers are our {metric} (points) after the last epoch: mean ± "
          "half-width of the 95% t interval over seeds; differences are paired by seed. The paper's numbers are "
          "Mask R-CNN on COCO: the directions are comparable, the values are not.", "",
-         "| setting | " + " | ".join(TASK_METRICS[task]) + " |", "|---|" + "---|" * len(TASK_METRICS[task])]
+         "| setting | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     groups: dict = {}
     for r in rows:
         groups.setdefault(setting(r), []).append(r)
     for s in sorted(groups, key=lambda s: (s[0], s[6], s[3], s[4], s[1], s[2], s[5])):
         L.append(f"| {setting_name(s)} | " + " | ".join(cell([r.get(m) for r in groups[s]])
-                                                        for m in TASK_METRICS[task]) + " |")
+                                                        for m in metrics) + " |")
     claims = _claim_lines(rows, task, metric)
     if claims:
         L += ["", "| claim (difference in points) | paper | verdict | evidence |", "|---|---|---|---|", *claims]
