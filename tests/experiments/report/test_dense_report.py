@@ -83,3 +83,48 @@ def test_mask_head_rows_are_their_own_setting_with_a_mask_ap_column():
     assert "| two_stage+masks GN b=2 12 ep | 20.50 ± " in text and "| 15.50 ± 6.35 (n=2) |" in text
     assert "| two_stage GN b=2 12 ep | 21.50 ± " in text and text.count("| – |") == 1  # no mask AP without masks
     assert "mask_ap" not in "\n".join(dense_sections(rows[2:]))
+
+
+def _perworker_rows(task="detection"):
+    metric = {"detection": "box_ap", "segmentation": "miou"}[task]
+    arch = {"detection": "centernet", "segmentation": "unet"}[task]
+    rows = []
+    for s in range(2):
+        for norm, b, v in (("bn", 1, 5.0), ("bn", 2, 10.0), ("bn", 16, 30.0), ("gn", 1, 28.0), ("gn", 2, 29.0),
+                           ("gn", 16, 30.0)):
+            r = dict(_row(s, 0.0, norm=norm, b=b, arch=arch), task=task, base_lr=0.32, finished_at="2001")
+            r.pop("box_ap")
+            r[metric] = v + s
+            r[f"{metric}_curve"] = [v / 4 + s, v / 2 + s, v + s]
+            rows.append(r)
+    return rows
+
+
+def test_plot_series_are_bn_and_gn_of_the_main_rows():
+    from groupnorm.experiments.report.dense import curve_series, perworker_series
+
+    rows = _perworker_rows()
+    extra = [dict(_row(0, 99.0, norm="bn", base_lr=0.08), holdout=True),           # the sweep: not plotted
+             _row(0, 99.0, arch="two_stage", head="bn"),                            # another head: not plotted
+             _row(0, 99.0, norm="bn", masked=False, epochs=24),                     # another epoch count
+             _row(0, 99.0, norm="gn", masked=True)]
+    pw = perworker_series(rows + extra, "detection")
+    assert pw == {"BN": {1: [5.0, 6.0], 2: [10.0, 11.0], 16: [30.0, 31.0]},
+                  "GN": {1: [28.0, 29.0], 2: [29.0, 30.0], 16: [30.0, 31.0]}}
+    assert curve_series(rows + extra, "detection") == {"BN": [3.0, 5.5, 10.5], "GN": [7.75, 15.0, 29.5]}
+    assert perworker_series(rows, "segmentation") == {} and curve_series(rows[:3], "detection") == {}
+    seg = _perworker_rows("segmentation")
+    assert perworker_series(seg, "segmentation")["GN"][16] == [30.0, 31.0]
+
+
+def test_write_report_plots_the_dense_tasks(tmp_path):
+    from groupnorm.experiments import store
+    from groupnorm.experiments.report.tables import write_report
+
+    for i, r in enumerate(_perworker_rows() + _perworker_rows("segmentation")):
+        store.append_result(str(tmp_path), dict(r, config_key=f"k{i}", wall_s=1.0))
+    text = open(write_report(str(tmp_path))).read()
+    for task in ("detection", "segmentation"):
+        for kind_ in ("perworker", "curves"):
+            name = f"{task}_{kind_}.png"
+            assert f"![{name}]({name})" in text and (tmp_path / name).stat().st_size > 1000

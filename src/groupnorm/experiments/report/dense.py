@@ -16,6 +16,8 @@ than that of its most recent run: :func:`.rows.current_lr`; counted, not shown).
 """
 from __future__ import annotations
 
+from collections import Counter
+
 from ..data.formats import DENSE_TASKS
 from ..protocol import norm_kind
 from ..training.dense import TASK_METRICS
@@ -83,6 +85,43 @@ def lrsweep_table(rows: list[dict], metric: str) -> list[str]:
                                                                          else f"{means[lr]:.2f}") for lr in lrs)
                  + f" | {best:g} |")
     return L
+
+
+def plain_rows(rows: list[dict], task: str) -> list[dict]:
+    """The rows the plots show: the main rows of ``task`` (:func:`dense_roles`) with BN or GN throughout (the
+    heads following the backbone), without masked statistics or pre-training, of the (arch, epochs) most of
+    them have."""
+    metric = TASK_METRICS[task][0]
+    mine = [r for r in dense_roles([r for r in rows if r.get("task") == task])["main"]
+            if setting(r)[1] == setting(r)[2] in ("BN", "GN") and not setting(r)[5] and not setting(r)[6]
+            and r.get(metric) is not None]
+    if not mine:
+        return []
+    common = Counter((setting(r)[0], r["epochs"]) for r in mine).most_common(1)[0][0]
+    return [r for r in mine if (setting(r)[0], r["epochs"]) == common]
+
+
+def perworker_series(rows: list[dict], task: str) -> dict:
+    """The per-worker plot's data: ``{"BN": {b: [metric per seed]}, "GN": {...}}`` of :func:`plain_rows`."""
+    metric, out = TASK_METRICS[task][0], {}
+    for r in plain_rows(rows, task):
+        out.setdefault(kind(r), {}).setdefault(r["batch_per_worker"], []).append(r[metric])
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+
+
+def curve_series(rows: list[dict], task: str, b: int = 2) -> dict:
+    """The curves plot's data: ``{"BN": [mean metric per epoch], "GN": [...]}``, the ``<metric>_curve`` of the
+    :func:`plain_rows` at ``b`` images per worker averaged over seeds (over the epochs all seeds have); ``{}``
+    unless both norms have curves."""
+    key = f"{TASK_METRICS[task][0]}_curve"
+    out = {}
+    for k in ("BN", "GN"):
+        cs = [r[key] for r in plain_rows(rows, task) if kind(r) == k and r["batch_per_worker"] == b and r.get(key)]
+        if not cs:
+            return {}
+        n = min(len(c) for c in cs)
+        out[k] = [sum(c[e] for c in cs) / len(cs) for e in range(n)]
+    return out
 
 
 def _find(rows: list[dict], **want) -> list[dict]:
