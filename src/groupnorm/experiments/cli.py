@@ -62,8 +62,8 @@ def register(subparsers) -> None:
                     "OUT/report.md and its plots.")
     p.add_argument("--experiment", choices=EXPERIMENTS, default="all",
                    help="an experiment (video: video, video-lrsweep, video-control; detection: transfer, head, "
-                        "scratch, perworker, masked, dense-lrsweep; segmentation: perworker, masked, dense-lrsweep), or all: "
-                        "the preset's")
+                        "scratch, perworker, masked, dense-lrsweep; segmentation: perworker, masked, "
+                        "dense-lrsweep), or all: the preset's")
     p.add_argument("--task", choices=TASKS, default=None,
                    help="video: BN vs GN on clips of the data set's images moving on a canvas, with a 3D ResNet "
                         "(the paper's Table 8); detection / segmentation: on canvases of the data set's items "

@@ -6,8 +6,9 @@ A canvas is a grayscale image of ``H x W`` pixels (``H`` and ``W`` drawn indepen
 with 1 to 6 items (``ITEMS_PER_CANVAS``) pasted on it. An item is one image of an MNIST-format IDX split
 (Fashion-MNIST: the training split's items for ``"train"`` canvases, the test split's for ``"val"`` canvases, so
 no item is in both; for the held-out learning-rate sweep ``"holdout-train"`` and ``"holdout-val"`` canvases take
-the two parts of the training split cut by :func:`~.holdout.holdout_split`, the rule every held-out run uses), rescaled to ``s x s`` pixels with ``s`` drawn from ``ITEM_SIDES`` (20..48; bilinear,
-half-pixel centres, rounded half up). Its pixels at or above ``MASK_THRESHOLD`` (of 255) are its instance
+the two parts of the training split cut by :func:`~.holdout.holdout_split`, the rule every held-out run uses),
+rescaled to ``s x s`` pixels with ``s`` drawn from ``ITEM_SIDES`` (20..48; bilinear, half-pixel centres, rounded
+half up). Its pixels at or above ``MASK_THRESHOLD`` (of 255) are its instance
 mask; they replace the background there. Its box is the tight box of its mask; boxes on one canvas do not
 overlap (an item gets ``PLACE_TRIES`` draws of a free position, and is left out when none is free, so a
 canvas holds at least one and at most six items). Per canvas:
@@ -25,9 +26,10 @@ field                 shape, dtype        meaning
 ====================  ==================  ======================================================================
 
 Determinism: canvas ``i`` of a set is drawn from ``numpy.random.Generator(PCG64(SeedSequence(seed,
-spawn_key=(split code, i))))`` alone (each canvas split its own code, so no two splits share a draw) (any canvas can be made alone, in any order, by any process), and every
-image operation is integer arithmetic or elementwise float64 arithmetic with explicit rounding, so the same seed
-and items give the same canvases on any machine, whatever its thread count.
+spawn_key=(split code, i))))`` alone (any canvas can be made alone, in any order, by any process; each canvas split
+has its own code, so no two splits share a draw), and every image operation is integer arithmetic or elementwise
+float64 arithmetic with explicit rounding, so the same seed and items give the same canvases on any machine,
+whatever its thread count.
 
 Batches (:func:`collate`) pad as detectron2's ``ImageList`` does: every image normalized (the IDX items'
 ``MEAN`` and ``STD``, those the backbones are pre-trained with), then zero-padded at the bottom and right to the
@@ -184,7 +186,8 @@ def make_canvas(items: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
 
 class CanvasSet:
     """``count`` canvases of ``split`` (a key of ``CANVAS_SPLITS``) made on demand from ``items`` / ``labels``
-    (the IDX split, or its part, of ``CANVAS_SPLITS[split]``); ``set[i]`` is canvas i, the same whenever and wherever it is made.
+    (the IDX split, or its part, of ``CANVAS_SPLITS[split]``); ``set[i]`` is canvas i, the same whenever and
+    wherever it is made.
     ``classes``: the items' class names (IDX files carry none: "0".."9" by default)."""
 
     def __init__(self, items: np.ndarray, labels: np.ndarray, split: str, count: int, seed: int,

@@ -201,7 +201,8 @@ PLANS: dict[str, Callable[[Plan], list[dict]]] = {
 PLAN_TASKS = {"video": ("video",), "video-lrsweep": ("video",), "video-control": ("video",),
               "transfer": ("detection",), "head": ("detection",), "scratch": ("detection",),
               "perworker": ("detection", "segmentation"),
-              "masked": ("detection", "segmentation"), "dense-lrsweep": ("detection", "segmentation")}  # the others: ("classification",)
+              "masked": ("detection", "segmentation"),
+              "dense-lrsweep": ("detection", "segmentation")}  # the others: ("classification",)
 EXPERIMENTS = (*PLANS, "all")  # "all": the preset's all_experiments
 
 

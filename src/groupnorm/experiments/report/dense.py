@@ -47,8 +47,8 @@ def head_kind(row: dict) -> str:
 def setting(row: dict) -> tuple:
     """(arch, backbone kind, head kind, images per worker, epochs, masked statistics, pre-training epochs); the
     two-stage detector with its mask head (``masks``) is the arch ``two_stage+masks``."""
-    return (row["arch"] + ("+masks" if row.get("masks") else ""), kind(row), head_kind(row), row["batch_per_worker"], row["epochs"],
-            bool(row.get("masked_stats")), row.get("pretrain_epochs") or 0)
+    return (row["arch"] + ("+masks" if row.get("masks") else ""), kind(row), head_kind(row),
+            row["batch_per_worker"], row["epochs"], bool(row.get("masked_stats")), row.get("pretrain_epochs") or 0)
 
 
 def setting_name(s: tuple) -> str:

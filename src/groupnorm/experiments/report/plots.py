@@ -332,4 +332,5 @@ def _plot_dense(d: PlotData, plt) -> list[str]:
 
 
 PLOTS = (_plot_fig1, _plot_fig4, _plot_fig5, _plot_table3, _plot_noniid, _plot_ghost, _plot_decomposition,
-         _plot_fig3, _plot_video, _plot_dense)  # in the report's order; a new plot: a function of (PlotData, pyplot) -> file names
+         _plot_fig3, _plot_video,
+         _plot_dense)  # in the report's order; a new plot: a function of (PlotData, pyplot) -> file names

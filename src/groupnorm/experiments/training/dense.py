@@ -23,14 +23,14 @@ Evaluation after each epoch (eval mode: BN uses its running statistics), on the 
 ``EVAL_BATCH``: detectors: COCO box AP, AP50, AP75 (pycocotools; ``x 100``) of ``model.detect``; the U-Net: mIoU
 (``x 100``) over the background and the item classes. ``TASK_METRICS`` names a task's row fields, the first one
 its headline metric; a detector with a mask head (``masks``) adds ``mask_ap``, the COCO mask AP of its pasted
-masks (binarized at 0.5) against the canvases' instance masks.
+masks (binarized at 0.5) against the canvases' instance masks. Resumable as classification runs are: a checkpoint
+after each epoch, the row in ``OUT/results.jsonl`` at the end (:mod:`groupnorm.experiments.store`).
 
 Table 5's control (a run whose heads' norm is BN, ``head_norm="bn"``): after the last epoch the row also gets
 ``box_ap_batchstats``, the box AP of the same weights with the heads' BN layers normalizing with the statistics
 of each evaluation batch instead of their running statistics (:func:`head_batch_stats`), the validation canvases
 in batches of one worker's ``b`` canvases (as a worker's RoIs were normalized in training). The backbone keeps
-its own norm; nothing of the run's model changes. Resumable as classification runs are: a checkpoint after each epoch, the row in
-``OUT/results.jsonl`` at the end (:mod:`groupnorm.experiments.store`).
+its own norm; nothing of the run's model changes.
 """
 from __future__ import annotations
 
