@@ -113,6 +113,10 @@ def test_plot_series_are_bn_and_gn_of_the_main_rows():
                   "GN": {1: [28.0, 29.0], 2: [29.0, 30.0], 16: [30.0, 31.0]}}
     assert curve_series(rows + extra, "detection") == {"BN": [3.0, 5.5, 10.5], "GN": [7.75, 15.0, 29.5]}
     assert perworker_series(rows, "segmentation") == {} and curve_series(rows[:3], "detection") == {}
+    gn_only = [_row(s, 20.0, arch="two_stage", head=None, b=2) for s in range(3)]  # the head runs alone
+    assert perworker_series(gn_only, "detection") == {} and perworker_series(rows[:3], "detection") == {}
+    # the (arch, epochs) with both norms wins over one with more rows of GN alone
+    assert perworker_series(rows + gn_only * 3, "detection") == pw
     seg = _perworker_rows("segmentation")
     assert perworker_series(seg, "segmentation")["GN"][16] == [30.0, 31.0]
 

@@ -90,15 +90,17 @@ def lrsweep_table(rows: list[dict], metric: str) -> list[str]:
 def plain_rows(rows: list[dict], task: str) -> list[dict]:
     """The rows the plots show: the main rows of ``task`` (:func:`dense_roles`) with BN or GN throughout (the
     heads following the backbone), without masked statistics or pre-training, of the (arch, epochs) most of
-    them have."""
+    them have among those with rows of both norms; none without such an (arch, epochs)."""
     metric = TASK_METRICS[task][0]
     mine = [r for r in dense_roles([r for r in rows if r.get("task") == task])["main"]
             if setting(r)[1] == setting(r)[2] in ("BN", "GN") and not setting(r)[5] and not setting(r)[6]
             and r.get(metric) is not None]
-    if not mine:
+    at = lambda r: (setting(r)[0], r["epochs"])  # noqa: E731
+    both = Counter(at(r) for r in mine if {setting(x)[1] for x in mine if at(x) == at(r)} == {"BN", "GN"})
+    if not both:
         return []
-    common = Counter((setting(r)[0], r["epochs"]) for r in mine).most_common(1)[0][0]
-    return [r for r in mine if (setting(r)[0], r["epochs"]) == common]
+    common = both.most_common(1)[0][0]
+    return [r for r in mine if at(r) == common]
 
 
 def perworker_series(rows: list[dict], task: str) -> dict:
