@@ -135,6 +135,9 @@ def test_evaluate_dense_gives_the_maximum_on_the_truth():
     assert evaluate_dense(oracle, "detection", canvases, "cpu") == pytest.approx(
         {"box_ap": 100.0, "box_ap50": 100.0, "box_ap75": 100.0})
     assert evaluate_dense(oracle, "segmentation", canvases, "cpu") == pytest.approx({"miou": 100.0})
+    assert evaluate_dense(oracle, "detection", canvases, "cpu", batch=3)["box_ap"] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="batch=0 must be a positive integer"):
+        evaluate_dense(oracle, "detection", canvases, "cpu", batch=0)
 
 
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
