@@ -1,7 +1,8 @@
 """``groupnorm reproduce`` and ``groupnorm report``: the paper's experiments from the command line.
 
     groupnorm reproduce --experiment {table1,table2,table3,curves,noniid,ghost,lrsweep,control,vgg,video,
-                                      video-lrsweep,video-control,transfer,head,scratch,perworker,masked,all}
+                                      video-lrsweep,video-control,transfer,head,scratch,perworker,masked,
+                                      dense-lrsweep,all}
                         [--task {classification,video,detection,segmentation}]
                         --preset {smoke,quick,full,cifar10,cifar10-resnet20,imagenet} [--arch NAME]
                         [--data-dir DIR] [--dataset {auto,idx,cifar10,cifar100,imagefolder}] [--image-size S]
@@ -61,7 +62,8 @@ def register(subparsers) -> None:
                     "OUT/report.md and its plots.")
     p.add_argument("--experiment", choices=EXPERIMENTS, default="all",
                    help="an experiment (video: video, video-lrsweep, video-control; detection: transfer, head, "
-                        "scratch, perworker, masked; segmentation: perworker, masked), or all: the preset's")
+                        "scratch, perworker, masked, dense-lrsweep; segmentation: perworker, masked, "
+                        "dense-lrsweep), or all: the preset's")
     p.add_argument("--task", choices=TASKS, default=None,
                    help="video: BN vs GN on clips of the data set's images moving on a canvas, with a 3D ResNet "
                         "(the paper's Table 8); detection / segmentation: on canvases of the data set's items "

@@ -131,3 +131,24 @@ def test_collate_errors():
         C.collate([])
     with pytest.raises(ValueError, match="size_divisibility=0"):
         C.collate([C.canvas_set(SAMPLE_DATA, "train", 1, 0)[0]], size_divisibility=0)
+
+
+def test_holdout_canvases_come_from_the_held_out_training_items_only():
+    from groupnorm.experiments.data.holdout import holdout_split
+
+    rest, held = holdout_split(load_split(SAMPLE_DATA, "train"))
+    for split, part in (("holdout-train", rest), ("holdout-val", held)):
+        cs = C.canvas_set(SAMPLE_DATA, split, 12, 0)
+        src = part.images[:, 0].numpy()
+        assert np.array_equal(cs.items, src) and np.array_equal(cs.labels, part.labels.numpy())
+        assert _digest(cs) == _digest(C.canvas_set(SAMPLE_DATA, split, 12, 0))  # deterministic
+    rest_bytes = {x.tobytes() for x in rest.images[:, 0].numpy()}
+    held_items = C.canvas_set(SAMPLE_DATA, "holdout-val", 12, 0).items
+    assert not any(x.tobytes() in rest_bytes for x in held_items)  # no held-out item is trained on
+    test_bytes = {x.tobytes() for x in load_split(SAMPLE_DATA, "test").images[:, 0].numpy()}
+    assert not any(x.tobytes() in test_bytes for x in held_items)  # nor a test item validated on
+    # each split its own draws: the same index and seed give another canvas in every split
+    firsts = {s: _digest([C.canvas_set(SAMPLE_DATA, s, 3, 0)[1]]) for s in C.CANVAS_SPLITS}
+    assert len(set(firsts.values())) == 4
+    sizes = {s: C.canvas_set(SAMPLE_DATA, s, 3, 0)[1].size for s in C.CANVAS_SPLITS}
+    assert len(set(sizes.values())) > 1  # the canvases' geometry differs too, not only their items

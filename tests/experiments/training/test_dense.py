@@ -135,6 +135,9 @@ def test_evaluate_dense_gives_the_maximum_on_the_truth():
     assert evaluate_dense(oracle, "detection", canvases, "cpu") == pytest.approx(
         {"box_ap": 100.0, "box_ap50": 100.0, "box_ap75": 100.0})
     assert evaluate_dense(oracle, "segmentation", canvases, "cpu") == pytest.approx({"miou": 100.0})
+    assert evaluate_dense(oracle, "detection", canvases, "cpu", batch=3)["box_ap"] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="batch=0 must be a positive integer"):
+        evaluate_dense(oracle, "detection", canvases, "cpu", batch=0)
 
 
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
@@ -178,6 +181,20 @@ def test_smoke_preset_end_to_end(tmp_path, task):
     assert len(store.read_results(str(out))) == 4
 
 
+@pytest.mark.slow
+def test_smoke_lrsweep_end_to_end(tmp_path):
+    out = tmp_path / "sweep"
+    assert main(smoke_args(out, "--task", "segmentation", experiment="dense-lrsweep")) == 0
+    rows = store.read_results(str(out))
+    p = get_preset("smoke", "segmentation")
+    assert sorted((r["norm"], r["base_lr"]) for r in rows) == sorted((n, lr) for n in ("bn", "gn")
+                                                                      for lr in p.dense_lrsweep_lrs)
+    assert all(r["holdout"] and r["experiment"] == "dense-lrsweep" and 0 <= r["miou"] <= 100 for r in rows)
+    assert all((r["train_size"], r["val_size"]) == (p.base.train_size, p.base.val_size) for r in rows)
+    report = (out / "report.md").read_text()
+    assert "Learning-rate sweep (`dense-lrsweep`" in report and "| claim" not in report
+
+
 def test_dense_tasks_refuse_torchrun(tmp_path, capsys):
     assert main(smoke_args(tmp_path, "--task", "detection", "--launcher", "torchrun")) == 2
     assert "--task detection emulates its workers in one process" in capsys.readouterr().err
@@ -203,3 +220,106 @@ def test_a_pretrained_bn_star_backbone_keeps_the_classifiers_statistics(tmp_path
     assert any(not torch.equal(clf[k], torch.zeros_like(clf[k])) for k in stats if k.endswith("running_mean"))
     with pytest.raises(ValueError, match="pretrain_epochs=1 apply to the tasks"):
         dataclasses.replace(pre, pretrain_epochs=1).validate()
+
+
+def _bn_head_model():
+    cfg = RunConfig(task="detection", arch="two_stage", norm="gn", head_norm="bn", **TINY)
+    model = build_run_model(cfg)
+    g = torch.Generator().manual_seed(5)
+    for m in model.box_head.modules():  # running statistics far from any batch's
+        if isinstance(m, WorkerBatchNorm):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 3)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 5 + 0.1)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return cfg, model
+
+
+def test_head_batch_stats_normalizes_the_heads_with_their_input_statistics():
+    from groupnorm.experiments.training.dense import head_batch_stats
+
+    torch.manual_seed(0)
+    cfg, model = _bn_head_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bs = head_batch_stats(model)
+    model.eval()
+    bs.eval()
+    x = torch.randn(6, 64, 7, 7)
+    bn = bs.box_head.convs[1]
+    w, b = bn.weight.detach().double(), bn.bias.detach().double()
+    xd = x.double()
+    mean, var = xd.mean((0, 2, 3), keepdim=True), xd.var((0, 2, 3), unbiased=False, keepdim=True)
+    want = ((xd - mean) / torch.sqrt(var + bn.eps) * w.view(1, -1, 1, 1) + b.view(1, -1, 1, 1)).clamp(min=0)
+    torch.testing.assert_close(bn(x).double(), want, rtol=1e-5, atol=1e-5)  # the float64 formula
+    assert not torch.allclose(model.box_head.convs[1](x), bn(x), atol=1e-2)  # the run's: running statistics
+    # the rest is the run's: the same backbone output; the heads' logits differ
+    batch = collate(list(load_run_data(SAMPLE_DATA, cfg)[1])[:2])
+    with torch.no_grad():
+        torch.testing.assert_close(bs.backbone(batch.images), model.backbone(batch.images))
+        feats = model.rpn(batch.images, batch.pad_mask)["features"]
+        rois = model._pool(feats, [torch.tensor([[4.0, 4.0, 40.0, 40.0], [10.0, 20.0, 60.0, 50.0]])] * 2)
+        assert not torch.allclose(model.box_head(rois)[0], bs.box_head(rois)[0], atol=1e-3)
+        run, ctl = model.detect(batch), bs.detect(batch)  # eval mode: running vs batch statistics in the head
+        assert [len(d["scores"]) for d in run] != [len(d["scores"]) for d in ctl] or not all(
+            torch.allclose(a["scores"], c["scores"]) for a, c in zip(run, ctl))
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)  # no leak
+    assert "box_head.convs.1.running_mean" not in bs.state_dict()
+    with pytest.raises(ValueError, match="heads have no BatchNorm"):
+        head_batch_stats(build_run_model(RunConfig(task="detection", arch="two_stage", norm="gn", **TINY)))
+
+
+def test_a_bn_head_run_records_box_ap_with_batch_statistics(tmp_path):
+    torch.set_num_threads(1)
+    rows = {}
+    for head in ("bn", "gn"):
+        cfg = RunConfig(task="detection", arch="two_stage", norm="gn", head_norm=head, **dict(TINY, epochs=1))
+        train, val, _ = load_run_data(SAMPLE_DATA, cfg)
+        rows[head] = train_run(cfg, train, val, str(tmp_path / head), progress=False)
+    assert 0.0 <= rows["bn"]["box_ap_batchstats"] <= 100.0 and "box_ap_batchstats" not in rows["gn"]
+    # the number is the evaluation of the saved weights with the heads' batch statistics, one worker's b per batch
+    from groupnorm.experiments.training.dense import head_batch_stats
+
+    cfg = RunConfig(task="detection", arch="two_stage", norm="gn", head_norm="bn", **dict(TINY, epochs=1))
+    model = build_run_model(cfg)
+    model.load_state_dict(torch.load(str(tmp_path / "bn" / "runs" / cfg.key() / "model.pt"), weights_only=True))
+    val = list(load_run_data(SAMPLE_DATA, cfg)[1])
+    assert evaluate_dense(head_batch_stats(model), "detection", val, "cpu", batch=2)["box_ap"] == pytest.approx(
+        rows["bn"]["box_ap_batchstats"])
+    assert evaluate_dense(model, "detection", val, "cpu")["box_ap"] == pytest.approx(rows["bn"]["box_ap"])
+
+
+def test_mask_head_runs_record_mask_ap():
+    torch.set_num_threads(1)
+    cfg = RunConfig(task="detection", arch="two_stage", norm="gn", masks=True, **dict(TINY, epochs=1))
+    assert cfg.key() != dataclasses.replace(cfg, masks=False).key() and cfg.label.endswith(" masks")
+    assert "masks" not in dataclasses.replace(cfg, masks=False).canonical()  # old keys hold
+    with pytest.raises(ValueError, match="masks=True: the mask head is the two-stage detector's"):
+        dataclasses.replace(cfg, arch="centernet").validate()
+    assert build_run_model(cfg).mask_head is not None
+    assert build_run_model(dataclasses.replace(cfg, masks=False)).mask_head is None
+    # the evaluation's mask AP is 100 for the true masks, and the row carries it
+    _, val, _ = load_run_data(SAMPLE_DATA, cfg)
+    canvases = list(val)
+
+    class Masks(_Oracle):
+        def detect(self, batch):
+            out = super().detect(batch)
+            for d, (h, w) in zip(out, batch.image_sizes):
+                c = next(c for c in self.truth.values() if len(c.boxes) == len(d["boxes"]) and c.size == (h, w)
+                         and np.array_equal(c.boxes, d["boxes"].numpy()))
+                d["masks"] = torch.from_numpy(c.masks).float()
+            return out
+
+    assert evaluate_dense(Masks(canvases), "detection", canvases, "cpu")["mask_ap"] == pytest.approx(100.0)
+    assert "mask_ap" not in evaluate_dense(_Oracle(canvases), "detection", canvases, "cpu")
+
+
+def test_a_mask_head_run_row(tmp_path):
+    torch.set_num_threads(1)
+    cfg = RunConfig(task="detection", arch="two_stage", norm="gn", masks=True, **dict(TINY, epochs=1))
+    train, val, _ = load_run_data(SAMPLE_DATA, cfg)
+    row = train_run(cfg, train, val, str(tmp_path), progress=False)
+    assert row["masks"] is True and 0.0 <= row["mask_ap"] <= 100.0 and 0.0 <= row["box_ap"] <= 100.0
+    hist = store.read_jsonl(str(tmp_path / "runs" / cfg.key() / "metrics.jsonl"))
+    assert [h["mask_ap"] for h in hist] == [row["mask_ap"]]

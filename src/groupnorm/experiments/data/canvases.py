@@ -5,8 +5,10 @@ A canvas is a grayscale image of ``H x W`` pixels (``H`` and ``W`` drawn indepen
 ``grass`` or ``gravel`` (CC0, 512 x 512, shipped in its wheel; read offline), at half contrast (pixel // 2),
 with 1 to 6 items (``ITEMS_PER_CANVAS``) pasted on it. An item is one image of an MNIST-format IDX split
 (Fashion-MNIST: the training split's items for ``"train"`` canvases, the test split's for ``"val"`` canvases, so
-no item is in both), rescaled to ``s x s`` pixels with ``s`` drawn from ``ITEM_SIDES`` (20..48; bilinear,
-half-pixel centres, rounded half up). Its pixels at or above ``MASK_THRESHOLD`` (of 255) are its instance
+no item is in both; for the held-out learning-rate sweep ``"holdout-train"`` and ``"holdout-val"`` canvases take
+the two parts of the training split cut by :func:`~.holdout.holdout_split`, the rule every held-out run uses),
+rescaled to ``s x s`` pixels with ``s`` drawn from ``ITEM_SIDES`` (20..48; bilinear, half-pixel centres, rounded
+half up). Its pixels at or above ``MASK_THRESHOLD`` (of 255) are its instance
 mask; they replace the background there. Its box is the tight box of its mask; boxes on one canvas do not
 overlap (an item gets ``PLACE_TRIES`` draws of a free position, and is left out when none is free, so a
 canvas holds at least one and at most six items). Per canvas:
@@ -20,13 +22,14 @@ field                 shape, dtype        meaning
 ``labels``            (K,) int64          each item's class (its IDX label)
 ``masks``             (K, H, W) bool      each item's instance mask
 ``semantic``          (H, W) uint8        0 for background, ``label + 1`` where an item is
-``item_ids``          (K,) int64          the items' indices in their IDX split
+``item_ids``          (K,) int64          the items' indices in their IDX split (holdout splits: in its part)
 ====================  ==================  ======================================================================
 
 Determinism: canvas ``i`` of a set is drawn from ``numpy.random.Generator(PCG64(SeedSequence(seed,
-spawn_key=(split code, i))))`` alone (any canvas can be made alone, in any order, by any process), and every
-image operation is integer arithmetic or elementwise float64 arithmetic with explicit rounding, so the same seed
-and items give the same canvases on any machine, whatever its thread count.
+spawn_key=(split code, i))))`` alone (any canvas can be made alone, in any order, by any process; each canvas split
+has its own code, so no two splits share a draw), and every image operation is integer arithmetic or elementwise
+float64 arithmetic with explicit rounding, so the same seed and items give the same canvases on any machine,
+whatever its thread count.
 
 Batches (:func:`collate`) pad as detectron2's ``ImageList`` does: every image normalized (the IDX items'
 ``MEAN`` and ``STD``, those the backbones are pre-trained with), then zero-padded at the bottom and right to the
@@ -40,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .holdout import holdout_split
 from .idx import load_split
 from .split import MEAN, STD, DataInfo
 
@@ -53,9 +57,11 @@ ITEM_SIDES = (20, 48)          # inclusive range of an item's side after rescali
 ITEMS_PER_CANVAS = (1, 6)      # inclusive range of the items drawn per canvas
 MASK_THRESHOLD = 32            # an item's pixel (0..255) at or above this is part of its instance mask
 PLACE_TRIES = 30               # draws of a position whose box overlaps no other box on the canvas
-CANVAS_SPLITS = {"train": "train", "val": "test"}  # canvas split -> the IDX split its items come from
+# canvas split -> (the IDX split its items come from, its part: None for all, "rest" / "held" for holdout_split's)
+CANVAS_SPLITS = {"train": ("train", None), "val": ("test", None), "holdout-train": ("train", "rest"),
+                 "holdout-val": ("train", "held")}
 SEMANTIC_IGNORE = 255          # the semantic target at padded pixels (cross-entropy's ignore_index)
-_SPLIT_CODE = {"train": 0, "val": 1}
+_SPLIT_CODE = {"train": 0, "val": 1, "holdout-train": 2, "holdout-val": 3}
 
 
 @dataclass
@@ -179,8 +185,9 @@ def make_canvas(items: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
 
 
 class CanvasSet:
-    """``count`` canvases of ``split`` ("train" or "val") made on demand from ``items`` / ``labels`` (the
-    IDX split ``CANVAS_SPLITS[split]``); ``set[i]`` is canvas i, the same whenever and wherever it is made.
+    """``count`` canvases of ``split`` (a key of ``CANVAS_SPLITS``) made on demand from ``items`` / ``labels``
+    (the IDX split, or its part, of ``CANVAS_SPLITS[split]``); ``set[i]`` is canvas i, the same whenever and
+    wherever it is made.
     ``classes``: the items' class names (IDX files carry none: "0".."9" by default)."""
 
     def __init__(self, items: np.ndarray, labels: np.ndarray, split: str, count: int, seed: int,
@@ -231,11 +238,17 @@ class CanvasSet:
 
 
 def canvas_set(data_dir: str, split: str, count: int, seed: int = 0) -> CanvasSet:
-    """The canvas set of ``split`` ("train": items of the IDX training split; "val": of its test split) from the
-    MNIST-format directory ``data_dir`` (read and validated by the harness's IDX reader)."""
+    """The canvas set of ``split`` from the MNIST-format directory ``data_dir`` (read and validated by the
+    harness's IDX reader): "train": items of the IDX training split; "val": of its test split; "holdout-train"
+    and "holdout-val": of the rest and of the held-out part of the training split (:func:`~.holdout.holdout_split`
+    with its defaults: the same items are held out as for every other held-out run)."""
     if split not in CANVAS_SPLITS:
         raise ValueError(f"split={split!r} is not one of {', '.join(CANVAS_SPLITS)}")
-    s = load_split(data_dir, CANVAS_SPLITS[split])
+    idx_split, part = CANVAS_SPLITS[split]
+    s = load_split(data_dir, idx_split)
+    if part is not None:
+        rest, held = holdout_split(s)
+        s = rest if part == "rest" else held
     return CanvasSet(s.images[:, 0].numpy(), s.labels.numpy(), split, count, seed, s.info.classes, data_dir)
 
 

@@ -56,7 +56,10 @@ def _run_clips(data, cfg) -> tuple:
 def _run_canvases(data, cfg) -> tuple:
     """(train, val, train) canvases of a dense task's run: ``cfg.train_size`` canvases of the IDX directory's
     training items and ``cfg.val_size`` of its test items (:func:`groupnorm.experiments.data.canvases.canvas_set`,
-    seed ``CANVAS_SEED``), made once per process; the data set's format must be ``idx``."""
+    seed ``CANVAS_SEED``), made once per process; the data set's format must be ``idx``. With ``cfg.holdout``
+    (the dense lr sweep): ``cfg.train_size`` canvases of the training items outside the held-out part and
+    ``cfg.val_size`` canvases of the held-out training items (canvas splits ``holdout-train`` and
+    ``holdout-val``), never of the test items."""
     from .canvases import canvas_set
 
     spec = as_spec(data)
@@ -67,9 +70,10 @@ def _run_canvases(data, cfg) -> tuple:
     for name in ("train_size", "val_size"):
         if getattr(cfg, name) is None:
             raise ValueError(f"{name}=None: task={cfg.task!r} needs a number of canvases")
-    key = (spec, "canvases", cfg.train_size, cfg.val_size)
+    key = (spec, "canvases", cfg.train_size, cfg.val_size, cfg.holdout)
     if key not in _cache:
-        _cache[key] = (canvas_set(spec.data_dir, "train", cfg.train_size, CANVAS_SEED),
-                       canvas_set(spec.data_dir, "val", cfg.val_size, CANVAS_SEED))
+        splits = ("holdout-train", "holdout-val") if cfg.holdout else ("train", "val")
+        _cache[key] = (canvas_set(spec.data_dir, splits[0], cfg.train_size, CANVAS_SEED),
+                       canvas_set(spec.data_dir, splits[1], cfg.val_size, CANVAS_SEED))
     train, val = _cache[key]
     return train, val, train

@@ -284,11 +284,13 @@ class TwoStageDetector(nn.Module):
 
 def build(arch, norm: str, in_channels: int, num_classes: int, shape: dict, *, groups: int | None = 32,
           group_size: int | None = None, workers: int = 1, head_norm: str | None = None,
-          head_workers: int | None = None, masked_stats: bool = False) -> TwoStageDetector:
+          head_workers: int | None = None, masked_stats: bool = False, masks: bool = False) -> TwoStageDetector:
     """The arch registry's builder (:data:`groupnorm.experiments.models.archs.ARCHS`): a :class:`TwoStageDetector` on the
-    ``resnet`` backbone shaped by ``shape`` (:func:`.backbone.dense_parts`); GN takes ``groups`` only."""
+    ``resnet`` backbone shaped by ``shape`` (:func:`.backbone.dense_parts`); GN takes ``groups`` only; ``masks``:
+    with the mask head."""
     if group_size is not None:
         raise ValueError(f"group_size={group_size!r}: the dense models take GN's groups only")
     backbone, head, hw = dense_parts(norm, in_channels, shape, groups=groups, workers=workers, head_norm=head_norm,
                                      head_workers=head_workers)
-    return TwoStageDetector(backbone, num_classes, head, head_workers=hw, groups=groups, masked_stats=masked_stats)
+    return TwoStageDetector(backbone, num_classes, head, head_workers=hw, groups=groups, masked_stats=masked_stats,
+                            masks=masks)

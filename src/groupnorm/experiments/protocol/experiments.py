@@ -31,11 +31,16 @@
     Tests GN > BN*.
   - ``head`` (Table 5): the two-stage detector, GN backbone, the box head without norm, with BN (per worker:
     its RoIs come from its own canvases, not i.i.d.), GN, and SyncBN (the control that gives BN i.i.d.
-    statistics). Tests that BN in the head is far worse.
+    statistics); with the preset's ``head_masks`` the mask head too (mask AP). Tests that BN in the head is far
+    worse.
   - ``scratch`` (Table 7): GN, SyncBN and BN from random weights at 1x and 3x (``scratch_schedules``). Tests that
     GN trains from scratch and gains with the longer schedule.
   - ``perworker``: BN vs GN at each of ``dense_batches`` images per worker (detector or U-Net). Tests that BN
     degrades at few images per worker and GN does not.
+  - ``dense-lrsweep``: BN and GN (backbone; heads follow) at ``dense_batch`` images per worker for each base lr of
+    ``dense_lrsweep_lrs`` (per 256 canvases), trained on canvases of the training items outside the held-out part
+    and validated on canvases of the held-out training items (``holdout``; never the test items), one seed by
+    default (``seeds_by_experiment``). The presets' ``lr_by_norm`` is to be set to its best.
   - ``masked``: GN with the padding of a batch left out of its statistics (``masked_stats``) beside GN as
     detectron2 computes it (padding included). Measures whether the padding in GN's statistics matters.
 - ``all``: the preset's ``all_experiments`` (with ``task="video"``: its ``video_experiments``). Runs that two
@@ -161,8 +166,8 @@ def _transfer(p: Plan) -> list[dict]:
 
 
 def _head(p: Plan) -> list[dict]:
-    return [dict(norm="gn", arch="two_stage", head_norm=h, batch_per_worker=p.preset.dense_batch)
-            for h in p.preset.head_norms]
+    return [dict(norm="gn", arch="two_stage", head_norm=h, batch_per_worker=p.preset.dense_batch,
+                 masks=p.preset.head_masks) for h in p.preset.head_norms]
 
 
 def _scratch(p: Plan) -> list[dict]:
@@ -175,6 +180,11 @@ def _perworker(p: Plan) -> list[dict]:
     return [dict(norm=n, batch_per_worker=b) for n in ("bn", "gn") for b in p.preset.dense_batches]
 
 
+def _dense_lrsweep(p: Plan) -> list[dict]:
+    return [dict(norm=n, batch_per_worker=p.preset.dense_batch, base_lr=lr, holdout=True) for n in ("bn", "gn")
+            for lr in p.preset.dense_lrsweep_lrs]
+
+
 def _masked(p: Plan) -> list[dict]:
     return [dict(norm="gn", batch_per_worker=p.preset.dense_batch, masked_stats=m) for m in (False, True)]
 
@@ -185,12 +195,14 @@ PLANS: dict[str, Callable[[Plan], list[dict]]] = {
     "video": _video, "video-lrsweep": _video_lrsweep, "video-control": _video_control,
 
     "transfer": _transfer, "head": _head, "scratch": _scratch, "perworker": _perworker, "masked": _masked,
+    "dense-lrsweep": _dense_lrsweep,
 
 }
 PLAN_TASKS = {"video": ("video",), "video-lrsweep": ("video",), "video-control": ("video",),
               "transfer": ("detection",), "head": ("detection",), "scratch": ("detection",),
               "perworker": ("detection", "segmentation"),
-              "masked": ("detection", "segmentation")}  # the others: ("classification",)
+              "masked": ("detection", "segmentation"),
+              "dense-lrsweep": ("detection", "segmentation")}  # the others: ("classification",)
 EXPERIMENTS = (*PLANS, "all")  # "all": the preset's all_experiments
 
 

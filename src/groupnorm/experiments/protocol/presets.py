@@ -50,7 +50,7 @@ class Preset:
     vgg_norms: tuple = ("none", "bn", "gn")
     vgg_widths: tuple = (64, 128, 256)
     vgg_blocks: tuple = (2, 2, 2)
-    seeds_by_experiment: tuple = (("lrsweep", 1), ("vgg", 1), ("video-lrsweep", 1))
+    seeds_by_experiment: tuple = (("lrsweep", 1), ("vgg", 1), ("video-lrsweep", 1), ("dense-lrsweep", 1))
     all_experiments: tuple = ("table2", "noniid", "ghost", "table1", "table3", "curves")  # what "all" means
     dataset: str = "Fashion-MNIST"                  # what it trains on (its arch is base.arch)
     needs_data_dir: bool = False                    # no default directory: --data-dir is required
@@ -62,9 +62,13 @@ class Preset:
     transfer_norms: tuple = ("bn-frozen", "bn", "syncbn", "gn")  # backbone (and head) norms of transfer
     transfer_schedules: tuple = (1, 2)              # transfer's epochs: these times the protocol's (1x, 2x)
     head_norms: tuple = ("none", "bn", "gn", "syncbn")  # the box head's norms of head (GN backbone)
+    head_masks: bool = False                        # head's runs with the mask head too (rows get mask_ap); off:
+    # its 4 convs at 14x14 on <= 16 foreground RoIs per image cost about what the box head's at 7x7 on 64 do, and
+    # evaluation runs it on up to 100 detections per image: the heads' cost would about double
     scratch_norms: tuple = ("gn", "syncbn", "bn")   # from scratch (no pre-training)
     scratch_schedules: tuple = (1, 3)               # scratch's epochs: these times the protocol's (1x, 3x)
     pretrain_epochs: int = 16                       # transfer's backbone pre-training (pretrain_config)
+    dense_lrsweep_lrs: tuple = (0.08, 0.16, 0.32, 0.64, 1.28)  # base lrs per 256 canvases tried by dense-lrsweep
     # The video task (``--task video``): its protocol, the clips per worker BN and GN are compared at (with
     # video_frames frames), the (clips, frames) of "more frames at the same memory", its learning rates and sweep.
     video_base: RunConfig | None = None             # None: the preset has no video protocol
@@ -236,13 +240,14 @@ PRESETS = {
 # 8 emulated workers as the paper's 8 GPUs (smoke: 2), the detection backbone shape of
 # :data:`groupnorm.experiments.models.backbone.DETECTION_SHAPE` (widths 32, 64, 128; GN with 8 groups, so every
 # group holds at least 4 channels), the paper's step schedule after a warmup, no augmentation. ``quick`` and
-# ``full`` share one protocol (quick's runs are a subset of full's); their learning rates are not swept yet (the
-# linear scaling rule from one base rate per norm family).
+# ``full`` share one protocol (quick's runs are a subset of full's); their learning rates (the linear scaling rule
+# from one base rate per norm family, ``_LR``) are 0.32 until the sweep's best are set: ``dense-lrsweep`` tries
+# ``dense_lrsweep_lrs`` for BN and GN on held-out training canvases (one seed), first in quick's and full's "all".
 #
 # - ``smoke``: seconds, for the tests: BN and GN at 1 and 2 images per worker, tiny widths, 8 + 8 canvases.
-# - ``quick``: BN vs GN at 2 and 16 images per worker and (detection) the head experiment, 3 seeds.
-# - ``full``: every experiment of the task (detection: transfer, head, scratch, perworker, masked;
-#   segmentation: perworker, masked), 3 seeds.
+# - ``quick``: the lr sweep, BN vs GN at 2 and 16 images per worker and (detection) the head experiment, 3 seeds.
+# - ``full``: every experiment of the task (detection: dense-lrsweep, transfer, head, scratch, perworker, masked;
+#   segmentation: dense-lrsweep, perworker, masked), 3 seeds.
 _SMOKE = RunConfig(norm="gn", groups=4, workers=2, batch_per_worker=2, epochs=2, train_size=8, val_size=8,
                    widths=(8, 16, 32), blocks=(1, 1, 1), stem_stride=2, first_stride=2, warmup_epochs=0.5,
                    base_lr=0.2, augment=False, schedule="step")
@@ -255,13 +260,15 @@ _EMPTY = dict(table1_norms=(), table2_batches=(2,), table3_groups=(), table3_gro
 
 def _task(task: str, arch: str) -> dict:
     smoke = Preset("smoke", dataclasses.replace(_SMOKE, task=task, arch=arch), seeds=1, dense_batches=(1, 2),
-                   all_experiments=("perworker",), task=task, pretrain_epochs=1, transfer_schedules=(1,), **_EMPTY)
+                   all_experiments=("perworker",), task=task, pretrain_epochs=1, transfer_schedules=(1,),
+                   dense_lrsweep_lrs=(0.1, 0.4), **_EMPTY)
     quick = Preset("quick", dataclasses.replace(_PROTOCOL, task=task, arch=arch), seeds=3, dense_batches=(2, 16),
                    lr_by_norm=_LR, head_norms=("none", "bn", "gn"), task=task,
-                   all_experiments=("perworker", "head") if task == "detection" else ("perworker",), **_EMPTY)
+                   all_experiments=(("dense-lrsweep", "perworker", "head") if task == "detection"
+                                    else ("dense-lrsweep", "perworker")), **_EMPTY)
     full = Preset("full", dataclasses.replace(_PROTOCOL, task=task, arch=arch), seeds=3, lr_by_norm=_LR, task=task,
-                  all_experiments=(("transfer", "head", "scratch", "perworker", "masked") if task == "detection"
-                                   else ("perworker", "masked")), **_EMPTY)
+                  all_experiments=(("dense-lrsweep", "transfer", "head", "scratch", "perworker", "masked")
+                                   if task == "detection" else ("dense-lrsweep", "perworker", "masked")), **_EMPTY)
     return {"smoke": smoke, "quick": quick, "full": full}
 
 

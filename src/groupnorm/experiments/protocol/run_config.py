@@ -106,6 +106,7 @@ class RunConfig:
     masked_stats: bool = False    # GN leaves the padding of a batch of canvases out of its statistics
     pretrain_epochs: int = 0      # epochs of the backbone's classification pre-training (presets.pretrain_config);
     #                               0: from random weights
+    masks: bool = False           # arch two_stage: the Mask R-CNN mask head beside the box head (rows get mask_ap)
     experiment: str = field(default="", compare=False)  # who asked for it first; not part of the identity
 
     @property
@@ -198,6 +199,7 @@ def config_label(cfg: RunConfig) -> str:
         + (f" lr={cfg.base_lr:g} holdout" if cfg.holdout else "") \
         + (f" epochs={cfg.epochs}" if cfg.experiment == "control" else "") \
         + (f" head={cfg.head_norm}" if cfg.head_norm is not None else "") + (" masked" if cfg.masked_stats else "") \
+        + (" masks" if cfg.masks else "") \
         + (f" pretrained={cfg.pretrain_epochs}" if cfg.pretrain_epochs else "")
     extra += f" T={cfg.frames}" if cfg.task == "video" else ""
     arch = {DEFAULT_ARCH: "", "vgg": "VGG "}.get(cfg.arch, f"{cfg.arch} ")
@@ -221,7 +223,7 @@ def identity(cfg: RunConfig) -> dict:
         d.pop("classes_per_worker")
     for name, default in (("first_stride", 1), ("holdout", False), ("arch", DEFAULT_ARCH),
                           ("task", "classification"), ("head_norm", None), ("masked_stats", False),
-                          ("pretrain_epochs", 0)):
+                          ("pretrain_epochs", 0), ("masks", False)):
         if d[name] == default:
             d.pop(name)
     if cfg.task != "video":  # the clip spec means nothing to other tasks (and their keys predate it)
@@ -254,6 +256,9 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"head_norm={cfg.head_norm!r}, masked_stats={cfg.masked_stats!r} and pretrain_epochs="
                          f"{cfg.pretrain_epochs!r} apply to the tasks {', '.join(DENSE_TASKS)} only, not "
                          f"task={cfg.task!r}")
+    if cfg.masks is not False and (cfg.masks is not True or cfg.arch != "two_stage"):
+        raise ValueError(f"masks={cfg.masks!r}: the mask head is the two-stage detector's (arch='two_stage', "
+                         f"masks=True), not arch={cfg.arch!r}'s")
     if not isinstance(cfg.pretrain_epochs, int) or cfg.pretrain_epochs < 0:
         raise ValueError(f"pretrain_epochs={cfg.pretrain_epochs!r} must be a non-negative integer")
     if cfg.head_norm is not None and cfg.head_norm not in HEAD_NORMS:

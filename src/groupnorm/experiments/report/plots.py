@@ -10,7 +10,11 @@
 - ``bn_decomposition.png``  BN's three validation errors (EMA, precise BN, batch statistics) against b;
 - ``fig3_vgg.png``  Figure 3: percentiles of the VGG's late conv responses over training, and its curves;
 - ``video_table8.png``  the video task (Table 8): top-1 accuracy against clips per worker, BN and GN, with the
-  more-frames setting as its own markers (``roles["video"]``: the video rows of the main protocol).
+  more-frames setting as its own markers (``roles["video"]``: the video rows of the main protocol);
+- ``detection_perworker.png`` / ``segmentation_perworker.png``  box AP / mIoU against images per worker, BN and
+  GN (``roles["dense"]``: the dense tasks' rows; :func:`.dense.perworker_series`);
+- ``detection_curves.png`` / ``segmentation_curves.png``  box AP / mIoU per epoch, BN and GN at 2 images per
+  worker (:func:`.dense.curve_series`).
 """
 from __future__ import annotations
 
@@ -292,5 +296,41 @@ def _plot_video(d: PlotData, plt) -> list[str]:
     return [_save(fig, plt, d.out, "video_table8.png")]
 
 
+_DENSE_LABEL = {"detection": "box AP", "segmentation": "mIoU"}
+
+
+def _plot_dense(d: PlotData, plt) -> list[str]:
+    """Per dense task: its metric against images per worker, BN and GN; and per epoch at 2 images per worker."""
+    from .dense import curve_series, perworker_series
+
+    rows, made = d.roles.get("dense", []), []
+    for task, label in _DENSE_LABEL.items():
+        pw = perworker_series(rows, task)
+        if pw:
+            fig, ax = plt.subplots(figsize=(5, 3.6))
+            for k, color in (("BN", "tab:blue"), ("GN", "tab:red")):
+                if k in pw:
+                    _errbar(ax, list(pw[k]), list(pw[k].values()), color=color, label=k)
+            _log2_axis(ax, sorted({b for v in pw.values() for b in v}), "images per worker")
+            ax.set_ylabel(f"{label} (points)")
+            ax.set_title(f"{task.capitalize()}: BN vs GN against images per worker")
+            ax.legend()
+            made.append(_save(fig, plt, d.out, f"{task}_perworker.png"))
+        cs = curve_series(rows, task)
+        if cs:
+            fig, ax = plt.subplots(figsize=(5, 3.6))
+            for k, color in (("BN", "tab:blue"), ("GN", "tab:red")):
+                ax.plot(range(1, len(cs[k]) + 1), cs[k], marker=".", color=color, label=k)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"validation {label} (points)")
+            ax.set_title(f"{task.capitalize()}: 2 images per worker")
+            ax.grid(alpha=0.3)
+            ax.legend()
+            made.append(_save(fig, plt, d.out, f"{task}_curves.png"))
+    return made
+
+
 PLOTS = (_plot_fig1, _plot_fig4, _plot_fig5, _plot_table3, _plot_noniid, _plot_ghost, _plot_decomposition,
-         _plot_fig3, _plot_video)  # in the report's order; a new plot: a function of (PlotData, pyplot) -> file names
+         _plot_fig3, _plot_video,
+         _plot_dense)  # in the report's order; a new plot: a function of (PlotData, pyplot) -> file names

@@ -66,12 +66,15 @@ def split_roles(rows: list[dict]) -> dict:
                 lrsweep=sweep, vgg=vgg, superseded=superseded, other_code=other_code)
 
 
-def current_lr(rows) -> tuple[list[dict], list[dict]]:
+def current_lr(rows, setting_of=None) -> tuple[list[dict], list[dict]]:
     """(kept, superseded): where one setting (all but seed and learning rate, in one protocol) has rows at several
     base learning rates, only those at the rate of its most recently finished run are kept. A preset whose
     learning rate for a setting changed (a new lr sweep) re-runs it at the new rate into the same directory; the
-    old rows are another experiment, not more seeds of this one."""
-    keyed = [((protocol_of(r), r.get("arch"), setting(r)[:-1]), r) for r in rows]
+    old rows are another experiment, not more seeds of this one. ``setting_of``: a row's setting without its
+    learning rate (default: the classification setting's, :func:`setting`, with protocol and arch)."""
+    if setting_of is None:
+        setting_of = lambda r: (protocol_of(r), r.get("arch"), setting(r)[:-1])  # noqa: E731
+    keyed = [(setting_of(r), r) for r in rows]
     latest: dict = {}  # setting -> {base lr: its most recent finished_at}
     for key, r in keyed:
         lr_seen = latest.setdefault(key, {})

@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from .. import store
+from ..data.formats import DENSE_TASKS
 from .bn import sections
 from ..training.provenance import provenance_lines
 from .claims import claims
@@ -321,8 +322,10 @@ def write_report(out: str) -> str:
     """Write ``OUT/report.md`` and the plots; return the report's path."""
     rep = read_report(out)
     text = render(rep)
-    roles = dict(rep.roles, video=video_roles(rep.video)["main"])
-    made = plot_all(out, rep.res, rep.b1, (PAPER_TABLE3_G, PAPER_TABLE3_K), roles) if rep.rows or rep.video else []
+    dense = [r for r in store.read_results(out) if r.get("task") in DENSE_TASKS]
+    roles = dict(rep.roles, video=video_roles(rep.video)["main"], dense=dense)
+    made = (plot_all(out, rep.res, rep.b1, (PAPER_TABLE3_G, PAPER_TABLE3_K), roles) if rep.rows or rep.video or dense
+            else [])
     if made:
         text += "\n## Plots\n\n" + "\n".join(f"![{m}]({m})" for m in made) + "\n"
     path = os.path.join(out, "report.md")

@@ -22,21 +22,30 @@ cosine or step decay, weight decay on weights only).
 Evaluation after each epoch (eval mode: BN uses its running statistics), on the validation canvases in batches of
 ``EVAL_BATCH``: detectors: COCO box AP, AP50, AP75 (pycocotools; ``x 100``) of ``model.detect``; the U-Net: mIoU
 (``x 100``) over the background and the item classes. ``TASK_METRICS`` names a task's row fields, the first one
-its headline metric. Resumable as classification runs are: a checkpoint after each epoch, the row in
-``OUT/results.jsonl`` at the end (:mod:`groupnorm.experiments.store`).
+its headline metric; a detector with a mask head (``masks``) adds ``mask_ap``, the COCO mask AP of its pasted
+masks (binarized at 0.5) against the canvases' instance masks. Resumable as classification runs are: a checkpoint
+after each epoch, the row in ``OUT/results.jsonl`` at the end (:mod:`groupnorm.experiments.store`).
+
+Table 5's control (a run whose heads' norm is BN, ``head_norm="bn"``): after the last epoch the row also gets
+``box_ap_batchstats``, the box AP of the same weights with the heads' BN layers normalizing with the statistics
+of each evaluation batch instead of their running statistics (:func:`head_batch_stats`), the validation canvases
+in batches of one worker's ``b`` canvases (as a worker's RoIs were normalized in training). The backbone keeps
+its own norm; nothing of the run's model changes.
 """
 from __future__ import annotations
 
+import copy
 import io
 import math
 import os
 import time
 
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .. import store
 from ..data.canvases import collate
-from ..metrics import ConfusionMatrix, box_ap
+from ..metrics import ConfusionMatrix, box_ap, mask_ap
 from .devices import autocast, conv_context
 from ..models.backbone import load_classifier_weights
 from ..protocol.presets import pretrain_config
@@ -46,6 +55,12 @@ from .schedule import lr_at, make_optimizer
 
 TASK_METRICS = {"detection": ("box_ap", "box_ap50", "box_ap75"), "segmentation": ("miou",)}
 EVAL_BATCH = 8
+
+
+def run_metrics(cfg) -> tuple:
+    """The metric fields of the run ``cfg``'s rows: its task's ``TASK_METRICS``, and ``mask_ap`` with a mask
+    head (``cfg.masks``)."""
+    return TASK_METRICS[cfg.task] + (("mask_ap",) if cfg.masks else ())
 
 
 def epoch_order(n: int, global_batch: int, seed: int, epoch: int) -> list[list[int]]:
@@ -59,31 +74,57 @@ def epoch_order(n: int, global_batch: int, seed: int, epoch: int) -> list[list[i
 
 
 @torch.no_grad()
-def evaluate_dense(model: torch.nn.Module, task: str, canvases: list, device, amp: str = "none") -> dict:
-    """The task's metrics (``TASK_METRICS``, in %) of ``model`` in eval mode on ``canvases``."""
+def evaluate_dense(model: torch.nn.Module, task: str, canvases: list, device, amp: str = "none",
+                   batch: int = EVAL_BATCH) -> dict:
+    """The task's metrics (``TASK_METRICS``, in %) of ``model`` in eval mode on ``canvases``, ``batch`` canvases
+    per forward pass (the last batch may be smaller); with a detector whose detections carry masks, also
+    ``mask_ap``."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch={batch!r} must be a positive integer")
     was = model.training
     model.eval()
     try:
         if task == "detection":
             gts, dets = [], []
-            for i in range(0, len(canvases), EVAL_BATCH):
-                chunk = canvases[i:i + EVAL_BATCH]
+            for i in range(0, len(canvases), batch):
+                chunk = canvases[i:i + batch]
                 with autocast(device, amp):
                     out = model.detect(collate(chunk).to(device))
                 dets += [{k: v.float().cpu() for k, v in d.items()} for d in out]
-                gts += [{"boxes": c.boxes, "labels": c.labels} for c in chunk]
+                gts += [{"boxes": c.boxes, "labels": c.labels, "masks": c.masks} for c in chunk]
             ap = box_ap(gts, dets)
-            return {"box_ap": 100 * ap["AP"], "box_ap50": 100 * ap["AP50"], "box_ap75": 100 * ap["AP75"]}
+            res = {"box_ap": 100 * ap["AP"], "box_ap50": 100 * ap["AP50"], "box_ap75": 100 * ap["AP75"]}
+            if dets and all("masks" in d for d in dets):
+                res["mask_ap"] = 100 * mask_ap(gts, dets)["AP"]
+            return res
         if task == "segmentation":
             cm = ConfusionMatrix(model.num_classes + 1)
-            for i in range(0, len(canvases), EVAL_BATCH):
-                batch = collate(canvases[i:i + EVAL_BATCH]).to(device)
+            for i in range(0, len(canvases), batch):
+                b = collate(canvases[i:i + batch]).to(device)
                 with autocast(device, amp):
-                    cm.update(model.segment(batch), batch.semantic)
+                    cm.update(model.segment(b), b.semantic)
             return {"miou": 100 * cm.mean_iou()}
         raise ValueError(f"task={task!r} is not a dense task ({', '.join(TASK_METRICS)})")
     finally:
         model.train(was)
+
+
+def head_batch_stats(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the dense ``model`` whose BN layers outside ``model.backbone`` (the heads') normalize every
+    forward pass with the statistics of their whole input, in eval mode too: ``y = gamma (x - mean) /
+    sqrt(var + eps) + beta`` per channel, mean and biased variance over (N, H, W) of the input (per-worker BN
+    included: the input is one worker's). Their running statistics are removed from the copy (torch's BN then
+    takes batch statistics and updates nothing); the backbone's layers and ``model`` itself are unchanged. A
+    ValueError when the heads have no BN."""
+    m = copy.deepcopy(model)
+    inside = {id(x) for x in m.backbone.modules()}
+    heads = [x for x in m.modules() if isinstance(x, _BatchNorm) and id(x) not in inside]
+    if not heads:
+        raise ValueError(f"{type(model).__name__}'s heads have no BatchNorm to evaluate with batch statistics")
+    for bn in heads:
+        bn.running_mean = bn.running_var = bn.num_batches_tracked = None
+        bn.track_running_stats = False
+    return m
 
 
 def pretrained_weights(job) -> dict:
@@ -151,7 +192,7 @@ def train_dense(job) -> dict | None:
                 diverged = True
                 break
         train_s = time.perf_counter() - t0
-        metrics = ({k: 0.0 for k in TASK_METRICS[cfg.task]} if diverged
+        metrics = ({k: 0.0 for k in run_metrics(cfg)} if diverged
                    else evaluate_dense(model, cfg.task, val, device, job.amp))
         history.append(dict(epoch=epoch + 1, train_loss=finite(loss_sum / max(steps, 1)), lr=lr,
                             images_per_s=steps * gb / max(train_s, 1e-9), train_s=train_s, wall_s=wall(), **metrics))
@@ -161,10 +202,15 @@ def train_dense(job) -> dict | None:
         if diverged:
             break
     last = history[-1]
-    names = TASK_METRICS[cfg.task]
+    names = run_metrics(cfg)
+    extra = {}
+    if cfg.task == "detection" and cfg.head_norm == "bn":  # Table 5's control (module doc)
+        extra["box_ap_batchstats"] = 0.0 if diverged else evaluate_dense(
+            head_batch_stats(model), cfg.task, val, device, job.amp, batch=cfg.batch_per_worker)["box_ap"]
     row = dict(run_fields(job, history, diverged, wall(), job.train.info), head_norm=cfg.head_norm,
-               masked_stats=cfg.masked_stats, pretrain_epochs=cfg.pretrain_epochs, train_loss=last["train_loss"],
-               **{n: last[n] for n in names}, **{f"{names[0]}_curve": [h[names[0]] for h in history]})
+               masked_stats=cfg.masked_stats, pretrain_epochs=cfg.pretrain_epochs, masks=cfg.masks,
+               train_loss=last["train_loss"],
+               **{n: last[n] for n in names}, **{f"{names[0]}_curve": [h[names[0]] for h in history]}, **extra)
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     store.atomic_write_bytes(os.path.join(rdir, "model.pt"), buf.getvalue())

@@ -33,6 +33,8 @@ def build_run_model(cfg: RunConfig, world: int = 1, info: DataInfo = IDX_INFO) -
     task_kw = {}
     if cfg.task in DENSE_TASKS:  # the heads' BN: per worker (this process's slices), or one group (syncbn)
         task_kw = dict(head_norm=cfg.head_norm, head_workers=cfg.workers // world, masked_stats=cfg.masked_stats)
+        if cfg.masks:  # the two-stage detector's mask head
+            task_kw["masks"] = True
     model = build_model(cfg.arch, cfg.norm, info.channels, info.num_classes, groups=cfg.groups,
                        group_size=cfg.group_size, workers=slices, **cfg.shape_overrides(), **task_kw)
     if sync:
