@@ -17,7 +17,8 @@ def _row(norm, clips, frames, seed, err, **extra):
                      groups=8 if norm == "gn" else None, group_size=None, batch_per_worker=clips, workers=4,
                      global_batch=4 * clips, frames=frames,
                      canvas=32, seed=seed, epochs=8, val_error=err, train_error=err / 2, val_loss=1.0, train_loss=0.5,
-                     val_error_curve=[60.0] * 5 + [err + 0.2, err + 0.1, err], widths=[32, 64, 128], blocks=[1, 1, 1],
+                     val_error_curve=[60.0] * 5 + [err + 0.2, err + 0.1, err],
+                     train_error_curve=[50.0] * 5 + [err / 2] * 3, widths=[32, 64, 128], blocks=[1, 1, 1],
                      dataset="clips-idx", num_classes=40, train_size=2000, val_size=1000, holdout=False, base_lr=0.4,
                      lr=0.4, norm_batch=None, bn_batch=clips if norm == "bn" else None, images_per_s=100.0,
                      wall_s=10.0, config_key=key, finished_at="2000-01-01T00:00:00Z"), **extra)
@@ -87,3 +88,5 @@ def test_write_report_plots_the_video_grid(tmp_path):
     text = open(write_report(out)).read()
     assert "![video_table8.png](video_table8.png)" in text
     assert (tmp_path / "video_table8.png").stat().st_size > 1000
+    assert "![video_curves.png](video_curves.png)" in text
+    assert (tmp_path / "video_curves.png").stat().st_size > 1000

@@ -11,6 +11,7 @@
 - ``fig3_vgg.png``  Figure 3: percentiles of the VGG's late conv responses over training, and its curves;
 - ``video_table8.png``  the video task (Table 8): top-1 accuracy against clips per worker, BN and GN, with the
   more-frames setting as its own markers (``roles["video"]``: the video rows of the main protocol);
+- ``video_curves.png``  the video runs' training and validation error per epoch, BN and GN per setting;
 - ``detection_perworker.png`` / ``segmentation_perworker.png``  box AP / mIoU against images per worker, BN and
   GN (``roles["dense"]``: the dense tasks' rows; :func:`.dense.perworker_series`);
 - ``detection_curves.png`` / ``segmentation_curves.png``  box AP / mIoU per epoch, BN and GN at 2 images per
@@ -296,6 +297,19 @@ def _plot_video(d: PlotData, plt) -> list[str]:
     return [_save(fig, plt, d.out, "video_table8.png")]
 
 
+def _plot_video_curves(d: PlotData, plt) -> list[str]:
+    """The video runs' training and validation error per epoch (mean over seeds), BN and GN at each clips per
+    worker and frames setting of the table: whether the curves have flattened."""
+    from .video import grid
+
+    main = d.roles.get("video", [])
+    t, clips, more = grid(main)
+    settings = [(c, t) for c in clips] + ([more] if more else [])
+    series = [(f"{k} c={c} T={f}", [r for r in main if kind(r) == k and r["batch_per_worker"] == c
+                                     and r["frames"] == f]) for c, f in settings for k in ("BN", "GN")]
+    return _curves_fig(d, plt, series, "video_curves.png", "Video: error per epoch")
+
+
 _DENSE_LABEL = {"detection": "box AP", "segmentation": "mIoU"}
 
 
@@ -332,5 +346,5 @@ def _plot_dense(d: PlotData, plt) -> list[str]:
 
 
 PLOTS = (_plot_fig1, _plot_fig4, _plot_fig5, _plot_table3, _plot_noniid, _plot_ghost, _plot_decomposition,
-         _plot_fig3, _plot_video,
+         _plot_fig3, _plot_video, _plot_video_curves,
          _plot_dense)  # in the report's order; a new plot: a function of (PlotData, pyplot) -> file names
