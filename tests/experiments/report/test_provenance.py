@@ -92,7 +92,7 @@ def test_legacy_rows_a_fresh_run_would_change_are_named(tmp_path):
     assert sec.rstrip().endswith(": BN b=2 W=1, GN G=32 b=2 W=1.")
 
 
-@pytest.mark.parametrize("preset", ["quick", "full"])
+@pytest.mark.parametrize("preset", ["quick", "full", "video"])
 def test_committed_report_is_what_the_committed_rows_make(preset):
     """`groupnorm report docs/results/PRESET` rewrites report.md to the committed text (the plots' list, which
     write_report appends, aside)."""
