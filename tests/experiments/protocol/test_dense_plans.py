@@ -18,13 +18,13 @@ def test_dense_lrsweep_is_bn_and_gn_at_each_rate_on_held_out_canvases(task):
         everything = experiment_configs("all", p)
         assert not any(c.holdout for c in everything if c.experiment != "dense-lrsweep")
         assert {c.base_lr for c in everything if not c.holdout} <= {0.2, 0.32}  # the presets' rate, unchanged
-    assert get_preset("full", task).dense_lrsweep_lrs == (0.08, 0.16, 0.32, 0.64, 1.28)
-    assert get_preset("quick", task).dense_lrsweep_lrs == (0.08, 0.16, 0.32, 0.64, 1.28)
+    assert get_preset("full", task).dense_lrsweep_lrs == (0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12)
+    assert get_preset("quick", task).dense_lrsweep_lrs == (0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12)
     assert len(get_preset("smoke", task).dense_lrsweep_lrs) == 2
     for name in ("quick", "full"):  # the sweep first, before the grid it chooses the rates of
         assert get_preset(name, task).all_experiments[0] == "dense-lrsweep"
         assert experiment_configs("all", get_preset(name, task))[0].experiment == "dense-lrsweep"
-    assert len(experiment_configs("dense-lrsweep", get_preset("quick", task), seeds=3)) == 10  # one seed
+    assert len(experiment_configs("dense-lrsweep", get_preset("quick", task), seeds=3)) == 14  # one seed
 
 
 def test_held_out_runs_train_and_validate_on_held_out_canvases_of_the_training_items():

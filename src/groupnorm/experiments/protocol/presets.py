@@ -68,7 +68,7 @@ class Preset:
     scratch_norms: tuple = ("gn", "syncbn", "bn")   # from scratch (no pre-training)
     scratch_schedules: tuple = (1, 3)               # scratch's epochs: these times the protocol's (1x, 3x)
     pretrain_epochs: int = 16                       # transfer's backbone pre-training (pretrain_config)
-    dense_lrsweep_lrs: tuple = (0.08, 0.16, 0.32, 0.64, 1.28)  # base lrs per 256 canvases tried by dense-lrsweep
+    dense_lrsweep_lrs: tuple = (0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12)  # base lrs per 256 canvases (dense-lrsweep)
     # The video task (``--task video``): its protocol, the clips per worker BN and GN are compared at (with
     # video_frames frames), the (clips, frames) of "more frames at the same memory", its learning rates and sweep.
     video_base: RunConfig | None = None             # None: the preset has no video protocol
