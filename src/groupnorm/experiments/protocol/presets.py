@@ -151,9 +151,10 @@ PROTOCOL_LR_VARIANT = (("LN", 0.8), ("GN+WS G=32", 1.6), ("GN G=64", 1.6), ("GN 
 # ResNet: widths (16, 32, 64), one basic block each, stem at spatial stride 2 (32 -> 16 -> 16 -> 8 -> 4), time
 # stride 2 from the second stage; GN with 8 groups (2 to 8 channels per group, as the paper's ResNet-50 has 2 to
 # 64). Why this size: a step's cost is mostly the 3D convolutions' backward; at widths (32, 64, 128) and 8 and
-# 16 frames a step costs about 5x more, which puts the grid out of reach of 2 cores, and with 8 epochs (or the
-# step schedule, whose drop after 30% leaves few steps at the full rate) the validation error still fell several
-# points per epoch at the end.
+# 16 frames a step costs about 5x more, which puts the grid out of reach of 2 cores; cosine decay rather than
+# the step schedule, whose drop after 30% leaves few steps at the full rate. 16 epochs are not enough either: the
+# error still falls 6-9 points over the last quarter (docs/results/README.md), so the video verdicts are not
+# testable at this protocol; a converged one needs several times the epochs.
 VIDEO_PROTOCOL = RunConfig(task="video", arch="resnet3d", groups=8, workers=4, epochs=16, train_size=2000,
                            val_size=1000, widths=(16, 32, 64), blocks=(1, 1, 1), stem_stride=2, first_stride=1,
                            warmup_epochs=1.0, base_lr=0.4, schedule="cosine", augment=True, frames=4, canvas=32)
