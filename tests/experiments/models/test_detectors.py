@@ -200,6 +200,16 @@ def test_two_stage_detect_and_unet_segment(batch):
     assert u(batch.images).shape == (2, 11) + tuple(batch.images.shape[-2:])
     seg = u.segment(batch)
     assert torch.all(seg[~batch.pad_mask[:, 0]] == SEMANTIC_IGNORE) and seg[batch.pad_mask[:, 0]].max() <= 10
+    coarse = UNet(_small("gn"), 10, "gn", groups=8, decoder_width=16, decoder_stride=4)
+    assert len(coarse.steps) == len(u.steps) - 2  # no decoder steps at strides 2 and 1
+    logits = coarse(batch.images)
+    assert logits.shape == (2, 11) + tuple(batch.images.shape[-2:])
+    # the classifier runs at stride 4 and its map is upsampled bilinearly to the input
+    seen = []
+    coarse.classifier.register_forward_hook(lambda mod, inp, out: seen.append(out))
+    logits = coarse(batch.images)
+    assert seen[0].shape[-2:] == (batch.images.shape[-2] // 4, batch.images.shape[-1] // 4)
+    torch.testing.assert_close(logits, nn.functional.interpolate(seen[0], scale_factor=4.0, mode="bilinear"))
 
 
 def test_masked_stats_change_only_padded_batches(batch):
@@ -235,6 +245,9 @@ def test_bad_arguments():
         CenterNet(_small(), 0)
     with pytest.raises(ValueError, match="num_classes=0"):
         UNet(_small(), 0)
+    for bad in (3, 0, 16):
+        with pytest.raises(ValueError, match=f"decoder_stride={bad}"):
+            UNet(_small(), 10, decoder_stride=bad)
     with pytest.raises(ValueError, match="coarsest stride 2 must be a power of two >= 4"):
         CenterNet(build_backbone(norm="gn", widths=(16,), blocks=(1,), groups=8, first_stride=1), 3)
 

@@ -3,10 +3,14 @@
 For a padded batch ``(N, 1, Hp, Wp)`` and ``K`` item classes (``K + 1`` outputs, 0 the background)::
 
     encoder: :class:`.backbone.Backbone`                features at strides s_1 < ... < S (the stem's first)
-    decoder, from S down to stride 1, per factor 2:     upsample x2 (bilinear), concatenate the encoder's
+    decoder, from S down to stride d, per factor 2:     upsample x2 (bilinear), concatenate the encoder's
                                                         feature at that stride (if any), then 2 x [conv3x3 -
                                                         head norm - ReLU] of ``decoder_width`` channels
-    classifier: conv1x1                                 (N, K + 1, Hp, Wp) logits
+    classifier: conv1x1, then upsample x d (bilinear)   (N, K + 1, Hp, Wp) logits
+
+``d = decoder_stride`` (a power of two below S): 1 is Ronneberger's full-resolution decoder; the dense presets
+use 4, as the semantic heads of Panoptic FPN and DeepLab predict at a coarser stride and upsample the logits
+(a decoder at strides 2 and 1 costs several times the rest of the model on 96-128 px canvases).
 
 Loss: cross-entropy over the real pixels (the padding's target is ``SEMANTIC_IGNORE``); prediction: the argmax.
 The encoder uses the backbone's norm (pre-trained weights load as into the detectors), the decoder
@@ -34,7 +38,8 @@ class UNet(nn.Module):
     workers."""
 
     def __init__(self, backbone: Backbone, num_classes: int, head_norm: str = "gn", *, head_workers: int = 1,
-                 groups: int | None = 32, decoder_width: int = 32, masked_stats: bool = False):
+                 groups: int | None = 32, decoder_width: int = 32, masked_stats: bool = False,
+                 decoder_stride: int = 1):
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes={num_classes!r} must be a positive integer")
@@ -43,11 +48,16 @@ class UNet(nn.Module):
         top = max(strides)
         if top & (top - 1):
             raise ValueError(f"the encoder's coarsest stride {top} must be a power of two")
+        if (not isinstance(decoder_stride, int) or decoder_stride < 1 or decoder_stride & (decoder_stride - 1)
+                or decoder_stride >= top):
+            raise ValueError(f"decoder_stride={decoder_stride!r} must be a power of two below the encoder's "
+                             f"coarsest stride {top}")
+        self.decoder_stride = decoder_stride
         self.last = {s: i for i, s in enumerate(strides)}
         self.top = self.last[top]
         self.steps = nn.ModuleList()
         c, s = channels[self.top], top
-        for _ in range(int(math.log2(top))):
+        for _ in range(int(math.log2(top // decoder_stride))):
             s //= 2
             cin = c + (channels[self.last[s]] if s in self.last else 0)
             layers = []
@@ -76,7 +86,10 @@ class UNet(nn.Module):
                 if s in self.last:
                     y = torch.cat([y, feats[self.last[s]]], 1)
                 y = step(y)
-            return self.classifier(y)
+            y = self.classifier(y)
+            if self.decoder_stride > 1:
+                y = F.interpolate(y, scale_factor=float(self.decoder_stride), mode="bilinear", align_corners=False)
+            return y
 
     def losses(self, batch) -> dict:
         """``{"seg"}``: cross-entropy over the real pixels of a CanvasBatch."""
@@ -95,9 +108,11 @@ def build(arch, norm: str, in_channels: int, num_classes: int, shape: dict, *, g
           group_size: int | None = None, workers: int = 1, head_norm: str | None = None,
           head_workers: int | None = None, masked_stats: bool = False) -> UNet:
     """The arch registry's builder (:data:`groupnorm.experiments.models.archs.ARCHS`): a :class:`UNet` on the
-    ``resnet`` backbone shaped by ``shape`` (:func:`.backbone.dense_parts`); GN takes ``groups`` only."""
+    ``resnet`` backbone shaped by ``shape`` (:func:`.backbone.dense_parts`), decoding to stride 4 (the
+    detectors' output stride); GN takes ``groups`` only."""
     if group_size is not None:
         raise ValueError(f"group_size={group_size!r}: the dense models take GN's groups only")
     backbone, head, hw = dense_parts(norm, in_channels, shape, groups=groups, workers=workers, head_norm=head_norm,
                                      head_workers=head_workers)
-    return UNet(backbone, num_classes, head, head_workers=hw, groups=groups, masked_stats=masked_stats)
+    return UNet(backbone, num_classes, head, head_workers=hw, groups=groups, masked_stats=masked_stats,
+                decoder_stride=4)
