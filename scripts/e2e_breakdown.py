@@ -1,18 +1,18 @@
-"""Where the time of one training step goes: the GN layers' compiled kernels, the Python around them, the rest.
+"""Where the time of one training step goes: the GN layers' operators, the rest.
 
 The step is ``groupnorm bench --e2e``'s: the reproduction's ResNet with GN (fused GN+ReLU where ReLU follows GN,
 and each block's end, ReLU(GN(out) + shortcut), as one call with the shortcut as GN's residual), batch 32 of
 28x28 images, forward + backward + SGD step. Three models are timed in interleaved rounds:
 
-- ``kernels``: GN through the compiled kernels;
-- ``plain``: the same model with ``GROUPNORM_DISABLE_KERNELS=1`` (torch's own GroupNorm, then ReLU);
+- ``kernels``: GN through the compiled kernels (the ``groupnorm::`` C++ operators);
+- ``plain``: the same model with the kernels switched off (torch's own GroupNorm, then ReLU);
 - ``no norm``: the same network with ``norm="none"`` (convolutions with a bias, ReLU, no normalization), as a
   floor: ``plain - no norm`` and ``kernels - no norm`` estimate what normalization costs in each.
 
-In the ``kernels`` rounds the kernels' C entry points and the Python layers above them are timed (wrappers
-around ``groupnorm.kernels._lib.forward`` / ``backward``, ``nn.GroupNorm.forward`` and
-``GroupNormFunction.backward``; the wrappers add well under a microsecond per call), per layer call. Medians
-over rounds, milliseconds per step.
+Then a few more ``kernels`` and ``plain`` steps run under ``torch.profiler``: the self CPU time per step of the
+GN operators (``groupnorm::*`` and their backward node; torch's ``aten::native_group_norm*`` in ``plain``),
+with the number of calls. The profiler adds its own cost to every operator, so the breakdown's total exceeds the
+timed step; its parts are for comparison with each other. Medians over rounds, milliseconds per step.
 
     .venv/bin/python scripts/e2e_breakdown.py --threads 2 --repeats 30 [--channels-last]
 """
@@ -27,23 +27,27 @@ import torch.nn.functional as F
 
 from groupnorm import kernels
 from groupnorm.experiments.models import ResNet
-from groupnorm.kernels import _lib, ops
-from groupnorm.nn import group_norm as gn_module
 from groupnorm.timing import keep_freed_memory
 
-_acc: dict[str, float] = {}
-_calls: dict[str, int] = {}
+_GN_OPS = ("groupnorm::", "aten::native_group_norm", "GnForwardBackward", "NativeGroupNormBackward")
 
 
-def _timed(fn, key):
-    def wrapper(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _acc[key] = _acc.get(key, 0.0) + time.perf_counter() - t0
-            _calls[key] = _calls.get(key, 0) + 1
-    return wrapper
+def _is_gn(name: str) -> bool:
+    return any(name.startswith(p) for p in _GN_OPS)
+
+
+def _profile_parts(step, rounds: int) -> tuple[dict[str, float], dict[str, int]]:
+    """Self CPU milliseconds per step and calls per step of each GN operator over ``rounds`` profiled steps."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(rounds):
+            step()
+    ms: dict[str, float] = {}
+    calls: dict[str, int] = {}
+    for e in prof.key_averages():
+        if _is_gn(e.key):
+            ms[e.key] = e.self_cpu_time_total / 1e3 / rounds
+            calls[e.key] = e.count // rounds
+    return ms, calls
 
 
 def main() -> None:
@@ -59,12 +63,6 @@ def main() -> None:
         p.error("--repeats, --threads and --batch must be >= 1 and --warmup >= 0")
     torch.set_num_threads(args.threads)
     keep_freed_memory()
-
-    _lib.forward = _timed(_lib.forward, "C forward")
-    _lib.backward = _timed(_lib.backward, "C backward")
-    gn_module.GroupNorm.forward = _timed(gn_module.GroupNorm.forward, "GroupNorm.forward (Python + C)")
-    ops.GroupNormFunction.backward = staticmethod(_timed(ops.GroupNormFunction.backward,
-                                                         "GroupNormFunction.backward (Python + C)"))
 
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     x = torch.randn(args.batch, 1, 28, 28).contiguous(memory_format=fmt)
@@ -83,23 +81,20 @@ def main() -> None:
 
     modes = {"kernels": ("gn", False), "plain": ("gn", True), "no norm": ("none", True)}
     times = {k: [] for k in modes}
-    parts: dict[str, list[float]] = {}
     with kernels.disabled_scope():  # each mode sets the switch; the caller's setting is restored after
         for r in range(args.warmup + args.repeats):
             for name, (norm, disable) in modes.items():
                 kernels.set_disabled(disable)
-                _acc.clear()
-                _calls.clear()
                 t0 = time.perf_counter()
                 step(norm)
                 dt = time.perf_counter() - t0
                 if r < args.warmup:
                     continue
                 times[name].append(dt * 1e3)
-                if name == "kernels":
-                    for k, v in _acc.items():
-                        parts.setdefault(k, []).append(v * 1e3)
-                    ncalls = dict(_calls)
+        parts = {}
+        for name in ("kernels", "plain"):
+            kernels.set_disabled(modes[name][1])
+            parts[name] = _profile_parts(lambda: step("gn"), max(3, args.repeats // 5))
 
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
@@ -110,12 +105,12 @@ def main() -> None:
     for k, v in med.items():
         print(f"| {k} | {v:.2f} | {v - med['no norm']:.2f} |")
     print(f"\nspeedup kernels vs plain: {med['plain'] / med['kernels']:.3f}x\n")
-    print("kernels step, per step (calls per step):")
-    print("| part | ms per step | us per call |")
-    print("| --- | --- | --- |")
-    for k, v in parts.items():
-        m = statistics.median(v)
-        print(f"| {k} ({ncalls[k]}) | {m:.2f} | {1e3 * m / ncalls[k]:.0f} |")
+    print("GN operators under the profiler, self CPU time per step (calls per step):")
+    print("| model | operator | ms per step | us per call |")
+    print("| --- | --- | --- | --- |")
+    for name, (ms, calls) in parts.items():
+        for k in sorted(ms, key=ms.get, reverse=True):
+            print(f"| {name} | {k} ({calls[k]}) | {ms[k]:.2f} | {1e3 * ms[k] / max(calls[k], 1):.0f} |")
 
 
 if __name__ == "__main__":
