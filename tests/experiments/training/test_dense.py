@@ -68,8 +68,10 @@ def test_plans_belong_to_their_task():
     with pytest.raises(ValueError, match="unknown task 'bogus'"):
         get_preset("smoke", "bogus")
     assert plan_task("perworker") == "detection" and plan_tasks("masked") == ("detection", "segmentation")
-    seg = experiment_configs("perworker", get_preset("smoke", "segmentation"), batches=(3,))
-    assert {(c.task, c.batch_per_worker) for c in seg} == {("segmentation", 3)}
+    seg = experiment_configs("perworker", get_preset("smoke", "segmentation"), batches=(4,))
+    assert {(c.task, c.batch_per_worker, c.workers) for c in seg} == {("segmentation", 4, 1)}
+    with pytest.raises(ValueError, match=r"2 workers x 2 = 4 images; images per worker \[3\] do not divide it"):
+        experiment_configs("perworker", get_preset("smoke", "segmentation"), batches=(3,))
     full = experiment_configs("all", get_preset("full", "detection"), seeds=1)
     head = [c for c in full if c.experiment == "head"]
     assert {(c.arch, c.norm, c.head_norm) for c in head} == {("two_stage", "gn", h)
@@ -80,6 +82,7 @@ def test_plans_belong_to_their_task():
     assert {c.epochs for c in full if c.experiment == "scratch"} == {12, 36}
     assert {c.pretrain_epochs for c in full if c.experiment == "transfer"} == {16}
     assert {c.batch_per_worker for c in full if c.experiment == "perworker"} == {1, 4, 16}  # 2: transfer's
+    assert {c.global_batch for c in full if c.experiment == "perworker"} == {16}  # workers = 16 / b
     assert all(c.task == "detection" for c in full)
     masked = [c for c in experiment_configs("masked", get_preset("full", "segmentation"), seeds=1)]
     assert [(c.kind, c.masked_stats, c.batch_per_worker) for c in masked] == [("GN", False, 2), ("GN", True, 2)]

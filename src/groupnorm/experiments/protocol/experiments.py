@@ -35,8 +35,10 @@
     worse.
   - ``scratch`` (Table 7): GN, SyncBN and BN from random weights at 1x and 3x (``scratch_schedules``). Tests that
     GN trains from scratch and gains with the longer schedule.
-  - ``perworker``: BN vs GN at each of ``dense_batches`` images per worker (detector or U-Net). Tests that BN
-    degrades at few images per worker and GN does not.
+  - ``perworker``: BN vs GN at each of ``dense_batches`` images per worker b (detector or U-Net), at the global
+    batch of the preset's workers x ``dense_batch`` (8 x 2 = 16) held fixed: ``16 / b`` workers, so the steps, the
+    learning rate and the data are the same at every b and only the batch BN's statistics come from changes.
+    Tests that BN degrades at few images per worker and GN does not.
   - ``dense-lrsweep``: BN and GN (backbone; heads follow) at ``dense_batch`` images per worker for each base lr of
     ``dense_lrsweep_lrs`` (per 256 canvases), trained on canvases of the training items outside the held-out part
     and validated on canvases of the held-out training items (``holdout``; never the test items), one seed by
@@ -177,7 +179,12 @@ def _scratch(p: Plan) -> list[dict]:
 
 
 def _perworker(p: Plan) -> list[dict]:
-    return [dict(norm=n, batch_per_worker=b) for n in ("bn", "gn") for b in p.preset.dense_batches]
+    total = p.base.workers * p.preset.dense_batch  # the global batch, held fixed: only BN's statistics change
+    bad = [b for b in p.preset.dense_batches if total % b]
+    if bad:
+        raise ValueError(f"perworker holds the global batch at {p.base.workers} workers x {p.preset.dense_batch} = "
+                         f"{total} images; images per worker {bad} do not divide it")
+    return [dict(norm=n, batch_per_worker=b, workers=total // b) for n in ("bn", "gn") for b in p.preset.dense_batches]
 
 
 def _dense_lrsweep(p: Plan) -> list[dict]:
