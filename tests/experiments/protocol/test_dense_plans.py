@@ -17,7 +17,9 @@ def test_dense_lrsweep_is_bn_and_gn_at_each_rate_on_held_out_canvases(task):
                    and c.head_norm is None and c.experiment == "dense-lrsweep" for c in sweep)
         everything = experiment_configs("all", p)
         assert not any(c.holdout for c in everything if c.experiment != "dense-lrsweep")
-        assert {c.base_lr for c in everything if not c.holdout} <= {0.2, 0.32}  # the presets' rate, unchanged
+        for c in everything:  # every grid run at its norm family's rate (GN's for the head runs' GN backbone)
+            if not c.holdout:
+                assert c.base_lr == p.base_lr(c), c.label
     assert get_preset("full", task).dense_lrsweep_lrs == (0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12)
     assert get_preset("quick", task).dense_lrsweep_lrs == (0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12)
     assert len(get_preset("smoke", task).dense_lrsweep_lrs) == 2
@@ -25,6 +27,23 @@ def test_dense_lrsweep_is_bn_and_gn_at_each_rate_on_held_out_canvases(task):
         assert get_preset(name, task).all_experiments[0] == "dense-lrsweep"
         assert experiment_configs("all", get_preset(name, task))[0].experiment == "dense-lrsweep"
     assert len(experiment_configs("dense-lrsweep", get_preset("quick", task), seeds=3)) == 14  # one seed
+
+
+def test_detection_rates_are_the_committed_sweeps_best():
+    """The presets' detection rates are the argmin of the committed quick sweep (docs/results/detection), each
+    strictly inside the swept range."""
+    import json
+    import pathlib
+    rows = [json.loads(line) for line in
+            (pathlib.Path(__file__).parents[3] / "docs/results/detection/results.jsonl").read_text().splitlines()]
+    sweep = [r for r in rows if r["experiment"] == "dense-lrsweep"]
+    p = get_preset("quick", "detection")
+    for norm in ("bn", "gn"):
+        mine = {r["base_lr"]: r["box_ap"] for r in sweep if r["norm"] == norm}
+        assert sorted(mine) == list(p.dense_lrsweep_lrs)
+        best = max(mine, key=mine.get)
+        assert best not in (min(mine), max(mine))
+        assert dict(p.lr_by_norm)[norm] == dict(get_preset("full", "detection").lr_by_norm)[norm] == best
 
 
 def test_held_out_runs_train_and_validate_on_held_out_canvases_of_the_training_items():
