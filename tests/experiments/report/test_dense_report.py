@@ -30,6 +30,9 @@ def test_verdicts_follow_the_paired_differences():
     assert "+1.1" in lines["centernet GN − BN* at b=2, 1x"]  # the paper's number beside it
     assert "| reproduced |" in lines["two_stage box head GN − BN (GN backbone), b=2"]
     assert "centernet GN b=2 12 ep | 31.00 ± 2.48 (n=3)" in text
+    assert "emulated workers x canvases per worker: 8 x 2;" in text
+    one = "\n".join(dense_sections(rows + [dict(_row(0, 30.0, b=16), workers=1)]))
+    assert "emulated workers x canvases per worker: 8 x 2, 1 x 16;" in one  # the splits of a fixed global batch
 
 
 def test_one_seed_gives_no_verdict():

@@ -210,8 +210,10 @@ def task_section(rows: list[dict], task: str) -> list[str]:
         return L + lrsweep_table(roles["lrsweep"], metric) + [""]
     r0 = rows[0]
     metrics = TASK_METRICS[task] + (("mask_ap",) if any(r.get("mask_ap") is not None for r in rows) else ())
+    splits = ", ".join(f"{w} x {b}" for w, b in sorted({(r["workers"], r["batch_per_worker"]) for r in rows},
+                                                        key=lambda wb: -wb[0]))
     L += [f"{len(rows)} finished runs; canvases: {r0['train_size']} training, {r0['val_size']} validation (items of "
-         f"the test split), {r0['workers']} emulated workers, backbone widths {r0['widths']}, seeds "
+         f"the test split), emulated workers x canvases per worker: {splits}; backbone widths {r0['widths']}, seeds "
          f"{sorted({r['seed'] for r in rows})}. Numbers are our {metric} (points) after the last epoch: mean ± "
          "half-width of the 95% t interval over seeds; differences are paired by seed. The paper's numbers are "
          "Mask R-CNN on COCO: the directions are comparable, the values are not.", "",
