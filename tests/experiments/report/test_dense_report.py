@@ -31,6 +31,11 @@ def test_verdicts_follow_the_paired_differences():
     assert "| reproduced |" in lines["two_stage box head GN − BN (GN backbone), b=2"]
     assert "centernet GN b=2 12 ep | 31.00 ± 2.48 (n=3)" in text
     assert "emulated workers x canvases per worker: 8 x 2;" in text
+    bn16 = [dict(_row(s, 20.0 + s * 1.1 + 3.0 + 0.1 * s, norm="bn", b=16), workers=1) for s in range(3)]
+    lines16 = {line.split(" | ")[0].lstrip("| "): line for line in "\n".join(dense_sections(rows + bn16)).splitlines()
+               if line.startswith("| ")}
+    assert "| reproduced |" in lines16["centernet BN at b=16 − BN at b=2, 12 ep"]  # BN better with more per worker
+    assert "= +3.10 points" in lines16["centernet BN at b=16 − BN at b=2, 12 ep"]
     one = "\n".join(dense_sections(rows + [dict(_row(0, 30.0, b=16), workers=1)]))
     assert "emulated workers x canvases per worker: 8 x 2, 1 x 16;" in one  # the splits of a fixed global batch
 
