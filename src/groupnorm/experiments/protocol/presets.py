@@ -246,7 +246,9 @@ PRESETS = {
 # ``dense_lrsweep_lrs`` for BN and GN on held-out training canvases (one seed), first in quick's and full's "all".
 # Detection (quick sweep, box AP on held-out canvases, 0.08-5.12 per 256): BN 13.8 / 19.4 / 22.1 / 24.7 / 27.3 /
 # 29.8 / 24.2, best 2.56; GN 7.7 / 14.2 / 17.2 / 23.0 / 22.7 / 22.5 / 4.0, best 0.64 (flat over 0.64-2.56). Both
-# argmins lie inside the range. Segmentation keeps 0.32 until its sweep is run.
+# argmins lie inside the range. Segmentation keeps 0.32 until its sweep is run. The ``head`` runs (two-stage
+# detector, GN backbone) take GN's rate from this one-stage sweep; at it 3 of their first 5 runs diverged, so
+# Table 5 needs a held-out sweep of the two-stage detector per head norm (not yet a plan).
 #
 # Segmentation trains 3x the epochs (36): at 12, held-out sweep runs of BN at 0.08-0.64 and GN at 0.64 predicted
 # background almost everywhere (mIoU 7.7-10.3, background alone is 7.7), while GN at 1.28 over 36 epochs passed
