@@ -20,13 +20,13 @@ def test_dense_lrsweep_is_bn_and_gn_at_each_rate_on_held_out_canvases(task):
         for c in everything:  # every grid run at its norm family's rate (GN's for the head runs' GN backbone)
             if not c.holdout:
                 assert c.base_lr == p.base_lr(c), c.label
-    assert get_preset("full", task).dense_lrsweep_lrs == (0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12)
-    assert get_preset("quick", task).dense_lrsweep_lrs == (0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12)
+    rates = (0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12) + ((10.24,) if task == "segmentation" else ())
+    assert get_preset("full", task).dense_lrsweep_lrs == get_preset("quick", task).dense_lrsweep_lrs == rates
     assert len(get_preset("smoke", task).dense_lrsweep_lrs) == 2
     for name in ("quick", "full"):  # the sweep first, before the grid it chooses the rates of
         assert get_preset(name, task).all_experiments[0] == "dense-lrsweep"
         assert experiment_configs("all", get_preset(name, task))[0].experiment == "dense-lrsweep"
-    assert len(experiment_configs("dense-lrsweep", get_preset("quick", task), seeds=3)) == 14  # one seed
+    assert len(experiment_configs("dense-lrsweep", get_preset("quick", task), seeds=3)) == 2 * len(rates)  # one seed
 
 
 def test_detection_rates_are_the_committed_sweeps_best():
