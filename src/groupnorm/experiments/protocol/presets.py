@@ -269,7 +269,8 @@ _LR = {"detection": (("bn", 2.56), ("gn", 0.64), ("none", 0.32)),  # per 256 can
 _EPOCHS = {"detection": 12, "segmentation": 36}
 # Segmentation's sweep goes one step higher: BN's held-out mIoU was still rising at 5.12 (9.7 / 10.2 / 12.9 / 23.3
 # at 0.64-5.12), so its best was not yet inside the range.
-_SWEEP = {"segmentation": (0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24)}
+_SWEEP = {"detection": (0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12),
+          "segmentation": (0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24)}
 _EMPTY = dict(table1_norms=(), table2_batches=(2,), table3_groups=(), table3_group_sizes=())
 
 
@@ -278,12 +279,11 @@ def _task(task: str, arch: str) -> dict:
                    all_experiments=("perworker",), task=task, pretrain_epochs=1, transfer_schedules=(1,),
                    dense_lrsweep_lrs=(0.1, 0.4), **_EMPTY)
     protocol = dataclasses.replace(_PROTOCOL, task=task, arch=arch, epochs=_EPOCHS[task])
-    sweep = dict(dense_lrsweep_lrs=_SWEEP[task]) if task in _SWEEP else {}
-    quick = Preset("quick", protocol, seeds=3, dense_batches=(2, 16), **sweep,
+    quick = Preset("quick", protocol, seeds=3, dense_batches=(2, 16), dense_lrsweep_lrs=_SWEEP[task],
                    lr_by_norm=_LR[task], head_norms=("none", "bn", "gn"), task=task,
                    all_experiments=(("dense-lrsweep", "perworker", "head") if task == "detection"
                                     else ("dense-lrsweep", "perworker")), **_EMPTY)
-    full = Preset("full", protocol, seeds=3, lr_by_norm=_LR[task], task=task, **sweep,
+    full = Preset("full", protocol, seeds=3, lr_by_norm=_LR[task], task=task, dense_lrsweep_lrs=_SWEEP[task],
                   all_experiments=(("dense-lrsweep", "transfer", "head", "scratch", "perworker", "masked")
                                    if task == "detection" else ("dense-lrsweep", "perworker", "masked")), **_EMPTY)
     return {"smoke": smoke, "quick": quick, "full": full}

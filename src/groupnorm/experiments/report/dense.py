@@ -145,11 +145,12 @@ def _claim_lines(rows: list[dict], task: str, metric: str) -> list[str]:
 
     epochs = sorted({r["epochs"] for r in rows})
     base = epochs[0] if epochs else None
+    bs = sorted({r["batch_per_worker"] for r in rows})
     for arch, pre in sorted({(setting(r)[0], setting(r)[6]) for r in rows}):
-        for b in sorted({r["batch_per_worker"] for r in rows}):
+        arch_ = arch + (" pre-trained" if pre else "")
+        for b in bs:
             for ep in epochs:
                 same = dict(arch=arch, b=b, epochs=ep, masked=False, pre=pre)
-                arch_ = arch + (" pre-trained" if pre else "")
                 gn = _find(rows, kind="GN", head="GN", **same)
                 add(f"{arch_} GN − BN at b={b}, {ep} ep", PAPER["perworker"], gn,
                     _find(rows, kind="BN", head="BN", **same))
@@ -167,10 +168,9 @@ def _claim_lines(rows: list[dict], task: str, metric: str) -> list[str]:
                         if longer > ep:
                             add(f"{arch_} GN {longer} ep − {ep} ep, b={b}", PAPER["scratch"],
                                 _find(rows, **dict(same, kind="GN", head="GN", epochs=longer)), gn)
-        bs = sorted({r["batch_per_worker"] for r in rows})
         for ep in epochs if len(bs) > 1 else ():  # BN at the most images per worker against BN at the fewest
             same = dict(arch=arch, kind="BN", head="BN", epochs=ep, masked=False, pre=pre)
-            add(f"{arch + (' pre-trained' if pre else '')} BN at b={bs[-1]} − BN at b={bs[0]}, {ep} ep",
+            add(f"{arch_} BN at b={bs[-1]} − BN at b={bs[0]}, {ep} ep",
                 PAPER["bn_batch"], _find(rows, b=bs[-1], **same), _find(rows, b=bs[0], **same))
         for b in bs:
             masked = _find(rows, arch=arch, kind="GN", b=b, masked=True, pre=pre)
